@@ -1,0 +1,1 @@
+"""Generated protobuf code for the ``consent`` proto packages (see proto/)."""
