@@ -17,3 +17,20 @@ class Limits:
     max_event_bytes: int = 1 << 20  # segment_event
     max_event_depth: int = 64  # the event object is depth 1
     max_message_bytes: int = 4 << 20  # gRPC receive/send limit
+
+
+@dataclass(frozen=True, slots=True)
+class ServeConfig:
+    """Everything `consent-sidecar serve` needs; built by the CLI from flags and CONSENT_SIDECAR_* variables."""
+
+    mappings: str  # path as given on the command line (used verbatim in error messages)
+    listen: tuple[str, ...] = ("127.0.0.1:50051",)  # "host:port" or "unix:/path"; DecisionService only
+    admin_listen: str | None = None  # AdminService only; None = no admin API
+    principals: str | None = None
+    audit_db: str | None = None  # None = next to the mapping file
+    metrics_listen: str | None = None
+    workers: int = 1
+    grace_period: float = 5.0  # seconds SIGTERM waits for in-flight RPCs
+    log_format: str = "auto"  # auto (console on a TTY, else JSON) | json | console
+    log_level: str = "info"
+    limits: Limits = Limits()

@@ -7,15 +7,16 @@ naming the offending field. Never decides anything and never logs payloads.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping as AbcMapping
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from sidecar.config import Limits
 from sidecar.errors import InvalidArgument
-from sidecar.index import PREFERENCE_EVENT_NAME
+from sidecar.index import PREFERENCE_EVENT_NAME, Index, Outcome
 
-__all__ = ["ParsedEvent", "check_destinations", "parse_segment_event"]
+__all__ = ["ParsedEvent", "check_destinations", "decide_one", "parse_segment_event"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,3 +99,28 @@ def parse_segment_event(raw: bytes, limits: Limits, field: str = "segment_event"
 
     preference_event = event.get("type") == "track" and event.get("event") == PREFERENCE_EVENT_NAME
     return ParsedEvent(preferences, integrations, preference_event)
+
+
+def decide_one(
+    index: Index,
+    limits: Limits,
+    destinations: Sequence[str],
+    *,
+    preferences: AbcMapping[str, bool] | None = None,
+    segment_event: bytes | None = None,
+    explain: bool = False,
+    field: str = "",
+) -> Outcome:
+    """Validates and decides one request: the shared path of the services and the CLI.
+
+    Give `preferences` (a consent object's categoryPreferences), or `segment_event` raw JSON,
+    or neither (no consent object). `field` prefixes field names in errors (e.g. "requests[3].").
+    """
+    check_destinations(destinations, limits, f"{field}destinations")
+    if segment_event is not None:
+        ev = parse_segment_event(segment_event, limits, f"{field}segment_event")
+        return index.decide(
+            ev.preferences, destinations, integrations=ev.integrations,
+            preference_event=ev.preference_event, explain=explain,
+        )
+    return index.decide(preferences, destinations, explain=explain)
