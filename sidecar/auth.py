@@ -1,0 +1,166 @@
+"""Admin identities: the principals file, bearer-token authentication and role checks.
+
+Tokens exist only as sha256 hex at rest and in memory; a presented token is hashed and
+compared against every known hash in constant time. Never logs or stores a token.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import hmac
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
+from ruamel.yaml.error import MarkedYAMLError
+
+from sidecar.errors import MappingError, PermissionDenied, Problem, Unauthenticated
+
+__all__ = ["Principal", "Principals", "Role", "bearer_token", "hash_token", "load_principals", "parse_principals"]
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+class Role(enum.Enum):
+    OWNER = "owner"  # read and write
+    MEMBER = "member"  # read only
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    id: str
+    role: Role
+    token_sha256: str
+
+    @property
+    def can_write(self) -> bool:
+        return self.role is Role.OWNER
+
+
+def hash_token(token: str) -> str:
+    """The sha256 hex stored in the principals file for `token`."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def bearer_token(metadata: Iterable[tuple[str, str | bytes]]) -> str | None:
+    """The token of an `authorization: Bearer <token>` header, or None."""
+    for key, value in metadata:
+        if key.lower() == "authorization":
+            text = value.decode(errors="replace") if isinstance(value, bytes) else value
+            scheme, _, token = text.strip().partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                return token.strip()
+    return None
+
+
+class Principals:
+    """An immutable set of principals; `authenticate` never short-circuits on a partial match."""
+
+    __slots__ = ("_by_hash", "principals")
+
+    def __init__(self, principals: Sequence[Principal]) -> None:
+        self.principals = tuple(principals)
+        self._by_hash = [(p.token_sha256.encode(), p) for p in self.principals]
+
+    def authenticate(self, token: str | None) -> Principal:
+        """The principal holding `token`; Unauthenticated if none does."""
+        if not token:
+            raise Unauthenticated("missing bearer token: send 'authorization: Bearer <token>'")
+        presented = hash_token(token).encode()
+        found: Principal | None = None
+        for digest, principal in self._by_hash:  # compare against all, so timing reveals nothing
+            if hmac.compare_digest(digest, presented):
+                found = principal
+        if found is None:
+            raise Unauthenticated("invalid bearer token")
+        return found
+
+    @staticmethod
+    def authorize_write(principal: Principal, rpc: str) -> None:
+        if not principal.can_write:
+            raise PermissionDenied(f"{rpc} requires role owner; principal {principal.id!r} is {principal.role.value}")
+
+
+def _pos(
+    node: Any, key: Any = None, index: int | None = None, *, of_key: bool = False
+) -> tuple[int | None, int | None]:
+    """1-based (line, column) of a value (or with of_key, of the key itself) in a round-trip node."""
+    lc = getattr(node, "lc", None)
+    if lc is None:
+        return None, None
+    try:
+        if key is not None:
+            line, col = lc.key(key) if of_key else lc.value(key)
+        elif index is not None:
+            line, col = lc.item(index)
+        else:
+            line, col = lc.line, lc.col
+    except (KeyError, IndexError, TypeError):
+        line, col = lc.line, lc.col
+    return int(line) + 1, int(col) + 1
+
+
+def parse_principals(text: str, source: str) -> Principals:
+    """Parses and validates a principals file (API.md §4); every problem reported at once."""
+    try:
+        doc = YAML(typ="rt").load(text)
+    except MarkedYAMLError as e:
+        mark = e.problem_mark
+        line = mark.line + 1 if mark is not None else None
+        col = mark.column + 1 if mark is not None else None
+        raise MappingError([Problem("", f"invalid YAML: {e.problem}", line, col)], source) from None
+    problems: list[Problem] = []
+    if not isinstance(doc, dict) or not isinstance(doc.get("principals"), list):
+        where = _pos(doc, "principals") if isinstance(doc, dict) and "principals" in doc else (1, 1)
+        raise MappingError([Problem("principals", "must be a list of principals", *where)], source)
+    for key in doc:
+        if key != "principals":
+            problems.append(Problem(str(key), "unknown key", *_pos(doc, key, of_key=True)))
+    out: list[Principal] = []
+    ids: set[str] = set()
+    hashes: set[str] = set()
+    for i, item in enumerate(doc["principals"]):
+        path = f"principals[{i}]"
+        if not isinstance(item, dict):
+            problems.append(Problem(path, "must be a mapping", *_pos(doc["principals"], index=i)))
+            continue
+        for key in item:
+            if key not in ("id", "role", "token_sha256"):
+                problems.append(Problem(f"{path}.{key}", "unknown key", *_pos(item, key, of_key=True)))
+        pid, role, digest = item.get("id"), item.get("role"), item.get("token_sha256")
+        n = len(problems)
+
+        def bad(key: str, message: str, item: Any = item, path: str = path) -> None:
+            problems.append(Problem(f"{path}.{key}", message, *_pos(item, key if key in item else None)))
+
+        if not isinstance(pid, str) or not pid.strip():
+            bad("id", "must be a non-empty string")
+        elif pid in ids:
+            bad("id", f"duplicate id {pid!r}")
+        if role not in ("owner", "member"):
+            bad("role", "must be owner or member")
+        if not isinstance(digest, str) or not _HEX64.fullmatch(digest):
+            bad("token_sha256", "must be 64 lowercase hex characters (see: consent-sidecar token hash)")
+        elif digest in hashes:
+            bad("token_sha256", "token shared with another principal")
+        if len(problems) == n:
+            assert isinstance(pid, str) and isinstance(role, str) and isinstance(digest, str)
+            ids.add(pid)
+            hashes.add(digest)
+            out.append(Principal(pid, Role(role), digest))
+    if problems:
+        raise MappingError(problems, source)
+    return Principals(out)
+
+
+def load_principals(path: str) -> Principals:
+    """Reads and parses the principals file at `path` (errors name the path as given)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise MappingError([Problem("", f"cannot read principals file: {e}")], path) from None
+    return parse_principals(text, path)
