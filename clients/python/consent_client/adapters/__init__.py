@@ -1,0 +1,44 @@
+"""CMP adapters: turn a consent-management platform's native signal into the
+``categoryPreferences`` dict (``{category_id: bool}``) the consent sidecar enforces.
+
+Every function here is pure (no I/O, no clock) and raises only :class:`ConsentFormatError`
+(a :class:`ValueError`) for malformed input, with a message naming what is wrong.
+
+A category the signal says nothing about is left out of the result rather than set to
+``False``; the sidecar treats absent and ``False`` alike (not granted).
+"""
+
+from __future__ import annotations
+
+from ._common import ConsentFormatError
+from .google import (
+    CONSENT_MODE_SIGNALS,
+    decode_gcs,
+    google_consent_mode_to_preferences,
+    google_gcs_to_preferences,
+)
+from .ketch import ketch_from_consent_cookie, ketch_from_purposes
+from .onetrust import onetrust_from_active_groups, onetrust_from_optanon_cookie
+from .tcf import TCString, decode_tc_string, tcf_to_preferences
+from .trustarc import trustarc_from_notice_gdpr_prefs, trustarc_from_storage_item
+from .usprivacy import USPrivacy, decode_us_privacy, us_privacy_to_preferences
+
+__all__ = [
+    "CONSENT_MODE_SIGNALS",
+    "ConsentFormatError",
+    "TCString",
+    "USPrivacy",
+    "decode_gcs",
+    "decode_tc_string",
+    "decode_us_privacy",
+    "google_consent_mode_to_preferences",
+    "google_gcs_to_preferences",
+    "ketch_from_consent_cookie",
+    "ketch_from_purposes",
+    "onetrust_from_active_groups",
+    "onetrust_from_optanon_cookie",
+    "tcf_to_preferences",
+    "trustarc_from_notice_gdpr_prefs",
+    "trustarc_from_storage_item",
+    "us_privacy_to_preferences",
+]
