@@ -59,12 +59,21 @@ def _too_deep(value: object, max_depth: int) -> bool:
     return False
 
 
+def _reject_constant(name: str) -> object:
+    raise ValueError(f"{name} is not JSON")
+
+
+# Strict JSON: `NaN`, `Infinity` and `-Infinity` (which Python's json accepts by default) are not JSON.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
 def parse_segment_event(raw: bytes, limits: Limits, field: str = "segment_event") -> ParsedEvent:
     """Reads consent, `integrations` and the preference-event marker from a raw Segment event."""
     if len(raw) > limits.max_event_bytes:
         raise InvalidArgument(field, f"larger than {limits.max_event_bytes} bytes ({len(raw)})")
     try:
-        event = json.loads(raw)
+        # Decoded as UTF-8 ourselves: json.loads(bytes) would also take UTF-16/32 and encoded surrogates.
+        event = _DECODER.decode(raw.decode("utf-8"))
     except RecursionError:
         raise InvalidArgument(field, f"nested deeper than {limits.max_event_depth}") from None
     except (UnicodeDecodeError, ValueError) as e:

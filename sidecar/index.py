@@ -59,6 +59,9 @@ PREFERENCE_EVENT_NAME: Final = "Segment Consent Preference Updated"
 # A row of the table: (exempt, resolution is any, required mask, shadow mask).
 _Row = tuple[bool, bool, int, int]
 _MEMO_LIMIT: Final = 4096  # entries per snapshot; cleared wholesale when full (cheap, bounded)
+# Destination ids held by the keys of the (allowed, blocked) memo, all entries together: entries alone
+# do not bound memory (4096 requests of 10,000 long ids would pin gigabytes).
+_MEMO_MAX_DESTINATIONS: Final = 1 << 16
 
 
 def _names(mask: int, names: tuple[str, ...]) -> tuple[str, ...]:
@@ -80,6 +83,7 @@ class Index:
         "_cat_names",
         "_deny_unknown",
         "_memo",
+        "_memo_destinations",
         "_memo_explain",
         "_rows",
         "digest",
@@ -111,6 +115,7 @@ class Index:
             rows[d] = (exempt, any_, required[d], shadow[d])
         self._rows = rows
         self._memo: dict[tuple[int, tuple[str, ...]], tuple[tuple[str, ...], tuple[str, ...]]] = {}
+        self._memo_destinations = 0  # ids held by self._memo's keys (approximate under threads)
         self._memo_explain: dict[tuple[int, str], Decision] = {}
 
     # -- consent -> mask -------------------------------------------------------------------
@@ -200,7 +205,8 @@ class Index:
         dests = tuple(destinations) if destinations else self.known_destinations
         if preference_event:
             decisions = [Decision(d, True, Reason.PREFERENCE_EVENT) for d in dests]
-            return self._finish(decisions, integrations)
+            out = self._finish(decisions, integrations)
+            return out if explain else Outcome(out.allowed, out.blocked)
         granted = None if preferences is None else self.granted_mask(preferences)
         if explain:
             return self._finish(self._explained(granted, dests), integrations)
@@ -227,9 +233,13 @@ class Index:
             for d in dests:
                 (al if self._allowed(granted, d) else bl).append(d)
             hit = (tuple(al), tuple(bl))
-            if len(self._memo) >= _MEMO_LIMIT:
-                self._memo.clear()
-            self._memo[key] = hit
+            n = len(dests)
+            if n <= _MEMO_MAX_DESTINATIONS:
+                if len(self._memo) >= _MEMO_LIMIT or self._memo_destinations + n > _MEMO_MAX_DESTINATIONS:
+                    self._memo.clear()
+                    self._memo_destinations = 0
+                self._memo[key] = hit
+                self._memo_destinations += n
         return hit
 
     def _explained(self, granted: int | None, dests: tuple[str, ...]) -> list[Decision]:
