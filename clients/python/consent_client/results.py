@@ -1,0 +1,186 @@
+"""Typed values crossing the client API: `Request` in, `DecideResult` out.
+
+Plain frozen dataclasses, identical whether the sidecar, the embedded decider or a failure
+policy answered (the last sets `degraded`). Converts from the wire messages; never does I/O.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from consent.v1 import decision_pb2
+
+from consent_client.errors import InvalidArgument
+
+__all__ = ["DecideResult", "Decision", "PolicyVersion", "Reason", "Request"]
+
+
+class Reason(enum.StrEnum):
+    """Why a destination was allowed or blocked; each value is the consent.v1.Reason enum name."""
+
+    UNSPECIFIED = "REASON_UNSPECIFIED"  # never sent by the sidecar; a failure policy without a mapping
+    NO_CONSENT = "REASON_NO_CONSENT"
+    UNMAPPED = "REASON_UNMAPPED"
+    GRANTED = "REASON_GRANTED"
+    DENIED = "REASON_DENIED"
+    EXEMPT = "REASON_EXEMPT"
+    UNKNOWN_DESTINATION = "REASON_UNKNOWN_DESTINATION"
+    DISABLED_BY_EVENT = "REASON_DISABLED_BY_EVENT"
+    PREFERENCE_EVENT = "REASON_PREFERENCE_EVENT"
+
+
+_REASON_BY_NUMBER: Final[dict[int, Reason]] = {
+    decision_pb2.Reason.Value(r.value): r for r in Reason
+}
+
+
+def reason_from_number(number: int) -> Reason:
+    """The Reason for a consent.v1.Reason number (UNSPECIFIED for numbers this client does not know)."""
+    return _REASON_BY_NUMBER.get(number, Reason.UNSPECIFIED)
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyVersion:
+    """The policy snapshot that decided: generation grows on every change; digest = sha256 of the mapping."""
+
+    generation: int
+    digest: str
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The explained decision for one destination, as named in the request."""
+
+    destination: str
+    allowed: bool
+    reason: Reason
+    required_categories: tuple[str, ...] = ()
+    missing_categories: tuple[str, ...] = ()
+    shadow_missing_categories: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class DecideResult:
+    """One event's answer. Destinations keep request order; `decisions` only when explained.
+
+    degraded: True when the sidecar could not be reached and the client's failure policy
+        answered instead; `failure` then says why (e.g. "UNAVAILABLE: ...").
+    error: batch and stream entries only: the request was invalid (the message names the
+        field) and nothing was decided; `raise_for_error()` turns it into InvalidArgument.
+    """
+
+    allowed: tuple[str, ...] = ()
+    blocked: tuple[str, ...] = ()
+    decisions: tuple[Decision, ...] = ()
+    policy: PolicyVersion | None = None
+    degraded: bool = False
+    failure: str | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Whether the entry was decided (it carries no `error`)."""
+        return self.error is None
+
+    def is_allowed(self, destination: str) -> bool:
+        """Whether `destination` (as named in the request) may receive the event."""
+        return destination in self.allowed
+
+    def raise_for_error(self) -> DecideResult:
+        """Raises InvalidArgument if the entry was invalid, else returns self (for chaining)."""
+        if self.error is not None:
+            raise InvalidArgument(self.error)
+        return self
+
+    @classmethod
+    def from_proto(
+        cls, response: decision_pb2.DecideResponse, policy: PolicyVersion | None = None
+    ) -> DecideResult:
+        """Converts one DecideResponse; `policy` overrides it (DecideBatch reports one for the batch)."""
+        if response.error:
+            return cls(error=response.error, policy=policy or _policy(response))
+        decisions: tuple[Decision, ...] = ()
+        if response.decisions:
+            decisions = tuple(
+                Decision(
+                    d.destination,
+                    d.allowed,
+                    _REASON_BY_NUMBER.get(d.reason, Reason.UNSPECIFIED),
+                    tuple(d.required_categories),
+                    tuple(d.missing_categories),
+                    tuple(d.shadow_missing_categories),
+                )
+                for d in response.decisions
+            )
+        return cls(
+            tuple(response.allowed),
+            tuple(response.blocked),
+            decisions,
+            policy if policy is not None else _policy(response),
+        )
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """Plain JSON data (reasons as enum names), e.g. for logs or the examples."""
+        out: dict[str, Any] = {"allowed": list(self.allowed), "blocked": list(self.blocked)}
+        if self.decisions:
+            out["decisions"] = [
+                {
+                    "destination": d.destination,
+                    "allowed": d.allowed,
+                    "reason": d.reason.value,
+                    "required_categories": list(d.required_categories),
+                    "missing_categories": list(d.missing_categories),
+                    "shadow_missing_categories": list(d.shadow_missing_categories),
+                }
+                for d in self.decisions
+            ]
+        if self.policy is not None:
+            out["policy"] = {"generation": self.policy.generation, "digest": self.policy.digest}
+        if self.degraded:
+            out["degraded"] = True
+            out["failure"] = self.failure
+        if self.error is not None:
+            out["error"] = self.error
+        return out
+
+
+def _policy(response: decision_pb2.DecideResponse) -> PolicyVersion | None:
+    if not response.HasField("policy"):
+        return None
+    return PolicyVersion(response.policy.generation, response.policy.digest)
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One event to decide, for `decide_many` and `stream`.
+
+    destinations: ids, optionally `<destination>/<instance>`; empty = every destination the
+        mapping knows (sorted by id).
+    consent: the consent object's `categoryPreferences`; None = the event carries no consent
+        object (every destination allowed). An empty dict grants nothing.
+    event: a Segment event (dict, or its raw JSON) instead of `consent`; consent is then read
+        from `context.consent` and the event's `integrations` object is honoured.
+    """
+
+    destinations: tuple[str, ...] = ()
+    consent: Mapping[str, bool] | None = None
+    event: Mapping[str, Any] | bytes | str | None = None
+    explain: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.destinations, str):
+            raise TypeError("destinations must be a sequence of ids, not a single str")
+        if not isinstance(self.destinations, tuple):
+            object.__setattr__(self, "destinations", tuple(self.destinations))
+        if self.consent is not None and self.event is not None:
+            raise ValueError("give either consent or event, not both")
+
+    @classmethod
+    def for_event(
+        cls, event: Mapping[str, Any] | bytes | str, destinations: Sequence[str] = (), *, explain: bool = False
+    ) -> Request:
+        """A request deciding a Segment event."""
+        return cls(tuple(destinations), None, event, explain)
