@@ -1,0 +1,358 @@
+"""The process around the core: load the policy, open the listeners, serve, drain on SIGTERM.
+
+Owns listener addresses (TCP `host:port`, `[v6]:port`, `unix:/path`), the grpc.aio servers,
+health (grpc.health.v1) and reflection on each, message-size limits and the shutdown order:
+health NOT_SERVING -> stop accepting -> drain in-flight RPCs for the grace period -> remove
+sockets. DecisionService is served only on the `--listen` addresses, AdminService only on
+`--admin-listen`. Must never start listening before the first policy has loaded, and never log
+mapping content or request payloads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import stat
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Final, TextIO
+
+import grpc
+import grpc.aio
+from consent.v1 import decision_pb2_grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from sidecar import logs
+from sidecar.config import ServeConfig
+from sidecar.errors import MappingError
+from sidecar.policy import PolicyStore, Snapshot
+from sidecar.services import decision
+
+__all__ = [
+    "EXIT_LISTEN",
+    "EXIT_MAPPING",
+    "EXIT_OK",
+    "Address",
+    "ListenError",
+    "Sidecar",
+    "parse_address",
+    "run",
+    "serve",
+]
+
+EXIT_OK: Final = 0
+EXIT_LISTEN: Final = 1  # a listener could not be opened
+EXIT_MAPPING: Final = 2  # the first policy load failed
+
+_log = logs.get_logger(__name__)
+
+
+class ListenError(Exception):
+    """A listener address is malformed or cannot be bound; the message says which and why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    """A parsed listener address; `target` is what gRPC binds."""
+
+    raw: str  # as configured
+    target: str  # "host:port" or "unix:/abs/or/relative/path"
+    unix_path: str | None = None  # the socket file, for unix: addresses
+
+    def bound(self, port: int) -> str:
+        """The address with the real port (after binding port 0)."""
+        if self.unix_path is not None:
+            return self.target
+        host, _, _ = self.target.rpartition(":")
+        return f"{host}:{port}"
+
+
+def parse_address(raw: str) -> Address:
+    """Parses `host:port`, `[v6]:port` or `unix:/path`; raises ListenError naming the address."""
+    if raw.startswith("unix:"):
+        path = raw[len("unix:") :]
+        if path.startswith("//"):  # unix:///abs/path, the URI form
+            path = path[2:]
+        if not path:
+            raise ListenError(f"listen address {raw!r}: unix socket path is empty")
+        return Address(raw, f"unix:{path}", path)
+    host, sep, port = raw.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ListenError(f"listen address {raw!r}: expected host:port, [ipv6]:port or unix:/path")
+    if ":" in host and not (host.startswith("[") and host.endswith("]")):
+        raise ListenError(f"listen address {raw!r}: an IPv6 host must be in brackets, e.g. [::1]:{port}")
+    return Address(raw, raw)
+
+
+def _prepare_unix_socket(address: Address) -> None:
+    """Removes a stale socket file left by a crashed run; refuses a live socket or a non-socket."""
+    path = address.unix_path
+    assert path is not None
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise ListenError(f"listen address {address.raw!r}: {path} exists and is not a socket")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(path)
+        except OSError:
+            os.unlink(path)  # nobody answers: stale
+            return
+    raise ListenError(f"listen address {address.raw!r}: {path} is in use by a running process")
+
+
+def _why_bind_failed(address: Address) -> str:
+    """gRPC says only "failed to bind"; re-trying the bind ourselves recovers the OS reason."""
+    try:
+        if address.unix_path is not None:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                s.bind(address.unix_path)
+            os.unlink(address.unix_path)
+        else:
+            host, _, port = address.target.rpartition(":")
+            host = host.strip("[]")
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            with socket.create_server((host, int(port)), family=family):
+                pass
+    except OSError as e:
+        return e.strerror or str(e)
+    return "gRPC could not bind it (set GRPC_VERBOSITY=debug for details)"
+
+
+# A service registration: adds a servicer to a server and returns the service's full name.
+ServiceAdder = Callable[[grpc.aio.Server], str]
+
+
+def decision_services(store: PolicyStore, config: ServeConfig) -> list[ServiceAdder]:
+    """What the `--listen` addresses serve (besides health and reflection)."""
+
+    def add_decision(server: grpc.aio.Server) -> str:
+        servicer = decision.DecisionService(store, config.limits)
+        decision_pb2_grpc.add_DecisionServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
+        return decision.SERVICE_NAME
+
+    return [add_decision]
+
+
+def admin_services(store: PolicyStore, config: ServeConfig) -> list[ServiceAdder]:
+    """What `--admin-listen` serves (besides health and reflection): AdminService is added here next."""
+    return []
+
+
+class _Listener:
+    """One grpc.aio server with its health servicer; the services are known before it starts."""
+
+    def __init__(self, name: str, addresses: Sequence[Address], services: Sequence[ServiceAdder], config: ServeConfig):
+        limit = config.limits.max_message_bytes
+        self.name = name
+        self.addresses = tuple(addresses)
+        self.server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", limit),
+                ("grpc.max_send_message_length", limit),
+                # gRPC sets SO_REUSEPORT by default: a second sidecar would then "bind" a taken port.
+                ("grpc.so_reuseport", 0),
+            ]
+        )
+        self.health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        self.service_names = tuple(add(self.server) for add in services)
+        reflection.enable_server_reflection(
+            (*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
+        )
+        self.bound: list[str] = []
+        self._sockets: list[str] = []
+
+    def bind(self) -> None:
+        for address in self.addresses:
+            if address.unix_path is not None:
+                _prepare_unix_socket(address)
+            try:
+                port = self.server.add_insecure_port(address.target)
+            except RuntimeError:
+                port = 0
+            if port == 0 and address.unix_path is None:
+                raise ListenError(f"cannot listen on {address.raw} ({self.name}): {_why_bind_failed(address)}")
+            if address.unix_path is not None:
+                if not os.path.exists(address.unix_path):
+                    raise ListenError(f"cannot listen on {address.raw} ({self.name}): {_why_bind_failed(address)}")
+                self._sockets.append(address.unix_path)
+            self.bound.append(address.bound(port))
+
+    async def start(self) -> None:
+        await self.server.start()
+        # The policy is loaded before any listener starts, so everything is SERVING from the first check.
+        for name in (health.OVERALL_HEALTH, *self.service_names):
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+    async def stop(self, grace: float | None) -> None:
+        await self.server.stop(grace)
+        self.remove_sockets()
+
+    def remove_sockets(self) -> None:
+        for path in self._sockets:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        self._sockets.clear()
+
+
+class Sidecar:
+    """The listeners around one loaded PolicyStore. `start` binds everything or nothing."""
+
+    def __init__(self, config: ServeConfig, store: PolicyStore) -> None:
+        self.config = config
+        self.store = store
+        self._listeners: list[_Listener] = []
+
+    @property
+    def addresses(self) -> tuple[str, ...]:
+        """The bound `--listen` addresses, real ports filled in (after `start`)."""
+        return tuple(self._listeners[0].bound) if self._listeners else ()
+
+    @property
+    def admin_address(self) -> str | None:
+        """The bound `--admin-listen` address, or None when there is no admin listener."""
+        return self._listeners[1].bound[0] if len(self._listeners) > 1 else None
+
+    async def start(self) -> None:
+        """Binds every listener, then starts them. Raises ListenError (nothing left listening)."""
+        config = self.config
+        if not config.listen:
+            raise ListenError("no --listen address given")
+        main = _Listener(
+            "decision", [parse_address(a) for a in config.listen], decision_services(self.store, config), config
+        )
+        listeners = [main]
+        if config.admin_listen:
+            listeners.append(
+                _Listener("admin", [parse_address(config.admin_listen)], admin_services(self.store, config), config)
+            )
+        try:
+            for listener in listeners:
+                listener.bind()
+        except BaseException:
+            for listener in listeners:
+                listener.remove_sockets()
+                await listener.server.stop(None)
+            raise
+        for listener in listeners:
+            await listener.start()
+        self._listeners = listeners
+
+    async def stop(self, grace: float | None) -> None:
+        """Health NOT_SERVING everywhere, then stop accepting and drain for up to `grace` seconds.
+
+        Calling it again with a smaller grace (or None) cuts the drain short.
+        """
+        for listener in self._listeners:
+            await listener.health.enter_graceful_shutdown()
+        await asyncio.gather(*(listener.stop(grace) for listener in self._listeners))
+
+
+def _on_publish(old: Snapshot | None, new: Snapshot) -> None:
+    _log.info(
+        "policy published",
+        policy_generation=new.generation,
+        policy_digest=new.digest,
+        previous_generation=None if old is None else old.generation,
+    )
+
+
+async def serve(
+    config: ServeConfig,
+    *,
+    ready: asyncio.Event | None = None,
+    stop: asyncio.Event | None = None,
+    stderr: TextIO | None = None,
+) -> int:
+    """Loads the policy, serves until `stop` is set (or SIGTERM/SIGINT when `stop` is None), drains.
+
+    Returns the exit code: 0 after a clean drain, 2 when the mapping does not load (its errors
+    printed to stderr, nothing opened), 1 when a listener cannot be opened. `ready` is set once
+    every listener is up and healthy.
+    """
+    err = stderr if stderr is not None else sys.stderr
+    store = PolicyStore()
+    try:
+        # Compile off the loop: nothing else runs yet, but a caller's loop (tests) may be busy.
+        snap = await asyncio.to_thread(store.load_initial, config.mappings)
+    except MappingError as e:
+        print(e.format(), file=err)
+        return EXIT_MAPPING
+    except OSError as e:
+        print(f"{config.mappings}: cannot read: {e.strerror or e}", file=err)
+        return EXIT_MAPPING
+    store.add_listener(_on_publish)
+
+    sidecar = Sidecar(config, store)
+    try:
+        await sidecar.start()
+    except ListenError as e:
+        print(f"error: {e}", file=err)
+        _log.error("cannot listen", error=str(e))
+        return EXIT_LISTEN
+
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGTERM, signal.SIGINT)
+    force = asyncio.Event()
+    own_signals = stop is None
+    if stop is None:
+        stop = asyncio.Event()
+        stop_event = stop
+
+        def on_signal() -> None:
+            # First signal: drain. A second one: stop draining now.
+            (force if stop_event.is_set() else stop_event).set()
+
+        for sig in signals:
+            loop.add_signal_handler(sig, on_signal)
+    try:
+        index = snap.index
+        _log.info(
+            "sidecar started",
+            listen=list(sidecar.addresses),
+            admin_listen=sidecar.admin_address,
+            policy_generation=snap.generation,
+            policy_digest=snap.digest,
+            categories=len(index.mapping.categories),
+            destinations=len(index.known_destinations),
+            source=config.mappings,
+        )
+        if ready is not None:
+            ready.set()
+        await stop.wait()
+        _log.info("shutting down", grace_period=config.grace_period)
+        draining = asyncio.ensure_future(sidecar.stop(config.grace_period))
+        forced = asyncio.ensure_future(force.wait())
+        await asyncio.wait((draining, forced), return_when=asyncio.FIRST_COMPLETED)
+        if not draining.done():
+            _log.warning("second signal: aborting in-flight RPCs")
+            await sidecar.stop(None)
+            await draining
+        forced.cancel()
+    finally:
+        if own_signals:
+            for sig in signals:
+                loop.remove_signal_handler(sig)
+    _log.info("stopped")
+    return EXIT_OK
+
+
+def run(config: ServeConfig) -> int:
+    """Runs the sidecar until SIGTERM/SIGINT; blocking. Returns the process exit code."""
+    try:
+        logs.configure(config.log_level, config.log_format)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_LISTEN
+    try:
+        return asyncio.run(serve(config))
+    except KeyboardInterrupt:  # Ctrl-C before the signal handlers were installed (during the first load)
+        return 130

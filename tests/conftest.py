@@ -1,0 +1,154 @@
+"""Shared fixtures: mapping files written into tmp_path, and a real sidecar on loopback TCP and a unix socket.
+
+`start_sidecar(...)` is the general form (any mapping, limits or config); the `sidecar` and
+`channel` fixtures are its defaults. Test modules import nothing from here (tests/ is not a
+package): they take fixtures, and name types under TYPE_CHECKING only. Servers bind port 0 and
+report the real port: no races.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import tempfile
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import grpc.aio
+import pytest
+
+from sidecar.config import Limits, ServeConfig
+from sidecar.policy import PolicyStore
+from sidecar.server import Sidecar
+
+SAMPLE_MAPPING = """\
+version: 1
+settings:
+  unknown_destinations: allow
+categories:
+  - id: C0002
+    name: Performance Cookies
+    destinations: [amplitude, mixpanel]
+  - id: C0004
+    name: Targeting Cookies
+    destinations: [google-ads, braze]
+  - id: C0003
+    name: Functional Cookies
+    shadow: true
+    destinations: [amplitude, hotjar]
+destinations:
+  aws-s3: {enforce: false}
+  braze: {resolution: any}
+"""
+
+TRANSPORTS = ("tcp", "unix")
+
+# AF_UNIX paths are limited to ~107 bytes; pytest's tmp_path can be longer than that.
+_MAX_SOCKET_DIR = 80
+
+
+def write_mapping(directory: Path, text: str = SAMPLE_MAPPING, name: str = "mappings.yaml") -> Path:
+    """Writes a mapping file into `directory` and returns its path."""
+    path = directory / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@contextlib.contextmanager
+def socket_dir(tmp_path: Path) -> Iterator[Path]:
+    """A directory for unix sockets: tmp_path when its path is short enough, else a short temp dir."""
+    if len(str(tmp_path)) <= _MAX_SOCKET_DIR:
+        yield tmp_path
+        return
+    with tempfile.TemporaryDirectory(prefix="cs-") as d:
+        yield Path(d)
+
+
+@dataclasses.dataclass
+class RunningSidecar:
+    """A started sidecar and client channels to each of its transports."""
+
+    sidecar: Sidecar
+    store: PolicyStore
+    config: ServeConfig
+    mapping_path: Path
+    tcp_address: str
+    unix_address: str
+    tcp: grpc.aio.Channel
+    unix: grpc.aio.Channel
+    admin: grpc.aio.Channel | None = None
+
+    def channel(self, transport: str) -> grpc.aio.Channel:
+        return self.tcp if transport == "tcp" else self.unix
+
+
+@contextlib.asynccontextmanager
+async def running_sidecar(
+    tmp_path: Path,
+    mapping: str = SAMPLE_MAPPING,
+    *,
+    limits: Limits | None = None,
+    admin: bool = False,
+    **config: Any,
+) -> AsyncIterator[RunningSidecar]:
+    """Starts a sidecar on 127.0.0.1:0 and a unix socket (plus an admin listener if asked); stops it after."""
+    path = write_mapping(tmp_path, mapping)
+    with socket_dir(tmp_path) as sockets:
+        unix_address = f"unix:{sockets / 'decision.sock'}"
+        cfg = ServeConfig(
+            mappings=str(path),
+            listen=("127.0.0.1:0", unix_address),
+            admin_listen="127.0.0.1:0" if admin else None,
+            limits=limits or Limits(),
+            grace_period=1.0,
+            **config,
+        )
+        store = PolicyStore()
+        store.load_initial(cfg.mappings)
+        sidecar = Sidecar(cfg, store)
+        await sidecar.start()
+        tcp_address = sidecar.addresses[0]
+        channels = [grpc.aio.insecure_channel(tcp_address), grpc.aio.insecure_channel(unix_address)]
+        if sidecar.admin_address is not None:
+            channels.append(grpc.aio.insecure_channel(sidecar.admin_address))
+        try:
+            yield RunningSidecar(
+                sidecar, store, cfg, path, tcp_address, unix_address, channels[0], channels[1],
+                channels[2] if admin else None,
+            )
+        finally:
+            for ch in channels:
+                await ch.close()
+            await sidecar.stop(None)
+
+
+@pytest.fixture
+def mapping_path(tmp_path: Path) -> Path:
+    """SAMPLE_MAPPING written to tmp_path/mappings.yaml."""
+    return write_mapping(tmp_path)
+
+
+StartSidecar = Callable[..., contextlib.AbstractAsyncContextManager[RunningSidecar]]
+
+
+@pytest.fixture
+def start_sidecar(tmp_path: Path) -> StartSidecar:
+    """`running_sidecar` bound to this test's tmp_path: `async with start_sidecar(limits=...) as sc:`."""
+    return functools.partial(running_sidecar, tmp_path)
+
+
+@pytest.fixture
+async def sidecar(tmp_path: Path) -> AsyncIterator[RunningSidecar]:
+    """A sidecar serving SAMPLE_MAPPING with default limits."""
+    async with running_sidecar(tmp_path) as running:
+        yield running
+
+
+@pytest.fixture(params=TRANSPORTS)
+def channel(request: pytest.FixtureRequest, sidecar: RunningSidecar) -> grpc.aio.Channel:
+    """A channel to the `sidecar` fixture, once over TCP and once over the unix socket."""
+    ch: grpc.aio.Channel = sidecar.channel(request.param)
+    return ch

@@ -1,0 +1,419 @@
+"""The server process: health, reflection, listeners (TCP, IPv6, unix), start failures and SIGTERM drain."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import grpc
+import grpc.aio
+import pytest
+from consent.v1 import decision_pb2, decision_pb2_grpc
+from google.protobuf import descriptor_pool, message_factory
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+
+from sidecar.config import Limits, ServeConfig
+from sidecar.server import EXIT_LISTEN, EXIT_MAPPING, EXIT_OK, ListenError, parse_address, serve
+
+if TYPE_CHECKING:
+    from conftest import StartSidecar
+
+DECISION = "consent.v1.DecisionService"
+HEALTH = "grpc.health.v1.Health"
+REFLECTION = "grpc.reflection.v1alpha.ServerReflection"
+SERVING = health_pb2.HealthCheckResponse.SERVING
+
+BROKEN_MAPPING = """\
+version: 1
+categories:
+  - id: C0002
+    name: Performance Cookies
+    destinations: [amplitude]
+  - id: 4bad
+    name: Targeting Cookies
+    destinations: [google-ads]
+"""
+
+
+async def health_status(channel: grpc.aio.Channel, service: str = "") -> int:
+    r = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+    return int(r.status)
+
+
+# -- health and reflection ------------------------------------------------------------------
+
+
+async def test_health_is_serving_overall_and_for_the_decision_service(start_sidecar: StartSidecar) -> None:
+    async with start_sidecar(admin=True) as sc:
+        for ch in (sc.tcp, sc.unix):
+            assert await health_status(ch) == SERVING
+            assert await health_status(ch, DECISION) == SERVING
+        assert sc.admin is not None
+        assert await health_status(sc.admin) == SERVING
+        with pytest.raises(grpc.aio.AioRpcError) as info:  # not served there
+            await health_status(sc.admin, DECISION)
+        assert info.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_decision_service_is_served_only_on_the_listen_addresses(start_sidecar: StartSidecar) -> None:
+    async with start_sidecar(admin=True) as sc:
+        assert sc.admin is not None
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await decision_pb2_grpc.DecisionServiceStub(sc.admin).Decide(decision_pb2.DecideRequest(), timeout=5)
+        assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+def reflect(address: str) -> tuple[list[str], list[str], list[str]]:
+    """(services, DecisionService methods, allowed from a Decide call), all through reflection alone."""
+    with grpc.insecure_channel(address) as ch:
+        db = ProtoReflectionDescriptorDatabase(ch)
+        services = sorted(db.get_services())
+        if DECISION not in services:
+            return services, [], []
+        pool = descriptor_pool.DescriptorPool(db)
+        service = pool.FindServiceByName(DECISION)
+        methods = [m.name for m in service.methods]
+        # Call Decide with message classes built from the reflected descriptors: no generated code.
+        method = service.methods_by_name["Decide"]
+        request_cls = message_factory.GetMessageClass(method.input_type)
+        response_cls = message_factory.GetMessageClass(method.output_type)
+        call = ch.unary_unary(
+            f"/{DECISION}/Decide",
+            request_serializer=lambda m: m.SerializeToString(),
+            response_deserializer=response_cls.FromString,
+        )
+        response = call(request_cls(destinations=["amplitude", "google-ads"]), timeout=5)
+        return services, methods, list(response.allowed)
+
+
+async def test_reflection_lists_the_services_actually_served(start_sidecar: StartSidecar) -> None:
+    async with start_sidecar(admin=True) as sc:
+        # The sync reflection client blocks: run it off this loop, which is serving.
+        services, methods, allowed = await asyncio.to_thread(reflect, sc.tcp_address)
+        assert services == sorted([DECISION, HEALTH, REFLECTION])
+        assert methods == ["Decide", "DecideBatch", "DecideStream"]
+        assert allowed == ["amplitude", "google-ads"]
+        services, _, _ = await asyncio.to_thread(reflect, sc.unix_address)
+        assert DECISION in services
+        assert sc.sidecar.admin_address is not None
+        admin_services, _, _ = await asyncio.to_thread(reflect, sc.sidecar.admin_address)
+        assert admin_services == sorted([HEALTH, REFLECTION])
+
+
+# -- listener addresses ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "target", "unix_path"),
+    [
+        ("127.0.0.1:50051", "127.0.0.1:50051", None),
+        ("0.0.0.0:0", "0.0.0.0:0", None),
+        ("localhost:9000", "localhost:9000", None),
+        ("[::1]:50051", "[::1]:50051", None),
+        ("[::]:50051", "[::]:50051", None),
+        ("unix:/run/consent.sock", "unix:/run/consent.sock", "/run/consent.sock"),
+        ("unix:///run/consent.sock", "unix:/run/consent.sock", "/run/consent.sock"),
+        ("unix:relative.sock", "unix:relative.sock", "relative.sock"),
+    ],
+)
+def test_listen_addresses_parse(raw: str, target: str, unix_path: str | None) -> None:
+    address = parse_address(raw)
+    assert (address.target, address.unix_path) == (target, unix_path)
+
+
+@pytest.mark.parametrize(
+    ("raw", "why"),
+    [
+        ("50051", "expected host:port"),
+        ("localhost", "expected host:port"),
+        (":50051", "expected host:port"),
+        ("host:port", "expected host:port"),
+        ("host:70000", "expected host:port"),
+        ("::1:50051", "IPv6 host must be in brackets"),
+        ("unix:", "unix socket path is empty"),
+    ],
+)
+def test_bad_listen_addresses_are_rejected_clearly(raw: str, why: str) -> None:
+    with pytest.raises(ListenError, match=why) as info:
+        parse_address(raw)
+    assert repr(raw) in str(info.value)
+
+
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback here")
+async def test_any_number_of_listen_addresses_including_ipv6(tmp_path: Path, mapping_path: Path) -> None:
+    with socket.socket(socket.AF_INET6) as s6, socket.socket() as s4:
+        s6.bind(("::1", 0))
+        s4.bind(("127.0.0.1", 0))
+        free6, free4 = s6.getsockname()[1], s4.getsockname()[1]
+    listen = (f"127.0.0.1:{free4}", f"[::1]:{free6}", f"unix:{short_socket(tmp_path)}")
+    async with serving(ServeConfig(mappings=str(mapping_path), listen=listen)) as addresses:
+        for address in addresses:
+            async with grpc.aio.insecure_channel(address) as ch:
+                assert await health_status(ch, DECISION) == SERVING
+
+
+# -- in-process serve(): start failures and socket files ------------------------------------
+
+
+def exists(path: str | Path) -> bool:
+    """A stat on a local temp dir: instant, so fine to call from async tests."""
+    return os.path.lexists(path)
+
+
+def write_text(path: str | Path, text: str) -> None:
+    Path(path).write_text(text)
+
+
+def read_text(path: str | Path) -> str:
+    return Path(path).read_text()
+
+
+def short_socket(tmp_path: Path, name: str = "s.sock") -> str:
+    path = tmp_path / name
+    if len(str(path)) > 100:  # AF_UNIX limit
+        path = Path(f"/tmp/cs-{os.getpid()}-{time.monotonic_ns()}-{name}")
+    return str(path)
+
+
+@contextlib.asynccontextmanager
+async def serving(config: ServeConfig) -> AsyncIterator[list[str]]:
+    """Runs serve() until the block exits; yields the configured addresses once the sidecar is ready."""
+    ready, stop = asyncio.Event(), asyncio.Event()
+    err = io.StringIO()
+    task = asyncio.create_task(serve(config, ready=ready, stop=stop, stderr=err))
+    waiter = asyncio.create_task(ready.wait())
+    await asyncio.wait((task, waiter), timeout=10, return_when=asyncio.FIRST_COMPLETED)
+    waiter.cancel()
+    assert ready.is_set(), f"sidecar did not start: {err.getvalue()}"
+    try:
+        yield list(config.listen)
+    finally:
+        stop.set()
+        assert await asyncio.wait_for(task, timeout=10) == EXIT_OK
+
+
+async def serve_failing(config: ServeConfig) -> tuple[int, str]:
+    """serve() that is expected to fail before listening: (exit code, stderr)."""
+    err = io.StringIO()
+    code = await asyncio.wait_for(serve(config, stop=asyncio.Event(), stderr=err), timeout=10)
+    return code, err.getvalue()
+
+
+async def test_a_broken_mapping_fails_start_with_positions_and_opens_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "mappings.yaml"
+    write_text(path, BROKEN_MAPPING)
+    sock = short_socket(tmp_path)
+    code, err = await serve_failing(ServeConfig(mappings=str(path), listen=(f"unix:{sock}",)))
+    assert code == EXIT_MAPPING
+    assert f"{path}:6:9: categories[1].id: must not start with a digit" in err
+    assert not exists(sock)
+
+
+async def test_a_missing_mapping_file_fails_start(tmp_path: Path) -> None:
+    code, err = await serve_failing(ServeConfig(mappings=str(tmp_path / "nope.yaml"), listen=("127.0.0.1:0",)))
+    assert code == EXIT_MAPPING
+    assert "nope.yaml" in err
+
+
+async def test_a_taken_port_fails_start_with_a_clear_error(mapping_path: Path) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        code, err = await serve_failing(ServeConfig(mappings=str(mapping_path), listen=(f"127.0.0.1:{port}",)))
+    assert code == EXIT_LISTEN
+    assert f"cannot listen on 127.0.0.1:{port}" in err
+    assert "in use" in err.lower()
+
+
+async def test_one_unbindable_address_opens_none_of_them(tmp_path: Path, mapping_path: Path) -> None:
+    sock = short_socket(tmp_path)
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        code, _ = await serve_failing(
+            ServeConfig(mappings=str(mapping_path), listen=(f"unix:{sock}", f"127.0.0.1:{port}"))
+        )
+    assert code == EXIT_LISTEN
+    assert not exists(sock)
+
+
+async def test_a_stale_socket_file_is_replaced_and_removed_on_exit(tmp_path: Path, mapping_path: Path) -> None:
+    sock = short_socket(tmp_path)
+    stale = socket.socket(socket.AF_UNIX)
+    stale.bind(sock)  # left behind, as by a crashed sidecar: nobody listens on it
+    stale.close()
+    assert exists(sock)
+    config = ServeConfig(mappings=str(mapping_path), listen=(f"unix:{sock}",))
+    async with serving(config), grpc.aio.insecure_channel(f"unix:{sock}") as ch:
+        assert await health_status(ch, DECISION) == SERVING
+    assert not exists(sock)
+
+
+async def test_a_live_socket_is_not_stolen(tmp_path: Path, mapping_path: Path) -> None:
+    sock = short_socket(tmp_path)
+    with socket.socket(socket.AF_UNIX) as live:
+        live.bind(sock)
+        live.listen()
+        code, err = await serve_failing(ServeConfig(mappings=str(mapping_path), listen=(f"unix:{sock}",)))
+        assert code == EXIT_LISTEN
+        assert "in use" in err
+        assert exists(sock)
+    os.unlink(sock)
+
+
+async def test_a_regular_file_at_the_socket_path_is_not_deleted(tmp_path: Path, mapping_path: Path) -> None:
+    sock = short_socket(tmp_path)
+    write_text(sock, "precious")
+    code, err = await serve_failing(ServeConfig(mappings=str(mapping_path), listen=(f"unix:{sock}",)))
+    assert code == EXIT_LISTEN
+    assert "is not a socket" in err
+    assert read_text(sock) == "precious"
+
+
+async def test_message_limit_applies_to_health_too(start_sidecar: StartSidecar) -> None:
+    # The limit is per server: a huge health request is refused like any other message.
+    async with start_sidecar(limits=Limits(max_message_bytes=1024)) as sc:
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await health_status(sc.tcp, "x" * 4096)
+        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert await health_status(sc.tcp) == SERVING
+
+
+# -- the real process: run(), signals, drain ------------------------------------------------
+
+_RUN = (
+    "import sys\n"
+    "from sidecar.config import ServeConfig\n"
+    "from sidecar.server import run\n"
+    "sys.exit(run(ServeConfig(mappings=sys.argv[1], listen=tuple(sys.argv[2].split(',')),"
+    " grace_period=float(sys.argv[3]), log_format='json')))\n"
+)
+
+
+@contextlib.contextmanager
+def sidecar_process(
+    tmp_path: Path, mapping: Path, listen: str, grace: float = 10.0
+) -> Iterator[subprocess.Popen[bytes]]:
+    """`run()` in a child process (as the CLI will call it); stderr goes to tmp_path/stderr.log."""
+    with open(tmp_path / "stderr.log", "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _RUN, str(mapping), listen, str(grace)],
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
+
+
+def log_lines(tmp_path: Path) -> list[dict[str, object]]:
+    out = []
+    for line in (tmp_path / "stderr.log").read_text().splitlines():
+        with contextlib.suppress(ValueError):
+            out.append(json.loads(line))
+    return out
+
+
+async def wait_until(proc: subprocess.Popen[bytes], channel: grpc.aio.Channel, serving: bool, deadline: float) -> None:
+    """Polls health until it is (or is no longer) SERVING; fails if the process exits or the deadline passes."""
+    while True:
+        assert proc.poll() is None or not serving, f"sidecar exited with {proc.returncode}"
+        try:
+            ok = await health_status(channel, DECISION) == SERVING
+        except grpc.aio.AioRpcError:
+            ok = False
+        if ok == serving:
+            return
+        assert time.monotonic() < deadline, "timed out waiting for the sidecar's health to change"
+        await asyncio.sleep(0.05)  # poll interval, not synchronisation: the loop re-checks state
+
+
+async def test_run_fails_with_exit_2_and_positions_on_a_broken_mapping(tmp_path: Path) -> None:
+    path = tmp_path / "mappings.yaml"
+    write_text(path, BROKEN_MAPPING)
+    sock = short_socket(tmp_path)
+    with sidecar_process(tmp_path, path, f"unix:{sock}") as proc:
+        assert proc.wait(timeout=30) == EXIT_MAPPING
+    err = read_text(tmp_path / "stderr.log")
+    assert f"{path}:6:9: categories[1].id: must not start with a digit" in err
+    assert not exists(sock)
+
+
+async def test_sigterm_drains_an_in_flight_stream_then_exits_0(tmp_path: Path, mapping_path: Path) -> None:
+    sock = short_socket(tmp_path)
+    grace = 20.0
+    with sidecar_process(tmp_path, mapping_path, f"unix:{sock}", grace=grace) as proc:
+        async with grpc.aio.insecure_channel(f"unix:{sock}") as probe, grpc.aio.insecure_channel(f"unix:{sock}") as ch:
+            # Every wait has a deadline: startup is bounded by it, not by a sleep.
+            await wait_until(proc, probe, serving=True, deadline=time.monotonic() + 30)
+            call = decision_pb2_grpc.DecisionServiceStub(ch).DecideStream(timeout=60)
+            request = decision_pb2.DecideRequest(
+                consent=decision_pb2.Consent(category_preferences={"C0002": True}),
+                destinations=["amplitude", "google-ads"],
+            )
+            await call.write(request)
+            first = await call.read()
+            assert list(first.allowed) == ["amplitude"]  # the stream is in flight
+
+            signalled = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            # Health goes NOT_SERVING (or new RPCs are refused) once shutdown has begun...
+            await wait_until(proc, probe, serving=False, deadline=signalled + 10)
+            # ...while the in-flight stream keeps being answered until the client finishes it.
+            for _ in range(3):
+                await call.write(request)
+                r = await call.read()
+                assert list(r.blocked) == ["google-ads"]
+            await call.done_writing()
+            assert await call.read() == grpc.aio.EOF
+            assert await call.code() == grpc.StatusCode.OK
+
+        code = await asyncio.to_thread(proc.wait, 15)
+        elapsed = time.monotonic() - signalled
+    assert code == EXIT_OK
+    assert elapsed < grace  # the drain ended when the last RPC did, not at the grace deadline
+    assert not exists(sock)
+    events = {str(e.get("event")): e for e in log_lines(tmp_path)}
+    started = events["sidecar started"]
+    assert started["policy_generation"] == 1 and len(str(started["policy_digest"])) == 64
+    assert started["listen"] == [f"unix:{sock}"]
+    assert "shutting down" in events and "stopped" in events
+    # The mapping's content is never logged.
+    assert "Performance Cookies" not in read_text(tmp_path / "stderr.log")
+
+
+async def test_sigterm_cuts_a_stream_that_outlives_the_grace_period(tmp_path: Path, mapping_path: Path) -> None:
+    sock = short_socket(tmp_path)
+    with sidecar_process(tmp_path, mapping_path, f"unix:{sock}", grace=0.5) as proc:
+        async with grpc.aio.insecure_channel(f"unix:{sock}") as ch:
+            await wait_until(proc, ch, serving=True, deadline=time.monotonic() + 30)
+            call = decision_pb2_grpc.DecisionServiceStub(ch).DecideStream(timeout=60)
+            await call.write(decision_pb2.DecideRequest(destinations=["amplitude"]))
+            assert list((await call.read()).allowed) == ["amplitude"]
+            proc.send_signal(signal.SIGTERM)
+            code = await asyncio.to_thread(proc.wait, 15)  # never finishing the stream
+            assert code == EXIT_OK
+            with pytest.raises(grpc.aio.AioRpcError):
+                await asyncio.wait_for(call.read(), timeout=10)
