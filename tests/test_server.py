@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import io
 import json
+import logging
 import os
 import signal
 import socket
@@ -19,11 +20,13 @@ from typing import TYPE_CHECKING
 import grpc
 import grpc.aio
 import pytest
+import structlog
 from consent.v1 import decision_pb2, decision_pb2_grpc
 from google.protobuf import descriptor_pool, message_factory
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
+from sidecar import logs
 from sidecar.config import Limits, ServeConfig
 from sidecar.server import EXIT_LISTEN, EXIT_MAPPING, EXIT_OK, ListenError, parse_address, serve
 
@@ -417,3 +420,57 @@ async def test_sigterm_cuts_a_stream_that_outlives_the_grace_period(tmp_path: Pa
             assert code == EXIT_OK
             with pytest.raises(grpc.aio.AioRpcError):
                 await asyncio.wait_for(call.read(), timeout=10)
+
+
+async def test_a_second_sigterm_stops_draining_at_once(tmp_path: Path, mapping_path: Path) -> None:
+    sock = short_socket(tmp_path)
+    with sidecar_process(tmp_path, mapping_path, f"unix:{sock}", grace=60.0) as proc:
+        async with grpc.aio.insecure_channel(f"unix:{sock}") as probe, grpc.aio.insecure_channel(f"unix:{sock}") as ch:
+            await wait_until(proc, probe, serving=True, deadline=time.monotonic() + 30)
+            call = decision_pb2_grpc.DecisionServiceStub(ch).DecideStream(timeout=120)
+            await call.write(decision_pb2.DecideRequest(destinations=["amplitude"]))
+            assert list((await call.read()).allowed) == ["amplitude"]
+            proc.send_signal(signal.SIGTERM)
+            await wait_until(proc, probe, serving=False, deadline=time.monotonic() + 10)
+            proc.send_signal(signal.SIGTERM)  # the operator insists: abort the in-flight stream
+            code = await asyncio.to_thread(proc.wait, 15)  # far below the 60 s grace period
+            assert code == EXIT_OK
+            with pytest.raises(grpc.aio.AioRpcError):
+                await asyncio.wait_for(call.read(), timeout=10)
+    events = [e.get("event") for e in log_lines(tmp_path)]
+    assert "second signal: aborting in-flight RPCs" in events
+
+
+# -- logging --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    yield
+    structlog.reset_defaults()
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if h.get_name() == "consent-sidecar"]:
+        root.removeHandler(handler)
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_logs_are_json_lines_and_never_carry_tokens_or_consent() -> None:
+    out = io.StringIO()
+    logs.configure("info", "json", stream=out)
+    log = logs.get_logger("sidecar.test", policy_generation=3)
+    log.info("decided", authorization="Bearer s3cret", consent={"C0002": True}, destination="amplitude")
+    log.debug("hidden at info")
+    logging.getLogger("grpc").warning("from the stdlib")
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [line["event"] for line in lines] == ["decided", "from the stdlib"]
+    assert lines[0]["policy_generation"] == 3 and lines[0]["destination"] == "amplitude"
+    assert "s3cret" not in out.getvalue() and "C0002" not in out.getvalue()
+    assert lines[1]["level"] == "warning"
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_bad_log_settings_are_refused() -> None:
+    with pytest.raises(ValueError, match="unknown log level"):
+        logs.configure("loud", "json", stream=io.StringIO())
+    with pytest.raises(ValueError, match="unknown log format"):
+        logs.configure("info", "xml", stream=io.StringIO())

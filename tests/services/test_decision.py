@@ -11,8 +11,10 @@ import grpc.aio
 import pytest
 from consent.v1 import decision_pb2, decision_pb2_grpc
 
+from sidecar import errors
 from sidecar.config import Limits
 from sidecar.index import Reason
+from sidecar.services.status import status_of
 
 if TYPE_CHECKING:
     from conftest import RunningSidecar, StartSidecar
@@ -372,3 +374,35 @@ async def test_stream_handles_many_messages_with_backpressure(channel: grpc.aio.
         assert list(r.blocked) == ["google-ads"]
         count += 1
     assert count == n
+
+
+# -- status codes ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("exc", "code"),
+    [
+        (errors.InvalidArgument("destinations[0]", "empty"), grpc.StatusCode.INVALID_ARGUMENT),
+        (errors.MappingError([errors.Problem("categories[0].id", "bad")]), grpc.StatusCode.INVALID_ARGUMENT),
+        (errors.NotFound("category C9 not found"), grpc.StatusCode.NOT_FOUND),
+        (errors.AlreadyExists("name taken"), grpc.StatusCode.ALREADY_EXISTS),
+        (errors.Aborted("stale etag"), grpc.StatusCode.ABORTED),
+        (errors.FailedPrecondition("confirm_name"), grpc.StatusCode.FAILED_PRECONDITION),
+        (errors.Unauthenticated("no token"), grpc.StatusCode.UNAUTHENTICATED),
+        (errors.PermissionDenied("member"), grpc.StatusCode.PERMISSION_DENIED),
+        (errors.Unavailable("disk full"), grpc.StatusCode.UNAVAILABLE),
+        (errors.ResourceExhausted("too big"), grpc.StatusCode.RESOURCE_EXHAUSTED),
+        (errors.SidecarError(), grpc.StatusCode.INTERNAL),
+    ],
+)
+def test_each_core_error_has_one_status_code_and_a_message(exc: errors.SidecarError, code: grpc.StatusCode) -> None:
+    got, message = status_of(exc)
+    assert got == code
+    assert message
+
+
+def test_a_subclass_inherits_its_parents_status_code() -> None:
+    class StaleFile(errors.Aborted):
+        pass
+
+    assert status_of(StaleFile("changed on disk"))[0] == grpc.StatusCode.ABORTED
