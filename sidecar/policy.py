@@ -120,7 +120,8 @@ class PolicyStore:
     def add_listener(self, listener: Listener) -> None:
         """Registers a callback run after every publish, in publish order, on the publishing thread.
 
-        Exceptions propagate to the publisher; the new snapshot is already live by then.
+        Exceptions propagate to the publisher; the new snapshot is already live by then. Runs under
+        the write lock (so listeners see publishes in order): a listener must not publish itself.
         """
         self._listeners.append(listener)
 
