@@ -1,0 +1,147 @@
+"""Hot reload: watches the mapping file's directory and feeds changes to the PolicyStore's one write path.
+
+Watching the directory (not the file) sees every way a file gets replaced: in-place writes,
+editor temp-and-rename, delete and re-create, and Kubernetes ConfigMap `..data` symlink swaps.
+Bursts of changes coalesce into one reload that reads the latest content; a file still being
+written (its size or mtime moving, or failing to parse while it moves) is retried, never
+published. Never publishes by itself: `PolicyStore` decides, validates and swaps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import structlog
+from watchfiles import Change, awatch
+
+from sidecar.policy import PolicyStore, ReloadResult
+
+__all__ = ["MappingWatcher"]
+
+log = structlog.get_logger("sidecar.watch")
+
+_StatKey = tuple[int, int, int] | None
+
+
+def _stat_key(path: str) -> _StatKey:
+    try:
+        st = os.stat(path)  # follows symlinks: a ..data swap changes the target's identity
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+class MappingWatcher:
+    """Reloads `store` whenever the mapping file changes, or on `request_reload()` (SIGHUP).
+
+    Tunables are in milliseconds: `debounce_ms`/`step_ms` group filesystem events, `settle_ms`
+    is how long the file must stay unchanged before it is read, `retry_ms` how long a file
+    that fails to load while still changing is given before the failure counts.
+    """
+
+    def __init__(
+        self,
+        store: PolicyStore,
+        path: str,
+        *,
+        debounce_ms: int = 200,
+        step_ms: int = 20,
+        settle_ms: int = 20,
+        retry_ms: int = 150,
+        max_retries: int = 5,
+        force_polling: bool | None = None,
+        on_result: Callable[[ReloadResult], None] | None = None,
+    ) -> None:
+        self._store = store
+        self._path = path
+        p = Path(path)
+        self._dir = str(p.parent.resolve() if str(p.parent) else Path.cwd())
+        self._name = p.name
+        self._debounce_ms = debounce_ms
+        self._step_ms = step_ms
+        self._settle = settle_ms / 1000
+        self._retry = retry_ms / 1000
+        self._max_retries = max_retries
+        self._force_polling = force_polling
+        self._on_result = on_result
+        self._dirty = asyncio.Event()
+        self.watching = asyncio.Event()  # set once the directory watch is armed (tests wait on it)
+
+    def request_reload(self) -> None:
+        """Asks for a reload soon (coalesced with any pending one). Safe from signal handlers."""
+        self._dirty.set()
+
+    def _relevant(self, change: Change, path: str) -> bool:
+        # The file itself, or Kubernetes' atomic-writer entries (..data, ..data_tmp, ..2024_...).
+        # Everything else in the directory (the audit database, editor swap files) is noise.
+        name = os.path.basename(path)
+        return name == self._name or name.startswith("..")
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Watches and reloads until `stop` is set."""
+        tasks = [asyncio.create_task(self._watch(stop)), asyncio.create_task(self._reload_loop(stop))]
+        try:
+            await stop.wait()
+        finally:
+            for t in tasks:
+                t.cancel()
+            for t in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await t
+
+    async def _watch(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                watcher = awatch(
+                    self._dir, watch_filter=self._relevant, debounce=self._debounce_ms, step=self._step_ms,
+                    stop_event=stop, recursive=False, force_polling=self._force_polling,
+                    rust_timeout=500, yield_on_timeout=True,
+                )
+                async for changes in watcher:
+                    self.watching.set()
+                    if changes:
+                        self._dirty.set()
+            except (FileNotFoundError, RuntimeError) as e:
+                # The directory itself vanished (rare; e.g. a volume remount): keep serving, retry.
+                log.warning("watch failed, retrying", error=str(e), directory=self._dir)
+                await asyncio.sleep(1.0)
+
+    async def _reload_loop(self, stop: asyncio.Event) -> None:
+        while True:
+            await self._dirty.wait()
+            self._dirty.clear()
+            result = await self.reload_settled()
+            if self._on_result is not None:
+                self._on_result(result)
+
+    async def _wait_settled(self) -> _StatKey:
+        """Waits (bounded) until the file's identity, size and mtime stop moving; returns the last stat."""
+        key = _stat_key(self._path)
+        for _ in range(50):
+            await asyncio.sleep(self._settle)
+            again = _stat_key(self._path)
+            if again == key:
+                return key
+            key = again
+        return key
+
+    async def reload_settled(self) -> ReloadResult:
+        """One reload of a settled file; a load that fails while the file is still changing is retried."""
+        attempt = 0
+        while True:
+            before = await self._wait_settled()
+            loaded = await self._store.load_candidate()
+            after = _stat_key(self._path)
+            if after != before:
+                continue  # written to while we read it: whatever we read may be torn
+            if loaded.index is None and attempt < self._max_retries:
+                attempt += 1
+                await asyncio.sleep(self._retry)
+                if _stat_key(self._path) != after or self._dirty.is_set():
+                    self._dirty.clear()
+                    continue  # it was mid-write: the finished file decides
+            return self._store.commit_candidate(loaded)
