@@ -61,9 +61,10 @@ def _passes(resolution: Resolution, categories: list[str], granted: set[str]) ->
     return all(c in granted for c in categories)
 
 
-def _consent_decision(mapping: Mapping, preferences: AbcMapping[str, bool] | None, asked: str) -> RefDecision:
+def _consent_decision(
+    mapping: Mapping, known: set[str], preferences: AbcMapping[str, bool] | None, asked: str
+) -> RefDecision:
     base = asked.split("/")[0]
-    known = _known(mapping)
     required = [c.id for c in mapping.categories if c.enabled and not c.shadow and base in c.destinations]
 
     if preferences is None:
@@ -118,13 +119,14 @@ def reference_decide(
     preference_event: bool = False,
 ) -> list[RefDecision]:
     """One decision per destination as requested (duplicates included); empty = every known one, sorted."""
-    asked_for = list(destinations) if destinations else sorted(_known(mapping))
+    known = _known(mapping)
+    asked_for = list(destinations) if destinations else sorted(known)
     out = []
     for asked in asked_for:
         if preference_event:
             decision = RefDecision(asked, True, "PREFERENCE_EVENT")
         else:
-            decision = _consent_decision(mapping, preferences, asked)
+            decision = _consent_decision(mapping, known, preferences, asked)
         if integrations is not None and decision.allowed and not _event_allows(integrations, asked):
             decision = RefDecision(
                 asked,

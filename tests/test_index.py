@@ -504,12 +504,13 @@ def test_consent_object_without_category_preferences_counts_as_no_consent() -> N
 
 
 def test_preference_event_needs_exact_type_and_event_name() -> None:
-    for event in (
+    events: list[dict[str, Any]] = [
         {"type": "Track", "event": PREFERENCE_EVENT_NAME},
         {"type": "track", "event": PREFERENCE_EVENT_NAME.lower()},
         {"type": "identify", "event": PREFERENCE_EVENT_NAME},
         {"event": PREFERENCE_EVENT_NAME},
-    ):
+    ]
+    for event in events:
         event["context"] = {"consent": {"categoryPreferences": {}}}
         out = decide_one(ALLOW_INDEX, Limits(), ["amplitude"], segment_event=json.dumps(event).encode())
         assert out.blocked == ("amplitude",), event
@@ -626,7 +627,7 @@ CATEGORY_IDS = ["C0001", "C0002", "C0003", "c0001", "Perf"]
 DESTINATIONS = ["amp", "ga4", "ads", "s3", "braze", "hub"]
 REQUESTABLE = [*DESTINATIONS, "ghost", "Amp", "amp/eu", "ga4/us", "ghost/eu", "s3/", "hub/a/b"]
 INTEGRATION_KEYS = [*DESTINATIONS, "ghost", "All", "all", "amp/eu"]
-INTEGRATION_VALUES = [True, False, None, 0, 1, "false", {}, {"k": 1}, []]
+INTEGRATION_VALUES: list[object] = [True, False, None, 0, 1, "false", {}, {"k": 1}, []]
 
 
 @st.composite
