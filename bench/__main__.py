@@ -1,0 +1,75 @@
+"""`python -m bench [index] [grpc]`: runs the named parts (default both) and prints one table each.
+
+Pins this process (the in-process benchmark and the gRPC load generator) to core 1 before gRPC
+starts any thread, so the servers, pinned to core 0, never share a core with it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+CLIENT_CPU = 1
+
+
+def _pin() -> str:
+    try:
+        allowed = os.sched_getaffinity(0)
+    except AttributeError:  # not Linux
+        return "not pinned (no sched_setaffinity here)"
+    if allowed == {CLIENT_CPU}:
+        return f"client already pinned to core {CLIENT_CPU}, servers to core 0"
+    if CLIENT_CPU not in allowed or len(allowed) < 2:
+        return f"not pinned (cores available: {sorted(allowed)})"
+    os.sched_setaffinity(0, {CLIENT_CPU})
+    return f"client pinned to core {CLIENT_CPU}, servers to core 0"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("parts", nargs="*", choices=["index", "grpc", []], metavar="index|grpc",
+                        help="what to run (default: both)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per row (default 3)")
+    parser.add_argument("--seconds", type=float, default=None,
+                        help="measured seconds per round (default 1.0 in-process, 1.5 gRPC)")
+    parser.add_argument("--quick", action="store_true", help="one short round per row: a smoke test")
+    args = parser.parse_args(argv)
+    parts = args.parts or ["index", "grpc"]
+    rounds = 1 if args.quick else args.rounds
+
+    pinning = _pin()  # before anything imports grpc
+    from bench import workload as workload_module
+
+    workload = workload_module.build()
+    print(f"workload: {workload.describe()}")
+    print(f"cpu: {pinning}; {os.cpu_count()} cores; python {sys.version.split()[0]}\n", flush=True)
+    started = time.monotonic()
+
+    if "index" in parts:
+        from bench import bench_index
+
+        seconds = 0.3 if args.quick else (args.seconds or 1.0)
+        rows = bench_index.run(workload, seconds=seconds, rounds=rounds)
+        print(f"(a) in-process, median of {rounds} rounds of {seconds:g} s")
+        print(bench_index.format_rows(rows) + "\n", flush=True)
+
+    if "grpc" in parts:
+        from bench import bench_grpc
+
+        seconds = 0.5 if args.quick else (args.seconds or 1.5)
+        rows_g = bench_grpc.run(
+            workload, seconds=seconds, warmup=0.2 if args.quick else 0.3, rounds=rounds,
+            log=lambda line: print(line, file=sys.stderr, flush=True),
+        )
+        print(f"(b)-(d) gRPC vs the empty-handler floor, interleaved floor/sidecar x {rounds} rounds of {seconds:g} s; "
+              "medians; ratio = sidecar / floor of the same round (throughput: higher is better; latency: lower)")
+        print(bench_grpc.format_rows(rows_g), flush=True)
+
+    print(f"\ntotal {time.monotonic() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

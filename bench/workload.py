@@ -1,0 +1,207 @@
+"""The benchmark workload: one realistic mapping and a fixed stream of events, from a fixed seed.
+
+12 categories (C0001 strictly necessary ... C0010, C0011 in shadow, C0012 disabled), 200
+destinations (a few exempt, a few `any`, a few known only from `destinations:`). Events come
+from 50 sources, each with its own list of 20 destinations (as a Segment source has), some
+naming an instance (`dest-007/eu`) or a destination the mapping does not know. Consent mix:
+10% of events carry no consent object; of the rest about 45% grant everything, 35% only
+C0001 (strictly necessary), 20% a random choice per category. Pure; no I/O but `write_mapping`.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from sidecar.model import Category, DestinationSettings, Mapping, Resolution, Settings, mapping_problems
+
+__all__ = ["SEED", "Event", "Workload", "build"]
+
+SEED = 20_240_917
+N_CATEGORIES = 12
+N_DESTINATIONS = 200
+N_SOURCES = 50
+DESTINATIONS_PER_EVENT = 20
+N_EVENTS = 5_000
+NO_CONSENT_SHARE = 0.10
+GRANT_ALL_SHARE = 0.45
+NECESSARY_ONLY_SHARE = 0.35  # the rest (20%) is random
+
+CATEGORY_NAMES = [
+    "Strictly Necessary Cookies",
+    "Performance Cookies",
+    "Functional Cookies",
+    "Targeting Cookies",
+    "Social Media Cookies",
+    "Analytics Cookies",
+    "Personalisation Cookies",
+    "Advertising Cookies",
+    "Email Marketing",
+    "Product Research",
+    "Experiments (dry run)",
+    "Retired Partners",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    preferences: dict[str, bool] | None  # None = no consent object
+    destinations: tuple[str, ...]
+    segment_event: bytes  # the same event as raw Segment JSON
+
+
+@dataclass(frozen=True, slots=True)
+class Workload:
+    mapping: Mapping
+    events: tuple[Event, ...]
+
+    def mapping_yaml(self) -> str:
+        return _to_yaml(self.mapping)
+
+    def write_mapping(self, directory: Path) -> Path:
+        path = directory / "bench-mappings.yaml"
+        path.write_text(self.mapping_yaml())
+        return path
+
+    def describe(self) -> str:
+        events = self.events
+        n = len(events)
+        consented = [e.preferences for e in events if e.preferences is not None]
+        c = len(consented)
+        all_ = sum(all(p.values()) for p in consented)
+        necessary = sum([k for k, v in p.items() if v] == ["C0001"] for p in consented)
+        return (
+            f"{len(self.mapping.categories)} categories, {len(self.mapping.known_destinations())} destinations, "
+            f"{len(events[0].destinations)} destinations/event, {n} events from {N_SOURCES} sources (seed {SEED}); "
+            f"no consent object {(n - c) / n:.0%}; of the rest: grant all {all_ / c:.0%}, "
+            f"C0001 only {necessary / c:.0%}, random {(c - all_ - necessary) / c:.0%}"
+        )
+
+
+def _mapping(rng: random.Random) -> Mapping:
+    ids = [f"C{i:04d}" for i in range(1, N_CATEGORIES + 1)]
+    destinations = [f"dest-{i:03d}" for i in range(N_DESTINATIONS)]
+    exempt = destinations[:10]  # warehouses, object storage: enforce: false
+    settings_only = destinations[10:20]  # known only from `destinations:` (unmapped)
+    mapped = destinations[20:]
+    members: dict[str, list[str]] = {cid: [] for cid in ids}
+    for d in mapped:
+        # Strictly necessary is rare; most destinations need one or two of C0002..C0010.
+        if rng.random() < 0.08:
+            members["C0001"].append(d)
+        for cid in rng.sample(ids[1:10], k=rng.choice((1, 1, 1, 2, 2, 3))):
+            members[cid].append(d)
+    members["C0011"] = rng.sample(mapped, 30)  # shadow
+    members["C0012"] = rng.sample(mapped, 20)  # disabled
+    for d in exempt[:3]:
+        members["C0002"].append(d)  # exempt yet mapped: required categories still reported
+    categories = tuple(
+        Category(
+            cid,
+            CATEGORY_NAMES[i],
+            tuple(members[cid]),
+            enabled=cid != "C0012",
+            shadow=cid == "C0011",
+        )
+        for i, cid in enumerate(ids)
+    )
+    settings: dict[str, DestinationSettings] = {d: DestinationSettings(enforce=False) for d in exempt}
+    settings.update({d: DestinationSettings() for d in settings_only})
+    for d in rng.sample(mapped, 27):
+        settings[d] = DestinationSettings(resolution=Resolution.ANY)
+    mapping = Mapping(categories, settings, Settings())
+    problems = mapping_problems(mapping)
+    assert not problems, problems
+    return mapping
+
+
+def _sources(rng: random.Random, mapping: Mapping) -> list[tuple[str, ...]]:
+    known = list(mapping.known_destinations())
+    sources = []
+    for s in range(N_SOURCES):
+        dests = rng.sample(known, DESTINATIONS_PER_EVENT)
+        if s % 5 == 0:
+            dests[0] = f"{dests[0]}/eu"  # one instance of a destination
+        if s % 7 == 0:
+            dests[-1] = f"unknown-{s}"  # a destination the mapping does not know
+        sources.append(tuple(dests))
+    return sources
+
+
+def _preferences(rng: random.Random) -> dict[str, bool] | None:
+    ids = [f"C{i:04d}" for i in range(1, N_CATEGORIES + 1)]
+    r = rng.random()
+    if r < NO_CONSENT_SHARE:
+        return None
+    r = rng.random()
+    if r < GRANT_ALL_SHARE:
+        return dict.fromkeys(ids, True)
+    if r < GRANT_ALL_SHARE + NECESSARY_ONLY_SHARE:
+        return {cid: cid == "C0001" for cid in ids}
+    return {cid: cid == "C0001" or rng.random() < 0.5 for cid in ids}
+
+
+def _segment_event(rng: random.Random, n: int, preferences: dict[str, bool] | None) -> bytes:
+    """A typical ~1 KB Segment track event carrying the consent object (if any)."""
+    context: dict[str, object] = {
+        "library": {"name": "analytics.js", "version": "next-1.70.0"},
+        "page": {"path": "/checkout", "url": "https://shop.example/checkout", "title": "Checkout"},
+        "userAgent": "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0",
+        "locale": "en-GB",
+        "ip": f"203.0.113.{n % 250}",
+    }
+    if preferences is not None:
+        context["consent"] = {"categoryPreferences": preferences}
+    event = {
+        "type": "track",
+        "event": "Order Completed",
+        "messageId": f"ajs-next-{n:08d}-{rng.getrandbits(64):016x}",
+        "anonymousId": f"{rng.getrandbits(128):032x}",
+        "userId": f"user-{n % 1000}",
+        "timestamp": "2024-09-17T12:00:00.000Z",
+        "properties": {
+            "order_id": f"o-{n}",
+            "total": 42.5,
+            "currency": "EUR",
+            "products": [{"product_id": f"p-{i}", "price": 10.625, "quantity": 1} for i in range(4)],
+        },
+        "context": context,
+        "integrations": {},
+    }
+    return json.dumps(event, separators=(",", ":")).encode()
+
+
+def build(n_events: int = N_EVENTS, seed: int = SEED) -> Workload:
+    rng = random.Random(seed)
+    mapping = _mapping(rng)
+    sources = _sources(rng, mapping)
+    events = []
+    for n in range(n_events):
+        preferences = _preferences(rng)
+        events.append(Event(preferences, rng.choice(sources), _segment_event(rng, n, preferences)))
+    return Workload(mapping, tuple(events))
+
+
+def _to_yaml(mapping: Mapping) -> str:
+    """The mapping in the file format of API.md §3 (flow lists; ids need no quoting)."""
+    lines = [
+        "# Generated by bench/workload.py: do not edit.",
+        "version: 1",
+        "settings:",
+        f"  unknown_destinations: {mapping.settings.unknown_destinations.value}",
+        "categories:",
+    ]
+    for c in mapping.categories:
+        lines += [
+            f"  - id: {c.id}",
+            f"    name: {json.dumps(c.name)}",
+            f"    enabled: {str(c.enabled).lower()}",
+            f"    shadow: {str(c.shadow).lower()}",
+            f"    destinations: [{', '.join(c.destinations)}]",
+        ]
+    lines.append("destinations:")
+    for d, s in sorted(mapping.destinations.items()):
+        lines.append(f"  {d}: {{enforce: {str(s.enforce).lower()}, resolution: {s.resolution.value}}}")
+    return "\n".join(lines) + "\n"
