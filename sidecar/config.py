@@ -26,7 +26,10 @@ class ServeConfig:
     mappings: str  # path as given on the command line (used verbatim in error messages)
     listen: tuple[str, ...] = ("127.0.0.1:50051",)  # "host:port" or "unix:/path"; DecisionService only
     admin_listen: str | None = None  # AdminService only; None = no admin API
-    principals: str | None = None
+    principals: str | None = None  # required with admin_listen
+    admin_tls_cert: str | None = None  # PEM certificate chain: serve --admin-listen over TLS
+    admin_tls_key: str | None = None  # PEM private key of admin_tls_cert
+    admin_client_ca: str | None = None  # PEM CA bundle: require client certificates it signed (mTLS)
     audit_db: str | None = None  # None = next to the mapping file
     metrics_listen: str | None = None
     workers: int = 1
