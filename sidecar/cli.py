@@ -330,6 +330,11 @@ def _add_serve(verbs: argparse._SubParsersAction[_Parser]) -> None:
     )
     p.add_argument("--admin-listen", type=_address, metavar="ADDR", help="AdminService address (default: no admin API)")
     p.add_argument("--principals", metavar="FILE", help="admin identities (principals file) for --admin-listen")
+    p.add_argument("--admin-tls-cert", metavar="FILE",
+                   help="PEM certificate chain: serve --admin-listen over TLS (with --admin-tls-key)")
+    p.add_argument("--admin-tls-key", metavar="FILE", help="PEM private key of --admin-tls-cert")
+    p.add_argument("--admin-client-ca", metavar="FILE",
+                   help="PEM CA bundle: --admin-listen requires client certificates it signed (mTLS)")
     p.add_argument("--audit-db", metavar="FILE", help="audit trail SQLite database (default: next to the mapping file)")
     p.add_argument("--metrics-listen", type=_http_address, metavar="ADDR",
                    help="Prometheus metrics address, host:port (default: no metrics endpoint)")
@@ -436,6 +441,9 @@ def _serve(ns: argparse.Namespace) -> int:
         listen=listen,
         admin_listen=ns.admin_listen,
         principals=ns.principals,
+        admin_tls_cert=ns.admin_tls_cert,
+        admin_tls_key=ns.admin_tls_key,
+        admin_client_ca=ns.admin_client_ca,
         audit_db=ns.audit_db,
         metrics_listen=ns.metrics_listen,
         workers=ns.workers,

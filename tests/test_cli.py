@@ -447,6 +447,7 @@ def test_serve_passes_every_flag(served: list[ServeConfig]) -> None:
     argv = [
         "serve", "--mappings", "m.yaml", "--listen", "0.0.0.0:1", "--listen", "unix:/tmp/s",
         "--admin-listen", "127.0.0.1:2", "--principals", "p.yaml", "--audit-db", "a.db",
+        "--admin-tls-cert", "c.pem", "--admin-tls-key", "k.pem", "--admin-client-ca", "ca.pem",
         "--metrics-listen", "127.0.0.1:9464", "--workers", "3", "--grace-period", "0.5",
         "--log-format", "json", "--log-level", "DEBUG", "--max-destinations", "5", "--max-batch", "6",
         "--max-destination-id-bytes", "7", "--max-event-bytes", "8", "--max-event-depth", "9",
@@ -457,6 +458,7 @@ def test_serve_passes_every_flag(served: list[ServeConfig]) -> None:
         ServeConfig(
             mappings="m.yaml", listen=("0.0.0.0:1", "unix:/tmp/s"), admin_listen="127.0.0.1:2",
             principals="p.yaml", audit_db="a.db", metrics_listen="127.0.0.1:9464", workers=3,
+            admin_tls_cert="c.pem", admin_tls_key="k.pem", admin_client_ca="ca.pem",
             grace_period=0.5, log_format="json", log_level="debug",
             limits=Limits(
                 max_destinations=5, max_batch=6, max_destination_id_bytes=7, max_event_bytes=8,
@@ -604,7 +606,8 @@ def test_flag_reference_lists_every_flag_with_variable_and_default() -> None:
     assert ref[("decide", "--explain")].boolean
     assert ref[("decide", "--consent")].help
     expected = {
-        "--mappings", "--listen", "--admin-listen", "--principals", "--audit-db", "--metrics-listen", "--workers",
+        "--mappings", "--listen", "--admin-listen", "--principals", "--admin-tls-cert", "--admin-tls-key",
+        "--admin-client-ca", "--audit-db", "--metrics-listen", "--workers",
         "--grace-period", "--log-format", "--log-level", "--max-destinations", "--max-batch",
         "--max-destination-id-bytes", "--max-event-bytes", "--max-event-depth", "--max-message-bytes",
     }  # fmt: skip
