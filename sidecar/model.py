@@ -26,6 +26,7 @@ __all__ = [
     "Resolution",
     "Settings",
     "UnknownDestinations",
+    "category_etag",
     "category_problems",
     "destination_id_problem",
     "mapping_problems",
@@ -84,6 +85,17 @@ class Category:
             "shadow": self.shadow,
             "destinations": list(self.destinations),
         }
+
+
+def category_etag(category: Category) -> str:
+    """The opaque version of one category (GetCategory's `etag`, checked by admin writes); pure.
+
+    The first 16 hex digits (64 bits) of the sha256 of the category's canonical JSON (sorted
+    keys, compact, defaults explicit): equal content gives an equal etag in every process and
+    across restarts, and an edit of another category (or of settings) leaves it unchanged.
+    """
+    data = json.dumps(category.to_json_dict(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(data.encode("utf-8")).hexdigest()[:16]
 
 
 def _frozen_destinations(value: abc.Mapping[str, DestinationSettings]) -> abc.Mapping[str, DestinationSettings]:
