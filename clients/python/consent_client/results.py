@@ -153,6 +153,13 @@ def _policy(response: decision_pb2.DecideResponse) -> PolicyVersion | None:
     return PolicyVersion(response.policy.generation, response.policy.digest)
 
 
+def as_destinations(destinations: Sequence[str]) -> tuple[str, ...]:
+    """The destination ids as a tuple; a bare str is refused (it would be read as its characters)."""
+    if isinstance(destinations, str):
+        raise TypeError("destinations must be a sequence of ids, not a single str")
+    return destinations if isinstance(destinations, tuple) else tuple(destinations)
+
+
 @dataclass(frozen=True, slots=True)
 class Request:
     """One event to decide, for `decide_many` and `stream`.
@@ -171,10 +178,8 @@ class Request:
     explain: bool = False
 
     def __post_init__(self) -> None:
-        if isinstance(self.destinations, str):
-            raise TypeError("destinations must be a sequence of ids, not a single str")
         if not isinstance(self.destinations, tuple):
-            object.__setattr__(self, "destinations", tuple(self.destinations))
+            object.__setattr__(self, "destinations", as_destinations(self.destinations))
         if self.consent is not None and self.event is not None:
             raise ValueError("give either consent or event, not both")
 
@@ -183,4 +188,4 @@ class Request:
         cls, event: Mapping[str, Any] | bytes | str, destinations: Sequence[str] = (), *, explain: bool = False
     ) -> Request:
         """A request deciding a Segment event."""
-        return cls(tuple(destinations), None, event, explain)
+        return cls(as_destinations(destinations), None, event, explain)

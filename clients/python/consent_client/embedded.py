@@ -1,0 +1,283 @@
+"""In-process decisions with the sidecar's own compiled index: zero network hops, or a local fallback.
+
+`EmbeddedDecider` loads the mapping file with `sidecar.mapping_file.load_mapping`, compiles it
+with `sidecar.index.compile` and decides through `sidecar.event.decide_one`, exactly the path
+the server takes, under the same `sidecar.config.Limits`: same answers, same validation, same
+errors (translated to `consent_client.errors`). Optionally it re-reads the file when it changes,
+keeping the last good policy when an edit is broken. It never copies decision logic.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from consent_client.errors import InvalidArgument, MappingFileError
+from consent_client.results import (
+    DecideResult,
+    Decision,
+    PolicyVersion,
+    Reason,
+    Request,
+    as_destinations,
+    reason_from_number,
+)
+from sidecar import errors as core_errors
+from sidecar.config import Limits
+from sidecar.event import check_destinations, decide_one, parse_segment_event
+from sidecar.index import Index, Outcome
+from sidecar.index import compile as compile_index
+from sidecar.model import Mapping as CoreMapping
+
+__all__ = ["EmbeddedDecider", "Override", "Snapshot", "decide_local", "encode_event"]
+
+
+def encode_event(event: Mapping[str, Any] | bytes | str) -> bytes:
+    """A Segment event as the raw JSON bytes DecideRequest.segment_event carries."""
+    if isinstance(event, bytes):
+        return event
+    if isinstance(event, str):
+        return event.encode()
+    try:
+        return json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
+    except (TypeError, ValueError) as e:
+        raise InvalidArgument(f"segment_event: not JSON-serialisable: {e}") from None
+
+
+class Override(enum.Enum):
+    """How a failure policy reinterprets an event's consent when deciding locally."""
+
+    NONE = "none"  # decide the request as it is
+    NO_CONSENT = "no_consent"  # as if the event carried no consent object (fail_open)
+    GRANT_NOTHING = "grant_nothing"  # as if its consent object granted nothing (fail_closed)
+
+
+def _result(outcome: Outcome, policy: PolicyVersion | None, explain: bool) -> DecideResult:
+    decisions: tuple[Decision, ...] = ()
+    if explain and outcome.decisions:
+        decisions = tuple(
+            Decision(
+                d.destination,
+                d.allowed,
+                reason_from_number(int(d.reason)),
+                d.required_categories,
+                d.missing_categories,
+                d.shadow_missing_categories,
+            )
+            for d in outcome.decisions
+        )
+    return DecideResult(outcome.allowed, outcome.blocked, decisions, policy)
+
+
+def decide_local(
+    index: Index,
+    limits: Limits,
+    request: Request,
+    policy: PolicyVersion | None,
+    *,
+    override: Override = Override.NONE,
+    field: str = "",
+) -> DecideResult:
+    """Decides one request in-process with `index`; raises consent_client.errors.InvalidArgument.
+
+    `field` prefixes field names in error messages (e.g. "requests[3]."), as the server does.
+    """
+    try:
+        dests = request.destinations
+        raw = None if request.event is None else encode_event(request.event)
+        if override is Override.NONE:
+            outcome = decide_one(
+                index, limits, dests,
+                preferences=request.consent, segment_event=raw, explain=request.explain, field=field,
+            )
+        else:
+            check_destinations(dests, limits, f"{field}destinations")
+            integrations = None
+            if raw is not None:
+                integrations = parse_segment_event(raw, limits, f"{field}segment_event").integrations
+            prefs: dict[str, bool] | None = None if override is Override.NO_CONSENT else {}
+            outcome = index.decide(prefs, dests, integrations=integrations, explain=request.explain)
+    except core_errors.InvalidArgument as e:
+        raise InvalidArgument(str(e)) from None
+    return _result(outcome, policy, request.explain)
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """One loaded policy: the compiled index and the version it reports."""
+
+    index: Index
+    policy: PolicyVersion
+
+
+def _load(path: str) -> tuple[CoreMapping, tuple[int, int, int]]:
+    """The validated mapping and the (mtime_ns, size, inode) of the very file it was read from."""
+    # Imported lazily: the YAML stack is only needed once a mapping file is actually read.
+    from sidecar.mapping_file import load_mapping
+
+    loaded = load_mapping(path)
+    return loaded.mapping, (loaded.mtime_ns, loaded.size, loaded.inode)
+
+
+# A file modified this recently may be modified again within the filesystem's timestamp
+# granularity without changing its (mtime, size, inode): such a read is re-checked (git's
+# "racy" rule); the digest comparison keeps a re-read of unchanged content from publishing.
+_RACY_NS: Final = 2_000_000_000
+
+
+def _settled(key: tuple[int, int, int] | None) -> tuple[int, int, int] | None:
+    """`key`, or None (re-read on the next check) when the file was modified too recently to trust it."""
+    if key is None or time.time_ns() - key[0] < _RACY_NS:
+        return None
+    return key
+
+
+def _file_key(path: str) -> tuple[int, int, int]:
+    st = os.stat(path)
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+class EmbeddedDecider:
+    """Decides in-process against a mapping file, with the sidecar's own compiled index.
+
+    mappings_path: the YAML mapping file (the same one the sidecar serves).
+    watch: re-read the file when it changes. Checked lazily on decide, at most once every
+        `check_interval` seconds (a `stat`, so cheap); a change of mtime, size or inode
+        triggers a reload; a broken edit keeps the last good policy and sets `last_error`.
+        The generation grows only when the mapping's digest changes.
+    limits: the input limits (defaults equal the sidecar's).
+
+    Thread-safe: decisions read one snapshot reference; one thread at a time reloads, the
+    others keep deciding against the current snapshot meanwhile.
+    """
+
+    def __init__(
+        self,
+        mappings_path: str | os.PathLike[str],
+        *,
+        watch: bool = False,
+        check_interval: float = 1.0,
+        limits: Limits | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.path: Final = os.fspath(mappings_path)
+        self.limits: Final = limits if limits is not None else Limits()
+        self.watch: Final = watch
+        self.check_interval: Final = check_interval
+        self._clock = clock
+        self._reload_lock = threading.Lock()
+        self.last_error: str | None = None
+        self.reloads = 0
+        self.failed_reloads = 0
+        try:
+            mapping, key = _load(self.path)
+        except core_errors.MappingError as e:
+            raise MappingFileError(e.format()) from None
+        except OSError as e:
+            raise MappingFileError(f"{self.path}: {e.strerror or e}") from None
+        self._key: tuple[int, int, int] | None = _settled(key)
+        self._snapshot = Snapshot(compile_index(mapping), PolicyVersion(1, mapping.digest()))
+        self._next_check = clock() + check_interval
+
+    # -- the policy ------------------------------------------------------------------------
+
+    @property
+    def snapshot(self) -> Snapshot:
+        """The current policy (after a due change check when watching)."""
+        if self.watch and self._clock() >= self._next_check:
+            self._maybe_reload(force=False)
+        return self._snapshot
+
+    @property
+    def policy(self) -> PolicyVersion:
+        return self.snapshot.policy
+
+    @property
+    def known_destinations(self) -> tuple[str, ...]:
+        """Every destination the mapping knows, sorted by id."""
+        return self.snapshot.index.known_destinations
+
+    def reload(self) -> bool:
+        """Checks the file now (watching or not); True when a new policy was published."""
+        return self._maybe_reload(force=True)
+
+    def _maybe_reload(self, *, force: bool) -> bool:
+        if not self._reload_lock.acquire(blocking=force):
+            return False  # another thread is checking; decide against the current snapshot
+        try:
+            self._next_check = self._clock() + self.check_interval
+            try:
+                key = _file_key(self.path)
+            except OSError as e:  # mid-rename or deleted: keep serving what we have
+                self.last_error = f"{self.path}: {e.strerror or e}"
+                return False
+            if key == self._key and not force:
+                return False
+            self._key = _settled(key)  # a broken file is not re-parsed until it changes again
+            try:
+                mapping, loaded_key = _load(self.path)
+            except core_errors.MappingError as e:
+                self.failed_reloads += 1
+                self.last_error = e.format()
+                return False
+            except Exception as e:  # any loader failure keeps the last good policy
+                self.failed_reloads += 1
+                self.last_error = f"{self.path}: {e}"
+                return False
+            self._key = _settled(loaded_key)
+            self.last_error = None
+            current = self._snapshot
+            digest = mapping.digest()
+            if digest == current.policy.digest:
+                return False
+            self._snapshot = Snapshot(compile_index(mapping), PolicyVersion(current.policy.generation + 1, digest))
+            self.reloads += 1
+            return True
+        finally:
+            self._reload_lock.release()
+
+    # -- decisions -------------------------------------------------------------------------
+
+    def decide(
+        self, destinations: Sequence[str] = (), consent: Mapping[str, bool] | None = None, *, explain: bool = False
+    ) -> DecideResult:
+        """Decides one event given its consent (`categoryPreferences`; None = no consent object)."""
+        return self.decide_request(Request(as_destinations(destinations), consent, None, explain))
+
+    def decide_event(
+        self, event: Mapping[str, Any] | bytes | str, destinations: Sequence[str] = (), *, explain: bool = False
+    ) -> DecideResult:
+        """Decides a Segment event (consent from context.consent, `integrations` honoured)."""
+        return self.decide_request(Request(as_destinations(destinations), None, event, explain))
+
+    def decide_request(self, request: Request) -> DecideResult:
+        """Decides one request; raises InvalidArgument for malformed input, like the sidecar's Decide."""
+        snap = self.snapshot
+        return decide_local(snap.index, self.limits, request, snap.policy)
+
+    def decide_many(self, requests: Iterable[Request]) -> list[DecideResult]:
+        """Like DecideBatch: one snapshot for all; an invalid entry gets `error`, the rest are decided."""
+        reqs = list(requests)
+        if len(reqs) > self.limits.max_batch:
+            raise InvalidArgument(f"requests: too many entries: {len(reqs)} > {self.limits.max_batch}")
+        snap = self.snapshot
+        out: list[DecideResult] = []
+        for i, req in enumerate(reqs):
+            try:
+                out.append(decide_local(snap.index, self.limits, req, snap.policy, field=f"requests[{i}]."))
+            except InvalidArgument as e:
+                out.append(DecideResult(error=e.message, policy=snap.policy))
+        return out
+
+
+def blocked_everywhere(destinations: Sequence[str], explain: bool) -> DecideResult:
+    """fail_closed without a mapping: every requested destination blocked (reason UNSPECIFIED)."""
+    dests = tuple(destinations)
+    decisions = tuple(Decision(d, False, Reason.UNSPECIFIED) for d in dests) if explain else ()
+    return DecideResult((), dests, decisions, None)
