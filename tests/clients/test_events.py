@@ -8,7 +8,6 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-
 from consent_client import PREFERENCE_UPDATED_EVENT, EmbeddedDecider, Reason, preference_updated_event
 
 MAPPING = """\

@@ -1,0 +1,995 @@
+"""`ConsentClient` (sync) and `AsyncConsentClient`: the sidecar's DecisionService, made safe to depend on.
+
+Owns, for both flavours: one channel per client (reused by every call, closed by `close()` or
+the context manager), a deadline on every call, bounded retries of UNAVAILABLE with
+exponential backoff and jitter, translation of every gRPC error into `consent_client.errors`
+at the stub boundary, and the failure policy that answers when the sidecar stays
+unreachable. `stream()` keeps one DecideStream open and pipelines requests through a bounded
+in-flight window, matching responses to requests by order (the RPC answers in order).
+
+Failure policy (applies only when the sidecar is unreachable: UNAVAILABLE after the retries,
+or DEADLINE_EXCEEDED; every other error is raised):
+
+- ``fail_closed`` (default): every requested destination that may require consent is
+  blocked. Without a local mapping nothing is known about the destinations, so every
+  requested one is blocked (reason UNSPECIFIED) and an empty request (= "every known
+  destination") answers nothing. With `mappings_path`, the request is decided locally as if
+  the event's consent granted nothing: destinations mapped to an enabled category are
+  blocked, exempt and unmapped ones (and unknown ones under `unknown_destinations: allow`)
+  pass, and the event's `integrations` object still applies.
+- ``fail_open``: every requested destination is allowed (as if the event carried no consent
+  object), except those the event's own `integrations` object disables.
+- ``embedded``: decided in-process by `EmbeddedDecider` from `mappings_path`, the same
+  answer the sidecar would give for that mapping.
+- ``raise``: the error is raised (`Unavailable` or `DeadlineExceeded`).
+
+Results answered by a policy carry ``degraded=True`` and ``failure`` (the error text).
+The client never logs payloads and never retries anything but UNAVAILABLE.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import os
+import queue
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
+from types import TracebackType
+from typing import Any, Final, TypeAlias
+
+import grpc
+import grpc.aio
+from consent.v1 import decision_pb2, decision_pb2_grpc
+
+from consent_client.embedded import EmbeddedDecider, Override, blocked_everywhere, decide_local, encode_event
+from consent_client.errors import (
+    ClientClosedError,
+    ConsentError,
+    DeadlineExceeded,
+    Internal,
+    InvalidArgument,
+    Unavailable,
+    from_rpc_error,
+)
+from consent_client.results import DecideResult, PolicyVersion, Reason, Request, as_destinations
+from sidecar.config import Limits
+from sidecar.index import Index
+from sidecar.index import compile as compile_index
+from sidecar.model import Mapping as CoreMapping
+
+__all__ = [
+    "DEFAULT_TARGET",
+    "DEFAULT_TIMEOUT",
+    "AsyncConsentClient",
+    "AsyncDecisionStream",
+    "ConsentClient",
+    "FailurePolicy",
+    "RequestLike",
+    "RetryPolicy",
+]
+
+DEFAULT_TARGET: Final = "127.0.0.1:50051"
+DEFAULT_TIMEOUT: Final = 1.0  # seconds, per call (retries included)
+DEFAULT_BATCH_SIZE: Final = 1000  # DecideBatch entries per RPC in decide_many
+DEFAULT_WINDOW: Final = 256  # requests in flight on one stream
+
+RequestLike: TypeAlias = Request | Mapping[str, Any] | decision_pb2.DecideRequest
+"""A `Request`, a Segment event dict (decided for every known destination), or a raw DecideRequest."""
+
+RetryHook: TypeAlias = Callable[[int, ConsentError, float], None]
+"""Called before each retry with (attempt that failed, its error, seconds until the next one)."""
+
+# Reconnect quickly once the sidecar is back: the channel's own default backoff starts at 1 s
+# and grows to 120 s, which would outlast every retry budget of a local sidecar.
+_DEFAULT_CHANNEL_OPTIONS: Final[tuple[tuple[str, Any], ...]] = (
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+    # Explained batches can exceed gRPC's 4 MiB default receive limit; the sidecar bounds them.
+    ("grpc.max_receive_message_length", 64 << 20),
+)
+
+
+class FailurePolicy(enum.StrEnum):
+    """What answers when the sidecar is unreachable (see the module docstring)."""
+
+    FAIL_CLOSED = "fail_closed"
+    FAIL_OPEN = "fail_open"
+    EMBEDDED = "embedded"
+    RAISE = "raise"
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Bounded retries of UNAVAILABLE: exponential backoff with ±`jitter` randomisation.
+
+    max_attempts counts the first try (1 = never retry). Backoffs in seconds: the n-th retry
+    waits min(max_backoff, initial_backoff * multiplier**(n-1)) * uniform(1-jitter, 1+jitter).
+    A retry that would not start before the call's deadline is not made.
+    """
+
+    max_attempts: int = 4
+    initial_backoff: float = 0.05
+    max_backoff: float = 1.0
+    multiplier: float = 2.0
+    jitter: float = 0.2
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        if self.initial_backoff < 0 or self.max_backoff < 0 or self.multiplier < 1:
+            raise ValueError("backoffs must be >= 0 and multiplier >= 1")
+        if not 0 <= self.jitter <= 1:
+            raise ValueError("jitter must be within [0, 1]")
+
+    def delay(self, retry: int, rand: Callable[[], float] = random.random) -> float:
+        """Seconds to wait before retry number `retry` (1-based)."""
+        base = min(self.max_backoff, self.initial_backoff * self.multiplier ** (retry - 1))
+        return max(0.0, base * (1.0 + self.jitter * (2.0 * rand() - 1.0)))
+
+
+# -- requests ----------------------------------------------------------------------------------
+
+
+def _as_request(item: RequestLike) -> Request:
+    if isinstance(item, Request):
+        return item
+    if isinstance(item, decision_pb2.DecideRequest):
+        source = item.WhichOneof("source")
+        return Request(
+            tuple(item.destinations),
+            dict(item.consent.category_preferences) if source == "consent" else None,
+            item.segment_event if source == "segment_event" else None,
+            item.explain,
+        )
+    if isinstance(item, Mapping):
+        return Request(event=item)
+    raise TypeError(f"expected a Request, a Segment event dict or a DecideRequest, got {type(item).__name__}")
+
+
+def _to_proto(request: Request) -> decision_pb2.DecideRequest:
+    """The wire form; raises InvalidArgument for what cannot even be encoded."""
+    msg = decision_pb2.DecideRequest(destinations=request.destinations, explain=request.explain)
+    if request.consent is not None:
+        msg.consent.SetInParent()  # set even when empty: an empty consent object grants nothing
+        try:
+            msg.consent.category_preferences.update(request.consent)
+        except (TypeError, ValueError) as e:
+            raise InvalidArgument(f"consent.category_preferences: {e}") from None
+    elif request.event is not None:
+        msg.segment_event = encode_event(request.event)
+    return msg
+
+
+def _policy_of(msg: decision_pb2.DecideBatchResponse) -> PolicyVersion | None:
+    if not msg.HasField("policy"):
+        return None
+    return PolicyVersion(msg.policy.generation, msg.policy.digest)
+
+
+# -- what both flavours share --------------------------------------------------------------------
+
+
+class _Core:
+    """Configuration, retry decisions and the failure policy; no I/O of its own."""
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        timeout: float,
+        retry: RetryPolicy | None,
+        failure_policy: FailurePolicy | str,
+        mappings_path: str | os.PathLike[str] | None,
+        embedded: EmbeddedDecider | None,
+        watch_mappings: bool,
+        limits: Limits | None,
+        batch_size: int,
+        channel_options: Sequence[tuple[str, Any]],
+        on_retry: RetryHook | None,
+    ) -> None:
+        if timeout <= 0:
+            raise ValueError("timeout must be positive (seconds)")
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        self.target = target
+        self.timeout = timeout
+        self.retry = retry if retry is not None else RetryPolicy()
+        self.failure_policy = FailurePolicy(failure_policy)
+        if embedded is None and mappings_path is not None:
+            embedded = EmbeddedDecider(mappings_path, watch=watch_mappings, limits=limits)
+        if self.failure_policy is FailurePolicy.EMBEDDED and embedded is None:
+            raise ValueError("failure_policy 'embedded' needs mappings_path (or an EmbeddedDecider)")
+        self.embedded = embedded
+        self.limits = embedded.limits if embedded is not None else (limits if limits is not None else Limits())
+        self.batch_size = batch_size
+        self.on_retry = on_retry
+        given = {k for k, _ in channel_options}
+        self.channel_options = [o for o in _DEFAULT_CHANNEL_OPTIONS if o[0] not in given] + list(channel_options)
+        self._empty_index: Index | None = None
+
+    def deadline_of(self, timeout: float | None) -> float:
+        t = self.timeout if timeout is None else timeout
+        if t <= 0:
+            raise ValueError("timeout must be positive (seconds)")
+        return time.monotonic() + t
+
+    def retry_delay(self, err: ConsentError, attempt: int, deadline: float) -> float | None:
+        """Seconds to wait before the next attempt, or None when `err` must be raised now."""
+        if not isinstance(err, Unavailable) or attempt >= self.retry.max_attempts:
+            return None
+        delay = self.retry.delay(attempt)
+        if time.monotonic() + delay >= deadline:
+            return None
+        if self.on_retry is not None:
+            self.on_retry(attempt, err, delay)
+        return delay
+
+    # -- the failure policy --------------------------------------------------------------
+
+    def fallback(self, request: Request, err: ConsentError) -> DecideResult:
+        """The failure policy's answer for `request`; re-raises `err` when no policy applies."""
+        policy = self.failure_policy
+        if policy is FailurePolicy.RAISE or not isinstance(err, Unavailable | DeadlineExceeded):
+            raise err
+        emb = self.embedded
+        if policy is FailurePolicy.EMBEDDED:
+            assert emb is not None
+            snap = emb.snapshot
+            result = decide_local(snap.index, self.limits, request, snap.policy)
+        elif emb is not None:
+            snap = emb.snapshot
+            override = Override.NO_CONSENT if policy is FailurePolicy.FAIL_OPEN else Override.GRANT_NOTHING
+            result = decide_local(snap.index, self.limits, request, snap.policy, override=override)
+        else:
+            # Validate exactly as the sidecar would, then answer without knowing the mapping.
+            result = decide_local(self._empty(), self.limits, request, None, override=Override.NO_CONSENT)
+            if policy is FailurePolicy.FAIL_CLOSED:
+                result = blocked_everywhere(request.destinations, request.explain)
+        if policy is FailurePolicy.FAIL_OPEN and result.decisions:
+            # "No consent object" is the policy's reasoning, not the event's: say so.
+            result = replace(result, decisions=tuple(
+                replace(d, reason=Reason.UNSPECIFIED) if d.reason is Reason.NO_CONSENT else d
+                for d in result.decisions
+            ))
+        return replace(result, degraded=True, failure=str(err))
+
+    def fallback_entry(self, request: Request, err: ConsentError) -> DecideResult:
+        """Like `fallback`, for batch and stream entries: an invalid entry gets `error`, not an exception."""
+        try:
+            return self.fallback(request, err)
+        except InvalidArgument as e:
+            return DecideResult(error=e.message)
+
+    def _empty(self) -> Index:
+        if self._empty_index is None:
+            self._empty_index = compile_index(CoreMapping())
+        return self._empty_index
+
+
+def _chunks(items: list[Request], size: int) -> Iterator[list[Request]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def _prepare(chunk: list[Request]) -> tuple[list[decision_pb2.DecideRequest], dict[int, DecideResult]]:
+    """Wire messages for the entries that encode, and error results (by position) for the rest."""
+    msgs: list[decision_pb2.DecideRequest] = []
+    local: dict[int, DecideResult] = {}
+    for i, req in enumerate(chunk):
+        try:
+            msgs.append(_to_proto(req))
+        except InvalidArgument as e:
+            local[i] = DecideResult(error=e.message)
+    return msgs, local
+
+
+def _merge(
+    chunk: list[Request],
+    local: dict[int, DecideResult],
+    response: decision_pb2.DecideBatchResponse,
+) -> list[DecideResult]:
+    expected = len(chunk) - len(local)
+    if len(response.responses) != expected:
+        raise Internal(f"DecideBatch answered {len(response.responses)} entries for {expected} requests")
+    policy = _policy_of(response)
+    answers = iter(response.responses)
+    return [local[i] if i in local else DecideResult.from_proto(next(answers), policy) for i in range(len(chunk))]
+
+
+def _check_credentials(core: _Core, credentials: grpc.ChannelCredentials | None) -> None:
+    if credentials is not None and core.target.startswith("unix:"):
+        raise ValueError("credentials make no sense on a unix socket target")
+
+
+# -- the sync client ------------------------------------------------------------------------
+
+
+class ConsentClient:
+    """Blocking client of the sidecar's DecisionService. Thread-safe; one channel, reused.
+
+    target: "host:port" or "unix:/path/to.sock" (also "unix:///abs/path").
+    timeout: default deadline of every call in seconds, retries included; each call can
+        override it with `timeout=`. On `stream()` it bounds the wait for each response.
+    retry: retries of UNAVAILABLE (see RetryPolicy); `RetryPolicy(max_attempts=1)` disables them.
+    failure_policy: "fail_closed" (default), "fail_open", "embedded" or "raise" (module docstring).
+    mappings_path: the mapping file, for failure_policy "embedded" and to let fail_closed /
+        fail_open know the mapping; `watch_mappings` re-reads it when it changes.
+    batch_size: DecideBatch entries per RPC in `decide_many` (each chunk gets the deadline).
+    credentials: TLS channel credentials for a remote sidecar; None = plaintext.
+    channel_options: extra gRPC channel arguments (override the defaults of the same name).
+    on_retry: called before each retry with (attempt, error, delay); for logs and metrics.
+    """
+
+    def __init__(
+        self,
+        target: str = DEFAULT_TARGET,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        retry: RetryPolicy | None = None,
+        failure_policy: FailurePolicy | str = FailurePolicy.FAIL_CLOSED,
+        mappings_path: str | os.PathLike[str] | None = None,
+        embedded: EmbeddedDecider | None = None,
+        watch_mappings: bool = False,
+        limits: Limits | None = None,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        credentials: grpc.ChannelCredentials | None = None,
+        channel_options: Sequence[tuple[str, Any]] = (),
+        on_retry: RetryHook | None = None,
+    ) -> None:
+        self._core = _Core(
+            target, timeout=timeout, retry=retry, failure_policy=failure_policy, mappings_path=mappings_path,
+            embedded=embedded, watch_mappings=watch_mappings, limits=limits, batch_size=batch_size,
+            channel_options=channel_options, on_retry=on_retry,
+        )
+        _check_credentials(self._core, credentials)
+        opts = self._core.channel_options
+        self._channel = (
+            grpc.secure_channel(target, credentials, options=opts)
+            if credentials is not None
+            else grpc.insecure_channel(target, options=opts)
+        )
+        self._stub = decision_pb2_grpc.DecisionServiceStub(self._channel)  # type: ignore[no-untyped-call]
+        self._closed = False
+
+    @property
+    def target(self) -> str:
+        return self._core.target
+
+    @property
+    def failure_policy(self) -> FailurePolicy:
+        return self._core.failure_policy
+
+    @property
+    def embedded(self) -> EmbeddedDecider | None:
+        """The local decider built from `mappings_path` (None without one)."""
+        return self._core.embedded
+
+    def close(self) -> None:
+        """Closes the channel; calls made afterwards raise ClientClosedError. Idempotent."""
+        if not self._closed:
+            self._closed = True
+            self._channel.close()
+
+    def __enter__(self) -> ConsentClient:
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    # -- unary -----------------------------------------------------------------------------
+
+    def _unary(self, method: Callable[..., Any], msg: Any, timeout: float | None) -> Any:
+        if self._closed:
+            raise ClientClosedError("the client is closed")
+        core = self._core
+        deadline = core.deadline_of(timeout)
+        attempt = 0
+        while True:
+            attempt += 1
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:  # gRPC reads a zero timeout as "no deadline"
+                raise DeadlineExceeded("the deadline passed before the call was made", attempts=attempt)
+            try:
+                return method(msg, timeout=remaining)
+            except grpc.RpcError as e:
+                err = from_rpc_error(e, attempts=attempt)
+            except ValueError as e:  # grpc: "Cannot invoke RPC on closed channel!"
+                raise ClientClosedError(str(e)) from None
+            delay = core.retry_delay(err, attempt, deadline)
+            if delay is None:
+                raise err
+            time.sleep(delay)  # backoff between attempts, bounded by the deadline
+
+    def decide(
+        self,
+        destinations: Sequence[str] = (),
+        consent: Mapping[str, bool] | None = None,
+        *,
+        explain: bool = False,
+        timeout: float | None = None,
+    ) -> DecideResult:
+        """Decides one event given its consent object's `categoryPreferences` (None = no consent object).
+
+        destinations: ids (or `<id>/<instance>`); empty = every destination the mapping knows.
+        Raises InvalidArgument for malformed input, other ConsentErrors unless the failure
+        policy answers (then the result is `degraded`).
+        """
+        req = Request(as_destinations(destinations), consent, None, explain)
+        return self.decide_request(req, timeout=timeout)
+
+    def decide_event(
+        self,
+        event: Mapping[str, Any] | bytes | str,
+        destinations: Sequence[str] = (),
+        *,
+        explain: bool = False,
+        timeout: float | None = None,
+    ) -> DecideResult:
+        """Decides a Segment event (dict or raw JSON): consent from context.consent, `integrations` honoured."""
+        req = Request(as_destinations(destinations), None, event, explain)
+        return self.decide_request(req, timeout=timeout)
+
+    def decide_request(self, request: RequestLike, *, timeout: float | None = None) -> DecideResult:
+        """Decides one `Request` (or event dict, or DecideRequest) with the Decide RPC."""
+        req = _as_request(request)
+        msg = _to_proto(req)
+        try:
+            response = self._unary(self._stub.Decide, msg, timeout)
+        except ConsentError as err:
+            return self._core.fallback(req, err)
+        return DecideResult.from_proto(response)
+
+    def decide_many(self, requests: Iterable[RequestLike], *, timeout: float | None = None) -> list[DecideResult]:
+        """Decides many events with DecideBatch, `batch_size` entries per RPC; results in request order.
+
+        An invalid entry gets a result with `error` (the others are decided); each RPC gets
+        its own deadline; when a chunk cannot reach the sidecar, the failure policy answers
+        each of its entries.
+        """
+        reqs = [_as_request(r) for r in requests]
+        out: list[DecideResult] = []
+        for chunk in _chunks(reqs, self._core.batch_size):
+            msgs, local = _prepare(chunk)
+            try:
+                response = self._unary(self._stub.DecideBatch, decision_pb2.DecideBatchRequest(requests=msgs), timeout)
+            except (Unavailable, DeadlineExceeded) as err:
+                out.extend(local[i] if i in local else self._core.fallback_entry(r, err) for i, r in enumerate(chunk))
+                continue
+            out.extend(_merge(chunk, local, response))
+        return out
+
+    def stream(
+        self,
+        requests: Iterable[RequestLike],
+        *,
+        window: int = DEFAULT_WINDOW,
+        timeout: float | None = None,
+    ) -> _SyncStream:
+        """A context manager yielding one result per request, in order, over one DecideStream.
+
+        Up to `window` requests are in flight (the iterable is read ahead that far). `timeout`
+        bounds each wait for a response. A broken stream is reopened (UNAVAILABLE, with the
+        retry policy's backoff) and the unanswered requests are re-sent (decisions are
+        idempotent); when it cannot be, the failure policy answers them and the next
+        requests try a fresh stream. Invalid entries yield results with `error`.
+
+            with client.stream(events) as results:
+                for event, result in zip(events, results): ...
+        """
+        if window < 1:
+            raise ValueError("window must be at least 1")
+        if self._closed:
+            raise ClientClosedError("the client is closed")
+        return _SyncStream(self, requests, window, self._core.timeout if timeout is None else timeout)
+
+
+_END: Final = object()  # request iterator / response queue terminator
+
+
+@dataclass(slots=True)
+class _Entry:
+    request: Request
+    msg: decision_pb2.DecideRequest | None  # None: answered locally (`result`), never sent
+    result: DecideResult | None = None
+
+
+def _drain_responses(call: Any, out: queue.SimpleQueue[object]) -> None:
+    """Reader thread of one sync DecideStream call: responses, then _END or the error."""
+    try:
+        for response in call:
+            out.put(response)
+        out.put(_END)
+    except grpc.RpcError as e:
+        out.put(e)
+    except Exception as e:  # surfaced to the consumer as INTERNAL, never lost
+        out.put(Internal(f"stream reader failed: {e!r}"))
+
+
+class _SyncStream:
+    """One pipelined DecideStream for `ConsentClient.stream`; reopened on UNAVAILABLE."""
+
+    def __init__(self, client: ConsentClient, requests: Iterable[RequestLike], window: int, timeout: float) -> None:
+        if timeout <= 0:
+            raise ValueError("timeout must be positive (seconds)")
+        self._client = client
+        self._requests = iter(requests)
+        self._window = window
+        self._timeout = timeout
+        self._call: Any = None
+        self._send: queue.SimpleQueue[object] | None = None
+        self._recv: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._reader: threading.Thread | None = None
+        self._results: Generator[DecideResult, None, None] | None = None
+
+    def __enter__(self) -> Iterator[DecideResult]:
+        self._results = self._run()
+        return self._results
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        if self._results is not None:
+            self._results.close()
+        self._teardown()
+
+    def _open(self, pending: deque[_Entry], exhausted: bool) -> None:
+        if self._client._closed:
+            raise ClientClosedError("the client is closed")
+        send: queue.SimpleQueue[object] = queue.SimpleQueue()
+        recv: queue.SimpleQueue[object] = queue.SimpleQueue()
+        for entry in pending:
+            if entry.msg is not None:
+                send.put(entry.msg)
+        if exhausted:
+            send.put(_END)
+        try:
+            call = self._client._stub.DecideStream(iter(send.get, _END))
+        except ValueError as e:
+            raise ClientClosedError(str(e)) from None
+        reader = threading.Thread(target=_drain_responses, args=(call, recv), name="consent-stream-reader", daemon=True)
+        reader.start()
+        self._call, self._send, self._recv, self._reader = call, send, recv, reader
+
+    def _teardown(self) -> None:
+        call, send, reader = self._call, self._send, self._reader
+        self._call = self._send = self._reader = None
+        if send is not None:
+            send.put(_END)  # releases gRPC's request-consuming thread
+        if call is not None:
+            call.cancel()
+        if reader is not None:
+            reader.join(timeout=self._timeout)
+
+    def _run(self) -> Generator[DecideResult, None, None]:
+        core = self._client._core
+        pending: deque[_Entry] = deque()  # read from the iterable, not yet yielded, in order
+        exhausted = False
+        attempt = 0
+        while True:
+            if self._call is None and (not exhausted or any(e.msg is not None for e in pending)):
+                self._open(pending, exhausted)
+            while not exhausted and len(pending) < self._window:
+                try:
+                    item = next(self._requests)
+                except StopIteration:
+                    exhausted = True
+                    assert self._send is not None
+                    self._send.put(_END)  # half-close: the sidecar ends the stream after the last answer
+                    break
+                req = _as_request(item)
+                try:
+                    msg = _to_proto(req)
+                except InvalidArgument as e:
+                    pending.append(_Entry(req, None, DecideResult(error=e.message)))
+                    continue
+                pending.append(_Entry(req, msg))
+                assert self._send is not None
+                self._send.put(msg)
+            if not pending:
+                if exhausted:
+                    return
+                continue
+            head = pending[0]
+            if head.result is not None:
+                pending.popleft()
+                yield head.result
+                continue
+            answer: object
+            try:
+                answer = self._recv.get(timeout=self._timeout)
+            except queue.Empty:
+                answer = DeadlineExceeded(f"no DecideStream response within {self._timeout}s")
+            if isinstance(answer, decision_pb2.DecideResponse):
+                attempt = 0
+                pending.popleft()
+                yield DecideResult.from_proto(answer)
+                continue
+            if isinstance(answer, grpc.RpcError):
+                err = from_rpc_error(answer, attempts=attempt + 1)
+            elif isinstance(answer, ConsentError):
+                err = answer
+            else:  # the sidecar ended the stream with requests unanswered
+                err = Unavailable("the sidecar closed the stream with requests in flight", attempts=attempt + 1)
+            self._teardown()
+            attempt += 1
+            delay = core.retry_delay(err, attempt, time.monotonic() + self._timeout)
+            if delay is not None:
+                time.sleep(delay)  # backoff before reopening; bounded by the retry policy
+                continue
+            attempt = 0
+            while pending:  # the failure policy answers what was in flight (or raises)
+                entry = pending.popleft()
+                yield entry.result if entry.result is not None else core.fallback_entry(entry.request, err)
+
+
+# -- the async client ---------------------------------------------------------------------
+
+
+class AsyncConsentClient:
+    """asyncio client of the sidecar's DecisionService (grpc.aio); same options as ConsentClient.
+
+    The channel is created on first use inside the running event loop and reused by every
+    call; close it with `await client.close()` or `async with`.
+    """
+
+    def __init__(
+        self,
+        target: str = DEFAULT_TARGET,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        retry: RetryPolicy | None = None,
+        failure_policy: FailurePolicy | str = FailurePolicy.FAIL_CLOSED,
+        mappings_path: str | os.PathLike[str] | None = None,
+        embedded: EmbeddedDecider | None = None,
+        watch_mappings: bool = False,
+        limits: Limits | None = None,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        credentials: grpc.ChannelCredentials | None = None,
+        channel_options: Sequence[tuple[str, Any]] = (),
+        on_retry: RetryHook | None = None,
+    ) -> None:
+        self._core = _Core(
+            target, timeout=timeout, retry=retry, failure_policy=failure_policy, mappings_path=mappings_path,
+            embedded=embedded, watch_mappings=watch_mappings, limits=limits, batch_size=batch_size,
+            channel_options=channel_options, on_retry=on_retry,
+        )
+        _check_credentials(self._core, credentials)
+        self._credentials = credentials
+        self._channel: grpc.aio.Channel | None = None
+        self._stub_obj: decision_pb2_grpc.DecisionServiceStub | None = None
+        self._closed = False
+
+    @property
+    def target(self) -> str:
+        return self._core.target
+
+    @property
+    def failure_policy(self) -> FailurePolicy:
+        return self._core.failure_policy
+
+    @property
+    def embedded(self) -> EmbeddedDecider | None:
+        return self._core.embedded
+
+    def _stub(self) -> decision_pb2_grpc.DecisionServiceStub:
+        if self._closed:
+            raise ClientClosedError("the client is closed")
+        if self._stub_obj is None:
+            opts = self._core.channel_options
+            target = self._core.target
+            self._channel = (
+                grpc.aio.secure_channel(target, self._credentials, options=opts)
+                if self._credentials is not None
+                else grpc.aio.insecure_channel(target, options=opts)
+            )
+            self._stub_obj = decision_pb2_grpc.DecisionServiceStub(self._channel)  # type: ignore[no-untyped-call]
+        return self._stub_obj
+
+    async def close(self) -> None:
+        """Closes the channel (in-flight calls are cancelled). Idempotent."""
+        self._closed = True
+        channel, self._channel, self._stub_obj = self._channel, None, None
+        if channel is not None:
+            await channel.close()
+
+    async def __aenter__(self) -> AsyncConsentClient:
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def _unary(
+        self, name: str, msg: Any, timeout: float | None,  # noqa: ASYNC109 - a per-call gRPC deadline
+    ) -> Any:
+        method = getattr(self._stub(), name)
+        core = self._core
+        deadline = core.deadline_of(timeout)
+        attempt = 0
+        while True:
+            attempt += 1
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:  # gRPC reads a zero timeout as "no deadline"
+                raise DeadlineExceeded("the deadline passed before the call was made", attempts=attempt)
+            try:
+                return await method(msg, timeout=remaining)
+            except grpc.RpcError as e:
+                err = from_rpc_error(e, attempts=attempt)
+            delay = core.retry_delay(err, attempt, deadline)
+            if delay is None:
+                raise err
+            await asyncio.sleep(delay)  # backoff between attempts, bounded by the deadline
+
+    async def decide(
+        self,
+        destinations: Sequence[str] = (),
+        consent: Mapping[str, bool] | None = None,
+        *,
+        explain: bool = False,
+        timeout: float | None = None,  # noqa: ASYNC109 - a per-call gRPC deadline
+    ) -> DecideResult:
+        """See ConsentClient.decide."""
+        req = Request(as_destinations(destinations), consent, None, explain)
+        return await self.decide_request(req, timeout=timeout)
+
+    async def decide_event(
+        self,
+        event: Mapping[str, Any] | bytes | str,
+        destinations: Sequence[str] = (),
+        *,
+        explain: bool = False,
+        timeout: float | None = None,  # noqa: ASYNC109 - a per-call gRPC deadline
+    ) -> DecideResult:
+        """See ConsentClient.decide_event."""
+        req = Request(as_destinations(destinations), None, event, explain)
+        return await self.decide_request(req, timeout=timeout)
+
+    async def decide_request(
+        self, request: RequestLike, *, timeout: float | None = None,  # noqa: ASYNC109 - a per-call gRPC deadline
+    ) -> DecideResult:
+        """See ConsentClient.decide_request."""
+        req = _as_request(request)
+        msg = _to_proto(req)
+        try:
+            response = await self._unary("Decide", msg, timeout)
+        except ConsentError as err:
+            return self._core.fallback(req, err)
+        return DecideResult.from_proto(response)
+
+    async def decide_many(
+        self, requests: Iterable[RequestLike], *, timeout: float | None = None,  # noqa: ASYNC109 - per-RPC deadline
+    ) -> list[DecideResult]:
+        """See ConsentClient.decide_many."""
+        reqs = [_as_request(r) for r in requests]
+        out: list[DecideResult] = []
+        for chunk in _chunks(reqs, self._core.batch_size):
+            msgs, local = _prepare(chunk)
+            try:
+                response = await self._unary("DecideBatch", decision_pb2.DecideBatchRequest(requests=msgs), timeout)
+            except (Unavailable, DeadlineExceeded) as err:
+                out.extend(local[i] if i in local else self._core.fallback_entry(r, err) for i, r in enumerate(chunk))
+                continue
+            out.extend(_merge(chunk, local, response))
+        return out
+
+    def stream(self, *, window: int = DEFAULT_WINDOW, timeout: float | None = None) -> AsyncDecisionStream:
+        """One pipelined DecideStream: `async with client.stream() as s: r = await s.decide(...)`.
+
+        Concurrent `decide` calls (tasks, gather) share the stream with up to `window` in flight.
+        """
+        if window < 1:
+            raise ValueError("window must be at least 1")
+        return AsyncDecisionStream(self, window=window, timeout=self._core.timeout if timeout is None else timeout)
+
+
+@dataclass(slots=True)
+class _Pending:
+    request: Request
+    msg: decision_pb2.DecideRequest
+    future: asyncio.Future[decision_pb2.DecideResponse | ConsentError]
+
+
+def _task_cancelling() -> bool:
+    """Whether the current task itself is being cancelled (not merely a gRPC call we cancelled)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
+class AsyncDecisionStream:
+    """A DecideStream shared by concurrent `decide` calls; responses matched to requests by order.
+
+    At most `window` requests are in flight. Each call's deadline (`timeout`, default the
+    stream's) covers waiting for the window, sending and the answer. When a deadline passes,
+    the stream is reset: every request in flight is answered by the failure policy (the
+    answers come in order, so the later ones are stuck behind it) and the next call opens a
+    fresh stream. A stream broken by UNAVAILABLE is reopened with backoff and the
+    unanswered requests re-sent; after the retries, the failure policy answers them.
+    Invalid entries answer with `error` (see DecideResult.raise_for_error).
+    """
+
+    def __init__(self, client: AsyncConsentClient, *, window: int, timeout: float) -> None:
+        if timeout <= 0:
+            raise ValueError("timeout must be positive (seconds)")
+        self._client = client
+        self._window = asyncio.Semaphore(window)
+        self._timeout = timeout
+        self._lock = asyncio.Lock()  # serialises writes, opens and recovery
+        self._call: Any = None
+        self._reader: asyncio.Task[None] | None = None
+        self._pending: deque[_Pending] = deque()  # written (or to re-write), unanswered, in order
+        self._gen = 0  # bumped whenever the current call is abandoned
+        self._attempt = 0
+        self._closed = False
+
+    async def __aenter__(self) -> AsyncDecisionStream:
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close(cancel=et is not None)
+
+    async def decide(
+        self,
+        destinations: Sequence[str] = (),
+        consent: Mapping[str, bool] | None = None,
+        *,
+        explain: bool = False,
+        timeout: float | None = None,  # noqa: ASYNC109 - a per-call gRPC deadline
+    ) -> DecideResult:
+        req = Request(as_destinations(destinations), consent, None, explain)
+        return await self.decide_request(req, timeout=timeout)
+
+    async def decide_event(
+        self,
+        event: Mapping[str, Any] | bytes | str,
+        destinations: Sequence[str] = (),
+        *,
+        explain: bool = False,
+        timeout: float | None = None,  # noqa: ASYNC109 - a per-call gRPC deadline
+    ) -> DecideResult:
+        req = Request(as_destinations(destinations), None, event, explain)
+        return await self.decide_request(req, timeout=timeout)
+
+    async def decide_request(
+        self, request: RequestLike, *, timeout: float | None = None,  # noqa: ASYNC109 - a per-call gRPC deadline
+    ) -> DecideResult:
+        if self._closed:
+            raise ClientClosedError("the stream is closed")
+        req = _as_request(request)
+        try:
+            msg = _to_proto(req)
+        except InvalidArgument as e:
+            return DecideResult(error=e.message)
+        t = self._timeout if timeout is None else timeout
+        core = self._client._core
+        fut: asyncio.Future[decision_pb2.DecideResponse | ConsentError] = asyncio.get_running_loop().create_future()
+        try:
+            async with asyncio.timeout(t), self._window:
+                async with self._lock:
+                    if self._closed:
+                        raise ClientClosedError("the stream is closed")
+                    if self._call is None:
+                        self._open()
+                    self._pending.append(_Pending(req, msg, fut))
+                    await self._write(self._call, msg)
+                answer = await fut
+        except TimeoutError:
+            err = DeadlineExceeded(f"no DecideStream response within {t}s")
+            self._abandon(err)
+            return core.fallback_entry(req, err)
+        if isinstance(answer, ConsentError):
+            return core.fallback_entry(req, answer)
+        return DecideResult.from_proto(answer)
+
+    def _open(self) -> None:
+        """Opens a new call (caller holds the lock); its reader task matches responses."""
+        self._gen += 1
+        call = self._client._stub().DecideStream()  # no stream deadline: each request has its own
+        self._call = call
+        self._reader = asyncio.get_running_loop().create_task(self._read(call, self._gen))
+
+    async def _write(self, call: Any, msg: decision_pb2.DecideRequest) -> None:
+        try:
+            await call.write(msg)
+        except (grpc.RpcError, asyncio.InvalidStateError):
+            pass  # the call failed: its reader sees the status and recovers
+        except asyncio.CancelledError:
+            if _task_cancelling():
+                raise
+            # else: grpc raises CancelledError on a call we cancelled (reset): nothing to do
+
+    async def _read(self, call: Any, gen: int) -> None:
+        err: ConsentError | None = None
+        try:
+            while True:
+                response = await call.read()
+                if gen != self._gen:
+                    return
+                if response is grpc.aio.EOF:
+                    break
+                if not self._pending:
+                    err = Internal("DecideStream answered more responses than requests")
+                    break
+                entry = self._pending.popleft()
+                self._attempt = 0
+                if not entry.future.done():
+                    entry.future.set_result(response)
+        except grpc.RpcError as e:
+            err = from_rpc_error(e, attempts=self._attempt + 1)
+        except asyncio.CancelledError:
+            if _task_cancelling():
+                raise
+            return  # we cancelled this call (reset or close); whoever did resolved its requests
+        if gen != self._gen:
+            return
+        if err is None:
+            if not self._pending:
+                return
+            err = Unavailable("the sidecar closed the stream with requests in flight")
+        await self._recover(gen, err)
+
+    async def _recover(self, gen: int, err: ConsentError) -> None:
+        core = self._client._core
+        async with self._lock:
+            if gen != self._gen:
+                return  # already reset or reopened
+            self._call = None
+            self._attempt += 1
+            delay = None if self._closed else core.retry_delay(err, self._attempt, time.monotonic() + self._timeout)
+            if delay is None:
+                self._abandon(err)
+                return
+            await asyncio.sleep(delay)  # backoff before reopening; new writes wait on the lock
+            if gen != self._gen or self._closed:
+                return
+            try:
+                self._open()
+            except ClientClosedError as e:
+                self._abandon(e)
+                return
+            call = self._call
+            for entry in list(self._pending):
+                await self._write(call, entry.msg)
+
+    def _abandon(self, err: ConsentError) -> None:
+        """Drops the current call; every request in flight is answered with `err` (then the policy)."""
+        self._gen += 1
+        self._attempt = 0
+        call, self._call = self._call, None
+        if call is not None:
+            call.cancel()
+        pending, self._pending = self._pending, deque()
+        for entry in pending:
+            if not entry.future.done():
+                entry.future.set_result(err)
+
+    async def close(self, *, cancel: bool = False) -> None:
+        """Waits (up to the stream's timeout) for the answers in flight, then ends the stream.
+
+        With cancel=True (or once the wait is over), calls still waiting raise ClientClosedError.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        pending = [e.future for e in self._pending]
+        if pending and not cancel:
+            await asyncio.wait(pending, timeout=self._timeout)
+        call = self._call
+        if call is not None and not cancel:
+            try:
+                async with asyncio.timeout(self._timeout):
+                    await call.done_writing()
+            except (TimeoutError, grpc.RpcError, asyncio.InvalidStateError):
+                pass
+        self._abandon(ClientClosedError("the stream was closed with requests in flight"))
+        reader, self._reader = self._reader, None
+        if reader is not None and not reader.done():
+            reader.cancel()
+            await asyncio.wait([reader], timeout=self._timeout)
+
