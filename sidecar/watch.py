@@ -1,10 +1,11 @@
-"""Hot reload: watches the mapping file's directory and feeds changes to the PolicyStore's one write path.
+"""Hot reload: watches the mapping file's directory and feeds changes to the one write path, `PolicyWriter`.
 
 Watching the directory (not the file) sees every way a file gets replaced: in-place writes,
 editor temp-and-rename, delete and re-create, and Kubernetes ConfigMap `..data` symlink swaps.
 Bursts of changes coalesce into one reload that reads the latest content; a file still being
 written (its size or mtime moving, or failing to parse while it moves) is retried, never
-published. Never publishes by itself: `PolicyStore` decides, validates and swaps.
+published. Never publishes or audits by itself: the writer loads, validates, swaps and audits
+under its lock (so reloads and admin writes never interleave), with actor `file:<basename>`.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from pathlib import Path
 import structlog
 from watchfiles import Change, awatch
 
-from sidecar.policy import PolicyStore, ReloadResult
+from sidecar.policy import Candidate, ReloadResult
+from sidecar.writer import PolicyWriter
 
 __all__ = ["MappingWatcher"]
 
@@ -36,7 +38,7 @@ def _stat_key(path: str) -> _StatKey:
 
 
 class MappingWatcher:
-    """Reloads `store` whenever the mapping file changes, or on `request_reload()` (SIGHUP).
+    """Reloads through `writer` whenever the mapping file changes, or on `request_reload()` (SIGHUP).
 
     Tunables are in milliseconds: `debounce_ms`/`step_ms` group filesystem events, `settle_ms`
     is how long the file must stay unchanged before it is read, `retry_ms` how long a file
@@ -45,7 +47,7 @@ class MappingWatcher:
 
     def __init__(
         self,
-        store: PolicyStore,
+        writer: PolicyWriter,
         path: str,
         *,
         debounce_ms: int = 200,
@@ -56,7 +58,7 @@ class MappingWatcher:
         force_polling: bool | None = None,
         on_result: Callable[[ReloadResult], None] | None = None,
     ) -> None:
-        self._store = store
+        self._writer = writer
         self._path = path
         p = Path(path)
         self._dir = str(p.parent.resolve() if str(p.parent) else Path.cwd())
@@ -69,6 +71,7 @@ class MappingWatcher:
         self._force_polling = force_polling
         self._on_result = on_result
         self._dirty = asyncio.Event()
+        self._unwatched = _stat_key(path)  # the file as it was before the watch was armed
         self.watching = asyncio.Event()  # set once the directory watch is armed (tests wait on it)
 
     def request_reload(self) -> None:
@@ -102,7 +105,10 @@ class MappingWatcher:
                     rust_timeout=500, yield_on_timeout=True,
                 )
                 async for changes in watcher:
-                    self.watching.set()
+                    if not self.watching.is_set():
+                        self.watching.set()
+                        if _stat_key(self._path) != self._unwatched:
+                            self._dirty.set()  # changed between the caller's load and the watch: catch up
                     if changes:
                         self._dirty.set()
             except (FileNotFoundError, RuntimeError) as e:
@@ -130,18 +136,34 @@ class MappingWatcher:
         return key
 
     async def reload_settled(self) -> ReloadResult:
-        """One reload of a settled file; a load that fails while the file is still changing is retried."""
+        """One reload of a settled file; a load that fails while the file is still changing is retried.
+
+        The writer loads under its lock and asks `accept` before committing: a read the file
+        changed under is refused (torn), and so is a failed load while retries remain; after
+        `retry_ms` a file still unchanged and failing is committed as a failed reload.
+        """
         attempt = 0
         while True:
             before = await self._wait_settled()
-            loaded = await self._store.load_candidate()
+            final = attempt >= self._max_retries
+            torn = False
+
+            def accept(candidate: Candidate, before: _StatKey = before, final: bool = final) -> bool:
+                nonlocal torn
+                if _stat_key(self._path) != before:
+                    torn = True  # written to while we read it: whatever we read may be torn
+                    return False
+                return candidate.index is not None or final
+
+            result = await self._writer.reload_if(self._writer.file_actor, accept)
+            if result is not None:
+                return result
+            if torn:
+                continue
+            attempt += 1
             after = _stat_key(self._path)
-            if after != before:
-                continue  # written to while we read it: whatever we read may be torn
-            if loaded.index is None and attempt < self._max_retries:
-                attempt += 1
-                await asyncio.sleep(self._retry)
-                if _stat_key(self._path) != after or self._dirty.is_set():
-                    self._dirty.clear()
-                    continue  # it was mid-write: the finished file decides
-            return self._store.commit_candidate(loaded)
+            await asyncio.sleep(self._retry)
+            if _stat_key(self._path) != after or self._dirty.is_set():
+                self._dirty.clear()
+                continue  # it was mid-write: the finished file decides
+            attempt = self._max_retries  # unchanged and still failing: the next load counts

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from sidecar.audit import AuditLog
 from sidecar.policy import PolicyStore, ReloadResult
 from sidecar.watch import MappingWatcher
+from sidecar.writer import PolicyWriter
 
 BASE = """\
 version: 1
@@ -50,6 +52,7 @@ async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
     path.write_text(BASE)
     store = PolicyStore()
     store.load_initial(str(path))
+    audit = AuditLog.open(tmp_path / "consent-sidecar-audit.db")  # in the watched directory, as by default
     h: Harness
 
     def on_result(result: ReloadResult) -> None:
@@ -61,8 +64,8 @@ async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
 
         asyncio.get_running_loop().create_task(notify())
 
-    watcher = MappingWatcher(store, str(path), debounce_ms=50, step_ms=10, settle_ms=10, retry_ms=50,
-                             on_result=on_result)
+    watcher = MappingWatcher(PolicyWriter(store, audit), str(path), debounce_ms=50, step_ms=10, settle_ms=10,
+                             retry_ms=50, on_result=on_result)
     h = Harness(store, watcher, path)
     stop = asyncio.Event()
     task = asyncio.create_task(watcher.run(stop))
@@ -70,6 +73,7 @@ async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
     yield h
     stop.set()
     await asyncio.wait_for(task, 10)
+    audit.close()
 
 
 async def test_in_place_write_is_published(harness: Harness) -> None:
@@ -105,9 +109,10 @@ async def test_kubernetes_configmap_symlink_swap_is_published(tmp_path: Path) ->
     os.symlink("..data/mappings.yaml", d / "mappings.yaml")
     store = PolicyStore()
     store.load_initial(str(d / "mappings.yaml"))
+    audit = AuditLog.open(tmp_path / "audit.db")  # a ConfigMap mount is read-only: the audit db lives elsewhere
     done = asyncio.Event()
-    watcher = MappingWatcher(store, str(d / "mappings.yaml"), debounce_ms=50, step_ms=10, settle_ms=10,
-                             on_result=lambda r: done.set() if r.changed else None)
+    watcher = MappingWatcher(PolicyWriter(store, audit), str(d / "mappings.yaml"), debounce_ms=50, step_ms=10,
+                             settle_ms=10, on_result=lambda r: done.set() if r.changed else None)
     stop = asyncio.Event()
     task = asyncio.create_task(watcher.run(stop))
     try:
@@ -121,6 +126,7 @@ async def test_kubernetes_configmap_symlink_swap_is_published(tmp_path: Path) ->
     finally:
         stop.set()
         await asyncio.wait_for(task, 10)
+        audit.close()
 
 
 async def test_invalid_edit_keeps_serving_and_reports_position(harness: Harness) -> None:
