@@ -85,10 +85,11 @@ RetryHook: TypeAlias = Callable[[int, ConsentError, float], None]
 """Called before each retry with (attempt that failed, its error, seconds until the next one)."""
 
 # Reconnect quickly once the sidecar is back: the channel's own default backoff starts at 1 s
-# and grows to 120 s, which would outlast every retry budget of a local sidecar.
+# and grows to 120 s, which would outlast every retry budget of a local sidecar. Not
+# grpc.min_reconnect_backoff_ms: gRPC core also uses it as the minimum *connect timeout*
+# (default 20 s), and a short one fails connections to a busy sidecar.
 _DEFAULT_CHANNEL_OPTIONS: Final[tuple[tuple[str, Any], ...]] = (
     ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 1000),
     # Explained batches can exceed gRPC's 4 MiB default receive limit; the sidecar bounds them.
     ("grpc.max_receive_message_length", 64 << 20),
