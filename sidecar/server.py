@@ -1,11 +1,15 @@
-"""The process around the core: load the policy, open the listeners, serve, drain on SIGTERM.
+"""The process around the core: load the policy, open the audit trail and the listeners, watch, serve, drain.
 
 Owns listener addresses (TCP `host:port`, `[v6]:port`, `unix:/path`), the grpc.aio servers,
-health (grpc.health.v1) and reflection on each, message-size limits and the shutdown order:
-health NOT_SERVING -> stop accepting -> drain in-flight RPCs for the grace period -> remove
-sockets. DecisionService is served only on the `--listen` addresses, AdminService only on
-`--admin-listen`. Must never start listening before the first policy has loaded, and never log
-mapping content or request payloads.
+health (grpc.health.v1) and reflection on each, message-size limits, the wiring of the one
+write path (PolicyWriter, fed by the MappingWatcher and SIGHUP) and the shutdown order:
+health NOT_SERVING -> end WatchAuditEvents streams -> stop accepting -> drain in-flight RPCs
+for the grace period -> remove sockets -> stop the watcher -> finish audit appends -> close
+the audit log. DecisionService is served only on the `--listen` addresses, AdminService only
+on `--admin-listen`. The audit database is `--audit-db`, by default
+`<directory of the mapping file>/consent-sidecar-audit.db`. Must never start listening
+before the first policy has loaded and its start event is audited, and never log mapping
+content or request payloads.
 """
 
 from __future__ import annotations
@@ -23,23 +27,29 @@ from typing import Final, TextIO
 
 import grpc
 import grpc.aio
-from consent.v1 import decision_pb2_grpc
+from consent.v1 import admin_pb2_grpc, decision_pb2_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from sidecar import logs
+from sidecar.audit import AuditError, AuditLog
 from sidecar.config import ServeConfig
-from sidecar.errors import MappingError
+from sidecar.errors import MappingError, SidecarError
 from sidecar.policy import PolicyStore, Snapshot
-from sidecar.services import decision
+from sidecar.services import admin, decision
+from sidecar.watch import MappingWatcher
+from sidecar.writer import PolicyWriter
 
 __all__ = [
+    "AUDIT_DB_NAME",
+    "EXIT_AUDIT",
     "EXIT_LISTEN",
     "EXIT_MAPPING",
     "EXIT_OK",
     "Address",
     "ListenError",
     "Sidecar",
+    "audit_db_path",
     "parse_address",
     "run",
     "serve",
@@ -48,6 +58,9 @@ __all__ = [
 EXIT_OK: Final = 0
 EXIT_LISTEN: Final = 1  # a listener could not be opened
 EXIT_MAPPING: Final = 2  # the first policy load failed
+EXIT_AUDIT: Final = 3  # the audit database could not be opened or written
+
+AUDIT_DB_NAME: Final = "consent-sidecar-audit.db"  # the default --audit-db, next to the mapping file
 
 _log = logs.get_logger(__name__)
 
@@ -141,9 +154,23 @@ def decision_services(store: PolicyStore, config: ServeConfig) -> list[ServiceAd
     return [add_decision]
 
 
-def admin_services(store: PolicyStore, config: ServeConfig) -> list[ServiceAdder]:
-    """What `--admin-listen` serves (besides health and reflection): AdminService is added here next."""
-    return []
+def admin_services(servicer: admin.AdminService | None) -> list[ServiceAdder]:
+    """What `--admin-listen` serves (besides health and reflection): AdminService."""
+    if servicer is None:
+        return []
+
+    def add_admin(server: grpc.aio.Server) -> str:
+        admin_pb2_grpc.add_AdminServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
+        return admin.SERVICE_NAME
+
+    return [add_admin]
+
+
+def audit_db_path(config: ServeConfig) -> str:
+    """`--audit-db`, or `consent-sidecar-audit.db` in the mapping file's directory."""
+    if config.audit_db:
+        return config.audit_db
+    return os.path.join(os.path.dirname(config.mappings), AUDIT_DB_NAME)
 
 
 class _Listener:
@@ -204,11 +231,30 @@ class _Listener:
 
 
 class Sidecar:
-    """The listeners around one loaded PolicyStore. `start` binds everything or nothing."""
+    """The listeners around one loaded PolicyStore. `start` binds everything or nothing.
 
-    def __init__(self, config: ServeConfig, store: PolicyStore) -> None:
+    An admin listener (config.admin_listen) serves AdminService over `audit` (required then),
+    with `writer` for writes, `gate` for authentication, `watch_buffer` live audit events per
+    WatchAuditEvents client. The caller owns the audit log, the writer and the watcher.
+    """
+
+    def __init__(
+        self,
+        config: ServeConfig,
+        store: PolicyStore,
+        *,
+        audit: AuditLog | None = None,
+        writer: PolicyWriter | None = None,
+        gate: admin.Gate | None = None,
+        watch_buffer: int = admin.DEFAULT_WATCH_BUFFER,
+    ) -> None:
         self.config = config
         self.store = store
+        self.admin: admin.AdminService | None = None
+        if config.admin_listen:
+            if audit is None:
+                raise ValueError("an admin listener needs the audit log (AdminService reads the audit trail)")
+            self.admin = admin.AdminService(store, audit, writer=writer, gate=gate, watch_buffer=watch_buffer)
         self._listeners: list[_Listener] = []
 
     @property
@@ -232,7 +278,7 @@ class Sidecar:
         listeners = [main]
         if config.admin_listen:
             listeners.append(
-                _Listener("admin", [parse_address(config.admin_listen)], admin_services(self.store, config), config)
+                _Listener("admin", [parse_address(config.admin_listen)], admin_services(self.admin), config)
             )
         try:
             for listener in listeners:
@@ -247,12 +293,15 @@ class Sidecar:
         self._listeners = listeners
 
     async def stop(self, grace: float | None) -> None:
-        """Health NOT_SERVING everywhere, then stop accepting and drain for up to `grace` seconds.
+        """Health NOT_SERVING everywhere, end audit watch streams, then stop accepting and drain.
 
-        Calling it again with a smaller grace (or None) cuts the drain short.
+        The drain waits up to `grace` seconds; calling it again with a smaller grace (or None)
+        cuts it short. WatchAuditEvents streams end cleanly first: they never finish by themselves.
         """
         for listener in self._listeners:
             await listener.health.enter_graceful_shutdown()
+        if self.admin is not None:
+            self.admin.end_watches()
         await asyncio.gather(*(listener.stop(grace) for listener in self._listeners))
 
 
@@ -275,8 +324,10 @@ async def serve(
     """Loads the policy, serves until `stop` is set (or SIGTERM/SIGINT when `stop` is None), drains.
 
     Returns the exit code: 0 after a clean drain, 2 when the mapping does not load (its errors
-    printed to stderr, nothing opened), 1 when a listener cannot be opened. `ready` is set once
-    every listener is up and healthy.
+    printed to stderr, nothing opened), 3 when the audit database cannot be opened or written
+    (the message names the file and --audit-db), 1 when a listener cannot be opened. `ready`
+    is set once every listener is up and healthy. With signals of its own (`stop` None),
+    SIGHUP forces a reload of the mapping file.
     """
     err = stderr if stderr is not None else sys.stderr
     store = PolicyStore()
@@ -291,13 +342,52 @@ async def serve(
         return EXIT_MAPPING
     store.add_listener(_on_publish)
 
-    sidecar = Sidecar(config, store)
+    db = audit_db_path(config)
+    try:
+        audit = await asyncio.to_thread(AuditLog.open, db)
+    except AuditError as e:
+        _audit_failed(err, db, f"cannot open the audit database: {e}")
+        return EXIT_AUDIT
+    try:
+        writer = PolicyWriter(store, audit)
+        try:
+            await writer.start()  # the trail starts with POLICY_RELOADED by `system`, before anything serves
+        except (SidecarError, ValueError) as e:
+            _audit_failed(err, db, f"cannot write the start event to the audit database: {e}")
+            return EXIT_AUDIT
+        return await _serve_loaded(config, store, snap, audit, writer, ready, stop, err)
+    finally:
+        await asyncio.to_thread(audit.close)  # ends any WatchAuditEvents stream still open
+
+
+def _audit_failed(err: TextIO, db: str, message: str) -> None:
+    print(f"error: {message}", file=err)
+    print(f"error: choose a writable audit database with --audit-db FILE (or CONSENT_SIDECAR_AUDIT_DB); "
+          f"the default is {AUDIT_DB_NAME} next to the mapping file, here {db}", file=err)
+    _log.error("cannot use the audit database", audit_db=db, error=message)
+
+
+async def _serve_loaded(
+    config: ServeConfig,
+    store: PolicyStore,
+    snap: Snapshot,
+    audit: AuditLog,
+    writer: PolicyWriter,
+    ready: asyncio.Event | None,
+    stop: asyncio.Event | None,
+    err: TextIO,
+) -> int:
+    sidecar = Sidecar(config, store, audit=audit, writer=writer)
     try:
         await sidecar.start()
     except ListenError as e:
         print(f"error: {e}", file=err)
         _log.error("cannot listen", error=str(e))
         return EXIT_LISTEN
+
+    watcher = MappingWatcher(writer, config.mappings)
+    watch_stop = asyncio.Event()
+    watching = asyncio.create_task(watcher.run(watch_stop))
 
     loop = asyncio.get_running_loop()
     signals = (signal.SIGTERM, signal.SIGINT)
@@ -311,8 +401,13 @@ async def serve(
             # First signal: drain. A second one: stop draining now.
             (force if stop_event.is_set() else stop_event).set()
 
+        def on_hangup() -> None:
+            _log.info("SIGHUP: reloading the mapping file", source=config.mappings)
+            watcher.request_reload()
+
         for sig in signals:
             loop.add_signal_handler(sig, on_signal)
+        loop.add_signal_handler(signal.SIGHUP, on_hangup)
     try:
         index = snap.index
         _log.info(
@@ -324,6 +419,7 @@ async def serve(
             categories=len(index.mapping.categories),
             destinations=len(index.known_destinations),
             source=config.mappings,
+            audit_db=str(audit.path),
         )
         if ready is not None:
             ready.set()
@@ -339,8 +435,14 @@ async def serve(
         forced.cancel()
     finally:
         if own_signals:
-            for sig in signals:
+            for sig in (*signals, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
+        # After the drain: stop watching, let audit appends already started finish; the caller
+        # then closes the audit log.
+        watch_stop.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watching
+        await writer.aclose()
     _log.info("stopped")
     return EXIT_OK
 

@@ -20,9 +20,12 @@ import grpc
 import grpc.aio
 import pytest
 
+from sidecar.audit import AuditLog
 from sidecar.config import Limits, ServeConfig
 from sidecar.policy import PolicyStore
 from sidecar.server import Sidecar
+from sidecar.services.admin import DEFAULT_WATCH_BUFFER
+from sidecar.writer import PolicyWriter
 
 SAMPLE_MAPPING = """\
 version: 1
@@ -80,6 +83,8 @@ class RunningSidecar:
     tcp: grpc.aio.Channel
     unix: grpc.aio.Channel
     admin: grpc.aio.Channel | None = None
+    audit: AuditLog | None = None  # admin=True: the audit trail AdminService reads (tmp_path/audit.db)
+    writer: PolicyWriter | None = None  # admin=True: the write path, its start event already audited
 
     def channel(self, transport: str) -> grpc.aio.Channel:
         return self.tcp if transport == "tcp" else self.unix
@@ -92,9 +97,15 @@ async def running_sidecar(
     *,
     limits: Limits | None = None,
     admin: bool = False,
+    watch_buffer: int = DEFAULT_WATCH_BUFFER,
     **config: Any,
 ) -> AsyncIterator[RunningSidecar]:
-    """Starts a sidecar on 127.0.0.1:0 and a unix socket (plus an admin listener if asked); stops it after."""
+    """Starts a sidecar on 127.0.0.1:0 and a unix socket (plus an admin listener if asked); stops it after.
+
+    With admin=True the admin listener serves AdminService over an audit log in tmp_path/audit.db
+    (its start event written, as `serve` does; no file watcher), `watch_buffer` live events per
+    WatchAuditEvents client.
+    """
     path = write_mapping(tmp_path, mapping)
     with socket_dir(tmp_path) as sockets:
         unix_address = f"unix:{sockets / 'decision.sock'}"
@@ -108,7 +119,12 @@ async def running_sidecar(
         )
         store = PolicyStore()
         store.load_initial(cfg.mappings)
-        sidecar = Sidecar(cfg, store)
+        audit = writer = None
+        if admin:
+            audit = AuditLog.open(tmp_path / "audit.db")
+            writer = PolicyWriter(store, audit)
+            await writer.start()
+        sidecar = Sidecar(cfg, store, audit=audit, writer=writer, watch_buffer=watch_buffer)
         await sidecar.start()
         tcp_address = sidecar.addresses[0]
         channels = [grpc.aio.insecure_channel(tcp_address), grpc.aio.insecure_channel(unix_address)]
@@ -117,12 +133,14 @@ async def running_sidecar(
         try:
             yield RunningSidecar(
                 sidecar, store, cfg, path, tcp_address, unix_address, channels[0], channels[1],
-                channels[2] if admin else None,
+                channels[2] if admin else None, audit, writer,
             )
         finally:
             for ch in channels:
                 await ch.close()
             await sidecar.stop(None)
+            if audit is not None:
+                audit.close()
 
 
 @pytest.fixture

@@ -112,7 +112,7 @@ async def test_reflection_lists_the_services_actually_served(start_sidecar: Star
         assert DECISION in services
         assert sc.sidecar.admin_address is not None
         admin_services, _, _ = await asyncio.to_thread(reflect, sc.sidecar.admin_address)
-        assert admin_services == sorted([HEALTH, REFLECTION])
+        assert admin_services == sorted(["consent.v1.AdminService", HEALTH, REFLECTION])
 
 
 # -- listener addresses ---------------------------------------------------------------------

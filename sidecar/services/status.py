@@ -13,6 +13,7 @@ import grpc
 import grpc.aio
 
 from sidecar import errors
+from sidecar.audit import AuditError
 
 __all__ = ["abort", "status_code", "status_of"]
 
@@ -28,6 +29,8 @@ _CODES: Final[dict[type[errors.SidecarError], grpc.StatusCode]] = {
     errors.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
     errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
     errors.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    # The audit database is closed (shutting down) or unusable: retry against a healthy sidecar.
+    AuditError: grpc.StatusCode.UNAVAILABLE,
 }
 
 
