@@ -383,10 +383,16 @@ def _add_token(verbs: argparse._SubParsersAction[_Parser]) -> None:
     _verb(token, "hash", _token_hash, "read a token on stdin and print its sha256 for the principals file")
 
 
-# Later verbs plug in here: `_add_audit` (a `_group` with `verify --audit-db FILE`) and
-# `_add_health` (`--address ADDR`, default 127.0.0.1:50051).
+def _add_audit(verbs: argparse._SubParsersAction[_Parser]) -> None:
+    audit = _group(verbs, "audit", "audit trail tools")
+    p = _verb(audit, "verify", _audit_verify,
+              "verify the audit trail's hash chain; exit 0 when intact, 1 naming the first broken sequence")
+    p.add_argument("--audit-db", required=True, metavar="FILE", help="the audit trail SQLite database")
+
+
+# Later verbs plug in here: `_add_health` (`--address ADDR`, default 127.0.0.1:50051).
 _VERBS: tuple[Callable[[argparse._SubParsersAction[_Parser]], None], ...] = (
-    _add_serve, _add_check, _add_test, _add_decide, _add_token,
+    _add_serve, _add_check, _add_test, _add_decide, _add_token, _add_audit,
 )
 
 
@@ -553,6 +559,23 @@ def _token_hash(ns: argparse.Namespace) -> int:
         _err(f"{PROG} token hash: warning: the token has leading or trailing whitespace, "
              "which clients strip from the authorization header")
     print(hash_token(token))
+    return 0
+
+
+def _audit_verify(ns: argparse.Namespace) -> int:
+    # Imported here: only this verb needs the audit store.
+    from sidecar.audit import AuditError, verify
+
+    path: str = ns.audit_db
+    try:
+        result = verify(path)  # opened read-only: safe while a sidecar appends to it
+    except AuditError as e:  # missing, not an audit database, unreadable
+        _err(f"{PROG} audit verify: error: {e}")
+        return 1
+    if not result.ok:
+        _err(f"{path}: {result}")
+        return 1
+    print(f"{path}: {result}")
     return 0
 
 
