@@ -759,3 +759,26 @@ async def test_async_stream_reopens_after_a_restart(mapping_file: Path) -> None:
             await s.close()
         with pytest.raises(ClientClosedError):
             await s.decide(["amplitude"])
+
+
+async def test_a_cancelled_caller_does_not_break_the_shared_stream(target: str, client: ConsentClient) -> None:
+    reqs = workload(60)
+    expected = client.decide_many(reqs)
+    async with AsyncConsentClient(target, timeout=WAIT, failure_policy="raise") as ac, ac.stream(window=8) as s:
+        tasks = [asyncio.create_task(s.decide_request(r)) for r in reqs]
+        await asyncio.sleep(0)  # let them start: some are queued, some waiting for the window
+        for t in tasks[::7]:
+            t.cancel()
+        done = await asyncio.gather(*tasks, return_exceptions=True)
+    for i, (got, want) in enumerate(zip(done, expected, strict=True)):
+        if i % 7 == 0:
+            assert isinstance(got, asyncio.CancelledError)
+        else:  # every other caller gets its own answer: order matching survived the cancellations
+            assert isinstance(got, DecideResult) and not got.degraded
+            assert (got.allowed, got.blocked, got.decisions) == (want.allowed, want.blocked, want.decisions)
+
+
+def test_a_batch_of_only_unencodable_entries_needs_no_sidecar() -> None:
+    with ConsentClient(f"127.0.0.1:{free_port()}", failure_policy="raise") as c:
+        results = c.decide_many([Request(("amplitude",), {"C0002": "x"})])  # type: ignore[dict-item]
+    assert results[0].error is not None

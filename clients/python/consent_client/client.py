@@ -457,6 +457,9 @@ class ConsentClient:
         out: list[DecideResult] = []
         for chunk in _chunks(reqs, self._core.batch_size):
             msgs, local = _prepare(chunk)
+            if not msgs:  # nothing the sidecar could decide
+                out.extend(local[i] for i in range(len(chunk)))
+                continue
             try:
                 response = self._unary(self._stub.DecideBatch, decision_pb2.DecideBatchRequest(requests=msgs), timeout)
             except (Unavailable, DeadlineExceeded) as err:
@@ -770,6 +773,9 @@ class AsyncConsentClient:
         out: list[DecideResult] = []
         for chunk in _chunks(reqs, self._core.batch_size):
             msgs, local = _prepare(chunk)
+            if not msgs:  # nothing the sidecar could decide
+                out.extend(local[i] for i in range(len(chunk)))
+                continue
             try:
                 response = await self._unary("DecideBatch", decision_pb2.DecideBatchRequest(requests=msgs), timeout)
             except (Unavailable, DeadlineExceeded) as err:
@@ -804,13 +810,16 @@ def _task_cancelling() -> bool:
 class AsyncDecisionStream:
     """A DecideStream shared by concurrent `decide` calls; responses matched to requests by order.
 
-    At most `window` requests are in flight. Each call's deadline (`timeout`, default the
-    stream's) covers waiting for the window, sending and the answer. When a deadline passes,
-    the stream is reset: every request in flight is answered by the failure policy (the
-    answers come in order, so the later ones are stuck behind it) and the next call opens a
-    fresh stream. A stream broken by UNAVAILABLE is reopened with backoff and the
-    unanswered requests re-sent; after the retries, the failure policy answers them.
-    Invalid entries answer with `error` (see DecideResult.raise_for_error).
+    At most `window` requests are in flight. A call queues its request for the stream's
+    writer task in the same step as it joins the in-flight list, so the order of writes is
+    the order of that list whatever happens to callers (a cancelled caller cannot leave a
+    request unsent). Each call's deadline (`timeout`, default the stream's) covers waiting
+    for the window and the answer. When a deadline passes, the stream is reset: every
+    request in flight is answered by the failure policy (answers come in order, so the later
+    ones are stuck behind it) and the next call opens a fresh stream. A stream broken by
+    UNAVAILABLE is reopened with backoff and the unanswered requests re-sent; after the
+    retries, the failure policy answers them. Invalid entries answer with `error` (see
+    DecideResult.raise_for_error).
     """
 
     def __init__(self, client: AsyncConsentClient, *, window: int, timeout: float) -> None:
@@ -819,12 +828,13 @@ class AsyncDecisionStream:
         self._client = client
         self._window = asyncio.Semaphore(window)
         self._timeout = timeout
-        self._lock = asyncio.Lock()  # serialises writes, opens and recovery
         self._call: Any = None
-        self._reader: asyncio.Task[None] | None = None
-        self._pending: deque[_Pending] = deque()  # written (or to re-write), unanswered, in order
-        self._gen = 0  # bumped whenever the current call is abandoned
+        self._outbox: asyncio.Queue[decision_pb2.DecideRequest | None] | None = None  # None = half-close
+        self._tasks: list[asyncio.Task[None]] = []  # the current call's writer and reader
+        self._pending: deque[_Pending] = deque()  # queued or written, unanswered, in order
+        self._gen = 0  # bumped whenever a call is opened or abandoned
         self._attempt = 0
+        self._recovering = False  # between a broken call and its replacement: requests wait in _pending
         self._closed = False
 
     async def __aenter__(self) -> AsyncDecisionStream:
@@ -872,13 +882,14 @@ class AsyncDecisionStream:
         fut: asyncio.Future[decision_pb2.DecideResponse | ConsentError] = asyncio.get_running_loop().create_future()
         try:
             async with asyncio.timeout(t), self._window:
-                async with self._lock:
-                    if self._closed:
-                        raise ClientClosedError("the stream is closed")
-                    if self._call is None:
-                        self._open()
-                    self._pending.append(_Pending(req, msg, fut))
-                    await self._write(self._call, msg)
+                if self._closed:
+                    raise ClientClosedError("the stream is closed")
+                # No await from here to the put: joining _pending and queueing the write is one step.
+                if self._call is None and not self._recovering:
+                    self._open()
+                self._pending.append(_Pending(req, msg, fut))
+                if self._outbox is not None:
+                    self._outbox.put_nowait(msg)
                 answer = await fut
         except TimeoutError:
             err = DeadlineExceeded(f"no DecideStream response within {t}s")
@@ -889,21 +900,43 @@ class AsyncDecisionStream:
         return DecideResult.from_proto(answer)
 
     def _open(self) -> None:
-        """Opens a new call (caller holds the lock); its reader task matches responses."""
+        """Opens a new call with its writer and reader tasks; re-queues every request in flight."""
         self._gen += 1
+        gen = self._gen
         call = self._client._stub().DecideStream()  # no stream deadline: each request has its own
-        self._call = call
-        self._reader = asyncio.get_running_loop().create_task(self._read(call, self._gen))
+        outbox: asyncio.Queue[decision_pb2.DecideRequest | None] = asyncio.Queue()
+        for entry in self._pending:
+            outbox.put_nowait(entry.msg)
+        loop = asyncio.get_running_loop()
+        self._call, self._outbox = call, outbox
+        self._tasks = [loop.create_task(self._write(call, outbox)), loop.create_task(self._read(call, gen))]
 
-    async def _write(self, call: Any, msg: decision_pb2.DecideRequest) -> None:
-        try:
-            await call.write(msg)
-        except (grpc.RpcError, asyncio.InvalidStateError):
-            pass  # the call failed: its reader sees the status and recovers
-        except asyncio.CancelledError:
-            if _task_cancelling():
-                raise
-            # else: grpc raises CancelledError on a call we cancelled (reset): nothing to do
+    def _drop_call(self) -> None:
+        """Cancels the current call and its writer (never the running task itself)."""
+        call, self._call, self._outbox = self._call, None, None
+        tasks, self._tasks = self._tasks, []
+        current = asyncio.current_task()
+        for task in tasks:
+            if task is not current:
+                task.cancel()
+        if call is not None:
+            call.cancel()
+
+    @staticmethod
+    async def _write(call: Any, outbox: asyncio.Queue[decision_pb2.DecideRequest | None]) -> None:
+        while True:
+            msg = await outbox.get()
+            try:
+                if msg is None:
+                    await call.done_writing()
+                    return
+                await call.write(msg)
+            except (grpc.RpcError, asyncio.InvalidStateError):
+                return  # the call failed: its reader sees the status and recovers
+            except asyncio.CancelledError:
+                if _task_cancelling():
+                    raise
+                return  # grpc raises CancelledError on a call we cancelled
 
     async def _read(self, call: Any, gen: int) -> None:
         err: ConsentError | None = None
@@ -926,7 +959,9 @@ class AsyncDecisionStream:
         except asyncio.CancelledError:
             if _task_cancelling():
                 raise
-            return  # we cancelled this call (reset or close); whoever did resolved its requests
+            if gen != self._gen:
+                return  # we abandoned this call (reset or close); whoever did resolved its requests
+            err = Unavailable("the stream was cancelled with requests in flight")
         if gen != self._gen:
             return
         if err is None:
@@ -936,35 +971,33 @@ class AsyncDecisionStream:
         await self._recover(gen, err)
 
     async def _recover(self, gen: int, err: ConsentError) -> None:
+        """Runs in the broken call's reader: reopen after a backoff, or let the failure policy answer."""
         core = self._client._core
-        async with self._lock:
-            if gen != self._gen:
-                return  # already reset or reopened
-            self._call = None
-            self._attempt += 1
-            delay = None if self._closed else core.retry_delay(err, self._attempt, time.monotonic() + self._timeout)
-            if delay is None:
-                self._abandon(err)
-                return
-            await asyncio.sleep(delay)  # backoff before reopening; new writes wait on the lock
-            if gen != self._gen or self._closed:
-                return
-            try:
-                self._open()
-            except ClientClosedError as e:
-                self._abandon(e)
-                return
-            call = self._call
-            for entry in list(self._pending):
-                await self._write(call, entry.msg)
+        self._attempt += 1
+        delay = None if self._closed else core.retry_delay(err, self._attempt, time.monotonic() + self._timeout)
+        if delay is None:
+            self._abandon(err)
+            return
+        self._drop_call()
+        self._recovering = True  # new requests wait in _pending; _open re-queues them all
+        try:
+            await asyncio.sleep(delay)
+        finally:
+            if gen == self._gen:
+                self._recovering = False
+        if gen != self._gen or self._closed:
+            return  # reset, reopened or closed meanwhile
+        try:
+            self._open()
+        except ClientClosedError as e:
+            self._abandon(e)
 
     def _abandon(self, err: ConsentError) -> None:
         """Drops the current call; every request in flight is answered with `err` (then the policy)."""
         self._gen += 1
         self._attempt = 0
-        call, self._call = self._call, None
-        if call is not None:
-            call.cancel()
+        self._recovering = False
+        self._drop_call()
         pending, self._pending = self._pending, deque()
         for entry in pending:
             if not entry.future.done():
@@ -981,16 +1014,9 @@ class AsyncDecisionStream:
         pending = [e.future for e in self._pending]
         if pending and not cancel:
             await asyncio.wait(pending, timeout=self._timeout)
-        call = self._call
-        if call is not None and not cancel:
-            try:
-                async with asyncio.timeout(self._timeout):
-                    await call.done_writing()
-            except (TimeoutError, grpc.RpcError, asyncio.InvalidStateError):
-                pass
+        if self._outbox is not None and not cancel:
+            self._outbox.put_nowait(None)  # half-close; the sidecar then ends the stream
+            tasks = list(self._tasks)
+            if tasks:
+                await asyncio.wait(tasks, timeout=self._timeout)
         self._abandon(ClientClosedError("the stream was closed with requests in flight"))
-        reader, self._reader = self._reader, None
-        if reader is not None and not reader.done():
-            reader.cancel()
-            await asyncio.wait([reader], timeout=self._timeout)
-
