@@ -63,13 +63,11 @@ def run(workload: Workload, *, seconds: float = 1.0, rounds: int = 3) -> list[In
     per_event = statistics.fmean(len(e.destinations) for e in events)
 
     def cold(e: Event) -> object:
-        index._memo.clear()  # what every request would cost without the memo
-        index._memo_explain.clear()
+        index.clear_memo()  # what every request would cost without the memo
         return index.decide(e.preferences, e.destinations)
 
     def cold_explain(e: Event) -> object:
-        index._memo.clear()
-        index._memo_explain.clear()
+        index.clear_memo()
         return index.decide(e.preferences, e.destinations, explain=True)
 
     ref, ref_x, plain = "reference (naive sets and dicts)", "reference, explain", "Index.decide"

@@ -56,27 +56,37 @@ class Outcome:
 
 PREFERENCE_EVENT_NAME: Final = "Segment Consent Preference Updated"
 
-# A row of the table: (exempt, resolution is any, required mask, shadow mask).
+# A row of the table: (exempt, resolution is any, required mask, shadow mask). `relevant` (per
+# destination, beside the rows) = required | shadow: the only granted bits its decision reads.
 _Row = tuple[bool, bool, int, int]
-_MEMO_LIMIT: Final = 4096  # entries per snapshot; cleared wholesale when full (cheap, bounded)
-# Destination ids held by the keys of the (allowed, blocked) memo, all entries together: entries alone
-# do not bound memory (4096 requests of 10,000 long ids would pin gigabytes).
-_MEMO_MAX_DESTINATIONS: Final = 1 << 16
+
+# The memos are two generations each (young, old): a hit in old is promoted to young, and when young
+# is full it becomes old and the previous old is dropped. Entries in steady use survive a rotation
+# (unlike clearing everything at once), memory stays bounded by twice one generation, and a lookup
+# is one or two dict probes. Limits are per generation.
+_MEMO_LIMIT: Final = 2048  # (granted, destinations) entries per generation
+# Destination ids held by the keys of one generation of the request memos: entries alone do not
+# bound memory (2048 requests of 10,000 long ids would pin gigabytes).
+_MEMO_MAX_DESTINATIONS: Final = 1 << 15
+_EXPLAIN_MEMO_LIMIT: Final = 4096  # (destination, relevant granted bits) -> Decision, per generation
 
 
 def _names(mask: int, names: tuple[str, ...]) -> tuple[str, ...]:
+    """The names of the set bits of `mask`, lowest bit first; one step per set bit, not per bit."""
     out = []
-    i = 0
     while mask:
-        if mask & 1:
-            out.append(names[i])
-        mask >>= 1
-        i += 1
+        low = mask & -mask
+        out.append(names[low.bit_length() - 1])
+        mask ^= low
     return tuple(out)
 
 
 class Index:
-    """An immutable, compiled mapping. Build with `compile`; share freely between threads."""
+    """An immutable, compiled mapping. Build with `compile`; share freely between threads.
+
+    The memos inside are caches of pure functions of their keys: threads may race on them and
+    lose an entry, never get a wrong answer.
+    """
 
     __slots__ = (
         "_bits",
@@ -85,7 +95,14 @@ class Index:
         "_memo",
         "_memo_destinations",
         "_memo_explain",
+        "_memo_explain_old",
+        "_memo_explained",
+        "_memo_explained_destinations",
+        "_memo_explained_old",
+        "_memo_old",
+        "_relevant",
         "_rows",
+        "_shadow_names",
         "digest",
         "known_destinations",
         "mapping",
@@ -100,6 +117,7 @@ class Index:
         enabled = [c for c in mapping.categories if c.enabled]
         self._cat_names = tuple(c.id for c in enabled)
         self._bits: dict[str, int] = {c.id: 1 << i for i, c in enumerate(enabled)}
+        self._shadow_names = frozenset(c.id for c in enabled if c.shadow)
         required: dict[str, int] = dict.fromkeys(self.known_destinations, 0)
         shadow: dict[str, int] = dict.fromkeys(self.known_destinations, 0)
         for c in enabled:
@@ -107,16 +125,26 @@ class Index:
             bit = self._bits[c.id]
             for d in c.destinations:
                 target[d] |= bit
-        rows: dict[str, _Row] = {}
-        for d in self.known_destinations:
-            s = mapping.destinations.get(d)
-            exempt = s is not None and not s.enforce
-            any_ = s is not None and s.resolution is Resolution.ANY
-            rows[d] = (exempt, any_, required[d], shadow[d])
-        self._rows = rows
-        self._memo: dict[tuple[int, tuple[str, ...]], tuple[tuple[str, ...], tuple[str, ...]]] = {}
-        self._memo_destinations = 0  # ids held by self._memo's keys (approximate under threads)
-        self._memo_explain: dict[tuple[int, str], Decision] = {}
+        settings = mapping.destinations
+        exempt_or_any = {
+            d: (not s.enforce, s.resolution is Resolution.ANY) for d, s in settings.items()
+        }
+        plain = (False, False)
+        self._rows: dict[str, _Row] = {
+            d: (*exempt_or_any.get(d, plain), required[d], shadow[d]) for d in self.known_destinations
+        }
+        self._relevant: dict[str, int] = {d: required[d] | shadow[d] for d in self.known_destinations}
+        # (granted, destinations) -> Outcome without decisions; granted None = no consent object.
+        self._memo: dict[tuple[int | None, tuple[str, ...]], Outcome] = {}
+        self._memo_old: dict[tuple[int | None, tuple[str, ...]], Outcome] = {}
+        self._memo_destinations = 0  # ids held by the young generation's keys (approximate under threads)
+        # The same for explained outcomes (decisions filled).
+        self._memo_explained: dict[tuple[int | None, tuple[str, ...]], Outcome] = {}
+        self._memo_explained_old: dict[tuple[int | None, tuple[str, ...]], Outcome] = {}
+        self._memo_explained_destinations = 0
+        # (destination as named, granted & relevant bits; -1 = no consent object) -> Decision.
+        self._memo_explain: dict[tuple[str, int], Decision] = {}
+        self._memo_explain_old: dict[tuple[str, int], Decision] = {}
 
     # -- consent -> mask -------------------------------------------------------------------
 
@@ -135,7 +163,33 @@ class Index:
         """The enabled category ids named by `mask`, in mapping order."""
         return _names(mask, self._cat_names)
 
+    @property
+    def all_categories_mask(self) -> int:
+        """Every enabled category's bit (shadow ones included)."""
+        return (1 << len(self._cat_names)) - 1
+
+    def is_shadow(self, category_id: str) -> bool:
+        """Whether `category_id` is an enabled category in dry run."""
+        return category_id in self._shadow_names
+
+    def clear_memo(self) -> None:
+        """Empties every memo (benchmarks measure the cost of a miss with it)."""
+        for memo in (self._memo, self._memo_old, self._memo_explained, self._memo_explained_old,
+                     self._memo_explain, self._memo_explain_old):
+            memo.clear()
+        self._memo_destinations = self._memo_explained_destinations = 0
+
     # -- the decision --------------------------------------------------------------------
+
+    def _base(self, destination: str) -> str | None:
+        """The known destination `destination` decides as (itself, or the part before `/`), or None."""
+        if destination in self._rows:
+            return destination
+        if "/" in destination:  # `<destination>/<instance>` decides as <destination>
+            base = destination.split("/", 1)[0]
+            if base in self._rows:
+                return base
+        return None
 
     def _row(self, destination: str) -> _Row | None:
         row = self._rows.get(destination)
@@ -202,18 +256,39 @@ class Index:
         preference_event: a "Segment Consent Preference Updated" track event.
         Inputs are assumed valid (see sidecar.event); this is the hot path.
         """
-        dests = tuple(destinations) if destinations else self.known_destinations
+        return self.decide_mask(
+            None if preferences is None else self.granted_mask(preferences),
+            tuple(destinations) if destinations else self.known_destinations,
+            integrations=integrations, preference_event=preference_event, explain=explain,
+        )
+
+    def decide_mask(
+        self,
+        granted: int | None,
+        destinations: tuple[str, ...],
+        *,
+        integrations: AbcMapping[str, object] | None = None,
+        preference_event: bool = False,
+        explain: bool = False,
+    ) -> Outcome:
+        """`decide` with the consent already reduced to `granted_mask` (None = no consent object).
+
+        `destinations` is a tuple (a memo key); empty = every known destination. Memoised per
+        (granted, destinations) when `integrations` is empty and this is no preference event.
+        """
+        dests = destinations or self.known_destinations
         if preference_event:
             decisions = [Decision(d, True, Reason.PREFERENCE_EVENT) for d in dests]
             out = self._finish(decisions, integrations)
             return out if explain else Outcome(out.allowed, out.blocked)
-        granted = None if preferences is None else self.granted_mask(preferences)
         if explain:
-            return self._finish(self._explained(granted, dests), integrations)
-        allowed, blocked = (dests, ()) if granted is None else self._split(granted, dests)
+            if integrations:
+                return self._finish(self._explained(granted, dests), integrations)
+            return self._explained_outcome(granted, dests)
+        plain = self._split(granted, dests)
         if integrations:
             # A destination's consent verdict depends only on its string, so a set is exact.
-            consent_blocked = set(blocked)
+            consent_blocked = set(plain.blocked)
             all_off = integrations.get("All") is False
             al: list[str] = []
             bl: list[str] = []
@@ -221,39 +296,77 @@ class Index:
                 ok = d not in consent_blocked and _event_allows(integrations, all_off, d)
                 (al if ok else bl).append(d)
             return Outcome(tuple(al), tuple(bl))
-        return Outcome(allowed, blocked)
+        return plain
 
-    def _split(self, granted: int, dests: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    def _split(self, granted: int | None, dests: tuple[str, ...]) -> Outcome:
         """(allowed, blocked) by consent alone, memoised per snapshot."""
         key = (granted, dests)
         hit = self._memo.get(key)
+        if hit is not None:
+            return hit
+        hit = self._memo_old.get(key)
         if hit is None:
-            al: list[str] = []
-            bl: list[str] = []
-            for d in dests:
-                (al if self._allowed(granted, d) else bl).append(d)
-            hit = (tuple(al), tuple(bl))
-            n = len(dests)
-            if n <= _MEMO_MAX_DESTINATIONS:
-                if len(self._memo) >= _MEMO_LIMIT or self._memo_destinations + n > _MEMO_MAX_DESTINATIONS:
-                    self._memo.clear()
-                    self._memo_destinations = 0
-                self._memo[key] = hit
-                self._memo_destinations += n
+            if granted is None:
+                hit = Outcome(dests, ())
+            else:
+                al: list[str] = []
+                bl: list[str] = []
+                allowed = self._allowed
+                for d in dests:
+                    (al if allowed(granted, d) else bl).append(d)
+                hit = Outcome(tuple(al), tuple(bl))
+        n = len(dests)
+        if n <= _MEMO_MAX_DESTINATIONS:
+            if len(self._memo) >= _MEMO_LIMIT or self._memo_destinations + n > _MEMO_MAX_DESTINATIONS:
+                self._memo_old = self._memo
+                self._memo = {}
+                self._memo_destinations = 0
+            self._memo[key] = hit
+            self._memo_destinations += n
+        return hit
+
+    def _explained_outcome(self, granted: int | None, dests: tuple[str, ...]) -> Outcome:
+        """The explained outcome by consent alone, memoised per snapshot like `_split`."""
+        key = (granted, dests)
+        hit = self._memo_explained.get(key)
+        if hit is not None:
+            return hit
+        hit = self._memo_explained_old.get(key)
+        if hit is None:
+            hit = self._finish(self._explained(granted, dests), None)
+        n = len(dests)
+        if n <= _MEMO_MAX_DESTINATIONS:
+            if (len(self._memo_explained) >= _MEMO_LIMIT
+                    or self._memo_explained_destinations + n > _MEMO_MAX_DESTINATIONS):
+                self._memo_explained_old = self._memo_explained
+                self._memo_explained = {}
+                self._memo_explained_destinations = 0
+            self._memo_explained[key] = hit
+            self._memo_explained_destinations += n
         return hit
 
     def _explained(self, granted: int | None, dests: tuple[str, ...]) -> list[Decision]:
-        if granted is None:
-            return [self._explain(None, d) for d in dests]
+        """One Decision per destination, memoised on (destination, the granted bits it reads)."""
         memo = self._memo_explain
+        relevant = self._relevant
         out = []
         for d in dests:
-            key = (granted, d)
+            if granted is None:
+                key = (d, -1)
+            else:
+                r = relevant.get(d)
+                if r is None:
+                    base = self._base(d)
+                    r = 0 if base is None else relevant[base]
+                key = (d, granted & r)
             dec = memo.get(key)
             if dec is None:
-                dec = self._explain(granted, d)
-                if len(memo) >= _MEMO_LIMIT:
-                    memo.clear()
+                dec = self._memo_explain_old.get(key)
+                if dec is None:
+                    dec = self._explain(granted, d)
+                if len(memo) >= _EXPLAIN_MEMO_LIMIT:
+                    self._memo_explain_old = memo
+                    self._memo_explain = memo = {}
                 memo[key] = dec
             out.append(dec)
         return out
