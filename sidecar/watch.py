@@ -124,11 +124,12 @@ class MappingWatcher:
             if self._on_result is not None:
                 self._on_result(result)
 
-    async def _wait_settled(self) -> _StatKey:
-        """Waits (bounded) until the file's identity, size and mtime stop moving; returns the last stat."""
+    async def _wait_settled(self, interval: float) -> _StatKey:
+        """Waits (bounded: 50 intervals) until the file's identity, size and mtime stop moving for
+        `interval` seconds; returns the last stat."""
         key = _stat_key(self._path)
         for _ in range(50):
-            await asyncio.sleep(self._settle)
+            await asyncio.sleep(interval)
             again = _stat_key(self._path)
             if again == key:
                 return key
@@ -140,11 +141,15 @@ class MappingWatcher:
 
         The writer loads under its lock and asks `accept` before committing: a read the file
         changed under is refused (torn), and so is a failed load while retries remain; after
-        `retry_ms` a file still unchanged and failing is committed as a failed reload.
+        `retry_ms` a file still unchanged and failing is committed as a failed reload. Each torn
+        read doubles the quiet time required before the next load (up to 4 x settle_ms): during
+        an edit storm the watcher samples stats instead of parsing versions it must throw away,
+        and loads the last one once the storm pauses.
         """
         attempt = 0
+        torn_reads = 0
         while True:
-            before = await self._wait_settled()
+            before = await self._wait_settled(self._settle * (1 << min(torn_reads, 2)))
             final = attempt >= self._max_retries
             torn = False
 
@@ -159,6 +164,7 @@ class MappingWatcher:
             if result is not None:
                 return result
             if torn:
+                torn_reads += 1
                 continue
             attempt += 1
             after = _stat_key(self._path)

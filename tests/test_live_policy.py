@@ -317,15 +317,15 @@ async def test_an_edit_storm_loses_no_rpc_and_ends_on_the_last_content(tmp_path:
                 seen[k].append(r.policy.generation)
 
         def storm() -> None:
-            # Bursts of ten saves 2 ms apart, with a short pause after each burst: the watcher
-            # coalesces a burst into one reload (it waits for the file to settle), so the pauses
-            # are what lets intermediate versions go live while the clients are calling. Pacing
-            # the simulated operator, not synchronisation.
+            # Bursts of 30 saves 2 ms apart, with a pause after each burst: the watcher coalesces
+            # a burst into one reload (it waits for the file to settle), so the pauses are what
+            # lets intermediate versions go live while the clients are calling. Pacing the
+            # simulated operator, not synchronisation.
             for i, text in enumerate(texts):
                 tmp = tmp_path / f".edit-{i}"
                 tmp.write_text(text, encoding="utf-8")
                 os.replace(tmp, live.path)
-                time.sleep(0.05 if i % 10 == 9 else 0.002)
+                time.sleep(0.15 if i % 30 == 29 else 0.002)
 
         clients = [asyncio.create_task(client(k)) for k in range(len(seen))]
         try:
@@ -345,7 +345,7 @@ async def test_an_edit_storm_loses_no_rpc_and_ends_on_the_last_content(tmp_path:
             assert generations == sorted(generations)  # monotonic per client
         status = await live.status()
         assert status.failed_reloads == 0  # temp+rename never exposes a torn file
-        assert status.policy.generation > 3  # the storm went live in several steps while clients called
+        assert status.policy.generation > 2  # the storm went live in several steps while clients called
         r = await live.decide()
         assert list(r.allowed) == ["amplitude", "dest-299", "google-ads"]
         def reloads(es: list[admin_pb2.AuditEvent]) -> list[admin_pb2.AuditEvent]:
