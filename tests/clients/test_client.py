@@ -348,8 +348,9 @@ def test_malformed_input_raises_invalid_argument_never_a_grpc_error(client: Cons
     assert not isinstance(info.value, grpc.RpcError)
     with pytest.raises(InvalidArgument, match="categoryPreferences"):
         client.decide_event({"context": {"consent": {"categoryPreferences": {"C0002": "yes"}}}}, ["amplitude"])
-    with pytest.raises(InvalidArgument, match="consent"):
-        client.decide(["amplitude"], {"C0002": "yes"})  # type: ignore[dict-item]
+    for bad in ("yes", 1, None):  # strict booleans, like the embedded decider
+        with pytest.raises(InvalidArgument, match=r"consent\.category_preferences\.C0002: must be a boolean"):
+            client.decide(["amplitude"], {"C0002": bad})  # type: ignore[dict-item]
     with pytest.raises(TypeError):
         client.decide("amplitude")  # type: ignore[arg-type]
 

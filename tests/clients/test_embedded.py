@@ -121,6 +121,8 @@ def test_invalid_input_raises_the_client_error_naming_the_field(mapping_path: Pa
         decider.decide(["a", "b", "c"], {})
     with pytest.raises(TypeError):
         decider.decide("amplitude")  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgument, match=r"consent\.category_preferences\.C0002: must be a boolean"):
+        decider.decide(["amplitude"], {"C0002": 1})  # type: ignore[dict-item]  # the wire would say true
 
 
 def test_batches_decide_against_one_snapshot_and_report_bad_entries(mapping_path: Path) -> None:

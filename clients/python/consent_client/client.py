@@ -56,7 +56,7 @@ from consent_client.errors import (
     Unavailable,
     from_rpc_error,
 )
-from consent_client.results import DecideResult, PolicyVersion, Reason, Request, as_destinations
+from consent_client.results import DecideResult, PolicyVersion, Reason, Request, as_destinations, consent_problem
 from sidecar.config import Limits
 from sidecar.index import Index
 from sidecar.index import compile as compile_index
@@ -155,16 +155,19 @@ def _as_request(item: RequestLike) -> Request:
 
 def _to_proto(request: Request) -> decision_pb2.DecideRequest:
     """The wire form; raises InvalidArgument for what cannot even be encoded."""
-    msg = decision_pb2.DecideRequest(destinations=request.destinations, explain=request.explain)
     if request.consent is not None:
-        msg.consent.SetInParent()  # set even when empty: an empty consent object grants nothing
-        try:
-            msg.consent.category_preferences.update(request.consent)
-        except (TypeError, ValueError) as e:
-            raise InvalidArgument(f"consent.category_preferences: {e}") from None
-    elif request.event is not None:
-        msg.segment_event = encode_event(request.event)
-    return msg
+        # Strict booleans: protobuf would turn 1 into true, the embedded decider would not grant it.
+        if (problem := consent_problem(request.consent)) is not None:
+            raise InvalidArgument(problem)
+        consent = decision_pb2.Consent(category_preferences=request.consent)  # set even when empty
+        return decision_pb2.DecideRequest(
+            consent=consent, destinations=request.destinations, explain=request.explain
+        )
+    if request.event is not None:
+        return decision_pb2.DecideRequest(
+            segment_event=encode_event(request.event), destinations=request.destinations, explain=request.explain
+        )
+    return decision_pb2.DecideRequest(destinations=request.destinations, explain=request.explain)
 
 
 def _policy_of(msg: decision_pb2.DecideBatchResponse) -> PolicyVersion | None:

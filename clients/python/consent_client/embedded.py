@@ -26,6 +26,7 @@ from consent_client.results import (
     Reason,
     Request,
     as_destinations,
+    consent_problem,
     reason_from_number,
 )
 from sidecar import errors as core_errors
@@ -88,6 +89,8 @@ def decide_local(
 
     `field` prefixes field names in error messages (e.g. "requests[3]."), as the server does.
     """
+    if request.consent is not None and (problem := consent_problem(request.consent)) is not None:
+        raise InvalidArgument(problem)
     try:
         dests = request.destinations
         raw = None if request.event is None else encode_event(request.event)

@@ -147,10 +147,19 @@ class DecideResult:
         return out
 
 
+_last_policy = PolicyVersion(0, "")  # answers repeat one snapshot: reuse its object (a benign race)
+
+
 def _policy(response: decision_pb2.DecideResponse) -> PolicyVersion | None:
+    global _last_policy
     if not response.HasField("policy"):
         return None
-    return PolicyVersion(response.policy.generation, response.policy.digest)
+    p = response.policy
+    last = _last_policy
+    if p.generation == last.generation and p.digest == last.digest:
+        return last
+    _last_policy = last = PolicyVersion(p.generation, p.digest)
+    return last
 
 
 def as_destinations(destinations: Sequence[str]) -> tuple[str, ...]:
@@ -158,6 +167,16 @@ def as_destinations(destinations: Sequence[str]) -> tuple[str, ...]:
     if isinstance(destinations, str):
         raise TypeError("destinations must be a sequence of ids, not a single str")
     return destinations if isinstance(destinations, tuple) else tuple(destinations)
+
+
+def consent_problem(consent: Mapping[str, bool]) -> str | None:
+    """Why `consent` is not a categoryPreferences object (str ids, bool values), or None."""
+    for key, value in consent.items():
+        if value is not True and value is not False:
+            return f"consent.category_preferences.{key}: must be a boolean, got {type(value).__name__}"
+        if not isinstance(key, str):
+            return f"consent.category_preferences: category ids must be strings, got {type(key).__name__}"
+    return None
 
 
 @dataclass(frozen=True, slots=True)
