@@ -1,7 +1,7 @@
 """The single write path: every policy change goes through `PolicyWriter`, one at a time, and is audited.
 
-Hand edits (the watcher), SIGHUP and, with the admin-writes issue, AdminService writes all
-call this one object. One asyncio.Lock serialises them end to end (load or edit -> compile
+Hand edits (the watcher), SIGHUP and AdminService writes (`apply_edit`) all call this one
+object. One asyncio.Lock serialises them end to end (load or edit -> compile
 -> publish -> audit), so a reload can never commit a file read before an admin write
 landed, generations follow the audit trail's order, and an RPC that returns has its
 policy live and its events durable.
@@ -22,29 +22,72 @@ Audit rules (API.md §2; the contract is silent on the details decided here):
 
 For a file reload the file is the truth and is already live: if the audit append fails the
 events are kept (bounded) and written ahead of the next append, and the failure is logged;
-the reload itself stands. Must never block the event loop (loads, compiles and SQLite run
+the reload itself stands. For an admin write (`apply_edit`) the caller is waiting and
+nothing may be acknowledged half done: the file is re-read and must still describe the
+serving policy (else ABORTED, so an operator's unpublished edit is never overwritten), the
+edit is rendered into the file's own text (comments kept) and re-read as a check, written
+atomically, published, and its events appended strictly; if that append fails the previous
+file is restored and the previous policy re-published before the RPC fails, so file,
+memory and trail always agree. The watcher then recognises the sidecar's own write
+(`own_write`) and neither publishes nor audits it again. Must never block the event loop (loads, compiles and SQLite run
 in worker threads), never publish a policy the store rejects, and never log mapping content.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import os
 from collections.abc import Callable, Sequence
-from typing import Final
+from dataclasses import dataclass
+from typing import Any, Final, NoReturn
 
 from sidecar import logs
 from sidecar.audit import AuditLog, AuditRecord, NewEvent, changes_to_events
 from sidecar.diff import AuditAction, diff
-from sidecar.errors import SidecarError
+from sidecar.edits import Edit, EditResult, apply_edit
+from sidecar.errors import Aborted, MappingError, SidecarError, Unavailable
+from sidecar.index import Index
+from sidecar.index import compile as compile_index
+from sidecar.mapping_file import MappingDocument, atomic_write, load_mapping, parse_mapping
 from sidecar.policy import Candidate, PolicyStore, ReloadResult, Snapshot
 
-__all__ = ["MAX_PENDING_EVENTS", "SYSTEM_ACTOR", "PolicyWriter", "file_actor"]
+__all__ = ["MAX_PENDING_EVENTS", "SYSTEM_ACTOR", "FileIdentity", "PolicyWriter", "file_actor"]
 
 SYSTEM_ACTOR: Final = "system"
 MAX_PENDING_EVENTS: Final = 10_000  # audit events held while the database refuses appends
 
 _log = logs.get_logger(__name__)
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _file_sha256(path: str) -> str | None:
+    try:
+        with open(path, "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest()
+    except OSError:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class FileIdentity:
+    """What the sidecar itself last wrote to the mapping file: its content hash and the policy digest."""
+
+    path: str
+    sha256: str  # of the bytes written
+    digest: str  # the canonical mapping digest of that content
+
+    @classmethod
+    def of(cls, path: str, text: str, digest: str) -> FileIdentity:
+        return cls(path, _sha256(text), digest)
+
+    def matches_file(self) -> bool:
+        """True while the file on disk still holds exactly these bytes (blocking: reads it)."""
+        return _file_sha256(self.path) == self.sha256
 
 
 def file_actor(path: str) -> str:
@@ -66,7 +109,8 @@ class PolicyWriter:
         self._audit = audit
         self._lock = asyncio.Lock()
         self._pending: list[NewEvent] = []  # events a failed append could not write yet
-        self._inflight: set[asyncio.Future[list[AuditRecord]]] = set()
+        self._inflight: set[asyncio.Future[Any]] = set()  # audit appends and admin edits still running
+        self.own_write: FileIdentity | None = None  # the mapping file as apply_edit last wrote it
         self.file_actor = file_actor(store.source)
 
     @property
@@ -122,10 +166,25 @@ class PolicyWriter:
         it may still be mid-write, and tries again later.
         """
         async with self._lock:
+            if await self._unchanged_since_own_write():
+                return ReloadResult(ok=True, snapshot=None)
             candidate = await self._store.load_candidate()
             if accept is not None and not accept(candidate):
                 return None
             return await self._commit(candidate, actor)
+
+    async def _unchanged_since_own_write(self) -> bool:
+        """True when the file holds exactly what apply_edit last wrote and that is what serves.
+
+        The watcher sees each admin write land; this recognises it without a load or compile,
+        and it is never published or audited a second time (the digest check in the store
+        would also publish nothing; this makes the rule explicit and cheap).
+        """
+        own = self.own_write
+        store = self._store
+        if own is None or store.last_error is not None or store.current.digest != own.digest:
+            return False
+        return await asyncio.to_thread(own.matches_file)
 
     async def _commit(self, candidate: Candidate, actor: str) -> ReloadResult:
         """Under the lock: commit a loaded candidate to the store and audit what happened."""
@@ -158,14 +217,129 @@ class PolicyWriter:
         return result
 
     # ------------------------------------------------------------------ admin writes
-    #
-    # Issue 4 adds `async def apply_edit(self, edit, actor) -> ...` here, under `self._lock`
-    # like `reload_if`: re-read the file (sidecar.mapping_file.load_mapping, off the loop) so
-    # a hand edit is never overwritten unseen -> apply the edit (sidecar.edits) -> persist
-    # with mapping_file.atomic_write (off the loop) -> compile -> `self._store.publish(index)`
-    # -> `await self._append(self.change_events(old, new, actor, renamed=...), strict=True)`,
-    # returning only then (read-your-writes). The watcher then sees our own write, loads an
-    # identical digest and publishes nothing.
+
+    async def apply_edit(self, edit: Edit, actor: str) -> tuple[EditResult, Snapshot]:
+        """Applies one admin write end to end; returns once it is on disk, live and audited.
+
+        Under the writer lock: re-read the mapping file and refuse (Aborted) unless it still
+        describes the serving policy -> `sidecar.edits.apply_edit` -> render it into the file's
+        own text (comments, key order, formatting of untouched parts kept) -> check the text
+        re-reads as exactly the intended mapping -> compile -> `atomic_write` -> publish ->
+        append the diff's events (actor = the principal id) in one transaction. Returns the
+        edit's result and the snapshot now serving (unchanged when the edit changed nothing:
+        then nothing is written, published or audited).
+
+        Failures change nothing: anything before the write (a stale etag, a rule, a disk
+        error: Unavailable) leaves file, memory and trail as they were. If the audit append
+        fails after the file was replaced, the previous file content is restored atomically
+        and the previous policy published again (a new generation with the old digest), then
+        Unavailable is raised: file, memory and trail agree, without the edit. Should that
+        restore fail too, the edit stays live in file and memory (they agree), its events are
+        held and written ahead of the next append, and an internal error says so.
+
+        The edit runs to completion even if the caller is cancelled (a client's deadline):
+        a write half done would leave the file ahead of memory and the trail.
+        """
+        task = asyncio.ensure_future(self._apply_edit(edit, actor))
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
+        return await asyncio.shield(task)
+
+    async def _apply_edit(self, edit: Edit, actor: str) -> tuple[EditResult, Snapshot]:
+        async with self._lock:
+            old = self._store.current
+            doc = await asyncio.to_thread(self._read_document, old)
+            result = apply_edit(doc.mapping, edit)
+            if not result.changed:
+                return result, old
+            text, index = await asyncio.to_thread(self._render, doc, result)
+            await asyncio.to_thread(self._persist, doc.source, text, doc.text, index.digest)
+            new = self._store.publish(index)
+            if new is None:  # the digest changed, so this cannot happen; never claim an unpublished edit
+                raise SidecarError("internal error: the edited policy was not published")
+            events = self.change_events(old, new, actor, renamed=result.renamed)
+            try:
+                await self._append(events, strict=True)
+            except (SidecarError, ValueError) as e:
+                await self._undo(doc, old, events, e)
+            _log.info(
+                "admin edit applied", actor=actor, edit=type(edit).__name__.lower(),
+                category_id=result.category.id, policy_generation=new.generation, audit_events=len(events),
+            )
+            return result, new
+
+    def _read_document(self, serving: Snapshot) -> MappingDocument:
+        """The mapping file as it is now, if it still describes the serving policy; Aborted otherwise.
+
+        Compared by content (the canonical digest), not bytes: an operator's comment-only
+        edit is kept and built upon, while an edit the watcher has not published yet (or a
+        broken one, rejected) is never overwritten unseen.
+        """
+        path = serving.source
+        try:
+            loaded = load_mapping(path)
+        except MappingError as e:
+            raise Aborted(
+                "the mapping file changed on disk since it was loaded and does not load now; "
+                f"fix it, then retry ({e.format()})"
+            ) from None
+        if loaded.mapping.digest() != serving.digest:
+            raise Aborted("the mapping file changed on disk since it was loaded; retry")
+        try:
+            return MappingDocument.parse(loaded.text, loaded.source)
+        except MappingError as e:  # it just loaded: only a concurrent replace gets here
+            raise Aborted(f"the mapping file changed on disk while it was read; retry ({e.format()})") from None
+
+    @staticmethod
+    def _render(doc: MappingDocument, result: EditResult) -> tuple[str, Index]:
+        """The edited file text and its compiled index; an internal error if the text would not re-read exactly."""
+        try:
+            text = doc.with_mapping(result.mapping, result.renamed)
+        except (MappingError, RuntimeError, ValueError) as e:
+            raise SidecarError(f"internal error: cannot write this edit into the mapping file: {e}") from e
+        # Defence in depth (with_mapping checks too): only the intended mapping may reach the disk.
+        try:
+            reread = parse_mapping(text, doc.source)
+        except MappingError as e:
+            raise SidecarError(f"internal error: the edited mapping file would not load: {e}") from e
+        if reread != result.mapping:
+            raise SidecarError("internal error: the edited mapping file would not re-read as the edit; nothing written")
+        return text, compile_index(result.mapping)
+
+    def _persist(self, path: str, text: str, previous: str, digest: str) -> None:
+        """atomic_write, remembering what we wrote; Unavailable (nothing changed) if the disk refuses."""
+        try:
+            atomic_write(path, text)
+        except OSError as e:
+            # atomic_write changes nothing on failure, except a directory fsync failing after
+            # the rename: then put the previous content back (best effort) before failing.
+            if _file_sha256(path) == _sha256(text):
+                with contextlib.suppress(OSError):
+                    atomic_write(path, previous)
+            raise Unavailable(f"cannot write the mapping file {path}: {e.strerror or e}; nothing changed") from e
+        self.own_write = FileIdentity.of(path, text, digest)
+
+    async def _undo(self, doc: MappingDocument, old: Snapshot, events: list[NewEvent], error: Exception) -> NoReturn:
+        """The audit refused an applied edit: put file and policy back, so all three agree, and fail."""
+        try:
+            await asyncio.to_thread(atomic_write, doc.source, doc.text)
+        except OSError as e:
+            self._pending.extend(events)  # the edit stands in file and memory; its events go with the next append
+            _log.error(
+                "admin edit applied but not audited, and could not be undone; events held for the next append",
+                audit_error=str(error), restore_error=str(e), held=len(self._pending),
+            )
+            raise SidecarError(
+                f"internal error: the edit is live but its audit events could not be written ({error}) and the "
+                f"mapping file could not be restored ({e.strerror or e}); the events are held for the next append"
+            ) from error
+        self.own_write = FileIdentity.of(doc.source, doc.text, old.digest)
+        self._store.publish(old.index)
+        _log.error("admin edit undone: the audit log refused its events", error=str(error))
+        raise Unavailable(
+            f"cannot record the edit in the audit log ({error}); it was undone: the mapping file and the serving "
+            "policy are as before"
+        ) from error
 
     @staticmethod
     def change_events(
