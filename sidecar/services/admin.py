@@ -1,10 +1,12 @@
-"""AdminService on grpc.aio: category reads, policy status and the audit trail, translated to consent.v1.
+"""AdminService on grpc.aio: categories (reads, owner writes), policy status and the audit trail, as consent.v1.
 
 Reads take the policy snapshot once per RPC; the audit RPCs call `AuditLog` (paging in a
-worker thread, watching through its bounded per-watcher fan-out). Every RPC passes one gate
+worker thread, watching through its bounded per-watcher fan-out); writes become pure
+`sidecar.edits` requests applied by `PolicyWriter.apply_edit`. Every RPC passes one gate
 first, `_gate(context, rpc, write=...)`, through the `_read` / `_write` / `_read_stream`
-decorators: authentication and role checks plug in there (a `Gate`, e.g. the admin-writes
-issue's Authenticator) without touching any method. Core errors reach clients only through
+decorators: authentication and role checks plug in there (a `Gate`, in `serve` the
+`sidecar.services.authn.Authenticator`) without touching any method; a write method is
+handed the principal id as its audit actor. Core errors reach clients only through
 `sidecar.services.status`. Must never decide policy, write the mapping itself (writes go
 through `sidecar.writer.PolicyWriter`), log tokens or category bodies, or let a slow
 WatchAuditEvents client hold up appends or other watchers.
@@ -16,17 +18,17 @@ import asyncio
 import contextlib
 import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, Final, NoReturn, Protocol, TypeVar
+from typing import Any, Final, Protocol, TypeVar
 
 import grpc
 import grpc.aio
 from consent.v1 import admin_pb2, admin_pb2_grpc, decision_pb2
 from google.protobuf import timestamp_pb2
 
-from sidecar import logs
+from sidecar import edits, logs
 from sidecar.audit import AuditLog, AuditRecord
 from sidecar.auth import Principal
-from sidecar.errors import InvalidArgument, NotFound, SidecarError
+from sidecar.errors import InvalidArgument, NotFound, SidecarError, Unauthenticated, Unavailable
 from sidecar.model import Category, category_etag
 from sidecar.policy import PolicyStore, Snapshot
 from sidecar.services.status import abort
@@ -81,6 +83,17 @@ def audit_event(r: AuditRecord) -> admin_pb2.AuditEvent:
     )
 
 
+def _fields(c: admin_pb2.Category) -> edits.CategoryFields:
+    """A request's Category as plain fields; `enabled` None when unset (its etag is never read)."""
+    return edits.CategoryFields(
+        id=c.id,
+        name=c.name,
+        destinations=tuple(c.destinations),
+        enabled=c.enabled if c.HasField("enabled") else None,
+        shadow=c.shadow,
+    )
+
+
 def _sequence(value: int) -> int:
     return min(value, _SQLITE_MAX)
 
@@ -110,7 +123,25 @@ def _unary(*, write: bool) -> Callable[[_Unary[_Req, _Resp]], _Unary[_Req, _Resp
 
 
 _read = _unary(write=False)
-_write = _unary(write=True)
+
+_WriteMethod = Callable[["AdminService", _Req, _Context, str], Awaitable[_Resp]]
+
+
+def _write(method: _WriteMethod[_Req, _Resp]) -> _Unary[_Req, _Resp]:
+    """A write RPC: the gate must name an owner; the method gets the principal id as its audit actor."""
+    rpc = method.__name__
+
+    async def handler(self: AdminService, request: _Req, context: _Context) -> _Resp:
+        principal = await self._gate(context, rpc, write=True)
+        if principal is None:  # a listener built without a gate serves reads only
+            await abort(context, Unauthenticated(f"{rpc}: admin writes need authentication (serve --principals)"))
+        try:
+            return await method(self, request, context, principal.id)
+        except SidecarError as e:
+            await abort(context, e)
+
+    functools.update_wrapper(handler, method)
+    return handler
 
 
 def _read_stream(method: _Stream[_Req, _Resp]) -> _Stream[_Req, _Resp]:
@@ -134,7 +165,8 @@ def _read_stream(method: _Stream[_Req, _Resp]) -> _Stream[_Req, _Resp]:
 class AdminService(admin_pb2_grpc.AdminServiceServicer):
     """consent.v1.AdminService over a PolicyStore, its AuditLog and (for writes) the PolicyWriter.
 
-    `gate` None = no authentication (every call allowed, as until the admin-writes issue).
+    `gate` None = no authentication: reads are open and writes refused (UNAUTHENTICATED);
+    `serve` never builds it so (an admin listener needs --principals).
     `watch_buffer` = live events queued per WatchAuditEvents client before RESOURCE_EXHAUSTED.
     """
 
@@ -189,34 +221,54 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
             raise NotFound(f"category_id: no category {request.category_id!r}")
         return category_message(category)
 
-    # ------------------------------------------------------------------ writes (the admin-writes issue)
+    # ------------------------------------------------------------------ writes
+    #
+    # Each write is translated into a pure `sidecar.edits` request and handed to the one write
+    # path, `PolicyWriter.apply_edit`, which returns once the change is on disk, live and
+    # audited (read-your-writes); its errors carry their status (sidecar.services.status).
 
-    async def _unimplemented(self, context: _Context, rpc: str) -> NoReturn:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{rpc} arrives with the admin-writes issue")
+    async def _apply(self, edit: edits.Edit, actor: str) -> tuple[edits.EditResult, Snapshot]:
+        if self._writer is None:
+            raise Unavailable("admin writes are not enabled on this listener")
+        return await self._writer.apply_edit(edit, actor)
 
     @_write
-    async def CreateCategory(self, request: admin_pb2.CreateCategoryRequest, context: _Context) -> admin_pb2.Category:
-        await self._unimplemented(context, "CreateCategory")
+    async def CreateCategory(
+        self, request: admin_pb2.CreateCategoryRequest, context: _Context, actor: str
+    ) -> admin_pb2.Category:
+        result, _ = await self._apply(edits.Create(_fields(request.category)), actor)
+        return category_message(result.category)
 
     @_write
-    async def UpdateCategory(self, request: admin_pb2.UpdateCategoryRequest, context: _Context) -> admin_pb2.Category:
-        await self._unimplemented(context, "UpdateCategory")
+    async def UpdateCategory(
+        self, request: admin_pb2.UpdateCategoryRequest, context: _Context, actor: str
+    ) -> admin_pb2.Category:
+        edit = edits.Update(
+            request.category_id, _fields(request.category), tuple(request.update_mask.paths), request.etag
+        )
+        result, _ = await self._apply(edit, actor)
+        return category_message(result.category)
 
     @_write
     async def DisableCategory(
-        self, request: admin_pb2.DisableCategoryRequest, context: _Context
+        self, request: admin_pb2.DisableCategoryRequest, context: _Context, actor: str
     ) -> admin_pb2.Category:
-        await self._unimplemented(context, "DisableCategory")
+        result, _ = await self._apply(edits.Disable(request.category_id, request.confirm_name, request.etag), actor)
+        return category_message(result.category)
 
     @_write
-    async def EnableCategory(self, request: admin_pb2.EnableCategoryRequest, context: _Context) -> admin_pb2.Category:
-        await self._unimplemented(context, "EnableCategory")
+    async def EnableCategory(
+        self, request: admin_pb2.EnableCategoryRequest, context: _Context, actor: str
+    ) -> admin_pb2.Category:
+        result, _ = await self._apply(edits.Enable(request.category_id, request.etag), actor)
+        return category_message(result.category)
 
     @_write
     async def DeleteCategory(
-        self, request: admin_pb2.DeleteCategoryRequest, context: _Context
+        self, request: admin_pb2.DeleteCategoryRequest, context: _Context, actor: str
     ) -> admin_pb2.DeleteCategoryResponse:
-        await self._unimplemented(context, "DeleteCategory")
+        _, snap = await self._apply(edits.Delete(request.category_id, request.confirm_name, request.etag), actor)
+        return admin_pb2.DeleteCategoryResponse(policy=_version(snap))
 
     # ------------------------------------------------------------------ status
 
