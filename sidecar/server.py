@@ -6,10 +6,12 @@ write path (PolicyWriter, fed by the MappingWatcher and SIGHUP) and the shutdown
 health NOT_SERVING -> end WatchAuditEvents streams -> stop accepting -> drain in-flight RPCs
 for the grace period -> remove sockets -> stop the watcher -> finish audit appends -> close
 the audit log. DecisionService is served only on the `--listen` addresses, AdminService only
-on `--admin-listen`. The audit database is `--audit-db`, by default
-`<directory of the mapping file>/consent-sidecar-audit.db`. Must never start listening
-before the first policy has loaded and its start event is audited, and never log mapping
-content or request payloads.
+on `--admin-listen`, behind bearer tokens from the hot-reloaded `--principals` file and
+optionally TLS/mTLS (`--admin-tls-cert/--admin-tls-key/--admin-client-ca`). The audit
+database is `--audit-db`, by default `<directory of the mapping file>/consent-sidecar-audit.db`.
+Must never start listening before the first policy has loaded and its start event is
+audited, never serve the admin API without principals, and never log mapping content or
+request payloads.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from sidecar.audit import AuditError, AuditLog
 from sidecar.config import ServeConfig
 from sidecar.errors import MappingError, SidecarError
 from sidecar.policy import PolicyStore, Snapshot
-from sidecar.services import admin, decision
+from sidecar.services import admin, authn, decision
 from sidecar.watch import MappingWatcher
 from sidecar.writer import PolicyWriter
 
@@ -176,10 +178,18 @@ def audit_db_path(config: ServeConfig) -> str:
 class _Listener:
     """One grpc.aio server with its health servicer; the services are known before it starts."""
 
-    def __init__(self, name: str, addresses: Sequence[Address], services: Sequence[ServiceAdder], config: ServeConfig):
+    def __init__(
+        self,
+        name: str,
+        addresses: Sequence[Address],
+        services: Sequence[ServiceAdder],
+        config: ServeConfig,
+        credentials: grpc.ServerCredentials | None = None,
+    ):
         limit = config.limits.max_message_bytes
         self.name = name
         self.addresses = tuple(addresses)
+        self.credentials = credentials  # None: plaintext; else TLS (mTLS when it requires client certificates)
         self.server = grpc.aio.server(
             options=[
                 ("grpc.max_receive_message_length", limit),
@@ -202,7 +212,10 @@ class _Listener:
             if address.unix_path is not None:
                 _prepare_unix_socket(address)
             try:
-                port = self.server.add_insecure_port(address.target)
+                if self.credentials is None:
+                    port = self.server.add_insecure_port(address.target)
+                else:
+                    port = self.server.add_secure_port(address.target, self.credentials)
             except RuntimeError:
                 port = 0
             if port == 0 and address.unix_path is None:
@@ -277,8 +290,14 @@ class Sidecar:
         )
         listeners = [main]
         if config.admin_listen:
+            try:
+                credentials = authn.admin_credentials(config)
+            except authn.TLSConfigError as e:
+                raise ListenError(f"cannot listen on {config.admin_listen} (admin): {e}") from None
             listeners.append(
-                _Listener("admin", [parse_address(config.admin_listen)], admin_services(self.admin), config)
+                _Listener(
+                    "admin", [parse_address(config.admin_listen)], admin_services(self.admin), config, credentials
+                )
             )
         try:
             for listener in listeners:
@@ -325,11 +344,19 @@ async def serve(
 
     Returns the exit code: 0 after a clean drain, 2 when the mapping does not load (its errors
     printed to stderr, nothing opened), 3 when the audit database cannot be opened or written
-    (the message names the file and --audit-db), 1 when a listener cannot be opened. `ready`
+    (the message names the file and --audit-db), 1 when a listener cannot be opened or the
+    admin listener cannot be secured (no --principals, a broken principals file, unusable
+    --admin-tls-* flags: checked before anything loads). `ready`
     is set once every listener is up and healthy. With signals of its own (`stop` None),
-    SIGHUP forces a reload of the mapping file.
+    SIGHUP forces a reload of the mapping file (and of the principals file).
     """
     err = stderr if stderr is not None else sys.stderr
+    try:
+        principals = _load_principals(config)
+    except ListenError as e:
+        print(f"error: {e}", file=err)
+        _log.error("cannot start the admin listener", error=str(e))
+        return EXIT_LISTEN
     store = PolicyStore()
     try:
         # Compile off the loop: nothing else runs yet, but a caller's loop (tests) may be busy.
@@ -355,9 +382,36 @@ async def serve(
         except (SidecarError, ValueError) as e:
             _audit_failed(err, db, f"cannot write the start event to the audit database: {e}")
             return EXIT_AUDIT
-        return await _serve_loaded(config, store, snap, audit, writer, ready, stop, err)
+        return await _serve_loaded(config, store, snap, audit, writer, principals, ready, stop, err)
     finally:
         await asyncio.to_thread(audit.close)  # ends any WatchAuditEvents stream still open
+
+
+def _load_principals(config: ServeConfig) -> authn.PrincipalsFile | None:
+    """The principals file for `--admin-listen` (None without one); ListenError if the admin API cannot be secured.
+
+    Checked before anything loads or listens: an admin listener without principals would
+    serve writes to anyone, so it refuses to start; a broken principals file or bad TLS
+    flags are reported with their positions / the flag concerned.
+    """
+    if not config.admin_listen:
+        if config.principals or config.admin_tls_cert or config.admin_tls_key or config.admin_client_ca:
+            _log.warning("--principals and --admin-tls-* are ignored without --admin-listen")
+        return None
+    if not config.principals:
+        raise ListenError(
+            f"--admin-listen {config.admin_listen} needs --principals FILE (or CONSENT_SIDECAR_PRINCIPALS): "
+            "the admin API never runs unauthenticated; list owner and member token hashes there "
+            "(consent-sidecar token hash), or drop --admin-listen to serve no admin API"
+        )
+    try:
+        authn.admin_credentials(config)
+    except authn.TLSConfigError as e:
+        raise ListenError(f"cannot listen on {config.admin_listen} (admin): {e}") from None
+    try:
+        return authn.PrincipalsFile.load(config.principals)
+    except MappingError as e:
+        raise ListenError(f"--principals: the principals file is invalid:\n{e.format()}") from None
 
 
 def _audit_failed(err: TextIO, db: str, message: str) -> None:
@@ -373,11 +427,13 @@ async def _serve_loaded(
     snap: Snapshot,
     audit: AuditLog,
     writer: PolicyWriter,
+    principals: authn.PrincipalsFile | None,
     ready: asyncio.Event | None,
     stop: asyncio.Event | None,
     err: TextIO,
 ) -> int:
-    sidecar = Sidecar(config, store, audit=audit, writer=writer)
+    gate = authn.Authenticator(principals, audit) if principals is not None else None
+    sidecar = Sidecar(config, store, audit=audit, writer=writer, gate=gate)
     try:
         await sidecar.start()
     except ListenError as e:
@@ -387,7 +443,9 @@ async def _serve_loaded(
 
     watcher = MappingWatcher(writer, config.mappings)
     watch_stop = asyncio.Event()
-    watching = asyncio.create_task(watcher.run(watch_stop))
+    watching = [asyncio.create_task(watcher.run(watch_stop))]
+    if principals is not None:  # hot-reloaded like the mapping; a broken edit keeps the last good
+        watching.append(asyncio.create_task(principals.run(watch_stop)))
 
     loop = asyncio.get_running_loop()
     signals = (signal.SIGTERM, signal.SIGINT)
@@ -404,6 +462,8 @@ async def _serve_loaded(
         def on_hangup() -> None:
             _log.info("SIGHUP: reloading the mapping file", source=config.mappings)
             watcher.request_reload()
+            if principals is not None:
+                principals.request_reload()
 
         for sig in signals:
             loop.add_signal_handler(sig, on_signal)
@@ -440,8 +500,9 @@ async def _serve_loaded(
         # After the drain: stop watching, let audit appends already started finish; the caller
         # then closes the audit log.
         watch_stop.set()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watching
+        for task in watching:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await writer.aclose()
     _log.info("stopped")
     return EXIT_OK
