@@ -3,16 +3,31 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 import os
-from collections.abc import AsyncIterator, Callable
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
+import grpc
+import grpc.aio
 import pytest
+from consent.v1 import admin_pb2, admin_pb2_grpc
 
+from sidecar.audit import AuditLog
 from sidecar.auth import hash_token
 from sidecar.config import ServeConfig
 from sidecar.errors import MappingError, Unauthenticated
-from sidecar.services.authn import PrincipalsFile, TLSConfigError, admin_credentials
+from sidecar.policy import PolicyStore
+from sidecar.server import AUDIT_DB_NAME, EXIT_LISTEN, EXIT_OK, Sidecar, serve
+from sidecar.services.authn import Authenticator, PrincipalsFile, TLSConfigError, admin_credentials
+from sidecar.writer import PolicyWriter
+
+WAIT = 30.0  # upper bound of every wait here, in seconds
 
 
 def principals_yaml(**roles: str) -> str:
@@ -134,3 +149,219 @@ def test_a_key_file_holding_no_key_is_refused(tmp_path: Path) -> None:
         admin_credentials(
             ServeConfig(mappings="m", admin_listen="127.0.0.1:0", admin_tls_cert=str(cert), admin_tls_key=str(cert))
         )
+
+
+# -- serve(): the admin listener needs principals -------------------------------------------
+
+MAPPING = """\
+version: 1
+categories:
+  - id: C0002
+    name: Performance Cookies
+    destinations: [amplitude]
+"""
+
+
+@contextlib.contextmanager
+def short_dir() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="cs-authn-") as d:
+        yield Path(d)
+
+
+async def serve_failing(config: ServeConfig) -> tuple[int, str]:
+    err = io.StringIO()
+    code = await asyncio.wait_for(serve(config, stop=asyncio.Event(), stderr=err), timeout=WAIT)
+    return code, err.getvalue()
+
+
+async def test_an_admin_listener_without_principals_refuses_to_start(tmp_path: Path) -> None:
+    (tmp_path / "m.yaml").write_text(MAPPING)
+    with short_dir() as sockets:
+        config = ServeConfig(
+            mappings=str(tmp_path / "m.yaml"), listen=(f"unix:{sockets / 'd.sock'}",),
+            admin_listen=f"unix:{sockets / 'a.sock'}",
+        )  # fmt: skip
+        code, err = await serve_failing(config)
+        assert code == EXIT_LISTEN
+        assert "needs --principals FILE" in err and "never runs unauthenticated" in err
+        assert not (sockets / "d.sock").exists() and not (sockets / "a.sock").exists()
+    assert not (tmp_path / AUDIT_DB_NAME).exists()  # refused before anything was opened
+
+
+async def test_a_broken_principals_file_refuses_to_start_naming_where(tmp_path: Path) -> None:
+    (tmp_path / "m.yaml").write_text(MAPPING)
+    (tmp_path / "p.yaml").write_text("principals:\n  - id: alice\n    role: admin\n")
+    config = ServeConfig(
+        mappings=str(tmp_path / "m.yaml"), listen=("127.0.0.1:0",), admin_listen="127.0.0.1:0",
+        principals=str(tmp_path / "p.yaml"),
+    )  # fmt: skip
+    code, err = await serve_failing(config)
+    assert code == EXIT_LISTEN
+    assert f"{tmp_path / 'p.yaml'}:3:11: principals[0].role: must be owner or member" in err
+
+
+async def test_inconsistent_tls_flags_refuse_to_start(tmp_path: Path) -> None:
+    (tmp_path / "m.yaml").write_text(MAPPING)
+    (tmp_path / "p.yaml").write_text(principals_yaml(alice="owner"))
+    config = ServeConfig(
+        mappings=str(tmp_path / "m.yaml"), listen=("127.0.0.1:0",), admin_listen="127.0.0.1:0",
+        principals=str(tmp_path / "p.yaml"), admin_tls_cert=str(tmp_path / "c.pem"),
+    )  # fmt: skip
+    code, err = await serve_failing(config)
+    assert code == EXIT_LISTEN
+    assert "--admin-tls-cert and --admin-tls-key must be given together" in err
+
+
+async def test_serve_gates_every_admin_rpc_and_reloads_principals(tmp_path: Path) -> None:
+    (tmp_path / "m.yaml").write_text(MAPPING)
+    principals = tmp_path / "p.yaml"
+    principals.write_text(principals_yaml(alice="owner", bob="member"))
+    with short_dir() as sockets:
+        config = ServeConfig(
+            mappings=str(tmp_path / "m.yaml"), listen=(f"unix:{sockets / 'd.sock'}",),
+            admin_listen=f"unix:{sockets / 'a.sock'}", principals=str(principals), grace_period=1.0,
+        )  # fmt: skip
+        ready, stop, err = asyncio.Event(), asyncio.Event(), io.StringIO()
+        task = asyncio.create_task(serve(config, ready=ready, stop=stop, stderr=err))
+        waiter = asyncio.ensure_future(ready.wait())
+        await asyncio.wait({task, waiter}, timeout=WAIT, return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+        assert ready.is_set(), err.getvalue()
+        try:
+            async with grpc.aio.insecure_channel(config.admin_listen or "") as channel:
+                stub = admin_pb2_grpc.AdminServiceStub(channel)
+                create = admin_pb2.CreateCategoryRequest(
+                    category=admin_pb2.Category(id="C0005", name="Social", destinations=["fb"])
+                )
+                with pytest.raises(grpc.aio.AioRpcError) as info:
+                    await stub.ListCategories(admin_pb2.ListCategoriesRequest(), timeout=5)
+                assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+                with pytest.raises(grpc.aio.AioRpcError) as info:
+                    await stub.CreateCategory(create, metadata=token("bob"), timeout=5)
+                assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+                created = await stub.CreateCategory(create, metadata=token("alice"), timeout=5)
+                assert created.etag
+                # carol is added by hand: her token works once the principals file is reloaded
+                principals.write_text(principals_yaml(alice="owner", bob="member", carol="owner"))
+                deadline = time.monotonic() + WAIT
+                while True:
+                    try:
+                        await stub.ListCategories(admin_pb2.ListCategoriesRequest(), metadata=token("carol"), timeout=5)
+                        break
+                    except grpc.aio.AioRpcError as e:
+                        assert e.code() == grpc.StatusCode.UNAUTHENTICATED
+                        assert time.monotonic() < deadline, "carol's token was never accepted"
+                        await asyncio.sleep(0.02)  # polling a bounded condition, not synchronising on time
+                events = await stub.ListAuditEvents(admin_pb2.ListAuditEventsRequest(), metadata=token("carol"),
+                                                    timeout=5)  # fmt: skip
+        finally:
+            stop.set()
+            assert await asyncio.wait_for(task, WAIT) == EXIT_OK
+    actions = [(admin_pb2.AuditAction.Name(e.action), e.actor, e.detail) for e in events.events]
+    assert actions[1] == ("AUDIT_ACTION_PERMISSION_DENIED", "bob", "CreateCategory")
+    assert [a[:2] for a in actions[2:]] == [
+        ("AUDIT_ACTION_CATEGORY_CREATED", "alice"), ("AUDIT_ACTION_MAPPING_CREATED", "alice"),
+        ("AUDIT_ACTION_POLICY_RELOADED", "alice"),
+    ]  # fmt: skip
+
+
+def token(pid: str) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {pid}-token"),)
+
+
+# -- TLS and mTLS on the admin listener -------------------------------------------------------
+
+
+def openssl(*argv: str) -> None:
+    subprocess.run(["openssl", *argv], check=True, capture_output=True, timeout=60)
+
+
+def issue(directory: Path, name: str, ca: str, *, san: str = "DNS:localhost,IP:127.0.0.1") -> None:
+    """A P-256 key and a certificate for it signed by the CA `ca` (both PEM files named after it)."""
+    openssl(
+        "req", "-x509", "-CA", str(directory / f"{ca}.pem"), "-CAkey", str(directory / f"{ca}.key"),
+        "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1",
+        "-keyout", str(directory / f"{name}.key"), "-out", str(directory / f"{name}.pem"), "-subj", f"/CN={name}",
+        "-addext", f"subjectAltName={san}", "-addext", "basicConstraints=critical,CA:FALSE",
+        "-addext", "extendedKeyUsage=serverAuth,clientAuth",
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A throwaway CA with a server and a client certificate, and a second CA the server does not trust."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make test certificates")
+    d = tmp_path_factory.mktemp("pki")
+    for ca in ("ca", "other-ca"):
+        openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1",
+                "-keyout", str(d / f"{ca}.key"), "-out", str(d / f"{ca}.pem"), "-subj", f"/CN={ca}")  # fmt: skip
+    issue(d, "server", "ca")
+    issue(d, "client", "ca", san="DNS:client")
+    issue(d, "stranger", "other-ca", san="DNS:stranger")
+    return d
+
+
+@contextlib.asynccontextmanager
+async def tls_sidecar(tmp_path: Path, pki: Path, *, mtls: bool) -> AsyncIterator[str]:
+    """A sidecar whose admin listener speaks TLS (mTLS when asked); yields the admin address."""
+    (tmp_path / "m.yaml").write_text(MAPPING)
+    config = ServeConfig(
+        mappings=str(tmp_path / "m.yaml"), listen=("127.0.0.1:0",), admin_listen="127.0.0.1:0", principals="p",
+        admin_tls_cert=str(pki / "server.pem"), admin_tls_key=str(pki / "server.key"),
+        admin_client_ca=str(pki / "ca.pem") if mtls else None,
+    )  # fmt: skip
+    store = PolicyStore()
+    store.load_initial(config.mappings)
+    audit = AuditLog.open(tmp_path / "audit.db")
+    writer = PolicyWriter(store, audit)
+    await writer.start()
+    path = tmp_path / "p.yaml"
+    path.write_text(principals_yaml(alice="owner"))
+    sidecar = Sidecar(config, store, audit=audit, writer=writer,
+                      gate=Authenticator(PrincipalsFile.load(str(path)), audit))  # fmt: skip
+    await sidecar.start()
+    try:
+        assert sidecar.admin_address is not None
+        yield sidecar.admin_address
+    finally:
+        await sidecar.stop(None)
+        audit.close()
+
+
+def credentials(pki: Path, client: str | None = None) -> grpc.ChannelCredentials:
+    key = (pki / f"{client}.key").read_bytes() if client else None
+    chain = (pki / f"{client}.pem").read_bytes() if client else None
+    return grpc.ssl_channel_credentials((pki / "ca.pem").read_bytes(), private_key=key, certificate_chain=chain)
+
+
+async def list_over(channel: grpc.aio.Channel) -> int:
+    stub = admin_pb2_grpc.AdminServiceStub(channel)
+    r = await stub.ListCategories(admin_pb2.ListCategoriesRequest(), metadata=token("alice"), timeout=5)
+    return len(r.categories)
+
+
+async def test_the_admin_listener_speaks_tls(tmp_path: Path, pki: Path) -> None:
+    async with tls_sidecar(tmp_path, pki, mtls=False) as address:
+        async with grpc.aio.secure_channel(address, credentials(pki)) as channel:
+            assert await list_over(channel) == 1
+        async with grpc.aio.insecure_channel(address) as plaintext:
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await list_over(plaintext)
+            assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+        async with grpc.aio.secure_channel(address, credentials(pki)) as channel:  # TLS is not authentication
+            stub = admin_pb2_grpc.AdminServiceStub(channel)
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await stub.ListCategories(admin_pb2.ListCategoriesRequest(), timeout=5)
+            assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_with_a_client_ca_only_its_client_certificates_connect(tmp_path: Path, pki: Path) -> None:
+    async with tls_sidecar(tmp_path, pki, mtls=True) as address:
+        async with grpc.aio.secure_channel(address, credentials(pki, "client")) as channel:
+            assert await list_over(channel) == 1
+        for refused in (None, "stranger"):
+            async with grpc.aio.secure_channel(address, credentials(pki, refused)) as channel:
+                with pytest.raises(grpc.aio.AioRpcError) as info:
+                    await list_over(channel)
+                assert info.value.code() == grpc.StatusCode.UNAVAILABLE, refused
