@@ -33,10 +33,24 @@ from sidecar.event import decide_one
 from sidecar.index import Decision, Index, compile
 from sidecar.mapping_file import load_mapping
 
-__all__ = ["ENV_PREFIX", "PROG", "FlagInfo", "build_parser", "env_var", "flag_reference", "main", "run_cli"]
+__all__ = [
+    "ENV_PREFIX",
+    "HEALTH_ADDRESS",
+    "HEALTH_TIMEOUT",
+    "PROG",
+    "FlagInfo",
+    "build_parser",
+    "env_var",
+    "flag_reference",
+    "main",
+    "run_cli",
+]
 
 PROG = "consent-sidecar"
 ENV_PREFIX = "CONSENT_SIDECAR_"
+
+HEALTH_ADDRESS = "127.0.0.1:50051"  # `health` asks here unless --address says otherwise
+HEALTH_TIMEOUT = 3.0  # seconds `health` waits for an answer, connecting included
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
@@ -287,6 +301,13 @@ def _seconds(value: str) -> float:
     return s
 
 
+def _positive_seconds(value: str) -> float:
+    s = _seconds(value)
+    if s == 0:
+        raise argparse.ArgumentTypeError(f"invalid duration {value!r}: expected more than 0 seconds")
+    return s
+
+
 def _preferences(value: str) -> dict[str, bool]:
     """A categoryPreferences JSON object: `{"C0001": true, "C0004": false}`."""
     try:
@@ -390,9 +411,17 @@ def _add_audit(verbs: argparse._SubParsersAction[_Parser]) -> None:
     p.add_argument("--audit-db", required=True, metavar="FILE", help="the audit trail SQLite database")
 
 
-# Later verbs plug in here: `_add_health` (`--address ADDR`, default 127.0.0.1:50051).
+def _add_health(verbs: argparse._SubParsersAction[_Parser]) -> None:
+    p = _verb(verbs, "health", _health,
+              "ask a running sidecar's grpc.health.v1 Check; exit 0 only when it answers SERVING")
+    p.add_argument("--address", type=_address, default=HEALTH_ADDRESS, metavar="ADDR",
+                   help="the sidecar's address, host:port or unix:/path (plaintext: a --listen address)")
+    p.add_argument("--timeout", type=_positive_seconds, default=HEALTH_TIMEOUT, metavar="SECONDS",
+                   help="give up (exit 1) when no answer comes within this many seconds, connecting included")
+
+
 _VERBS: tuple[Callable[[argparse._SubParsersAction[_Parser]], None], ...] = (
-    _add_serve, _add_check, _add_test, _add_decide, _add_token, _add_audit,
+    _add_serve, _add_check, _add_test, _add_decide, _add_token, _add_audit, _add_health,
 )
 
 
@@ -576,6 +605,38 @@ def _audit_verify(ns: argparse.Namespace) -> int:
         _err(f"{path}: {result}")
         return 1
     print(f"{path}: {result}")
+    return 0
+
+
+def _health(ns: argparse.Namespace) -> int:
+    # Imported here: only this verb and serve need gRPC.
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    address: str = ns.address
+    timeout: float = ns.timeout
+    status_names = health_pb2.HealthCheckResponse.ServingStatus
+    with grpc.insecure_channel(address) as channel:
+        try:
+            answer = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=timeout)
+        except grpc.RpcError as e:
+            code = e.code() if isinstance(e, grpc.Call) else None
+            details = (e.details() if isinstance(e, grpc.Call) else None) or str(e)
+            if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+                why = f"no answer within {timeout:g}s (--timeout)"
+            elif code == grpc.StatusCode.UNAVAILABLE:
+                why = f"cannot reach it: {details}"
+            elif code == grpc.StatusCode.UNIMPLEMENTED:
+                why = "it does not serve grpc.health.v1.Health (not a consent sidecar address?)"
+            else:
+                why = f"{code.name if code is not None else 'error'}: {details}"
+            _err(f"{PROG} health: {address}: {why}")
+            return 1
+    name = status_names.Name(answer.status) if answer.status in status_names.values() else str(answer.status)
+    if answer.status != health_pb2.HealthCheckResponse.SERVING:
+        _err(f"{PROG} health: {address}: {name} (starting, draining or unhealthy)")
+        return 1
+    print(f"{address}: {name}")
     return 0
 
 
