@@ -505,7 +505,7 @@ def test_retries_are_bounded_and_counted() -> None:
 def test_retries_stop_at_the_deadline() -> None:
     retry = RetryPolicy(max_attempts=10_000, initial_backoff=0.05, max_backoff=0.05)
     with (
-        ConsentClient(f"127.0.0.1:{free_port()}", timeout=0.3, retry=retry, failure_policy="raise") as c,
+        ConsentClient(f"127.0.0.1:{free_port()}", timeout=1.0, retry=retry, failure_policy="raise") as c,
         pytest.raises(Unavailable) as info,
     ):
         c.decide(["amplitude"], {})
@@ -593,7 +593,7 @@ def test_a_deadline_must_be_positive(client: ConsentClient) -> None:
 def stopped(mapping_file: Path) -> Iterator[str]:
     """A target whose sidecar answered once and then stopped."""
     target = f"127.0.0.1:{free_port()}"
-    with ServerThread(mapping_file, [target]), ConsentClient(target, failure_policy="raise") as c:
+    with ServerThread(mapping_file, [target]), ConsentClient(target, timeout=WAIT, failure_policy="raise") as c:
         assert c.decide(["amplitude"], {}).blocked == ("amplitude",)
     yield target
 
@@ -701,7 +701,7 @@ def test_a_connected_client_degrades_while_the_sidecar_is_down_then_recovers(map
     patient = RetryPolicy(max_attempts=1000, initial_backoff=0.02, max_backoff=0.1)
     try:
         with ConsentClient(target, timeout=0.5, retry=patient) as c:
-            assert not c.decide(["amplitude"], {"C0002": True}).degraded
+            assert not c.decide(["amplitude"], {"C0002": True}, timeout=WAIT).degraded
             server.stop()
             down = c.decide(["amplitude"], {"C0002": True})  # retried until the 0.5 s deadline, then fail_closed
             assert down.degraded and down.blocked == ("amplitude",)

@@ -640,7 +640,8 @@ class AsyncConsentClient:
     """asyncio client of the sidecar's DecisionService (grpc.aio); same options as ConsentClient.
 
     The channel is created on first use inside the running event loop and reused by every
-    call; close it with `await client.close()` or `async with`.
+    call, so use one client per event loop; close it with `await client.close()` or
+    `async with`.
     """
 
     def __init__(
