@@ -1,0 +1,314 @@
+"""Decision logs: sampling, the rate limit, bounded queueing with counted drops, and masking of the event.
+
+The masking tests send events full of personal data through the real DecisionService and check
+that a line holds nothing but the documented keys: ids of the request and policy, destinations,
+reasons and the consent reduced to the mapping's category ids.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import grpc.aio
+import pytest
+from consent.v1 import decision_pb2
+
+from sidecar import decision_log
+from sidecar.config import Limits
+from sidecar.decision_log import DecisionLog, Entry, TokenBucket, format_line, parse_rate
+from sidecar.index import compile
+from sidecar.metrics import Metrics, Recorder
+from sidecar.model import Category, Mapping
+from sidecar.policy import PolicyStore
+from sidecar.services import decision
+
+Req = decision_pb2.DecideRequest
+
+MAPPING = """\
+version: 1
+categories:
+  - id: C0002
+    name: Performance Cookies
+    destinations: [amplitude, mixpanel]
+  - id: C0004
+    name: Targeting Cookies
+    destinations: [google-ads, braze]
+  - id: C0003
+    name: Functional Cookies
+    shadow: true
+    destinations: [amplitude, hotjar]
+  - id: C0009
+    name: Off
+    enabled: false
+    destinations: [mixpanel]
+destinations:
+  aws-s3: {enforce: false}
+"""
+
+KEYS = [
+    "time", "request_id", "rpc", "entry", "policy_generation", "policy_digest", "consent", "allowed", "blocked",
+    "reasons",
+]
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def read_lines(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def entry(index: Any, **kw: Any) -> Entry:
+    fields: dict[str, Any] = {
+        "rpc": "Decide", "request_id": "r-1", "position": None, "generation": 3, "index": index,
+        "granted": 0, "destinations": ("amplitude",), "time": 1_700_000_000.25,
+    }
+    fields.update(kw)
+    return Entry(**fields)
+
+
+@pytest.fixture
+def index() -> Any:
+    return compile(Mapping((
+        Category("C0002", "Perf", ("amplitude", "mixpanel")),
+        Category("C0004", "Ads", ("google-ads",)),
+        Category("C0003", "Dry", ("amplitude",), shadow=True),
+    )))
+
+
+# -- the line --------------------------------------------------------------------------------------
+
+
+def test_a_line_holds_ids_destinations_reasons_and_reduced_consent(index: Any) -> None:
+    granted = index.granted_mask({"C0002": True, "C0004": False, "unknown-id": True})
+    line = json.loads(format_line(entry(
+        index, granted=granted, destinations=("amplitude", "google-ads", "nobody", "amplitude/eu"),
+    )))
+    assert list(line) == KEYS
+    assert line["time"] == "2023-11-14T22:13:20.250Z"
+    assert line["request_id"] == "r-1"
+    assert line["policy_generation"] == 3
+    assert line["policy_digest"] == index.digest
+    assert line["consent"] == {"granted": ["C0002"], "denied": ["C0004", "C0003"]}  # mapping ids only
+    assert line["allowed"] == ["amplitude", "nobody", "amplitude/eu"]
+    assert line["blocked"] == ["google-ads"]
+    assert line["reasons"] == ["REASON_GRANTED", "REASON_DENIED", "REASON_UNMAPPED", "REASON_GRANTED"]
+
+
+def test_no_consent_object_logs_consent_null(index: Any) -> None:
+    line = json.loads(format_line(entry(index, granted=None, destinations=("google-ads",))))
+    assert line["consent"] is None
+    assert line["reasons"] == ["REASON_NO_CONSENT"]
+
+
+def test_integrations_show_only_as_reasons(index: Any) -> None:
+    line = format_line(entry(index, granted=index.all_categories_mask, destinations=("amplitude",),
+                             integrations={"amplitude": False, "secret-key": "s3cr3t"}))
+    assert json.loads(line)["reasons"] == ["REASON_DISABLED_BY_EVENT"]
+    assert "s3cr3t" not in line and "secret-key" not in line
+
+
+# -- sampling, rate, queue ----------------------------------------------------------------------------
+
+
+def test_parse_rate() -> None:
+    assert parse_rate("100/s") == 100
+    assert parse_rate("100") == 100
+    assert parse_rate("60/m") == 1
+    assert parse_rate("3600/h") == 1
+    assert parse_rate("0") is None
+    assert parse_rate("unlimited") is None
+    for bad in ("fast", "-1/s", "10/d", "1e3"):
+        with pytest.raises(ValueError, match="decision log rate"):
+            parse_rate(bad)
+
+
+def test_token_bucket_allows_a_burst_then_the_rate() -> None:
+    clock = FakeClock()
+    bucket = TokenBucket(10, clock=clock)
+    assert sum(bucket.take() for _ in range(50)) == 10  # the burst (one second's worth)
+    clock.now += 0.5
+    assert sum(bucket.take() for _ in range(50)) == 5
+    clock.now += 100
+    assert sum(bucket.take() for _ in range(50)) == 10  # never more than the burst
+
+
+def test_sampling_draws_once_per_decision(tmp_path: Path) -> None:
+    draws = iter([0.5, 0.004, 0.02, 0.0099])
+    log = DecisionLog(str(tmp_path / "d.log"), sample=0.01, random_fn=lambda: next(draws))
+    try:
+        assert [log.sampled() for _ in range(4)] == [False, True, False, True]
+    finally:
+        log.close()
+
+
+def test_rate_limited_and_overflowing_lines_are_dropped_and_counted(tmp_path: Path, index: Any) -> None:
+    path = tmp_path / "d.log"
+    clock = FakeClock()
+    log = DecisionLog(str(path), rate=5, clock=clock)
+    try:
+        results = [log.submit(entry(index, request_id=f"r{i}")) for i in range(8)]
+        assert results == [True] * 5 + [False] * 3
+        assert log.dropped_rate == 3
+        assert log.flush()
+        assert [line["request_id"] for line in read_lines(path)] == ["r0", "r1", "r2", "r3", "r4"]
+        assert log.written == 5
+    finally:
+        log.close()
+
+
+def test_a_full_queue_drops_instead_of_growing(
+    tmp_path: Path, index: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    release = threading.Event()
+    started = threading.Event()
+
+    def stuck(e: Entry) -> str:  # a writer that cannot keep up
+        started.set()
+        release.wait(10)
+        return format_line(e)
+
+    monkeypatch.setattr(decision_log, "format_line", stuck)
+    path = tmp_path / "d.log"
+    log = DecisionLog(str(path), queue_size=3)
+    try:
+        assert log.submit(entry(index, request_id="taken"))
+        assert started.wait(5)  # the writer holds the first line
+        assert [log.submit(entry(index, request_id=f"q{i}")) for i in range(5)] == [True] * 3 + [False] * 2
+        assert log.dropped_full == 2
+        release.set()
+        assert log.flush()
+        assert [x["request_id"] for x in read_lines(path)] == ["taken", "q0", "q1", "q2"]
+    finally:
+        release.set()
+        log.close()
+
+
+def test_stdout_target_writes_lines_to_fd_1(capfd: pytest.CaptureFixture[str], index: Any) -> None:
+    log = DecisionLog("-")
+    try:
+        assert log.submit(entry(index, request_id="to-stdout"))
+        assert log.flush()
+    finally:
+        log.close()
+    out = capfd.readouterr().out
+    assert json.loads(out.splitlines()[-1])["request_id"] == "to-stdout"
+
+
+def test_sample_must_be_a_fraction(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        DecisionLog(str(tmp_path / "x"), sample=1.5)
+
+
+# -- through the service ----------------------------------------------------------------------------------
+
+
+class Served:
+    def __init__(self, channel: grpc.aio.Channel, log: DecisionLog, path: Path, store: PolicyStore) -> None:
+        self.channel = channel
+        self.log = log
+        self.path = path
+        self.store = store
+
+    def lines(self) -> list[dict[str, Any]]:
+        assert self.log.flush()
+        return read_lines(self.path)
+
+
+@pytest.fixture
+async def served(tmp_path: Path) -> AsyncIterator[Served]:
+    mapping = tmp_path / "mappings.yaml"
+    mapping.write_text(MAPPING)
+    store = PolicyStore()
+    store.load_initial(str(mapping))
+    path = tmp_path / "decisions.log"
+    log = DecisionLog(str(path), sample=1.0)
+    server = grpc.aio.server()
+    service = decision.DecisionService(store, Limits(), recorder=Recorder(Metrics()), decision_log=log)
+    decision.add_to_server(service, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        yield Served(channel, log, path, store)
+    finally:
+        await channel.close()
+        await server.stop(None)
+        log.close()
+
+
+PII_EVENT = {
+    "type": "track",
+    "event": "Order Completed",
+    "userId": "user-4242",
+    "anonymousId": "anon-9999",
+    "properties": {"email": "jane@example.com", "total": 99.5},
+    "context": {
+        "ip": "203.0.113.7",
+        "traits": {"phone": "+44 7700 900123"},
+        "consent": {"categoryPreferences": {"C0002": True, "C0004": False, "C0009": True, "Unknown-Cat": True}},
+    },
+    "integrations": {"braze": {"apiKey": "sk_live_abc"}, "mixpanel": False},
+}
+
+
+async def test_a_segment_event_is_logged_without_any_of_its_content(served: Served) -> None:
+    call = served.channel.unary_unary("/consent.v1.DecisionService/Decide")
+    request = Req(segment_event=json.dumps(PII_EVENT).encode(), destinations=["amplitude", "mixpanel", "braze", "x"])
+    await call(request.SerializeToString(), metadata=(("x-request-id", "req-77"),), timeout=5)
+    raw = served.path.read_text() if served.log.flush() else ""
+    for secret in ("user-4242", "anon-9999", "jane@example.com", "203.0.113.7", "7700", "sk_live_abc", "apiKey",
+                   "Unknown-Cat", "C0009", "Order Completed", "99.5"):
+        assert secret not in raw, secret
+    [line] = read_lines(served.path)
+    assert list(line) == KEYS
+    assert line["request_id"] == "req-77"
+    assert line["rpc"] == "Decide" and line["entry"] is None
+    assert line["policy_generation"] == 1
+    assert line["consent"] == {"granted": ["C0002"], "denied": ["C0004", "C0003"]}
+    assert line["allowed"] == ["amplitude", "x"]
+    assert line["blocked"] == ["mixpanel", "braze"]
+    assert line["reasons"] == ["REASON_GRANTED", "REASON_DISABLED_BY_EVENT", "REASON_DENIED", "REASON_UNMAPPED"]
+
+
+async def test_batch_and_stream_entries_are_numbered(served: Served) -> None:
+    batch = served.channel.unary_unary("/consent.v1.DecisionService/DecideBatch")
+    requests = [
+        Req(consent=decision_pb2.Consent(category_preferences={"C0002": True}), destinations=["amplitude"]),
+        Req(destinations=[""]),  # invalid: an error entry, not a decision
+        Req(destinations=["google-ads"]),
+    ]
+    await batch(decision_pb2.DecideBatchRequest(requests=requests).SerializeToString(),
+                metadata=(("x-request-id", "b-1"),), timeout=5)
+    stream = served.channel.stream_stream("/consent.v1.DecisionService/DecideStream")(timeout=5)
+    for r in requests[::2]:
+        await stream.write(r.SerializeToString())
+        await stream.read()
+    await stream.done_writing()
+    lines = served.lines()
+    assert [(x["rpc"], x["entry"], x["allowed"]) for x in lines] == [
+        ("DecideBatch", 0, ["amplitude"]),
+        ("DecideBatch", 2, ["google-ads"]),
+        ("DecideStream", 0, ["amplitude"]),
+        ("DecideStream", 1, ["google-ads"]),
+    ]
+    assert {x["request_id"] for x in lines[:2]} == {"b-1"}
+    assert lines[1]["consent"] is None
+
+
+async def test_nothing_is_logged_when_the_sample_misses(served: Served) -> None:
+    served.log.sample = 0.0
+    call = served.channel.unary_unary("/consent.v1.DecisionService/Decide")
+    for _ in range(20):
+        await call(Req(destinations=["amplitude"]).SerializeToString(), timeout=5)
+    assert served.lines() == []
