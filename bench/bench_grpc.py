@@ -43,6 +43,20 @@ class Sample:
     rate: float  # requests/s for unary, events/s for batch and stream
     p50_us: float | None
     p99_us: float | None
+    cpu_us: float | None = None  # server CPU time (user + system, all threads) per request or event
+
+
+def process_cpu(pid: int) -> float | None:
+    """CPU seconds (user + system, every thread) a process has used so far; None where /proc is missing."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+CpuProbe = Callable[[], float | None]
 
 
 @dataclass(slots=True)
@@ -143,28 +157,33 @@ def _percentile(values: list[int], q: float) -> float:
 
 
 async def _drive(
-    workers: Callable[[_State], list[Coroutine[Any, Any, None]]], seconds: float, warmup: float, per_call: int
+    workers: Callable[[_State], list[Coroutine[Any, Any, None]]], seconds: float, warmup: float, per_call: int,
+    cpu: CpuProbe | None = None,
 ) -> Sample:
     state = _State()
     tasks = [asyncio.create_task(w) for w in workers(state)]
     await asyncio.sleep(warmup)
     state.record = True
+    cpu0 = cpu() if cpu else None
     start = time.perf_counter()
     await asyncio.sleep(seconds)
     count = state.count
     elapsed = time.perf_counter() - start
+    cpu1 = cpu() if cpu else None
     state.stop = True
     await asyncio.gather(*tasks)
     lat = state.latencies_ns
+    units = count * per_call
     return Sample(
-        count * per_call / elapsed,
+        units / elapsed,
         _percentile(lat, 0.50) if lat else None,
         _percentile(lat, 0.99) if lat else None,
+        (cpu1 - cpu0) * 1e6 / units if cpu0 is not None and cpu1 is not None and units else None,
     )
 
 
 async def _unary(call: Any, requests: Sequence[Any], concurrency: int, seconds: float, warmup: float,
-                 per_call: int = 1) -> Sample:
+                 per_call: int = 1, cpu: CpuProbe | None = None) -> Sample:
     def workers(state: _State) -> list[Coroutine[Any, Any, None]]:
         async def worker(i: int) -> None:
             n = len(requests)
@@ -182,11 +201,11 @@ async def _unary(call: Any, requests: Sequence[Any], concurrency: int, seconds: 
 
         return [worker(i) for i in range(concurrency)]
 
-    return await _drive(workers, seconds, warmup, per_call)
+    return await _drive(workers, seconds, warmup, per_call, cpu)
 
 
 async def _stream(stub: Stub, requests: Sequence[decision_pb2.DecideRequest], streams: int, seconds: float,
-                  warmup: float) -> Sample:
+                  warmup: float, cpu: CpuProbe | None = None) -> Sample:
     def workers(state: _State) -> list[Coroutine[Any, Any, None]]:
         async def one_stream(i: int) -> None:
             call = stub.DecideStream()
@@ -214,8 +233,8 @@ async def _stream(stub: Stub, requests: Sequence[decision_pb2.DecideRequest], st
 
         return [one_stream(i) for i in range(streams)]
 
-    sample = await _drive(workers, seconds, warmup, 1)
-    return Sample(sample.rate, None, None)
+    sample = await _drive(workers, seconds, warmup, 1, cpu)
+    return Sample(sample.rate, None, None, sample.cpu_us)
 
 
 # -- the run --------------------------------------------------------------------------------------
@@ -265,12 +284,13 @@ async def _check_sidecar(stub: Stub, workload: Workload, requests: list[decision
 
 
 async def _measure(spec: _Spec, stub: Stub, requests: list[decision_pb2.DecideRequest],
-                   batches: list[decision_pb2.DecideBatchRequest], seconds: float, warmup: float) -> Sample:
+                   batches: list[decision_pb2.DecideBatchRequest], seconds: float, warmup: float,
+                   cpu: CpuProbe | None = None) -> Sample:
     if spec.kind == "unary":
-        return await _unary(stub.Decide, requests, spec.concurrency, seconds, warmup)
+        return await _unary(stub.Decide, requests, spec.concurrency, seconds, warmup, cpu=cpu)
     if spec.kind == "batch":
-        return await _unary(stub.DecideBatch, batches, spec.concurrency, seconds, warmup, BATCH_SIZE)
-    return await _stream(stub, requests, spec.concurrency, seconds, warmup)
+        return await _unary(stub.DecideBatch, batches, spec.concurrency, seconds, warmup, BATCH_SIZE, cpu=cpu)
+    return await _stream(stub, requests, spec.concurrency, seconds, warmup, cpu)
 
 
 async def _run(
@@ -306,12 +326,15 @@ async def _run(
                 for spec in SPECS:
                     row = GrpcRow(spec.name, spec.unit)
                     for _ in range(rounds):
-                        for name, samples in (("floor", row.floor), ("sidecar", row.sidecar)):
-                            stub = stubs[name, spec.transport]
-                            samples.append(await _measure(spec, stub, requests, batches, seconds, warmup))
-                            for server in (floor, sidecar):
-                                if server.process.poll() is not None:
-                                    raise RuntimeError(server.describe_failure())
+                        for server, samples in ((floor, row.floor), (sidecar, row.sidecar)):
+                            stub = stubs[server.name, spec.transport]
+                            pid = server.process.pid
+                            samples.append(await _measure(
+                                spec, stub, requests, batches, seconds, warmup, lambda pid=pid: process_cpu(pid),
+                            ))
+                            for s in (floor, sidecar):
+                                if s.process.poll() is not None:
+                                    raise RuntimeError(s.describe_failure())
                     log(f"  measured {spec.name.split()[0]} {' '.join(spec.name.split()[1:])}")
                     rows.append(row)
                 return rows
@@ -349,7 +372,8 @@ def format_rows(rows: list[GrpcRow]) -> str:
         f"{'gRPC (server core 0, client core 1)':<36} {'unit':<9}"
         f"{'floor':>9} {'sidecar':>9} {'ratio':>6}   "
         f"{'p50 µs floor':>12} {'sidecar':>8} {'ratio':>6}   "
-        f"{'p99 µs floor':>12} {'sidecar':>8} {'ratio':>6}"
+        f"{'p99 µs floor':>12} {'sidecar':>8} {'ratio':>6}   "
+        f"{'server CPU µs/unit floor':>24} {'sidecar':>8} {'ratio':>6}"
     )
     out = [head, "-" * len(head)]
     for r in rows:
@@ -363,6 +387,9 @@ def format_rows(rows: list[GrpcRow]) -> str:
             f"{_fmt(_ratios(r, 'p50_us'), '.2f'):>6}   "
             f"{_fmt(_median([s.p99_us for s in r.floor]), ',.0f'):>12} "
             f"{_fmt(_median([s.p99_us for s in r.sidecar]), ',.0f'):>8} "
-            f"{_fmt(_ratios(r, 'p99_us'), '.2f'):>6}"
+            f"{_fmt(_ratios(r, 'p99_us'), '.2f'):>6}   "
+            f"{_fmt(_median([s.cpu_us for s in r.floor]), ',.1f'):>24} "
+            f"{_fmt(_median([s.cpu_us for s in r.sidecar]), ',.1f'):>8} "
+            f"{_fmt(_ratios(r, 'cpu_us'), '.2f'):>6}"
         )
     return "\n".join(out)
