@@ -29,7 +29,7 @@ from typing import Final, TextIO
 
 import grpc
 import grpc.aio
-from consent.v1 import admin_pb2_grpc, decision_pb2_grpc
+from consent.v1 import admin_pb2_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -149,9 +149,8 @@ def decision_services(store: PolicyStore, config: ServeConfig) -> list[ServiceAd
     """What the `--listen` addresses serve (besides health and reflection)."""
 
     def add_decision(server: grpc.aio.Server) -> str:
-        servicer = decision.DecisionService(store, config.limits)
-        decision_pb2_grpc.add_DecisionServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
-        return decision.SERVICE_NAME
+        # The bytes handlers: memoised pre-encoded responses, no protobuf (de)serializers per call.
+        return decision.add_to_server(decision.DecisionService(store, config.limits), server)
 
     return [add_decision]
 
