@@ -1,6 +1,16 @@
 # syntax=docker/dockerfile:1
-# Build a wheel, then install it alone into a slim runtime: no compilers or sources at run time.
+# The consent-sidecar image: build wheels in one stage, install only them into a slim runtime.
+#
+#   docker build -t consent-sidecar:0.1.0 .
+#   docker run --read-only -p 50051:50051 consent-sidecar:0.1.0
+#
+# No container engine runs on our machines, so `make test` lints this file (hadolint) and
+# tests/test_packaging.py repeats its steps outside a container: build the wheel, install it
+# into a fresh venv, start the CMD below with the ENV below, and pass the HEALTHCHECK command.
+
+# -- build: the project and every dependency as wheels (no compiler or source reaches runtime) --
 FROM python:3.11-slim AS build
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY sidecar ./sidecar
@@ -9,21 +19,50 @@ COPY clients/python ./clients/python
 RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels . \
  && pip wheel --no-cache-dir --wheel-dir /wheels /wheels/consent_sidecar-*.whl
 
+# -- runtime ---------------------------------------------------------------------------------
 FROM python:3.11-slim AS runtime
-RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin sidecar \
- && mkdir -p /etc/consent-sidecar /var/lib/consent-sidecar \
- && chown sidecar /var/lib/consent-sidecar
-COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir --no-index --find-links /wheels consent-sidecar && rm -rf /wheels
+
+# A fixed numeric uid/gid: Kubernetes' runAsNonRoot can verify it, volumes can be owned by it.
+# Writable at run time: only the audit database's directory (a volume) and the socket directory.
+RUN groupadd --system --gid 10001 sidecar \
+ && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
+      --shell /usr/sbin/nologin sidecar \
+ && mkdir -p /etc/consent-sidecar /var/lib/consent-sidecar /run/consent \
+ && chown 10001:10001 /var/lib/consent-sidecar /run/consent
+
+# Installed from the build stage's wheels only (--no-index): no network, nothing unpinned fetched here.
+# The wheels are bind-mounted, not copied, so they never become a layer of the image.
+RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
+    pip install --no-cache-dir --no-index --disable-pip-version-check --find-links /wheels \
+      /wheels/consent_sidecar-*.whl
+
+# A default mapping so that `docker run` serves something; mount your own directory over
+# /etc/consent-sidecar (read-only; a directory, so that replacing the file hot-reloads).
 COPY examples/mappings.yaml /etc/consent-sidecar/mappings.yaml
-# Only the audit database is written; the root filesystem can be mounted read-only.
+
+# Defaults as CONSENT_SIDECAR_* variables rather than flags in CMD: `docker run -e ...` (or a
+# pod's env) overrides any of them, and a flag given after the image name still beats its
+# variable. CONSENT_SIDECAR_ADDRESS is where `consent-sidecar health` (the HEALTHCHECK) asks:
+# change it together with CONSENT_SIDECAR_LISTEN. Enable the admin API with
+# CONSENT_SIDECAR_ADMIN_LISTEN=0.0.0.0:50052 plus CONSENT_SIDECAR_PRINCIPALS, metrics with
+# CONSENT_SIDECAR_METRICS_LISTEN=0.0.0.0:9464 (both off by default).
 ENV CONSENT_SIDECAR_MAPPINGS=/etc/consent-sidecar/mappings.yaml \
     CONSENT_SIDECAR_LISTEN=0.0.0.0:50051 \
     CONSENT_SIDECAR_AUDIT_DB=/var/lib/consent-sidecar/audit.db \
+    CONSENT_SIDECAR_LOG_FORMAT=json \
+    CONSENT_SIDECAR_ADDRESS=127.0.0.1:50051 \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
-USER 10001
+
+# The audit trail (SQLite with its -wal and -shm files): the one path written at run time.
+VOLUME ["/var/lib/consent-sidecar"]
+
+USER 10001:10001
+# Decision API (gRPC), admin API (gRPC, when enabled), Prometheus metrics (HTTP, when enabled).
 EXPOSE 50051 50052 9464
+# SIGTERM: health turns NOT_SERVING, in-flight RPCs drain for --grace-period (5 s), exit 0.
 STOPSIGNAL SIGTERM
+HEALTHCHECK --interval=10s --timeout=5s --start-period=10s --retries=3 \
+    CMD ["consent-sidecar", "health", "--timeout", "3"]
 ENTRYPOINT ["consent-sidecar"]
 CMD ["serve"]
