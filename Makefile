@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit bench proto clean
+.PHONY: run test lint typecheck lint-deploy unit docs bench proto clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,7 +16,7 @@ run: $(STAMP)
 	$(BIN)/consent-sidecar serve --mappings examples/mappings.yaml --listen 127.0.0.1:50051
 
 lint: $(STAMP)
-	$(BIN)/ruff check sidecar clients tests bench gen/generate.py
+	$(BIN)/ruff check sidecar clients tests bench docs gen/generate.py
 
 typecheck: $(STAMP)
 	$(BIN)/mypy sidecar clients/python/consent_client
@@ -26,7 +26,27 @@ unit: $(STAMP)
 	@$(BIN)/pytest; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; fi; exit $$rc
 
-test: lint typecheck unit
+# The image and the manifests, without a container engine or a cluster: hadolint (pinned in
+# pyproject.toml), yamllint (.yamllint), and every deploy/kubernetes resource against the
+# Kubernetes JSON schemas that kubernetes-validate ships (offline, strict: unknown fields fail)
+# for the oldest version the manifests support (native sidecar containers) and the newest known.
+# The kustomization itself has no schema there: tests/test_deploy.py checks it.
+K8S_VERSIONS := 1.29.0 1.37.0
+K8S_MANIFESTS := $(filter-out %/kustomization.yaml,$(wildcard deploy/kubernetes/*.yaml))
+
+lint-deploy: $(STAMP)
+	$(BIN)/hadolint --failure-threshold style Dockerfile
+	$(BIN)/yamllint --strict .
+	@for v in $(K8S_VERSIONS); do \
+	  echo "kubernetes-validate --strict -k $$v $(K8S_MANIFESTS)"; \
+	  $(BIN)/kubernetes-validate --strict --quiet -k $$v $(K8S_MANIFESTS) || exit 1; \
+	done
+
+test: lint typecheck lint-deploy unit
+
+# docs/configuration.md is generated from the CLI's own flag definitions (a test compares).
+docs: $(STAMP)
+	$(BIN)/python docs/generate_config_reference.py
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
