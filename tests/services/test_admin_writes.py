@@ -806,22 +806,11 @@ def test_arbitrary_writes_get_documented_codes_and_the_server_keeps_serving(
             getattr(stub, rpc)(request_, metadata=OWNER, timeout=10)
         except grpc.RpcError as e:
             assert e.details(), "every error carries a message"
-            if e.code() == Code.INTERNAL and "cannot write this edit into the mapping file" in (e.details() or ""):
-                # A valid value the YAML writer cannot render yet (see the xfail below): refused, nothing changed.
-                assert (admin.path.read_bytes(), admin.store.current.generation) == (before, generation)
-            else:
-                assert e.code() in DOCUMENTED, f"{rpc}: {e.code()} {e.details()}"
+            assert e.code() in DOCUMENTED, f"{rpc}: {e.code()} {e.details()}"
+            assert (admin.path.read_bytes(), admin.store.current.generation) == (before, generation)
         listed = stub.ListCategories(admin_pb2.ListCategoriesRequest(), metadata=OWNER, timeout=10)
     assert len(listed.categories) == len(admin.store.current.index.mapping.categories)
     assert load_mapping(admin.path).mapping == admin.store.current.index.mapping
-
-
-_NOT_YET_RENDERED = pytest.mark.xfail(
-    strict=True,
-    reason="sidecar.mapping_file writes this valid value as YAML that does not re-read (the write is refused with "
-    "INTERNAL, changing nothing): _is_plain_safe checks flow context only, and ':' alone is no plain scalar in "
-    "block context; NEL (U+0085) is a YAML line break, so it must be escaped. Remove the mark once rendered.",
-)
 
 
 @pytest.mark.parametrize(
@@ -832,8 +821,8 @@ _NOT_YET_RENDERED = pytest.mark.xfail(
         ("C0009", "tab\there, \"quotes\" and 'single'"),
         ("C0009", "- dash: colon # hash"),
         ("C-09", "yes"),
-        pytest.param(":", "Colon", marks=_NOT_YET_RENDERED),
-        pytest.param("C0009", "\x85", marks=_NOT_YET_RENDERED),
+        (":", "Colon"),
+        ("C0009", "next\x85line"),
     ],
 )
 async def test_an_owner_can_create_any_valid_id_and_name(admin: Admin, cid: str, name: str) -> None:
