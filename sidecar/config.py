@@ -31,8 +31,11 @@ class ServeConfig:
     admin_tls_key: str | None = None  # PEM private key of admin_tls_cert
     admin_client_ca: str | None = None  # PEM CA bundle: require client certificates it signed (mTLS)
     audit_db: str | None = None  # None = next to the mapping file
-    metrics_listen: str | None = None
-    workers: int = 1
+    metrics_listen: str | None = None  # host:port of the Prometheus endpoint (in the parent with workers)
+    workers: int = 1  # decision processes; >1 = workers sharing the TCP --listen ports (SO_REUSEPORT)
+    decision_log: str | None = None  # JSON lines of sampled decisions: a file (appended) or "-" (stdout)
+    decision_log_sample: float = 1.0  # fraction of decisions considered for the decision log
+    decision_log_rate: float | None = 100.0  # lines per second, all processes together; None = no limit
     grace_period: float = 5.0  # seconds SIGTERM waits for in-flight RPCs
     log_format: str = "auto"  # auto (console on a TTY, else JSON) | json | console
     log_level: str = "info"

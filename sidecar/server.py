@@ -36,10 +36,14 @@ from grpc_reflection.v1alpha import reflection
 from sidecar import logs
 from sidecar.audit import AuditError, AuditLog
 from sidecar.config import ServeConfig
+from sidecar.decision_log import DecisionLog
 from sidecar.errors import MappingError, SidecarError
+from sidecar.metrics import Recorder
+from sidecar.observability import Observability, ObservabilityError
 from sidecar.policy import PolicyStore, Snapshot
 from sidecar.services import admin, authn, decision
 from sidecar.watch import MappingWatcher
+from sidecar.workers import WorkerError, WorkerPool
 from sidecar.writer import PolicyWriter
 
 __all__ = [
@@ -48,6 +52,7 @@ __all__ = [
     "EXIT_LISTEN",
     "EXIT_MAPPING",
     "EXIT_OK",
+    "EXIT_WORKER",
     "Address",
     "ListenError",
     "Sidecar",
@@ -61,6 +66,7 @@ EXIT_OK: Final = 0
 EXIT_LISTEN: Final = 1  # a listener could not be opened
 EXIT_MAPPING: Final = 2  # the first policy load failed
 EXIT_AUDIT: Final = 3  # the audit database could not be opened or written
+EXIT_WORKER: Final = 4  # a --workers process exited on its own (the others were drained)
 
 AUDIT_DB_NAME: Final = "consent-sidecar-audit.db"  # the default --audit-db, next to the mapping file
 
@@ -145,12 +151,19 @@ def _why_bind_failed(address: Address) -> str:
 ServiceAdder = Callable[[grpc.aio.Server], str]
 
 
-def decision_services(store: PolicyStore, config: ServeConfig) -> list[ServiceAdder]:
+def decision_services(
+    store: PolicyStore,
+    config: ServeConfig,
+    *,
+    recorder: Recorder | None = None,
+    decision_log: DecisionLog | None = None,
+) -> list[ServiceAdder]:
     """What the `--listen` addresses serve (besides health and reflection)."""
 
     def add_decision(server: grpc.aio.Server) -> str:
         # The bytes handlers: memoised pre-encoded responses, no protobuf (de)serializers per call.
-        return decision.add_to_server(decision.DecisionService(store, config.limits), server)
+        servicer = decision.DecisionService(store, config.limits, recorder=recorder, decision_log=decision_log)
+        return decision.add_to_server(servicer, server)
 
     return [add_decision]
 
@@ -248,6 +261,9 @@ class Sidecar:
     An admin listener (config.admin_listen) serves AdminService over `audit` (required then),
     with `writer` for writes, `gate` for authentication, `watch_buffer` live audit events per
     WatchAuditEvents client. The caller owns the audit log, the writer and the watcher.
+    DecisionService feeds `recorder` (metrics) and `decision_log`; it listens on
+    `decision_listen` (default: every `--listen` address; with workers, the unix: ones only,
+    possibly none).
     """
 
     def __init__(
@@ -259,45 +275,53 @@ class Sidecar:
         writer: PolicyWriter | None = None,
         gate: admin.Gate | None = None,
         watch_buffer: int = admin.DEFAULT_WATCH_BUFFER,
+        recorder: Recorder | None = None,
+        decision_log: DecisionLog | None = None,
+        decision_listen: Sequence[str] | None = None,
     ) -> None:
         self.config = config
         self.store = store
+        self.recorder = recorder
+        self.decision_log = decision_log
+        self.decision_listen = tuple(config.listen if decision_listen is None else decision_listen)
         self.admin: admin.AdminService | None = None
         if config.admin_listen:
             if audit is None:
                 raise ValueError("an admin listener needs the audit log (AdminService reads the audit trail)")
             self.admin = admin.AdminService(store, audit, writer=writer, gate=gate, watch_buffer=watch_buffer)
         self._listeners: list[_Listener] = []
+        self._decision: _Listener | None = None
+        self._admin: _Listener | None = None
 
     @property
     def addresses(self) -> tuple[str, ...]:
-        """The bound `--listen` addresses, real ports filled in (after `start`)."""
-        return tuple(self._listeners[0].bound) if self._listeners else ()
+        """The bound decision addresses of this process, real ports filled in (after `start`)."""
+        return tuple(self._decision.bound) if self._decision is not None else ()
 
     @property
     def admin_address(self) -> str | None:
         """The bound `--admin-listen` address, or None when there is no admin listener."""
-        return self._listeners[1].bound[0] if len(self._listeners) > 1 else None
+        return self._admin.bound[0] if self._admin is not None else None
 
     async def start(self) -> None:
         """Binds every listener, then starts them. Raises ListenError (nothing left listening)."""
         config = self.config
         if not config.listen:
             raise ListenError("no --listen address given")
-        main = _Listener(
-            "decision", [parse_address(a) for a in config.listen], decision_services(self.store, config), config
-        )
-        listeners = [main]
+        listeners = []
+        if self.decision_listen:
+            services = decision_services(self.store, config, recorder=self.recorder, decision_log=self.decision_log)
+            self._decision = _Listener("decision", [parse_address(a) for a in self.decision_listen], services, config)
+            listeners.append(self._decision)
         if config.admin_listen:
             try:
                 credentials = authn.admin_credentials(config)
             except authn.TLSConfigError as e:
                 raise ListenError(f"cannot listen on {config.admin_listen} (admin): {e}") from None
-            listeners.append(
-                _Listener(
-                    "admin", [parse_address(config.admin_listen)], admin_services(self.admin), config, credentials
-                )
+            self._admin = _Listener(
+                "admin", [parse_address(config.admin_listen)], admin_services(self.admin), config, credentials
             )
+            listeners.append(self._admin)
         try:
             for listener in listeners:
                 listener.bind()
@@ -305,6 +329,7 @@ class Sidecar:
             for listener in listeners:
                 listener.remove_sockets()
                 await listener.server.stop(None)
+            self._decision = self._admin = None
             raise
         for listener in listeners:
             await listener.start()
@@ -377,11 +402,13 @@ async def serve(
     try:
         writer = PolicyWriter(store, audit)
         try:
-            await writer.start()  # the trail starts with POLICY_RELOADED by `system`, before anything serves
+            # The trail starts with POLICY_RELOADED by `system`, before anything serves.
+            started = await writer.start()
         except (SidecarError, ValueError) as e:
             _audit_failed(err, db, f"cannot write the start event to the audit database: {e}")
             return EXIT_AUDIT
-        return await _serve_loaded(config, store, snap, audit, writer, principals, ready, stop, err)
+        audit_after = started[0].sequence - 1 if started else 0  # metrics count this run's events from here
+        return await _serve_loaded(config, store, snap, audit, writer, principals, ready, stop, err, audit_after)
     finally:
         await asyncio.to_thread(audit.close)  # ends any WatchAuditEvents stream still open
 
@@ -430,16 +457,91 @@ async def _serve_loaded(
     ready: asyncio.Event | None,
     stop: asyncio.Event | None,
     err: TextIO,
+    audit_after: int = 0,
+) -> int:
+    workers = config.workers > 1
+    unix = tuple(a for a in config.listen if a.startswith("unix:"))
+    tcp = tuple(parse_address(a).target for a in config.listen if not a.startswith("unix:"))
+    # With workers, TCP listeners are theirs (SO_REUSEPORT); unix: ones stay here, served by this process.
+    decision_processes = (config.workers if tcp else 0) + (1 if unix else 0) if workers else 1
+    try:
+        obs = Observability.start(
+            config, store, role="parent" if workers else "single", audit=audit, audit_after=audit_after,
+            decision_processes=decision_processes,
+        )
+    except ObservabilityError as e:
+        print(f"error: {e}", file=err)
+        _log.error("cannot start metrics or the decision log", error=str(e))
+        return EXIT_LISTEN
+    try:
+        return await _serve_observed(
+            config, store, snap, audit, writer, principals, ready, stop, err, obs, unix if workers else None, tcp,
+            decision_processes,
+        )
+    finally:
+        await obs.aclose()
+
+
+async def _serve_observed(
+    config: ServeConfig,
+    store: PolicyStore,
+    snap: Snapshot,
+    audit: AuditLog,
+    writer: PolicyWriter,
+    principals: authn.PrincipalsFile | None,
+    ready: asyncio.Event | None,
+    stop: asyncio.Event | None,
+    err: TextIO,
+    obs: Observability,
+    decision_listen: tuple[str, ...] | None,
+    tcp: tuple[str, ...],
+    decision_processes: int,
 ) -> int:
     gate = authn.Authenticator(principals, audit) if principals is not None else None
-    sidecar = Sidecar(config, store, audit=audit, writer=writer, gate=gate)
+    sidecar = Sidecar(
+        config, store, audit=audit, writer=writer, gate=gate, recorder=obs.recorder, decision_log=obs.decision_log,
+        decision_listen=decision_listen,
+    )
+    pool: WorkerPool | None = None
+    if decision_listen is not None and tcp:  # workers: check and hold their ports before anything listens
+        pool = WorkerPool(config, store, tcp, config.workers)
+        try:
+            pool.reserve()
+        except OSError as e:
+            message = f"cannot listen on {', '.join(tcp)} (decision workers): {e.strerror or e}"
+            print(f"error: {message}", file=err)
+            _log.error("cannot listen", error=message)
+            return EXIT_LISTEN
     try:
         await sidecar.start()
     except ListenError as e:
+        if pool is not None:
+            await pool.stop(None)
         print(f"error: {e}", file=err)
         _log.error("cannot listen", error=str(e))
         return EXIT_LISTEN
+    if pool is not None:
+        try:
+            await pool.start(decision_processes)
+        except WorkerError as e:
+            await sidecar.stop(None)
+            print(f"error: {e}", file=err)
+            _log.error("cannot start the decision workers", error=str(e))
+            return EXIT_LISTEN
+    return await _run_started(config, snap, audit, writer, principals, ready, stop, sidecar, pool)
 
+
+async def _run_started(
+    config: ServeConfig,
+    snap: Snapshot,
+    audit: AuditLog,
+    writer: PolicyWriter,
+    principals: authn.PrincipalsFile | None,
+    ready: asyncio.Event | None,
+    stop: asyncio.Event | None,
+    sidecar: Sidecar,
+    pool: WorkerPool | None,
+) -> int:
     watcher = MappingWatcher(writer, config.mappings)
     watch_stop = asyncio.Event()
     watching = [asyncio.create_task(watcher.run(watch_stop))]
@@ -471,7 +573,8 @@ async def _serve_loaded(
         index = snap.index
         _log.info(
             "sidecar started",
-            listen=list(sidecar.addresses),
+            listen=[*(pool.addresses if pool is not None else ()), *sidecar.addresses],
+            workers=[] if pool is None else list(pool.pids),
             admin_listen=sidecar.admin_address,
             policy_generation=snap.generation,
             policy_digest=snap.digest,
@@ -482,14 +585,25 @@ async def _serve_loaded(
         )
         if ready is not None:
             ready.set()
-        await stop.wait()
+        stopped = asyncio.ensure_future(stop.wait())
+        ending = [stopped] if pool is None else [stopped, asyncio.ensure_future(pool.failed.wait())]
+        await asyncio.wait(ending, return_when=asyncio.FIRST_COMPLETED)
+        for f in ending:
+            f.cancel()
         _log.info("shutting down", grace_period=config.grace_period)
-        draining = asyncio.ensure_future(sidecar.stop(config.grace_period))
+
+        async def drain(grace: float | None) -> None:
+            if pool is None:
+                await sidecar.stop(grace)
+            else:  # every worker drains at the same time as this process
+                await asyncio.gather(sidecar.stop(grace), pool.stop(grace))
+
+        draining = asyncio.ensure_future(drain(config.grace_period))
         forced = asyncio.ensure_future(force.wait())
         await asyncio.wait((draining, forced), return_when=asyncio.FIRST_COMPLETED)
         if not draining.done():
             _log.warning("second signal: aborting in-flight RPCs")
-            await sidecar.stop(None)
+            await drain(None)
             await draining
         forced.cancel()
     finally:
@@ -503,6 +617,9 @@ async def _serve_loaded(
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await writer.aclose()
+    if pool is not None and pool.failed.is_set():
+        _log.error("stopped: a decision worker exited on its own")
+        return EXIT_WORKER
     _log.info("stopped")
     return EXIT_OK
 
