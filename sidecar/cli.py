@@ -281,6 +281,26 @@ def _workers(value: str) -> int:
     return n
 
 
+def _fraction(value: str) -> float:
+    bad = argparse.ArgumentTypeError(f"invalid fraction {value!r}: expected a number from 0 to 1, e.g. 0.01")
+    try:
+        f = float(value)
+    except ValueError:
+        raise bad from None
+    if not 0.0 <= f <= 1.0:
+        raise bad
+    return f
+
+
+def _rate(value: str) -> float | None:
+    from sidecar.decision_log import parse_rate
+
+    try:
+        return parse_rate(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _positive_int(value: str) -> int:
     try:
         n = int(value)
@@ -360,7 +380,13 @@ def _add_serve(verbs: argparse._SubParsersAction[_Parser]) -> None:
     p.add_argument("--metrics-listen", type=_http_address, metavar="ADDR",
                    help="Prometheus metrics address, host:port (default: no metrics endpoint)")
     p.add_argument("--workers", type=_workers, default=d.workers, metavar="N|auto",
-                   help="worker processes; auto = one per available CPU")
+                   help="decision processes sharing the TCP --listen ports; auto = one per available CPU")
+    p.add_argument("--decision-log", metavar="FILE|-",
+                   help="write sampled decisions as JSON lines to FILE (appended) or - (stdout); default: none")
+    p.add_argument("--decision-log-sample", type=_fraction, default=d.decision_log_sample, metavar="FRACTION",
+                   help="fraction of decisions considered for the decision log, 0-1")
+    p.add_argument("--decision-log-rate", type=_rate, default=d.decision_log_rate, metavar="N[/s|/m|/h]",
+                   help="decision-log lines per second at most, all processes together; 0 = unlimited")
     p.add_argument("--grace-period", type=_seconds, default=d.grace_period, metavar="SECONDS",
                    help="how long SIGTERM waits for in-flight RPCs")
     p.add_argument("--log-format", choices=("auto", "json", "console"), default=d.log_format,
@@ -482,6 +508,9 @@ def _serve(ns: argparse.Namespace) -> int:
         audit_db=ns.audit_db,
         metrics_listen=ns.metrics_listen,
         workers=ns.workers,
+        decision_log=ns.decision_log,
+        decision_log_sample=ns.decision_log_sample,
+        decision_log_rate=ns.decision_log_rate,
         grace_period=ns.grace_period,
         log_format=ns.log_format,
         log_level=ns.log_level,

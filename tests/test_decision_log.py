@@ -312,3 +312,21 @@ async def test_nothing_is_logged_when_the_sample_misses(served: Served) -> None:
     for _ in range(20):
         await call(Req(destinations=["amplitude"]).SerializeToString(), timeout=5)
     assert served.lines() == []
+
+
+# -- the command line ------------------------------------------------------------------------------------
+
+
+def test_serve_flags_parse_sample_and_rate(capsys: pytest.CaptureFixture[str]) -> None:
+    from sidecar import cli
+
+    parser = cli.build_parser()
+    ns = parser.parse_args(["serve", "--mappings", "m.yaml", "--decision-log", "-", "--decision-log-sample", "0.01",
+                            "--decision-log-rate", "6000/m"])
+    assert (ns.decision_log, ns.decision_log_sample, ns.decision_log_rate) == ("-", 0.01, 100.0)
+    ns = parser.parse_args(["serve", "--mappings", "m.yaml", "--decision-log-rate", "0"])
+    assert ns.decision_log_rate is None  # unlimited
+    assert cli.run_cli(["serve", "--mappings", "m.yaml", "--decision-log-sample", "1.5"], {}) == 2
+    assert "invalid fraction '1.5'" in capsys.readouterr().err
+    assert cli.run_cli(["serve", "--mappings", "m.yaml", "--decision-log-rate", "fast"], {}) == 2
+    assert "decision log rate 'fast'" in capsys.readouterr().err
