@@ -1,0 +1,353 @@
+"""`serve --workers N`: workers share the TCP port, serve and reload together, drain on SIGTERM, report metrics.
+
+The sidecar runs as a real process (`python -m sidecar serve ...`): workers are processes, signals
+are real, and multiprocess metrics must not leak into this test process. Waits are bounded polls.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from consent.v1 import decision_pb2, decision_pb2_grpc
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.parser import text_string_to_metric_families
+
+from sidecar.index import compile as compile_index
+from sidecar.mapping_file import load_mapping
+from sidecar.workers import mapping_from_json_dict, reserve_tcp
+
+pytestmark = pytest.mark.skipif(not hasattr(socket, "SO_REUSEPORT"), reason="needs SO_REUSEPORT")
+
+MAPPING = """\
+version: 1
+settings:
+  unknown_destinations: allow
+categories:
+  - id: C0002
+    name: Performance Cookies
+    destinations: [amplitude, mixpanel]
+  - id: C0004
+    name: Targeting Cookies
+    destinations: [google-ads, braze]
+  - id: C0003
+    name: Functional Cookies
+    shadow: true
+    destinations: [amplitude, hotjar]
+destinations:
+  aws-s3: {enforce: false}
+  braze: {resolution: any}
+"""
+
+ROOT = Path(__file__).parent.parent
+Req = decision_pb2.DecideRequest
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Sidecar:
+    """A `serve --workers` process, its parsed log lines and where it listens."""
+
+    def __init__(self, process: subprocess.Popen[str], prom: Path, metrics: str, unix: str) -> None:
+        self.process = process
+        self.prom = prom
+        self.metrics_url = f"http://{metrics}/metrics"
+        self.unix = unix
+        self.lines: list[dict[str, Any]] = []
+        self.started: dict[str, Any] = {}
+        self._cond = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stderr is not None
+        for raw in self.process.stderr:
+            try:
+                line = json.loads(raw)
+            except ValueError:
+                line = {"event": raw.rstrip()}
+            with self._cond:
+                self.lines.append(line)
+                self._cond.notify_all()
+
+    def wait_line(self, event: str, timeout: float = 60.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for line in self.lines:
+                    if line.get("event") == event:
+                        return line
+                left = deadline - time.monotonic()
+                if left <= 0 or (self.process.poll() is not None and not self._reader.is_alive()):
+                    raise AssertionError(f"no {event!r} log line; got {self.lines[-10:]}")
+                self._cond.wait(min(left, 0.2))
+
+    @property
+    def tcp(self) -> str:
+        return next(a for a in self.started["listen"] if not a.startswith("unix:"))
+
+    @property
+    def worker_pids(self) -> list[int]:
+        return list(self.started["workers"])
+
+
+@contextlib.contextmanager
+def start(tmp_path: Path, *extra: str, workers: int = 2, port: int = 0) -> Iterator[Sidecar]:
+    mapping = tmp_path / "mappings.yaml"
+    if not mapping.exists():
+        mapping.write_text(MAPPING)
+    prom = tmp_path / "prom"
+    metrics = f"127.0.0.1:{free_port()}"
+    unix = f"unix:{tmp_path / 'd.sock'}" if len(str(tmp_path)) < 90 else f"unix:/tmp/cs-{os.getpid()}-w.sock"
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(prom), "PYTHONDONTWRITEBYTECODE": "1"}
+    argv = [
+        sys.executable, "-m", "sidecar", "serve", "--mappings", str(mapping),
+        "--listen", f"127.0.0.1:{port}", "--listen", unix, "--workers", str(workers),
+        "--metrics-listen", metrics, "--audit-db", str(tmp_path / "audit.db"),
+        "--log-format", "json", "--grace-period", "5", *extra,
+    ]
+    process = subprocess.Popen(argv, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env, cwd=ROOT)
+    sidecar = Sidecar(process, prom, metrics, unix)
+    try:
+        yield sidecar
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        for pid in sidecar.started.get("workers", []):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def started(sidecar: Sidecar) -> Sidecar:
+    sidecar.started = sidecar.wait_line("sidecar started")
+    return sidecar
+
+
+def decide_fresh(target: str, request: decision_pb2.DecideRequest) -> decision_pb2.DecideResponse:
+    """One Decide on a new connection (a new channel: the kernel picks a worker per connection)."""
+    with grpc.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)]) as ch:
+        response: decision_pb2.DecideResponse = decision_pb2_grpc.DecisionServiceStub(ch).Decide(request, timeout=10)
+        return response
+
+
+def per_pid_decisions(prom: Path, pids: list[int]) -> dict[int, float]:
+    out = {}
+    for pid in pids:
+        files = [str(p) for p in prom.glob(f"counter_{pid}.db")]
+        total = 0.0
+        for metric in MultiProcessCollector.merge(files, accumulate=False) if files else []:
+            if metric.name == "consent_sidecar_decisions":
+                total += sum(s.value for s in metric.samples if s.name.endswith("_total"))
+        out[pid] = total
+    return out
+
+
+def scrape(url: str) -> list[Any]:
+    with urllib.request.urlopen(url, timeout=5) as r:
+        return list(text_string_to_metric_families(r.read().decode()))
+
+
+def poll(check: Any, timeout: float = 15.0, interval: float = 0.1) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s (last: {result!r})")
+        time.sleep(interval)
+
+
+GRANT = Req(consent=decision_pb2.Consent(category_preferences={"C0002": True}), destinations=["amplitude", "braze"])
+
+
+# -- tests ----------------------------------------------------------------------------------------
+
+
+def test_workers_share_the_port_and_serve_together(tmp_path: Path) -> None:
+    with start(tmp_path) as sc:
+        started(sc)
+        assert len(sc.worker_pids) == 2
+        assert sc.unix in sc.started["listen"]
+        for _ in range(40):
+            r = decide_fresh(sc.tcp, GRANT)
+            assert (list(r.allowed), list(r.blocked), r.policy.generation) == (["amplitude"], ["braze"], 1)
+        r = decide_fresh(sc.unix, GRANT)  # the unix socket is served by the parent
+        assert list(r.allowed) == ["amplitude"]
+        # Every worker served some of the 40 connections (each counts its decisions in its own file).
+        counts = poll(lambda: (c := per_pid_decisions(sc.prom, sc.worker_pids)) and all(c.values()) and c)
+        assert sum(counts.values()) == 80  # 40 requests x 2 destinations
+        # The endpoint (parent) adds up every process: 41 requests x 2 destinations.
+
+        def total() -> float:
+            return sum(
+                s.value for f in scrape(sc.metrics_url) if f.name == "consent_sidecar_decisions"
+                for s in f.samples if s.name == "consent_sidecar_decisions_total"
+            )
+
+        assert poll(lambda: total() == 82)
+        generations = {
+            s.labels["pid"]: s.value for f in scrape(sc.metrics_url) if f.name == "consent_sidecar_policy_generation"
+            for s in f.samples
+        }
+        assert set(generations) == {str(p) for p in (sc.process.pid, *sc.worker_pids)}
+        assert set(generations.values()) == {1.0}
+
+
+def test_workers_reload_together_when_the_file_changes(tmp_path: Path) -> None:
+    with start(tmp_path) as sc:
+        started(sc)
+        assert list(decide_fresh(sc.tcp, GRANT).blocked) == ["braze"]
+        mapping = tmp_path / "mappings.yaml"
+        edited = tmp_path / "mappings.yaml.tmp"
+        edited.write_text(MAPPING.replace("destinations: [google-ads, braze]", "destinations: [google-ads]"))
+        os.replace(edited, mapping)  # braze is now unmapped: allowed
+
+        def all_reloaded() -> bool:
+            answers = [decide_fresh(sc.tcp, GRANT) for _ in range(12)]
+            return all(r.policy.generation == 2 and list(r.blocked) == [] for r in answers)
+
+        poll(all_reloaded)
+        want = compile_index(load_mapping(str(mapping)).mapping).digest
+        r = decide_fresh(sc.unix, GRANT)
+        assert (r.policy.generation, r.policy.digest) == (2, want)
+
+        def worker_generations() -> dict[str, float]:
+            return {
+                s.labels["pid"]: s.value for f in scrape(sc.metrics_url)
+                if f.name == "consent_sidecar_policy_generation" for s in f.samples
+            }
+
+        poll(lambda: set(worker_generations().values()) == {2.0})
+        assert poll(lambda: any(
+            s.value == 1 for f in scrape(sc.metrics_url) if f.name == "consent_sidecar_reloads" for s in f.samples
+            if s.name == "consent_sidecar_reloads_total"
+        ))
+
+
+def test_sigterm_drains_every_worker(tmp_path: Path) -> None:
+    with start(tmp_path) as sc:
+        started(sc)
+        pids = sc.worker_pids
+        channel = grpc.insecure_channel(sc.tcp)
+        stub = decision_pb2_grpc.DecisionServiceStub(channel)
+        requests: list[decision_pb2.DecideRequest] = []
+        cv = threading.Condition()
+
+        def gen() -> Iterator[decision_pb2.DecideRequest]:
+            for i in range(2):
+                with cv:
+                    cv.wait_for(lambda i=i: len(requests) > i, timeout=20)
+                yield requests[i]
+
+        responses = stub.DecideStream(gen(), timeout=30)
+        with cv:
+            requests.append(GRANT)
+            cv.notify_all()
+        assert list(next(responses).allowed) == ["amplitude"]
+        sc.process.send_signal(signal.SIGTERM)
+        time.sleep(0.5)  # the drain has begun: the open stream is still served
+        with cv:
+            requests.append(GRANT)
+            cv.notify_all()
+        assert list(next(responses).allowed) == ["amplitude"]
+        assert list(responses) == []  # the stream ends cleanly
+        channel.close()
+        assert sc.process.wait(20) == 0
+        for pid in pids:
+            assert poll(lambda pid=pid: not _alive(pid), timeout=10)
+        assert sc.wait_line("stopped")
+
+
+def test_a_worker_that_dies_stops_the_sidecar(tmp_path: Path) -> None:
+    with start(tmp_path) as sc:
+        started(sc)
+        os.kill(sc.worker_pids[0], signal.SIGKILL)
+        assert sc.process.wait(30) == 4
+        assert not _alive(sc.worker_pids[1]) or poll(lambda: not _alive(sc.worker_pids[1]), timeout=10)
+
+
+def test_a_taken_port_fails_before_any_worker_starts(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with start(tmp_path, port=port) as sc:
+            assert sc.process.wait(30) == 1
+            errors = [line for line in sc.lines if line.get("event") == "cannot listen"]
+            assert errors and "Address already in use" in errors[0]["error"]
+            assert not any(line.get("event") == "sidecar started" for line in sc.lines)
+
+
+async def test_reserve_tcp_refuses_a_port_served_with_reuseport_and_gives_a_real_port() -> None:
+    import grpc.aio
+
+    held, address = reserve_tcp("127.0.0.1:0")
+    port = int(address.rpartition(":")[2])
+    assert port > 0
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 1)])
+    try:
+        assert server.add_insecure_port(address) == port  # a worker binds beside the reservation
+        await server.start()
+        held.close()
+        with pytest.raises(OSError):
+            reserve_tcp(address)  # another sidecar cannot take it, though the workers use SO_REUSEPORT
+    finally:
+        held.close()
+        await server.stop(None)
+
+
+def test_the_canonical_mapping_round_trips_to_the_same_digest() -> None:
+    other = """\
+version: 1
+settings: {unknown_destinations: deny}
+categories:
+  - {id: C1, name: "Ünïcode name", destinations: [a, b.c-d], enabled: false}
+  - {id: C2, name: Two, destinations: [a], shadow: true}
+  - {id: C3, name: Three, destinations: [z, a]}
+destinations:
+  a: {resolution: any}
+  only-here: {enforce: false}
+"""
+    for mapping in (load_mapping_text(MAPPING), load_mapping_text(other)):
+        again = mapping_from_json_dict(json.loads(json.dumps(mapping.to_json_dict())))
+        assert again.digest() == mapping.digest()
+        assert again == mapping
+
+
+def load_mapping_text(text: str) -> Any:
+    from sidecar.mapping_file import parse_mapping
+
+    return parse_mapping(text, "m.yaml")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with contextlib.suppress(OSError), open(f"/proc/{pid}/stat") as f:
+        return f.read().rpartition(")")[2].split()[0] != "Z"
+    return True
