@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -315,6 +316,9 @@ def test_the_pod_runs_its_sidecar_passes_the_probe_and_hot_reloads_an_applied_ma
             for address in env["CONSENT_SIDECAR_LISTEN"].split(","):
                 assert health(env, address).returncode == 0, address
             assert health(env, env["CONSENT_SIDECAR_ADDRESS"]).returncode == 0
+            metrics_port = next(p["containerPort"] for p in side["ports"] if p["name"] == "metrics")
+            with urllib.request.urlopen(f"http://127.0.0.1:{p.ports[metrics_port]}/metrics", timeout=5) as page:
+                assert "consent_sidecar_policy_info" in page.read().decode()
 
             # The example pipeline container's own script, against the socket.
             pipe = pipeline_container(kube)
