@@ -1,0 +1,277 @@
+"""The mapping's semantic rules (sidecar.model): ids, names, destinations, uniqueness, digest."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import replace
+
+import pytest
+
+from sidecar.errors import Problem
+from sidecar.mapping_file import parse_mapping
+from sidecar.model import (
+    Category,
+    DestinationSettings,
+    Mapping,
+    Resolution,
+    Settings,
+    UnknownDestinations,
+    category_problems,
+    mapping_problems,
+)
+
+
+def cat(
+    id: str = "C0001", name: str = "Strictly Necessary", destinations: tuple[str, ...] = ("snowflake",)
+) -> Category:
+    return Category(id=id, name=name, destinations=destinations)
+
+
+def messages(category: Category) -> list[tuple[str, str]]:
+    return [(p.path, p.message) for p in category_problems(category, "categories[0]")]
+
+
+@pytest.mark.parametrize(
+    "category_id",
+    ["C0001", "c0001", "a", "x" * 34, "C0004-ads_v2", "STRICTLY_NECESSARY", "ñ1", "C:0001"],
+)
+def test_valid_category_ids_pass(category_id: str) -> None:
+    assert messages(cat(id=category_id)) == []
+
+
+@pytest.mark.parametrize(
+    ("category_id", "message"),
+    [
+        ("", "must not be empty"),
+        ("x" * 35, "must be at most 34 characters (got 35)"),
+        ("0001", "must not start with a digit"),
+        ("4C", "must not start with a digit"),
+        ("C 0001", "must not contain whitespace"),
+        ("C0001\t", "must not contain whitespace"),
+        (" C0001", "must not contain whitespace"),
+        ("C\u00a00001", "must not contain whitespace"),
+    ],
+)
+def test_invalid_category_ids_are_named(category_id: str, message: str) -> None:
+    assert messages(cat(id=category_id)) == [("categories[0].id", message)]
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("", "must not be empty"),
+        ("   ", "must not be empty"),
+        ("n" * 257, "must be at most 256 characters"),
+    ],
+)
+def test_invalid_names_are_named(name: str, message: str) -> None:
+    assert messages(cat(name=name)) == [("categories[0].name", message)]
+
+
+@pytest.mark.parametrize("name", ["Targeting Cookies", "n" * 256, "Performance & Analytics: EU", "  padded  "])
+def test_valid_names_pass(name: str) -> None:
+    assert messages(cat(name=name)) == []
+
+
+@pytest.mark.parametrize(
+    ("destinations", "problems"),
+    [
+        ((), [("categories[0].destinations", "must list at least one destination")]),
+        (("",), [("categories[0].destinations[0]", "must not be empty")]),
+        (
+            ("ok", "google-analytics-4/eu"),
+            [("categories[0].destinations[1]", "must not contain '/' (instances are named only in requests)")],
+        ),
+        (("a b",), [("categories[0].destinations[0]", "must not contain whitespace")]),
+        (("é" * 129,), [("categories[0].destinations[0]", "must be at most 256 bytes")]),
+        (
+            ("amplitude", "mixpanel", "amplitude"),
+            [("categories[0].destinations[2]", "duplicate destination 'amplitude'")],
+        ),
+    ],
+)
+def test_invalid_destination_lists_are_named(destinations: tuple[str, ...], problems: list[tuple[str, str]]) -> None:
+    assert messages(cat(destinations=destinations)) == problems
+
+
+def test_destination_ids_may_use_256_bytes_and_any_case() -> None:
+    assert messages(cat(destinations=("d" * 256, "Amplitude", "amplitude"))) == []
+
+
+def test_every_problem_of_a_category_is_reported_at_once() -> None:
+    assert messages(Category(id="1 x", name="", destinations=())) == [
+        ("categories[0].id", "must not start with a digit"),
+        ("categories[0].name", "must not be empty"),
+        ("categories[0].destinations", "must list at least one destination"),
+    ]
+
+
+def test_duplicate_ids_and_names_are_reported_at_the_later_one() -> None:
+    mapping = Mapping(
+        categories=(
+            cat("C0001", "One"),
+            cat("C0002", "Two"),
+            cat("C0001", "Three"),
+            cat("C0004", "Two"),
+        )
+    )
+    assert mapping_problems(mapping) == [
+        Problem("categories[2].id", "duplicate id 'C0001' (first at categories[0])"),
+        Problem("categories[3].name", "duplicate name 'Two' (first at categories[1])"),
+    ]
+
+
+def test_ids_and_names_are_compared_case_sensitively() -> None:
+    mapping = Mapping(categories=(cat("C0001", "Ads"), cat("c0001", "ads")))
+    assert mapping_problems(mapping) == []
+
+
+def test_disabled_and_shadow_categories_obey_the_same_rules() -> None:
+    mapping = Mapping(
+        categories=(
+            replace(cat("C0001", "One"), enabled=False),
+            replace(cat("C0001", "One", ()), shadow=True),
+        )
+    )
+    assert [p.path for p in mapping_problems(mapping)] == [
+        "categories[1].destinations",
+        "categories[1].id",
+        "categories[1].name",
+    ]
+
+
+def test_only_version_1_is_supported() -> None:
+    assert mapping_problems(Mapping(version=2)) == [Problem("version", "unsupported version 2: must be 1")]
+
+
+def test_destination_settings_ids_follow_the_destination_id_rules() -> None:
+    mapping = Mapping(destinations={"aws-s3": DestinationSettings(enforce=False), "ga4/eu": DestinationSettings()})
+    assert mapping_problems(mapping) == [
+        Problem("destinations.ga4/eu", "must not contain '/' (instances are named only in requests)")
+    ]
+
+
+def test_an_empty_mapping_is_valid() -> None:
+    assert mapping_problems(Mapping()) == []
+
+
+def test_known_destinations_include_every_category_and_the_settings_block() -> None:
+    mapping = Mapping(
+        categories=(
+            cat("C0001", "One", ("snowflake",)),
+            replace(cat("C0002", "Two", ("hotjar", "amplitude")), enabled=False),
+            replace(cat("C0003", "Three", ("heap",)), shadow=True),
+        ),
+        destinations={"aws-s3": DestinationSettings(enforce=False)},
+    )
+    assert mapping.known_destinations() == ("amplitude", "aws-s3", "heap", "hotjar", "snowflake")
+    assert mapping.category("C0002") is mapping.categories[1]
+    assert mapping.category("c0002") is None
+
+
+def test_a_mapping_is_immutable_even_its_destinations() -> None:
+    source = {"braze": DestinationSettings(resolution=Resolution.ANY)}
+    mapping = Mapping(destinations=source)
+    source["aws-s3"] = DestinationSettings(enforce=False)
+    assert list(mapping.destinations) == ["braze"]
+    with pytest.raises(TypeError):
+        mapping.destinations["x"] = DestinationSettings()  # type: ignore[index]
+
+
+# -- digest ----------------------------------------------------------------------------------
+
+BASE = """\
+version: 1
+settings:
+  unknown_destinations: allow
+categories:
+  - id: C0002
+    name: Performance Cookies
+    destinations: [amplitude, mixpanel]
+  - id: C0004
+    name: Targeting Cookies
+    destinations: [google-ads, braze]
+destinations:
+  aws-s3: {enforce: false}
+  braze: {resolution: any}
+"""
+
+SAME_MEANING = """\
+# A comment on top, different layout and quoting, defaults spelled out.
+version: 1
+categories:
+- id: "C0002"           # performance
+  enabled: true
+  shadow: false
+  name: 'Performance Cookies'
+  destinations:
+  - amplitude
+  - mixpanel
+
+- {id: C0004, name: Targeting Cookies, destinations: [google-ads, braze]}
+destinations:
+  braze:
+    resolution: any
+    enforce: true
+  aws-s3: {enforce: false, resolution: all}
+settings: {unknown_destinations: allow}
+"""
+
+
+def digest(text: str) -> str:
+    return parse_mapping(text, "m.yaml").digest()
+
+
+def test_digest_ignores_comments_whitespace_quoting_key_order_and_spelled_out_defaults() -> None:
+    assert digest(SAME_MEANING) == digest(BASE)
+    assert parse_mapping(SAME_MEANING, "m.yaml") == parse_mapping(BASE, "m.yaml")
+
+
+def test_digest_ignores_a_missing_settings_block_when_it_would_say_the_default() -> None:
+    assert digest(BASE.replace("settings:\n  unknown_destinations: allow\n", "")) == digest(BASE)
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("unknown_destinations: allow", "unknown_destinations: deny"),
+        ("name: Performance Cookies", "name: Performance"),
+        ("id: C0004", "id: C0005"),
+        ("[amplitude, mixpanel]", "[mixpanel, amplitude]"),
+        ("[amplitude, mixpanel]", "[amplitude]"),
+        ("    name: Targeting Cookies\n", "    name: Targeting Cookies\n    enabled: false\n"),
+        ("    name: Targeting Cookies\n", "    name: Targeting Cookies\n    shadow: true\n"),
+        ("aws-s3: {enforce: false}", "aws-s3: {enforce: true}"),
+        ("braze: {resolution: any}", "braze: {}"),
+        ("  braze: {resolution: any}\n", ""),
+    ],
+)
+def test_digest_changes_with_any_semantic_change(old: str, new: str) -> None:
+    assert old in BASE
+    assert digest(BASE.replace(old, new)) != digest(BASE)
+
+
+def test_digest_depends_on_category_order() -> None:
+    swapped = Mapping(categories=tuple(reversed(parse_mapping(BASE, "m.yaml").categories)))
+    assert swapped.digest() != digest(BASE)
+
+
+def test_digest_is_the_sha256_of_the_canonical_form() -> None:
+    mapping = parse_mapping(BASE, "m.yaml")
+    assert mapping.digest() == hashlib.sha256(mapping.canonical_bytes()).hexdigest()
+    assert len(mapping.digest()) == 64
+
+
+def test_settings_defaults() -> None:
+    assert Settings().unknown_destinations is UnknownDestinations.ALLOW
+    assert DestinationSettings() == DestinationSettings(enforce=True, resolution=Resolution.ALL)
+
+
+def test_category_json_spells_out_defaults() -> None:
+    assert cat().to_json_dict() == {
+        "id": "C0001",
+        "name": "Strictly Necessary",
+        "enabled": True,
+        "shadow": False,
+        "destinations": ["snowflake"],
+    }
