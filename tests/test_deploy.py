@@ -267,7 +267,9 @@ class Pod:
         return ",".join(items)
 
     def env(self, container: Any) -> dict[str, str]:
-        env = {"PATH": f"{BIN}:/usr/bin:/bin", "HOME": str(self.volumes["tmp"]), "LANG": "C.UTF-8"}
+        # As the image's ENV: no bytecode written (here that would be next to the sources, in gen/).
+        env = {"PATH": f"{BIN}:/usr/bin:/bin", "HOME": str(self.volumes["tmp"]), "LANG": "C.UTF-8",
+               "PYTHONDONTWRITEBYTECODE": "1"}
         env.update({k: self.remap(container, v) for k, v in env_of(container).items()})
         return env
 
