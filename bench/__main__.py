@@ -1,4 +1,4 @@
-"""`python -m bench [index] [grpc]`: runs the named parts (default both) and prints one table each.
+"""`python -m bench [index] [grpc] [workers] [scale]`: runs the named parts (default all) and prints a table each.
 
 Pins this process (the in-process benchmark and the gRPC load generator) to core 1 before gRPC
 starts any thread, so the servers, pinned to core 0, never share a core with it.
@@ -29,14 +29,14 @@ def _pin() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
-    parser.add_argument("parts", nargs="*", choices=["index", "grpc", []], metavar="index|grpc",
-                        help="what to run (default: both)")
+    parser.add_argument("parts", nargs="*", choices=["index", "grpc", "workers", "scale", []],
+                        metavar="index|grpc|workers|scale", help="what to run (default: all)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per row (default 3)")
     parser.add_argument("--seconds", type=float, default=None,
                         help="measured seconds per round (default 1.0 in-process, 1.5 gRPC)")
     parser.add_argument("--quick", action="store_true", help="one short round per row: a smoke test")
     args = parser.parse_args(argv)
-    parts = args.parts or ["index", "grpc"]
+    parts = args.parts or ["index", "grpc", "workers", "scale"]
     rounds = 1 if args.quick else args.rounds
 
     pinning = _pin()  # before anything imports grpc
@@ -66,6 +66,31 @@ def main(argv: list[str] | None = None) -> int:
         print(f"(b)-(d) gRPC vs the empty-handler floor, interleaved floor/sidecar x {rounds} rounds of {seconds:g} s; "
               "medians; ratio = sidecar / floor of the same round (throughput: higher is better; latency: lower)")
         print(bench_grpc.format_rows(rows_g), flush=True)
+
+    if "workers" in parts:
+        from bench import bench_grpc as bench_workers
+
+        seconds = 0.5 if args.quick else (args.seconds or 1.5)
+        row = bench_workers.run_workers(
+            workload, seconds=seconds, warmup=0.2 if args.quick else 0.3, rounds=rounds,
+            log=lambda line: print(line, file=sys.stderr, flush=True),
+        )
+        print(f"\n(e) serve --workers 1 vs --workers 2, interleaved x {rounds} rounds of {seconds:g} s; medians; "
+              "ratio = workers=2 / workers=1 of the same round")
+        print(bench_workers.format_workers(row), flush=True)
+
+    if "scale" in parts:
+        from bench import bench_scale
+
+        seconds = 0.3 if args.quick else (args.seconds or 1.0)
+        large = workload_module.build_scale(consent_ids=workload_module.N_CATEGORIES)
+        large_full = workload_module.build_scale()
+        print(f"\nlarge workload: {large_full.describe()}", flush=True)
+        result = bench_scale.run(workload, large, large_full, seconds=seconds, rounds=rounds,
+                                 log=lambda line: print(line, file=sys.stderr, flush=True))
+        print(f"(f) mapping scale, decision rows interleaved x {rounds} rounds of {seconds:g} s; "
+              "ratio = large / small of the same round")
+        print(bench_scale.format_result(result), flush=True)
 
     print(f"\ntotal {time.monotonic() - started:.0f} s")
     return 0

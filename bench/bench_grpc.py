@@ -59,6 +59,21 @@ def process_cpu(pid: int) -> float | None:
 CpuProbe = Callable[[], float | None]
 
 
+def process_tree_cpu(pid: int) -> float | None:
+    """`process_cpu` of a process and its live children (a sidecar and its --workers)."""
+    total = process_cpu(pid)
+    if total is None:
+        return None
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            children = [int(c) for c in f.read().split()]
+    except OSError:
+        children = []
+    for child in children:
+        total += process_cpu(child) or 0.0
+    return total
+
+
 @dataclass(slots=True)
 class GrpcRow:
     name: str
@@ -82,11 +97,11 @@ def _pinned(argv: list[str], cpu: int) -> list[str]:
     return argv
 
 
-def _sidecar_argv(mappings: Path, listen: Sequence[str]) -> list[str]:
+def _sidecar_argv(mappings: Path, listen: Sequence[str], *extra: str) -> list[str]:
     listen_flags = [x for address in listen for x in ("--listen", address)]
     cli = Path(sys.executable).parent / "consent-sidecar"
     if cli.exists():
-        return [str(cli), "serve", "--mappings", str(mappings), *listen_flags, "--log-level", "warning"]
+        return [str(cli), "serve", "--mappings", str(mappings), *listen_flags, "--log-level", "warning", *extra]
     # The console script is missing (not installed yet): run the server module directly.
     code = (
         "import sys; from sidecar.server import run; from sidecar.config import ServeConfig; "
@@ -109,10 +124,12 @@ class Server:
 
 
 @contextlib.contextmanager
-def _start(name: str, argv: list[str], unix: str, tcp: str, workdir: Path) -> Iterator[Server]:
+def _start(name: str, argv: list[str], unix: str, tcp: str, workdir: Path, *, pin: bool = True) -> Iterator[Server]:
     log = workdir / f"{name}.log"
     with log.open("wb") as out:
-        process = subprocess.Popen(_pinned(argv, 0), stdout=out, stderr=subprocess.STDOUT, cwd=os.getcwd())
+        process = subprocess.Popen(
+            _pinned(argv, 0) if pin else argv, stdout=out, stderr=subprocess.STDOUT, cwd=os.getcwd()
+        )
     server = Server(name, process, unix, tcp, log)
     try:
         yield server
@@ -392,4 +409,112 @@ def format_rows(rows: list[GrpcRow]) -> str:
             f"{_fmt(_median([s.cpu_us for s in r.sidecar]), ',.1f'):>8} "
             f"{_fmt(_ratios(r, 'cpu_us'), '.2f'):>6}"
         )
+    return "\n".join(out)
+
+
+# -- workers=1 vs workers=2 ---------------------------------------------------------------------------
+
+WORKER_CONNECTIONS = 8  # the kernel spreads connections (not calls) across SO_REUSEPORT listeners
+WORKER_IN_FLIGHT = 2  # batch calls in flight per connection
+WORKER_BATCH = 500  # entries per call: a light client, so that the servers (not it) are the limit
+
+
+@dataclass(slots=True)
+class WorkersRow:
+    name: str
+    rates: dict[int, list[float]] = field(default_factory=dict)  # workers -> events/s per round
+    cpu: dict[int, list[float]] = field(default_factory=dict)  # workers -> server CPU µs/event per round
+    p50: dict[int, list[float]] = field(default_factory=dict)
+
+
+async def _batch_load(target: str, batches: Sequence[bytes], seconds: float, warmup: float,
+                      cpu: CpuProbe | None) -> Sample:
+    """A cheap batch load generator: pre-encoded DecideBatch bytes, responses left undecoded,
+    WORKER_CONNECTIONS separate connections with WORKER_IN_FLIGHT calls each."""
+    channels = [
+        grpc.aio.insecure_channel(target, options=[*CHANNEL_OPTIONS, ("grpc.use_local_subchannel_pool", 1)])
+        for _ in range(WORKER_CONNECTIONS)
+    ]
+    try:
+        for ch in channels:
+            await ch.channel_ready()
+        calls = [ch.unary_unary("/consent.v1.DecisionService/DecideBatch") for ch in channels]
+
+        def workers(state: _State) -> list[Coroutine[Any, Any, None]]:
+            async def worker(call: Any, i: int) -> None:
+                n = len(batches)
+                k = i
+                lat = state.latencies_ns
+                clock = time.perf_counter_ns
+                while not state.stop:
+                    data = batches[k % n]
+                    k += 7
+                    t0 = clock()
+                    await call(data)
+                    if state.record:
+                        lat.append(clock() - t0)
+                        state.count += 1
+
+            return [worker(call, i) for i, call in enumerate(calls * WORKER_IN_FLIGHT)]
+
+        return await _drive(workers, seconds, warmup, WORKER_BATCH, cpu)
+    finally:
+        for ch in channels:
+            await ch.close()
+
+
+async def _run_workers(workload: Workload, seconds: float, warmup: float, rounds: int,
+                       log: Callable[[str], None]) -> WorkersRow:
+    requests = _requests(workload)
+    batches = [
+        decision_pb2.DecideBatchRequest(requests=requests[i : i + WORKER_BATCH]).SerializeToString()
+        for i in range(0, len(requests) - WORKER_BATCH + 1, WORKER_BATCH)
+    ]
+    row = WorkersRow(f"DecideBatch x{WORKER_BATCH} tcp, {WORKER_CONNECTIONS} conns x {WORKER_IN_FLIGHT}")
+    workdir = Path(tempfile.mkdtemp(prefix="consent-bench-workers-"))
+    try:
+        mappings = workload.write_mapping(workdir)
+        servers = {}
+        with contextlib.ExitStack() as stack:
+            for n in (1, 2):
+                addrs = (f"unix:{workdir}/w{n}.sock", f"127.0.0.1:{_free_port()}")
+                argv = _sidecar_argv(mappings, addrs, "--workers", str(n))
+                servers[n] = stack.enter_context(_start(f"workers-{n}", argv, *addrs, workdir, pin=False))
+            for server in servers.values():
+                await _ready(server)
+            for _ in range(rounds):
+                for n, server in servers.items():
+                    pid = server.process.pid
+                    sample = await _batch_load(server.tcp, batches, seconds, warmup,
+                                               lambda pid=pid: process_tree_cpu(pid))
+                    row.rates.setdefault(n, []).append(sample.rate)
+                    if sample.cpu_us is not None:
+                        row.cpu.setdefault(n, []).append(sample.cpu_us)
+                    if sample.p50_us is not None:
+                        row.p50.setdefault(n, []).append(sample.p50_us)
+                    if server.process.poll() is not None:
+                        raise RuntimeError(server.describe_failure())
+            log("  measured workers=1 vs workers=2")
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return row
+
+
+def run_workers(workload: Workload, *, seconds: float = 1.5, warmup: float = 0.3, rounds: int = 3,
+                log: Callable[[str], None] = print) -> WorkersRow:
+    return asyncio.run(_run_workers(workload, seconds, warmup, rounds, log))
+
+
+def format_workers(row: WorkersRow) -> str:
+    head = (f"{'workers (sidecars unpinned, client core 1)':<44} {'workers=1':>10} {'workers=2':>10} {'ratio':>6}   "
+            f"{'p50 µs w=1':>10} {'w=2':>8}   {'CPU µs/event w=1':>16} {'w=2':>6}")
+    r1, r2 = row.rates.get(1, []), row.rates.get(2, [])
+    ratios = [b / a for a, b in zip(r1, r2, strict=False) if a]
+    out = [head, "-" * len(head)]
+    out.append(
+        f"{row.name + ' (events/s)':<44} {_fmt(_median(list(r1)), ',.0f'):>10} {_fmt(_median(list(r2)), ',.0f'):>10} "
+        f"{_fmt(_median(list(ratios)), '.2f'):>6}   "
+        f"{_fmt(_median(list(row.p50.get(1, []))), ',.0f'):>10} {_fmt(_median(list(row.p50.get(2, []))), ',.0f'):>8}   "
+        f"{_fmt(_median(list(row.cpu.get(1, []))), '.1f'):>16} {_fmt(_median(list(row.cpu.get(2, []))), '.1f'):>6}"
+    )
     return "\n".join(out)

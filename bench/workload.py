@@ -17,7 +17,7 @@ from pathlib import Path
 
 from sidecar.model import Category, DestinationSettings, Mapping, Resolution, Settings, mapping_problems
 
-__all__ = ["SEED", "Event", "Workload", "build"]
+__all__ = ["SEED", "Event", "Workload", "build", "build_scale"]
 
 SEED = 20_240_917
 N_CATEGORIES = 12
@@ -180,6 +180,69 @@ def build(n_events: int = N_EVENTS, seed: int = SEED) -> Workload:
     events = []
     for n in range(n_events):
         preferences = _preferences(rng)
+        events.append(Event(preferences, rng.choice(sources), _segment_event(rng, n, preferences)))
+    return Workload(mapping, tuple(events))
+
+
+def _scale_mapping(rng: random.Random, n_categories: int, n_destinations: int) -> Mapping:
+    """The shape of the 12 x 200 mapping at any size: 1% exempt, 1% settings-only, 13% `any`, the
+    rest mapped to 1-3 categories; the last category disabled, the one before it in shadow."""
+    ids = [f"C{i:04d}" for i in range(1, n_categories + 1)]
+    width = len(str(n_destinations - 1))
+    destinations = [f"dest-{i:0{width}d}" for i in range(n_destinations)]
+    n1 = max(1, n_destinations // 100)
+    exempt, settings_only, mapped = destinations[:n1], destinations[n1 : 2 * n1], destinations[2 * n1 :]
+    members: dict[str, list[str]] = {cid: [] for cid in ids}
+    ordinary = ids[1:-2]
+    for d in mapped:
+        if rng.random() < 0.08:
+            members[ids[0]].append(d)
+        for cid in rng.sample(ordinary, k=rng.choice((1, 1, 1, 2, 2, 3))):
+            members[cid].append(d)
+    members[ids[-2]] = rng.sample(mapped, max(1, len(mapped) // 6))  # shadow
+    members[ids[-1]] = rng.sample(mapped, max(1, len(mapped) // 9))  # disabled
+    for cid in ids:
+        if not members[cid]:
+            members[cid].append(rng.choice(mapped))
+    categories = tuple(
+        Category(cid, f"Category {cid}", tuple(members[cid]), enabled=cid != ids[-1], shadow=cid == ids[-2])
+        for cid in ids
+    )
+    settings: dict[str, DestinationSettings] = {d: DestinationSettings(enforce=False) for d in exempt}
+    settings.update({d: DestinationSettings() for d in settings_only})
+    for d in rng.sample(mapped, len(mapped) * 27 // 180):
+        settings[d] = DestinationSettings(resolution=Resolution.ANY)
+    mapping = Mapping(categories, settings, Settings())
+    problems = mapping_problems(mapping)
+    assert not problems, problems[:3]
+    return mapping
+
+
+def build_scale(
+    n_categories: int = 100, n_destinations: int = 10_000, n_events: int = N_EVENTS, seed: int = SEED,
+    consent_ids: int | None = None,
+) -> Workload:
+    """A mapping of `n_categories` x `n_destinations` with the same traffic shape as `build()`:
+    50 sources of 20 destinations, the same consent mix over the mapping's categories (or only
+    over its first `consent_ids` categories: consent objects the size of the small workload's)."""
+    rng = random.Random(seed)
+    mapping = _scale_mapping(rng, n_categories, n_destinations)
+    sources = _sources(rng, mapping)
+    ids = [c.id for c in mapping.categories][:consent_ids]
+    events = []
+    for n in range(n_events):
+        r = rng.random()
+        preferences: dict[str, bool] | None
+        if r < NO_CONSENT_SHARE:
+            preferences = None
+        else:
+            r = rng.random()
+            if r < GRANT_ALL_SHARE:
+                preferences = dict.fromkeys(ids, True)
+            elif r < GRANT_ALL_SHARE + NECESSARY_ONLY_SHARE:
+                preferences = {cid: cid == ids[0] for cid in ids}
+            else:
+                preferences = {cid: cid == ids[0] or rng.random() < 0.5 for cid in ids}
         events.append(Event(preferences, rng.choice(sources), _segment_event(rng, n, preferences)))
     return Workload(mapping, tuple(events))
 
