@@ -311,3 +311,76 @@ def test_metrics_address_must_be_host_and_port() -> None:
             serve_metrics(bad, CollectorRegistry())
 
 
+
+
+# -- through `serve` --------------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_serve_exposes_metrics_on_metrics_listen_and_counts_reloads_and_audit(tmp_path: Path) -> None:
+    import asyncio
+    import io
+    import os
+
+    from sidecar.config import ServeConfig
+    from sidecar.server import serve
+
+    mapping = tmp_path / "mappings.yaml"
+    mapping.write_text(MAPPING)
+    port = _free_port()
+    metrics_addr = f"127.0.0.1:{_free_port()}"
+    config = ServeConfig(
+        mappings=str(mapping), listen=(f"127.0.0.1:{port}",), metrics_listen=metrics_addr,
+        audit_db=str(tmp_path / "audit.db"), grace_period=1.0,
+    )
+    ready, stop = asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(serve(config, ready=ready, stop=stop, stderr=io.StringIO()))
+    try:
+        await asyncio.wait_for(ready.wait(), 20)
+        url = f"http://{metrics_addr}/metrics"
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            call = channel.unary_unary(
+                "/consent.v1.DecisionService/Decide",
+                request_serializer=Req.SerializeToString,
+                response_deserializer=decision_pb2.DecideResponse.FromString,
+            )
+            for _ in range(3):
+                await call(Req(consent=consent(C0002=True), destinations=DESTS), timeout=5)
+            edited = tmp_path / "edited.yaml"
+            edited.write_text(MAPPING.replace("[google-ads, braze]", "[google-ads]"))
+            os.replace(edited, mapping)
+            for _ in range(200):  # bounded: the watcher reloads within a second or two
+                r = await call(Req(destinations=["braze"]), timeout=5)
+                if r.policy.generation == 2:
+                    break
+                await asyncio.sleep(0.05)
+            assert r.policy.generation == 2
+
+        async def scraped() -> Samples:
+            return await asyncio.to_thread(scrape, url)
+
+        for _ in range(100):  # the recorder flushes once a second
+            s = await scraped()
+            if value(s, "consent_sidecar_reloads_total") == 1 and value(
+                s, "consent_sidecar_decisions_total", outcome="allowed", reason="granted"
+            ) == 3:
+                break
+            await asyncio.sleep(0.1)
+        assert value(s, "consent_sidecar_decisions_total", outcome="allowed", reason="granted") == 3
+        assert value(s, "consent_sidecar_decisions_total", outcome="blocked", reason="denied") == 6
+        assert value(s, "consent_sidecar_reloads_total") == 1
+        assert value(s, "consent_sidecar_failed_reloads_total") == 0
+        assert value(s, "consent_sidecar_policy_generation") == 2
+        # the start event, then the change events and POLICY_RELOADED of the reload
+        assert value(s, "consent_sidecar_audit_events_total") >= 3
+        assert value(s, "consent_sidecar_rpc_duration_seconds_count", method="Decide") >= 4
+    finally:
+        stop.set()
+        assert await asyncio.wait_for(task, 20) == 0
