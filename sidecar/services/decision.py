@@ -103,10 +103,15 @@ def split_batch(data: bytes) -> list[bytes] | None:
             if data[i] != _ENTRY_TAG:
                 return None
             length = data[i + 1]
-            i += 2
-            if length & 0x80:
-                length &= 0x7F
-                shift = 7
+            if length < 0x80:  # entries under 128 bytes: a one-byte length
+                i += 2
+            elif (b2 := data[i + 2]) < 0x80:  # under 16 KiB: two bytes, the common case
+                length = (length & 0x7F) | (b2 << 7)
+                i += 3
+            else:
+                length = (length & 0x7F) | ((b2 & 0x7F) << 7)
+                i += 3
+                shift = 14
                 while True:
                     b = data[i]
                     i += 1
