@@ -102,7 +102,9 @@ def reserve_tcp(target: str) -> tuple[socket.socket, str]:
 
     The check binds without SO_REUSEPORT (so a port held by anyone, reuseport or not, is refused
     with the OS's reason); the reservation then binds with it and never listens, so it receives
-    no connections. Port 0 becomes a real port. Raises OSError.
+    no connections. Port 0 becomes a real port. Raises OSError. Once the workers listen, another
+    sidecar's check fails; two sidecars started on one port within the same second (before
+    either's workers listen) could both pass it: the reservation alone is not a listener.
     """
     host, port = _host_port(target)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
