@@ -23,7 +23,8 @@ RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels . \
 FROM python:3.11-slim AS runtime
 
 # A fixed numeric uid/gid: Kubernetes' runAsNonRoot can verify it, volumes can be owned by it.
-# Writable at run time: only the audit database's directory (a volume) and the socket directory.
+# Writable at run time: only the audit database's directory (a volume) and the socket directory
+# (plus /tmp with --workers > 1 and metrics: mount a tmpfs there).
 RUN groupadd --system --gid 10001 sidecar \
  && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
       --shell /usr/sbin/nologin sidecar \
