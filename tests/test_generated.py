@@ -20,10 +20,19 @@ def _load_generator():  # type: ignore[no-untyped-def]
     return module
 
 
+def _generated_files(root: Path) -> list[Path]:
+    """Generated sources only: byte-code caches next to them are not part of the comparison."""
+    return sorted(
+        p.relative_to(root)
+        for p in root.rglob("*_pb2*")
+        if p.suffix in (".py", ".pyi") and "__pycache__" not in p.parts
+    )
+
+
 def test_generated_code_is_not_stale(tmp_path: Path) -> None:
     _load_generator().generate(tmp_path)
-    fresh = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*_pb2*.py*"))
-    committed = sorted(p.relative_to(ROOT / "gen") for p in (ROOT / "gen").rglob("*_pb2*.py*"))
+    fresh = _generated_files(tmp_path)
+    committed = _generated_files(ROOT / "gen")
     assert fresh == committed, "generated file set differs: run `make proto`"
     stale = [str(p) for p in fresh if not filecmp.cmp(tmp_path / p, ROOT / "gen" / p, shallow=False)]
     assert not stale, f"stale generated code {stale}: run `make proto` and commit gen/"
