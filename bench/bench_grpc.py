@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import shutil
 import socket
@@ -97,6 +98,14 @@ def _pinned(argv: list[str], cpu: int) -> list[str]:
     return argv
 
 
+def _unpinned(argv: list[str]) -> list[str]:
+    """Every core: this process is pinned to core 1 and children would inherit that."""
+    n = os.cpu_count() or 1
+    if shutil.which("taskset") and n > 1:
+        return ["taskset", "-c", f"0-{n - 1}", *argv]
+    return argv
+
+
 def _sidecar_argv(mappings: Path, listen: Sequence[str], *extra: str) -> list[str]:
     listen_flags = [x for address in listen for x in ("--listen", address)]
     cli = Path(sys.executable).parent / "consent-sidecar"
@@ -128,7 +137,7 @@ def _start(name: str, argv: list[str], unix: str, tcp: str, workdir: Path, *, pi
     log = workdir / f"{name}.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            _pinned(argv, 0) if pin else argv, stdout=out, stderr=subprocess.STDOUT, cwd=os.getcwd()
+            _pinned(argv, 0) if pin else _unpinned(argv), stdout=out, stderr=subprocess.STDOUT, cwd=os.getcwd()
         )
     server = Server(name, process, unix, tcp, log)
     try:
@@ -424,52 +433,49 @@ class WorkersRow:
     name: str
     rates: dict[int, list[float]] = field(default_factory=dict)  # workers -> events/s per round
     cpu: dict[int, list[float]] = field(default_factory=dict)  # workers -> server CPU µs/event per round
+    cores: dict[int, list[float]] = field(default_factory=dict)  # workers -> server cores busy per round
     p50: dict[int, list[float]] = field(default_factory=dict)
+    split: list[float] = field(default_factory=list)  # workers=2: each process's cores, last round
 
 
-async def _batch_load(target: str, batches: Sequence[bytes], seconds: float, warmup: float,
-                      cpu: CpuProbe | None) -> Sample:
-    """A cheap batch load generator: pre-encoded DecideBatch bytes, responses left undecoded,
-    WORKER_CONNECTIONS separate connections with WORKER_IN_FLIGHT calls each."""
-    channels = [
-        grpc.aio.insecure_channel(target, options=[*CHANNEL_OPTIONS, ("grpc.use_local_subchannel_pool", 1)])
-        for _ in range(WORKER_CONNECTIONS)
-    ]
+def _children(pid: int) -> list[int]:
     try:
-        for ch in channels:
-            await ch.channel_ready()
-        calls = [ch.unary_unary("/consent.v1.DecisionService/DecideBatch") for ch in channels]
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(c) for c in f.read().split()]
+    except OSError:
+        return []
 
-        def workers(state: _State) -> list[Coroutine[Any, Any, None]]:
-            async def worker(call: Any, i: int) -> None:
-                n = len(batches)
-                k = i
-                lat = state.latencies_ns
-                clock = time.perf_counter_ns
-                while not state.stop:
-                    data = batches[k % n]
-                    k += 7
-                    t0 = clock()
-                    await call(data)
-                    if state.record:
-                        lat.append(clock() - t0)
-                        state.count += 1
 
-            return [worker(call, i) for i, call in enumerate(calls * WORKER_IN_FLIGHT)]
+async def _loadgen(target: str, seconds: float, warmup: float, pids: list[int]) -> tuple[dict[str, float],
+                                                                                        dict[int, float]]:
+    """Runs bench.loadgen in its own (unpinned) process; returns its result and each pid's cores busy."""
+    argv = [sys.executable, "-m", "bench.loadgen", target, "--batch", str(WORKER_BATCH),
+            "--connections", str(WORKER_CONNECTIONS), "--in-flight", str(WORKER_IN_FLIGHT),
+            "--seconds", str(seconds), "--warmup", str(warmup)]
+    proc = await asyncio.create_subprocess_exec(*_unpinned(argv), stdout=asyncio.subprocess.PIPE, cwd=os.getcwd())
+    samples: list[tuple[float, dict[int, float | None]]] = []
+    reading = asyncio.ensure_future(proc.communicate())
+    while not reading.done():
+        samples.append((time.time(), {pid: process_cpu(pid) for pid in pids}))
+        await asyncio.wait([reading], timeout=0.05)
+    out, _ = await reading
+    if proc.returncode != 0:
+        raise RuntimeError(f"bench.loadgen exited with {proc.returncode}")
+    result: dict[str, float] = json.loads(out)
 
-        return await _drive(workers, seconds, warmup, WORKER_BATCH, cpu)
-    finally:
-        for ch in channels:
-            await ch.close()
+    def at(t: float) -> tuple[float, dict[int, float | None]]:
+        return min(samples, key=lambda s: abs(s[0] - t))
+
+    (t0, c0), (t1, c1) = at(result["start"]), at(result["end"])
+    cores = {
+        pid: ((c1[pid] or 0.0) - (c0[pid] or 0.0)) / (t1 - t0) if t1 > t0 else 0.0
+        for pid in pids
+    }
+    return result, cores
 
 
 async def _run_workers(workload: Workload, seconds: float, warmup: float, rounds: int,
                        log: Callable[[str], None]) -> WorkersRow:
-    requests = _requests(workload)
-    batches = [
-        decision_pb2.DecideBatchRequest(requests=requests[i : i + WORKER_BATCH]).SerializeToString()
-        for i in range(0, len(requests) - WORKER_BATCH + 1, WORKER_BATCH)
-    ]
     row = WorkersRow(f"DecideBatch x{WORKER_BATCH} tcp, {WORKER_CONNECTIONS} conns x {WORKER_IN_FLIGHT}")
     workdir = Path(tempfile.mkdtemp(prefix="consent-bench-workers-"))
     try:
@@ -484,14 +490,16 @@ async def _run_workers(workload: Workload, seconds: float, warmup: float, rounds
                 await _ready(server)
             for _ in range(rounds):
                 for n, server in servers.items():
-                    pid = server.process.pid
-                    sample = await _batch_load(server.tcp, batches, seconds, warmup,
-                                               lambda pid=pid: process_tree_cpu(pid))
-                    row.rates.setdefault(n, []).append(sample.rate)
-                    if sample.cpu_us is not None:
-                        row.cpu.setdefault(n, []).append(sample.cpu_us)
-                    if sample.p50_us is not None:
-                        row.p50.setdefault(n, []).append(sample.p50_us)
+                    pids = [server.process.pid, *_children(server.process.pid)]
+                    result, cores = await _loadgen(server.tcp, seconds, warmup, pids)
+                    rate = result["rate"]
+                    busy = sum(cores.values())
+                    row.rates.setdefault(n, []).append(rate)
+                    row.cores.setdefault(n, []).append(busy)
+                    row.cpu.setdefault(n, []).append(busy * 1e6 / rate if rate else 0.0)
+                    row.p50.setdefault(n, []).append(result["p50_us"])
+                    if n == 2:
+                        row.split = [cores[p] for p in pids]
                     if server.process.poll() is not None:
                         raise RuntimeError(server.describe_failure())
             log("  measured workers=1 vs workers=2")
@@ -506,15 +514,28 @@ def run_workers(workload: Workload, *, seconds: float = 1.5, warmup: float = 0.3
 
 
 def format_workers(row: WorkersRow) -> str:
-    head = (f"{'workers (sidecars unpinned, client core 1)':<44} {'workers=1':>10} {'workers=2':>10} {'ratio':>6}   "
-            f"{'p50 µs w=1':>10} {'w=2':>8}   {'CPU µs/event w=1':>16} {'w=2':>6}")
+    head = (f"{'workers (all unpinned; load generator in its own process)':<58} {'workers=1':>10} {'workers=2':>10} "
+            f"{'ratio':>6}   {'p50 µs w=1':>10} {'w=2':>8}   {'server cores w=1':>16} {'w=2':>5}   "
+            f"{'CPU µs/event w=1':>16} {'w=2':>5}")
     r1, r2 = row.rates.get(1, []), row.rates.get(2, [])
     ratios = [b / a for a, b in zip(r1, r2, strict=False) if a]
     out = [head, "-" * len(head)]
+
+    def med(xs: list[float]) -> float | None:
+        return _median(list(xs))
+
     out.append(
-        f"{row.name + ' (events/s)':<44} {_fmt(_median(list(r1)), ',.0f'):>10} {_fmt(_median(list(r2)), ',.0f'):>10} "
-        f"{_fmt(_median(list(ratios)), '.2f'):>6}   "
-        f"{_fmt(_median(list(row.p50.get(1, []))), ',.0f'):>10} {_fmt(_median(list(row.p50.get(2, []))), ',.0f'):>8}   "
-        f"{_fmt(_median(list(row.cpu.get(1, []))), '.1f'):>16} {_fmt(_median(list(row.cpu.get(2, []))), '.1f'):>6}"
+        f"{row.name + ' (events/s)':<58} {_fmt(med(r1), ',.0f'):>10} {_fmt(med(r2), ',.0f'):>10} "
+        f"{_fmt(med(ratios), '.2f'):>6}   "
+        f"{_fmt(med(row.p50.get(1, [])), ',.0f'):>10} {_fmt(med(row.p50.get(2, [])), ',.0f'):>8}   "
+        f"{_fmt(med(row.cores.get(1, [])), '.2f'):>16} {_fmt(med(row.cores.get(2, [])), '.2f'):>5}   "
+        f"{_fmt(med(row.cpu.get(1, [])), '.1f'):>16} {_fmt(med(row.cpu.get(2, [])), '.1f'):>5}"
     )
+    if row.split:
+        parts = ", ".join(f"{c:.2f}" for c in row.split)
+        out.append(f"workers=2, cores busy per process (parent, workers...): {parts}")
+    cpus = os.cpu_count() or 1
+    if cpus < 3:
+        out.append(f"note: {cpus} cores here; the load generator needs about as much CPU per event as the sidecar, "
+                   "so two workers plus it need 3+ cores to show their gain")
     return "\n".join(out)
