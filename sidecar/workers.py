@@ -7,8 +7,9 @@ with SO_REUSEPORT, so the kernel spreads connections across them.
 
 Policy: the parent pushes every snapshot it publishes — the canonical mapping of the audited
 policy — to every worker in order over the worker's stdin; the worker compiles it in its own
-PolicyStore (its own hot reload, off its event loop) and reports `(generation, digest)` on
-stdout. Because every worker applies the same publishes in the same order, its generation
+PolicyStore (its own hot reload, off its event loop) and reports `(generation, digest)` on a
+control pipe of its own (its stdout and stderr are the parent's: logs and `--decision-log -`
+lines go where the parent's go). Because every worker applies the same publishes in the same order, its generation
 equals the parent's: clients spread across workers never see the generation go backwards, and
 no worker ever reads a half-written mapping file. A worker whose stdin closes (the parent died)
 drains and exits.
@@ -134,6 +135,7 @@ def reserve_tcp(target: str) -> tuple[socket.socket, str]:
 class _Worker:
     number: int
     process: asyncio.subprocess.Process
+    control: asyncio.StreamReader
     generation: int = 0
     digest: str = ""
     ready: asyncio.Event = field(default_factory=asyncio.Event)
@@ -181,12 +183,17 @@ class WorkerPool:
         if self.config.metrics_listen is None:
             env.pop(MULTIPROC_ENV, None)  # no endpoint: workers build no metrics
         for number in range(self.n):
+            read_fd, write_fd = os.pipe()
             spec = _worker_spec(self.config, number, self.addresses, snap, decision_processes)
-            process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "sidecar.workers", json.dumps(spec),
-                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=env,
-            )
-            w = _Worker(number, process)
+            spec["control_fd"] = write_fd
+            try:
+                process = await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "sidecar.workers", json.dumps(spec),
+                    stdin=asyncio.subprocess.PIPE, env=env, pass_fds=(write_fd,),
+                )
+            finally:
+                os.close(write_fd)  # the worker holds the write end: EOF here when it exits
+            w = _Worker(number, process, await _pipe_reader(read_fd))
             w.reader = asyncio.create_task(self._read(w))
             self.workers.append(w)
         self.store.add_listener(self._push)
@@ -219,10 +226,8 @@ class WorkerPool:
                 stdin.write(message)
 
     async def _read(self, w: _Worker) -> None:
-        stdout = w.process.stdout
-        assert stdout is not None
         while True:
-            line = await stdout.readline()
+            line = await w.control.readline()
             if not line:
                 break
             try:
@@ -289,6 +294,14 @@ class WorkerPool:
         self._held.clear()
 
 
+async def _pipe_reader(fd: int) -> asyncio.StreamReader:
+    """An asyncio stream over the read end of a pipe (taking ownership of `fd`)."""
+    reader = asyncio.StreamReader()
+    protocol = asyncio.StreamReaderProtocol(reader)
+    await asyncio.get_running_loop().connect_read_pipe(lambda: protocol, os.fdopen(fd, "rb"))
+    return reader
+
+
 def _worker_spec(
     config: ServeConfig, number: int, addresses: Sequence[str], snap: Snapshot, decision_processes: int
 ) -> dict[str, Any]:
@@ -314,8 +327,11 @@ def _worker_spec(
 # -- the worker's side ---------------------------------------------------------------------------------------
 
 
+_control_fd = 1  # set from the spec: the pipe the parent reads this worker's reports from
+
+
 def _send(message: dict[str, Any]) -> None:
-    os.write(1, json.dumps(message, separators=(",", ":")).encode() + b"\n")
+    os.write(_control_fd, json.dumps(message, separators=(",", ":")).encode() + b"\n")
 
 
 async def _serve_worker(spec: dict[str, Any]) -> int:
@@ -417,8 +433,10 @@ async def _follow_parent(store: PolicyStore, stop: asyncio.Event) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m sidecar.workers SPEC_JSON`: one worker, started by WorkerPool (not for direct use)."""
+    global _control_fd
     args = sys.argv[1:] if argv is None else argv
     spec = json.loads(args[0])
+    _control_fd = int(spec.get("control_fd", 1))
     logs.configure(spec["log_level"], spec["log_format"])
     structlog.contextvars.bind_contextvars(worker=spec["worker"])
     try:

@@ -109,7 +109,9 @@ class Sidecar:
 
 
 @contextlib.contextmanager
-def start(tmp_path: Path, *extra: str, workers: int = 2, port: int = 0) -> Iterator[Sidecar]:
+def start(
+    tmp_path: Path, *extra: str, workers: int = 2, port: int = 0, stdout: Path | None = None
+) -> Iterator[Sidecar]:
     mapping = tmp_path / "mappings.yaml"
     if not mapping.exists():
         mapping.write_text(MAPPING)
@@ -123,7 +125,10 @@ def start(tmp_path: Path, *extra: str, workers: int = 2, port: int = 0) -> Itera
         "--metrics-listen", metrics, "--audit-db", str(tmp_path / "audit.db"),
         "--log-format", "json", "--grace-period", "5", *extra,
     ]
-    process = subprocess.Popen(argv, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env, cwd=ROOT)
+    out = stdout.open("wb") if stdout is not None else subprocess.DEVNULL
+    process = subprocess.Popen(argv, stderr=subprocess.PIPE, stdout=out, text=True, env=env, cwd=ROOT)
+    if stdout is not None:
+        out.close()  # type: ignore[union-attr]
     sidecar = Sidecar(process, prom, metrics, unix)
     try:
         yield sidecar
@@ -351,3 +356,16 @@ def _alive(pid: int) -> bool:
     with contextlib.suppress(OSError), open(f"/proc/{pid}/stat") as f:
         return f.read().rpartition(")")[2].split()[0] != "Z"
     return True
+
+
+def test_workers_write_decision_logs_to_the_parents_stdout(tmp_path: Path) -> None:
+    out = tmp_path / "stdout.jsonl"
+    with start(tmp_path, "--decision-log", "-", "--decision-log-rate", "0", stdout=out) as sc:
+        started(sc)
+        for i in range(30):
+            decide_fresh(sc.tcp, Req(destinations=[f"x-{i}", "amplitude"]))
+        sc.process.send_signal(signal.SIGTERM)
+        assert sc.process.wait(20) == 0
+    lines = [json.loads(line) for line in out.read_text().splitlines()]  # every line whole JSON
+    assert sorted(line["allowed"][0] for line in lines) == sorted(f"x-{i}" for i in range(30))
+    assert {line["rpc"] for line in lines} == {"Decide"}
