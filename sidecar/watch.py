@@ -22,14 +22,15 @@ from watchfiles import Change, awatch
 from sidecar.policy import Candidate, ReloadResult
 from sidecar.writer import PolicyWriter
 
-__all__ = ["MappingWatcher"]
+__all__ = ["DirectoryWatch", "MappingWatcher", "stat_key"]
 
 log = structlog.get_logger("sidecar.watch")
 
 _StatKey = tuple[int, int, int] | None
 
 
-def _stat_key(path: str) -> _StatKey:
+def stat_key(path: str) -> _StatKey:
+    """(inode, size, mtime_ns) of the file behind `path`, or None when it cannot be stat'ed."""
     try:
         st = os.stat(path)  # follows symlinks: a ..data swap changes the target's identity
     except OSError:
@@ -37,28 +38,27 @@ def _stat_key(path: str) -> _StatKey:
     return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
-class MappingWatcher:
-    """Reloads through `writer` whenever the mapping file changes, or on `request_reload()` (SIGHUP).
+class DirectoryWatch:
+    """The plumbing every hot-reloaded file shares: watch its directory, coalesce events, settle.
 
-    Tunables are in milliseconds: `debounce_ms`/`step_ms` group filesystem events, `settle_ms`
-    is how long the file must stay unchanged before it is read, `retry_ms` how long a file
-    that fails to load while still changing is given before the failure counts.
+    Subclasses implement `reload_settled()`. Watching the directory (recursive=False) and
+    filtering on the file's name plus Kubernetes' `..`-prefixed atomic-writer entries sees every
+    way a file is replaced, while other files there (the audit database) never wake it.
+    Tunables are in milliseconds.
     """
 
     def __init__(
         self,
-        writer: PolicyWriter,
         path: str,
         *,
-        debounce_ms: int = 200,
-        step_ms: int = 20,
-        settle_ms: int = 20,
-        retry_ms: int = 150,
-        max_retries: int = 5,
-        force_polling: bool | None = None,
-        on_result: Callable[[ReloadResult], None] | None = None,
+        debounce_ms: int,
+        step_ms: int,
+        settle_ms: int,
+        retry_ms: int,
+        max_retries: int,
+        force_polling: bool | None,
+        what: str,
     ) -> None:
-        self._writer = writer
         self._path = path
         p = Path(path)
         self._dir = str(p.parent.resolve() if str(p.parent) else Path.cwd())
@@ -69,9 +69,9 @@ class MappingWatcher:
         self._retry = retry_ms / 1000
         self._max_retries = max_retries
         self._force_polling = force_polling
-        self._on_result = on_result
+        self._what = what  # for log lines: "mapping", "principals"
         self._dirty = asyncio.Event()
-        self._unwatched = _stat_key(path)  # the file as it was before the watch was armed
+        self._unwatched = stat_key(path)  # the file as it was before the watch was armed
         self.watching = asyncio.Event()  # set once the directory watch is armed (tests wait on it)
 
     def request_reload(self) -> None:
@@ -80,13 +80,12 @@ class MappingWatcher:
 
     def _relevant(self, change: Change, path: str) -> bool:
         # The file itself, or Kubernetes' atomic-writer entries (..data, ..data_tmp, ..2024_...).
-        # Everything else in the directory (the audit database, editor swap files) is noise.
         name = os.path.basename(path)
         return name == self._name or name.startswith("..")
 
     async def run(self, stop: asyncio.Event) -> None:
         """Watches and reloads until `stop` is set."""
-        tasks = [asyncio.create_task(self._watch(stop)), asyncio.create_task(self._reload_loop(stop))]
+        tasks = [asyncio.create_task(self._watch(stop)), asyncio.create_task(self._reload_loop())]
         try:
             await stop.wait()
         finally:
@@ -107,34 +106,72 @@ class MappingWatcher:
                 async for changes in watcher:
                     if not self.watching.is_set():
                         self.watching.set()
-                        if _stat_key(self._path) != self._unwatched:
+                        if stat_key(self._path) != self._unwatched:
                             self._dirty.set()  # changed between the caller's load and the watch: catch up
                     if changes:
                         self._dirty.set()
             except (FileNotFoundError, RuntimeError) as e:
                 # The directory itself vanished (rare; e.g. a volume remount): keep serving, retry.
-                log.warning("watch failed, retrying", error=str(e), directory=self._dir)
+                log.warning("watch failed, retrying", file=self._what, error=str(e), directory=self._dir)
                 await asyncio.sleep(1.0)
 
-    async def _reload_loop(self, stop: asyncio.Event) -> None:
+    async def _reload_loop(self) -> None:
+        while True:
+            await self._dirty.wait()
+            self._dirty.clear()
+            await self.reload_settled()
+
+    async def reload_settled(self) -> object:
+        raise NotImplementedError
+
+    async def _wait_settled(self, interval: float) -> _StatKey:
+        """Waits (bounded: 50 intervals) until the file's identity, size and mtime stop moving for
+        `interval` seconds; returns the last stat."""
+        key = stat_key(self._path)
+        for _ in range(50):
+            await asyncio.sleep(interval)
+            again = stat_key(self._path)
+            if again == key:
+                return key
+            key = again
+        return key
+
+
+class MappingWatcher(DirectoryWatch):
+    """Reloads through `writer` whenever the mapping file changes, or on `request_reload()` (SIGHUP).
+
+    Tunables are in milliseconds: `debounce_ms`/`step_ms` group filesystem events, `settle_ms`
+    is how long the file must stay unchanged before it is read, `retry_ms` how long a file
+    that fails to load while still changing is given before the failure counts.
+    """
+
+    def __init__(
+        self,
+        writer: PolicyWriter,
+        path: str,
+        *,
+        debounce_ms: int = 200,
+        step_ms: int = 20,
+        settle_ms: int = 20,
+        retry_ms: int = 150,
+        max_retries: int = 5,
+        force_polling: bool | None = None,
+        on_result: Callable[[ReloadResult], None] | None = None,
+    ) -> None:
+        super().__init__(
+            path, debounce_ms=debounce_ms, step_ms=step_ms, settle_ms=settle_ms, retry_ms=retry_ms,
+            max_retries=max_retries, force_polling=force_polling, what="mapping",
+        )
+        self._writer = writer
+        self._on_result = on_result
+
+    async def _reload_loop(self) -> None:
         while True:
             await self._dirty.wait()
             self._dirty.clear()
             result = await self.reload_settled()
             if self._on_result is not None:
                 self._on_result(result)
-
-    async def _wait_settled(self, interval: float) -> _StatKey:
-        """Waits (bounded: 50 intervals) until the file's identity, size and mtime stop moving for
-        `interval` seconds; returns the last stat."""
-        key = _stat_key(self._path)
-        for _ in range(50):
-            await asyncio.sleep(interval)
-            again = _stat_key(self._path)
-            if again == key:
-                return key
-            key = again
-        return key
 
     async def reload_settled(self) -> ReloadResult:
         """One reload of a settled file; a load that fails while the file is still changing is retried.
@@ -155,7 +192,7 @@ class MappingWatcher:
 
             def accept(candidate: Candidate, before: _StatKey = before, final: bool = final) -> bool:
                 nonlocal torn
-                if _stat_key(self._path) != before:
+                if stat_key(self._path) != before:
                     torn = True  # written to while we read it: whatever we read may be torn
                     return False
                 return candidate.index is not None or final
@@ -167,9 +204,9 @@ class MappingWatcher:
                 torn_reads += 1
                 continue
             attempt += 1
-            after = _stat_key(self._path)
+            after = stat_key(self._path)
             await asyncio.sleep(self._retry)
-            if _stat_key(self._path) != after or self._dirty.is_set():
+            if stat_key(self._path) != after or self._dirty.is_set():
                 self._dirty.clear()
                 continue  # it was mid-write: the finished file decides
             attempt = self._max_retries  # unchanged and still failing: the next load counts

@@ -15,14 +15,11 @@ principals serving. Never logs or stores a token; only sha256 hashes are held (s
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
 from pathlib import Path
 from typing import Any
 
 import grpc
 import grpc.aio
-from watchfiles import Change, awatch
 
 from sidecar import logs
 from sidecar.audit import AuditLog, NewEvent
@@ -31,24 +28,15 @@ from sidecar.config import ServeConfig
 from sidecar.diff import AuditAction
 from sidecar.errors import MappingError, PermissionDenied, SidecarError, Unauthenticated
 from sidecar.services.status import abort
+from sidecar.watch import DirectoryWatch, stat_key
 
 __all__ = ["Authenticator", "PrincipalsFile", "TLSConfigError", "admin_credentials"]
 
 _log = logs.get_logger(__name__)
 
 _Context = grpc.aio.ServicerContext[Any, Any]
-_StatKey = tuple[int, int, int] | None
 
-
-def _stat_key(path: str) -> _StatKey:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_ino, st.st_size, st.st_mtime_ns)
-
-
-class PrincipalsFile:
+class PrincipalsFile(DirectoryWatch):
     """The principals file as last loaded successfully; `run` keeps it current until stopped.
 
     `current` is one attribute read (atomic): a request sees the old or the new principals,
@@ -67,22 +55,15 @@ class PrincipalsFile:
         max_retries: int = 3,
         force_polling: bool | None = None,
     ) -> None:
+        super().__init__(
+            path, debounce_ms=debounce_ms, step_ms=step_ms, settle_ms=settle_ms, retry_ms=retry_ms,
+            max_retries=max_retries, force_polling=force_polling, what="principals",
+        )
         self.path = path
         self._current = principals
-        p = Path(path)
-        self._dir = str(p.parent.resolve() if str(p.parent) else Path.cwd())
-        self._name = p.name
-        self._debounce_ms = debounce_ms
-        self._step_ms = step_ms
-        self._settle = settle_ms / 1000
-        self._retry = retry_ms / 1000
-        self._max_retries = max_retries
-        self._force_polling = force_polling
-        self._dirty = asyncio.Event()
         self.reloads = 0  # loads that replaced the principals
         self.failed_reloads = 0
         self.last_error: str | None = None  # the last rejected file's problems; cleared by a good load
-        self.watching = asyncio.Event()  # set once the directory watch is armed (tests wait on it)
         self.reloaded = asyncio.Condition()  # notified after every reload attempt (tests wait on it)
 
     @classmethod
@@ -119,72 +100,19 @@ class PrincipalsFile:
         _log.info("principals reloaded", source=self.path, principals=len(loaded.principals))
         return True
 
-    def request_reload(self) -> None:
-        """Asks for a reload soon (coalesced with any pending one). Safe from signal handlers."""
-        self._dirty.set()
-
-    def _relevant(self, change: Change, path: str) -> bool:
-        name = os.path.basename(path)
-        return name == self._name or name.startswith("..")
-
-    async def run(self, stop: asyncio.Event) -> None:
-        """Watches the file's directory and reloads on every change until `stop` is set."""
-        tasks = [asyncio.create_task(self._watch(stop)), asyncio.create_task(self._reload_loop())]
-        try:
-            await stop.wait()
-        finally:
-            for t in tasks:
-                t.cancel()
-            for t in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await t
-
-    async def _watch(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                watcher = awatch(
-                    self._dir, watch_filter=self._relevant, debounce=self._debounce_ms, step=self._step_ms,
-                    stop_event=stop, recursive=False, force_polling=self._force_polling,
-                    rust_timeout=500, yield_on_timeout=True,
-                )
-                async for changes in watcher:
-                    self.watching.set()
-                    if changes:
-                        self._dirty.set()
-            except (FileNotFoundError, RuntimeError) as e:
-                _log.warning("principals watch failed, retrying", error=str(e), directory=self._dir)
-                await asyncio.sleep(1.0)
-
-    async def _reload_loop(self) -> None:
-        while True:
-            await self._dirty.wait()
-            self._dirty.clear()
-            await self.reload_settled()
-
-    async def _wait_settled(self) -> _StatKey:
-        """Waits (bounded) until the file's identity, size and mtime stop moving; returns the last stat."""
-        key = _stat_key(self.path)
-        for _ in range(50):
-            await asyncio.sleep(self._settle)
-            again = _stat_key(self.path)
-            if again == key:
-                return key
-            key = again
-        return key
-
     async def reload_settled(self) -> bool:
         """One reload of a settled file; a file that fails to load while still changing is retried first."""
         attempt = 0
         try:
             while True:
-                before = await self._wait_settled()
+                before = await self._wait_settled(self._settle)
                 loaded = await asyncio.to_thread(self._read)
-                if _stat_key(self.path) != before:
+                if stat_key(self.path) != before:
                     continue  # written to while we read it: what we read may be torn
                 if isinstance(loaded, MappingError) and attempt < self._max_retries:
                     attempt += 1
                     await asyncio.sleep(self._retry)
-                    if _stat_key(self.path) != before or self._dirty.is_set():
+                    if stat_key(self.path) != before or self._dirty.is_set():
                         self._dirty.clear()
                         continue  # it was mid-write: the finished file decides
                 return self._commit(loaded)
