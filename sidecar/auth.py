@@ -12,12 +12,13 @@ import hmac
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError
 
+from sidecar.documents import node_position as _pos
+from sidecar.documents import read_utf8
 from sidecar.errors import MappingError, PermissionDenied, Problem, Unauthenticated
 
 __all__ = ["Principal", "Principals", "Role", "bearer_token", "hash_token", "load_principals", "parse_principals"]
@@ -85,25 +86,6 @@ class Principals:
             raise PermissionDenied(f"{rpc} requires role owner; principal {principal.id!r} is {principal.role.value}")
 
 
-def _pos(
-    node: Any, key: Any = None, index: int | None = None, *, of_key: bool = False
-) -> tuple[int | None, int | None]:
-    """1-based (line, column) of a value (or with of_key, of the key itself) in a round-trip node."""
-    lc = getattr(node, "lc", None)
-    if lc is None:
-        return None, None
-    try:
-        if key is not None:
-            line, col = lc.key(key) if of_key else lc.value(key)
-        elif index is not None:
-            line, col = lc.item(index)
-        else:
-            line, col = lc.line, lc.col
-    except (KeyError, IndexError, TypeError):
-        line, col = lc.line, lc.col
-    return int(line) + 1, int(col) + 1
-
-
 def parse_principals(text: str, source: str) -> Principals:
     """Parses and validates a principals file (API.md §4); every problem reported at once."""
     try:
@@ -115,27 +97,28 @@ def parse_principals(text: str, source: str) -> Principals:
         raise MappingError([Problem("", f"invalid YAML: {e.problem}", line, col)], source) from None
     problems: list[Problem] = []
     if not isinstance(doc, dict) or not isinstance(doc.get("principals"), list):
-        where = _pos(doc, "principals") if isinstance(doc, dict) and "principals" in doc else (1, 1)
+        where = _pos(doc, "principals", value=True) if isinstance(doc, dict) and "principals" in doc else (1, 1)
         raise MappingError([Problem("principals", "must be a list of principals", *where)], source)
     for key in doc:
         if key != "principals":
-            problems.append(Problem(str(key), "unknown key", *_pos(doc, key, of_key=True)))
+            problems.append(Problem(str(key), "unknown key", *_pos(doc, key)))
     out: list[Principal] = []
     ids: set[str] = set()
     hashes: set[str] = set()
     for i, item in enumerate(doc["principals"]):
         path = f"principals[{i}]"
         if not isinstance(item, dict):
-            problems.append(Problem(path, "must be a mapping", *_pos(doc["principals"], index=i)))
+            problems.append(Problem(path, "must be a mapping", *_pos(doc["principals"], i)))
             continue
         for key in item:
             if key not in ("id", "role", "token_sha256"):
-                problems.append(Problem(f"{path}.{key}", "unknown key", *_pos(item, key, of_key=True)))
+                problems.append(Problem(f"{path}.{key}", "unknown key", *_pos(item, key)))
         pid, role, digest = item.get("id"), item.get("role"), item.get("token_sha256")
         n = len(problems)
 
         def bad(key: str, message: str, item: Any = item, path: str = path) -> None:
-            problems.append(Problem(f"{path}.{key}", message, *_pos(item, key if key in item else None)))
+            where = _pos(item, key, value=True) if key in item else _pos(item)
+            problems.append(Problem(f"{path}.{key}", message, *where))
 
         if not isinstance(pid, str) or not pid.strip():
             bad("id", "must be a non-empty string")
@@ -159,8 +142,5 @@ def parse_principals(text: str, source: str) -> Principals:
 
 def load_principals(path: str) -> Principals:
     """Reads and parses the principals file at `path` (errors name the path as given)."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise MappingError([Problem("", f"cannot read principals file: {e}")], path) from None
+    _, text, _ = read_utf8(path, "the principals file", MappingError)
     return parse_principals(text, path)

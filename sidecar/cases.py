@@ -31,7 +31,9 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from sidecar.config import Limits
-from sidecar.errors import InvalidArgument, Problem, SidecarError
+from sidecar.documents import node_position as _pos
+from sidecar.documents import read_utf8
+from sidecar.errors import DocumentError, InvalidArgument, Problem
 from sidecar.event import decide_one
 from sidecar.index import Index, Reason
 
@@ -70,40 +72,11 @@ class CaseResult:
     why: str = ""
 
 
-class CasesError(SidecarError):
+class CasesError(DocumentError):
     """A malformed cases file; carries every problem found, each located where possible."""
-
-    def __init__(self, problems: Sequence[Problem], source: str | None = None) -> None:
-        self.problems = tuple(problems)
-        self.source = source
-        super().__init__(self.format())
-
-    def format(self) -> str:
-        return "\n".join(p.format(self.source) for p in self.problems)
 
 
 # -- parsing ---------------------------------------------------------------------------------
-
-
-def _pos(node: Any, key: object = None, *, value: bool = False) -> tuple[int | None, int | None]:
-    """1-based (line, column) of a ruamel node, of one of its keys (or that key's value), or of a list item."""
-    lc = getattr(node, "lc", None)
-    if lc is None:
-        return None, None
-    try:
-        if key is None:
-            line, col = lc.line, lc.col
-        elif isinstance(key, int) and isinstance(node, list):
-            line, col = lc.item(key)
-        elif value:
-            line, col = lc.value(key)
-        else:
-            line, col = lc.key(key)
-    except (AttributeError, KeyError, IndexError, TypeError):
-        return None, None
-    if line is None or col is None:
-        return None, None
-    return int(line) + 1, int(col) + 1
 
 
 class _Parser:
@@ -340,27 +313,8 @@ def parse_cases(text: str, source: str | None = None) -> tuple[Case, ...]:
 
 def load_cases(path: str) -> tuple[Case, ...]:
     """Reads and parses a cases file; any problem (reading included) raises CasesError against `path` as given."""
-    try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except OSError as e:
-        raise CasesError([Problem("", f"cannot read the cases file: {_os_reason(e)}")], path) from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise CasesError([Problem("", f"the cases file is not valid UTF-8 (byte offset {e.start})")], path) from None
+    _, text, _ = read_utf8(path, "the cases file", CasesError)
     return parse_cases(text, path)
-
-
-def _os_reason(e: OSError) -> str:
-    """A short, lower-case reason an OSError gives, e.g. "no such file"."""
-    if isinstance(e, FileNotFoundError):
-        return "no such file"
-    if isinstance(e, PermissionError):
-        return "permission denied"
-    if isinstance(e, IsADirectoryError):
-        return "it is a directory"
-    return e.strerror or str(e)
 
 
 # -- running ---------------------------------------------------------------------------------

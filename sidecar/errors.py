@@ -41,8 +41,8 @@ class InvalidArgument(SidecarError):
         self.field = field
 
 
-class MappingError(SidecarError):
-    """A mapping document broke one or more rules; carries every problem found, not just the first."""
+class DocumentError(SidecarError):
+    """A hand-edited document broke one or more rules; carries every problem found, not just the first."""
 
     def __init__(self, problems: Iterable[Problem], source: str | None = None) -> None:
         self.problems = tuple(problems)
@@ -51,6 +51,10 @@ class MappingError(SidecarError):
 
     def format(self) -> str:
         return "\n".join(p.format(self.source) for p in self.problems)
+
+
+class MappingError(DocumentError):
+    """A mapping (or principals) document broke one or more rules."""
 
 
 class NotFound(SidecarError):

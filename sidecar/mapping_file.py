@@ -32,6 +32,7 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from ruamel.yaml.reader import ReaderError
 
+from sidecar.documents import read_utf8
 from sidecar.errors import FailedPrecondition, MappingError, Problem
 from sidecar.model import (
     Category,
@@ -87,16 +88,7 @@ class LoadedMapping:
 def load_mapping(path: str | os.PathLike[str]) -> LoadedMapping:
     """Read and validate a mapping file; any problem (reading included) raises one `MappingError`."""
     source = os.fspath(path)
-    try:
-        with open(source, "rb") as f:
-            st = os.fstat(f.fileno())
-            raw = f.read()
-    except OSError as e:
-        raise MappingError([Problem("", f"cannot read the mapping file: {_os_reason(e)}")], source) from e
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise MappingError([Problem("", f"the mapping file is not valid UTF-8 (byte offset {e.start})")], source) from e
+    raw, text, st = read_utf8(source, "the mapping file", MappingError)
     mapping = parse_mapping(text, source)
     return LoadedMapping(
         mapping=mapping,
@@ -107,16 +99,6 @@ def load_mapping(path: str | os.PathLike[str]) -> LoadedMapping:
         size=st.st_size,
         inode=st.st_ino,
     )
-
-
-def _os_reason(e: OSError) -> str:
-    if isinstance(e, FileNotFoundError):
-        return "no such file"
-    if isinstance(e, PermissionError):
-        return "permission denied"
-    if isinstance(e, IsADirectoryError):
-        return "it is a directory"
-    return e.strerror or str(e)
 
 
 def parse_mapping(text: str, source: str) -> Mapping:
