@@ -1,4 +1,4 @@
-"""`python -m bench [index] [grpc] [workers] [scale]`: runs the named parts (default all) and prints a table each.
+"""`python -m bench [index] [grpc] [workers] [scale] [reload] [client]`: the named parts (default all).
 
 Pins this process (the in-process benchmark and the gRPC load generator) to core 1 before gRPC
 starts any thread, so the servers, pinned to core 0, never share a core with it.
@@ -12,6 +12,7 @@ import sys
 import time
 
 CLIENT_CPU = 1
+ALL_PARTS = ("index", "grpc", "workers", "scale", "reload", "client")
 
 
 def _pin() -> str:
@@ -29,14 +30,14 @@ def _pin() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
-    parser.add_argument("parts", nargs="*", choices=["index", "grpc", "workers", "scale", []],
-                        metavar="index|grpc|workers|scale", help="what to run (default: all)")
+    parser.add_argument("parts", nargs="*", choices=[*ALL_PARTS, []],
+                        metavar="|".join(ALL_PARTS), help="what to run (default: all)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per row (default 3)")
     parser.add_argument("--seconds", type=float, default=None,
                         help="measured seconds per round (default 1.0 in-process, 1.5 gRPC)")
     parser.add_argument("--quick", action="store_true", help="one short round per row: a smoke test")
     args = parser.parse_args(argv)
-    parts = args.parts or ["index", "grpc", "workers", "scale"]
+    parts = args.parts or list(ALL_PARTS)
     rounds = 1 if args.quick else args.rounds
 
     pinning = _pin()  # before anything imports grpc
@@ -91,6 +92,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"(f) mapping scale, decision rows interleaved x {rounds} rounds of {seconds:g} s; "
               "ratio = large / small of the same round")
         print(bench_scale.format_result(result), flush=True)
+
+    if "reload" in parts:
+        from bench import bench_reload
+
+        report = bench_reload.run(workload, edits=10 if args.quick else 50,
+                                  seconds=0.5 if args.quick else (args.seconds or 2.0), rounds=rounds)
+        print("\n(g) hot reload: edit-to-live latency, and Decide throughput during edit storms vs quiet")
+        print(bench_reload.format_report(report), flush=True)
+
+    if "client" in parts:
+        from bench import bench_client
+
+        print("\n(h) Python client: stream() and decide_many() vs unary decide(), and embedded mode", flush=True)
+        bench_client.run(seconds=0.3 if args.quick else (args.seconds or 1.5), rounds=rounds)
 
     print(f"\ntotal {time.monotonic() - started:.0f} s")
     return 0
