@@ -145,12 +145,82 @@ class Mapping:
             },
         }
 
+    @classmethod
+    def from_json_dict(cls, data: abc.Mapping[str, Any]) -> Mapping:
+        """The inverse of `to_json_dict`: rebuilds a mapping from its canonical data form.
+
+        For data this module wrote (e.g. a policy kept in the audit database): shapes and
+        types are checked (ValueError naming the path), the mapping rules are not; callers
+        that need them run `mapping_problems`. `from_json_dict(m.to_json_dict()) == m`.
+        """
+        data = _obj(data, "mapping")
+        settings = _obj(data.get("settings"), "settings")
+        categories = _list(data.get("categories"), "categories")
+        destinations = _obj(data.get("destinations"), "destinations")
+        try:
+            unknown = UnknownDestinations(_str(settings.get("unknown_destinations"), "settings.unknown_destinations"))
+        except ValueError as e:
+            raise ValueError(f"settings.unknown_destinations: {e}") from None
+        version = data.get("version")
+        if not isinstance(version, int) or isinstance(version, bool):
+            raise ValueError(f"version: must be an integer, got {type(version).__name__}")
+        cats: list[Category] = []
+        for i, raw in enumerate(categories):
+            path = f"categories[{i}]"
+            c = _obj(raw, path)
+            cats.append(
+                Category(
+                    id=_str(c.get("id"), f"{path}.id"),
+                    name=_str(c.get("name"), f"{path}.name"),
+                    destinations=tuple(
+                        _str(d, f"{path}.destinations[{j}]")
+                        for j, d in enumerate(_list(c.get("destinations"), f"{path}.destinations"))
+                    ),
+                    enabled=_bool(c.get("enabled"), f"{path}.enabled"),
+                    shadow=_bool(c.get("shadow"), f"{path}.shadow"),
+                )
+            )
+        dests: dict[str, DestinationSettings] = {}
+        for d, raw in destinations.items():
+            path = f"destinations.{d}"
+            s = _obj(raw, path)
+            try:
+                resolution = Resolution(_str(s.get("resolution"), f"{path}.resolution"))
+            except ValueError as e:
+                raise ValueError(f"{path}.resolution: {e}") from None
+            dests[d] = DestinationSettings(enforce=_bool(s.get("enforce"), f"{path}.enforce"), resolution=resolution)
+        return cls(categories=tuple(cats), destinations=dests, settings=Settings(unknown), version=version)
+
     def canonical_bytes(self) -> bytes:
         return json.dumps(self.to_json_dict(), sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
     def digest(self) -> str:
         """sha256 hex of the canonical form: equal for files that differ only in comments or layout."""
         return hashlib.sha256(self.canonical_bytes()).hexdigest()
+
+
+def _obj(value: object, path: str) -> abc.Mapping[str, Any]:
+    if not isinstance(value, abc.Mapping):
+        raise ValueError(f"{path}: must be an object, got {type(value).__name__}")
+    return value
+
+
+def _list(value: object, path: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise ValueError(f"{path}: must be a list, got {type(value).__name__}")
+    return value
+
+
+def _str(value: object, path: str) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{path}: must be a string, got {type(value).__name__}")
+    return value
+
+
+def _bool(value: object, path: str) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{path}: must be a boolean, got {type(value).__name__}")
+    return value
 
 
 def _has_whitespace(s: str) -> bool:

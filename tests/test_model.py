@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import replace
 
 import pytest
@@ -275,3 +276,43 @@ def test_category_json_spells_out_defaults() -> None:
         "shadow": False,
         "destinations": ["snowflake"],
     }
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        BASE,
+        BASE.replace("unknown_destinations: allow", "unknown_destinations: deny"),
+        BASE.replace(
+            "    name: Targeting Cookies\n", "    name: Targeting Cookies\n    enabled: false\n    shadow: true\n"
+        ),
+        "version: 1\ncategories: []\n",
+        "version: 1\ncategories:\n  - id: ñ1\n    name: Réclame « pub »\n    destinations: [zé, a]\n",
+    ],
+)
+def test_from_json_dict_is_the_inverse_of_to_json_dict(text: str) -> None:
+    mapping = parse_mapping(text, "m.yaml")
+    rebuilt = Mapping.from_json_dict(json.loads(mapping.canonical_bytes()))
+    assert rebuilt == mapping
+    assert rebuilt.digest() == mapping.digest()
+    assert rebuilt.canonical_bytes() == mapping.canonical_bytes()
+    assert Mapping.from_json_dict(mapping.to_json_dict()) == mapping
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda d: d.pop("categories"), "categories: must be a list, got NoneType"),
+        (lambda d: d.update(version="1"), "version: must be an integer"),
+        (lambda d: d.update(settings={"unknown_destinations": "maybe"}), "settings.unknown_destinations"),
+        (lambda d: d["categories"][0].update(enabled=1), r"categories\[0\]\.enabled: must be a boolean"),
+        (lambda d: d["categories"][1]["destinations"].append(7), r"categories\[1\]\.destinations\[2\]: must be a str"),
+        (lambda d: d["destinations"]["braze"].update(resolution="most"), "destinations.braze.resolution"),
+    ],
+)
+def test_from_json_dict_refuses_a_malformed_shape_naming_the_path(change: object, message: str) -> None:
+    assert callable(change)
+    data = parse_mapping(BASE, "m.yaml").to_json_dict()
+    change(data)
+    with pytest.raises(ValueError, match=message):
+        Mapping.from_json_dict(data)
