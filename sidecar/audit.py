@@ -26,6 +26,18 @@ ensure_ascii=False) in Python):
 
     hash = lowercase hex sha256 of those bytes.
 
+Published policies (not part of the chain, content-addressed instead). A POLICY_RELOADED
+`NewEvent` may carry the policy it published, `policy=(digest, canonical)`: the canonical
+JSON of the mapping and its sha256 hex, which the event's detail must name ("digest <hex>",
+so the chain commits to it). It is stored in the event's transaction in two more tables:
+`policies(digest PRIMARY KEY, canonical)`, one row per distinct policy, and
+`published(sequence PRIMARY KEY, digest)`, one row per event that published one. A start
+diffs the last published policy (`last_published_policy`) against the file, so edits made
+while the sidecar was stopped, or written just before a crash, still get their category
+events. Trails written before these tables existed simply have no rows: the tables are
+added, empty, when such a database is opened (the schema version stays 1: older binaries
+ignore them), and `verify` checks them only where rows exist.
+
 So each hash commits to the event's position and to every earlier event. `verify` finds
 altered, removed, reordered or re-chained rows; it cannot see the newest events being cut
 off the end, for that compare with the last hash a log shipper saw (each event is also
@@ -44,7 +56,7 @@ import os
 import sqlite3
 import threading
 from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, Literal, Protocol
@@ -63,6 +75,7 @@ __all__ = [
     "AuditRecord",
     "BreakKind",
     "NewEvent",
+    "PublishedPolicy",
     "VerifyResult",
     "canonical_bytes",
     "canonical_json",
@@ -114,13 +127,34 @@ _SCHEMA: Final = (
     f"PRAGMA application_id = {_APPLICATION_ID}",
     f"PRAGMA user_version = {_SCHEMA_VERSION}",
 )
+_POLICIES: Final = "policies"
+_PUBLISHED: Final = "published"
+# Added (IF NOT EXISTS) at every writable open: a database from before them gains them, empty.
+_POLICY_SCHEMA: Final = f"""
+CREATE TABLE IF NOT EXISTS {_POLICIES} (
+    digest    TEXT PRIMARY KEY,
+    canonical TEXT NOT NULL
+) STRICT;
+CREATE TABLE IF NOT EXISTS {_PUBLISHED} (
+    sequence INTEGER PRIMARY KEY,
+    digest   TEXT NOT NULL
+) STRICT;
+"""
 # Accidental writes through sqlite fail; deliberate tampering (dropping these) is what verify is for.
 _TRIGGERS: Final = f"""
 CREATE TRIGGER IF NOT EXISTS {_TABLE}_no_update BEFORE UPDATE ON {_TABLE}
 BEGIN SELECT RAISE(ABORT, '{_TABLE} is append-only: UPDATE refused'); END;
 CREATE TRIGGER IF NOT EXISTS {_TABLE}_no_delete BEFORE DELETE ON {_TABLE}
 BEGIN SELECT RAISE(ABORT, '{_TABLE} is append-only: DELETE refused'); END;
+""" + "".join(
+    f"""
+CREATE TRIGGER IF NOT EXISTS {t}_no_update BEFORE UPDATE ON {t}
+BEGIN SELECT RAISE(ABORT, '{t} is append-only: UPDATE refused'); END;
+CREATE TRIGGER IF NOT EXISTS {t}_no_delete BEFORE DELETE ON {t}
+BEGIN SELECT RAISE(ABORT, '{t} is append-only: DELETE refused'); END;
 """
+    for t in (_POLICIES, _PUBLISHED)
+)
 
 
 class AuditError(errors.SidecarError):
@@ -145,6 +179,18 @@ class NewEvent:
     before_json: str = ""
     after_json: str = ""
     detail: str = ""
+    # POLICY_RELOADED only: the policy it published, (sha256 hex digest, canonical mapping JSON);
+    # stored beside the event, not part of its hash (module docstring).
+    policy: tuple[str, str] | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class PublishedPolicy:
+    """The policy a POLICY_RELOADED event published, as stored with it (see the module docstring)."""
+
+    sequence: int  # of the POLICY_RELOADED event
+    digest: str  # sha256 hex of canonical
+    canonical: str  # the mapping's canonical JSON (sidecar.model.Mapping.canonical_bytes, decoded)
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,6 +300,7 @@ def _check_new_event(i: int, e: NewEvent) -> None:
         raise ValueError(f"entries[{i}].action: {e.action!r} is not a recordable AuditAction")
     if not e.actor:
         raise ValueError(f"entries[{i}].actor: must not be empty")
+    _check_policy(i, e)
     for name in ("actor", "category_id", "destination", "before_json", "after_json", "detail"):
         value = getattr(e, name)
         if not isinstance(value, str):
@@ -262,6 +309,24 @@ def _check_new_event(i: int, e: NewEvent) -> None:
             value.encode("utf-8")
         except UnicodeEncodeError as exc:
             raise ValueError(f"entries[{i}].{name}: not encodable as UTF-8 ({exc.reason})") from None
+
+
+def _check_policy(i: int, e: NewEvent) -> None:
+    if e.policy is None:
+        return
+    if e.action != AuditAction.POLICY_RELOADED:
+        raise ValueError(f"entries[{i}].policy: only a POLICY_RELOADED event publishes a policy")
+    if not (isinstance(e.policy, tuple) and len(e.policy) == 2 and all(isinstance(v, str) for v in e.policy)):
+        raise ValueError(f"entries[{i}].policy: must be a (digest, canonical) pair of str")
+    digest, canonical = e.policy
+    try:
+        actual = hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"entries[{i}].policy: canonical is not encodable as UTF-8 ({exc.reason})") from None
+    if actual != digest:
+        raise ValueError(f"entries[{i}].policy: canonical hashes to {actual}, not to its digest {digest!r}")
+    if f"digest {digest}" not in e.detail:
+        raise ValueError(f"entries[{i}].policy: the event's detail must name 'digest {digest}'")
 
 
 def _row_to_record(row: tuple[Any, ...]) -> AuditRecord:
@@ -431,6 +496,7 @@ class AuditLog:
             if not ours:
                 _create_schema(conn)
                 _check_schema(conn, p)
+            conn.executescript(_POLICY_SCHEMA)  # adds the policy tables to a database from before them
             conn.executescript(_TRIGGERS)  # restores them if someone dropped them
         except sqlite3.Error as exc:
             conn.close()
@@ -457,8 +523,11 @@ class AuditLog:
 
         Returns the stored records once committed. Sequences continue from the last event,
         each `prev_hash` is the previous event's hash; all events of one call share one
-        time from the clock. ValueError for an unrecordable entry (nothing appended);
-        errors.Unavailable if SQLite fails (nothing appended); AuditError once closed.
+        time from the clock. The policy a POLICY_RELOADED entry carries (`NewEvent.policy`)
+        is stored in the same transaction (module docstring). ValueError for an unrecordable
+        entry, or a policy on another action, not hashing to its digest or not named in the
+        event's detail (nothing appended); errors.Unavailable if SQLite fails (nothing
+        appended); AuditError once closed.
         """
         if not entries:
             return []
@@ -505,6 +574,9 @@ class AuditLog:
                 conn.execute(f"INSERT INTO {_TABLE} ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * 11)})", row)
                 records.append(_row_to_record(row))
                 prev = digest
+                if e.policy is not None:  # content-addressed: a policy published again is stored once
+                    conn.execute(f"INSERT OR IGNORE INTO {_POLICIES} (digest, canonical) VALUES (?, ?)", e.policy)
+                    conn.execute(f"INSERT INTO {_PUBLISHED} (sequence, digest) VALUES (?, ?)", (seq, e.policy[0]))
             conn.execute("COMMIT")
         except BaseException as exc:
             with contextlib.suppress(sqlite3.Error):
@@ -572,6 +644,32 @@ class AuditLog:
             except sqlite3.Error as exc:
                 raise errors.Unavailable(f"audit log {self._path}: read failed: {exc}") from exc
         return [_row_to_record(r) for r in rows]
+
+    def last_published_policy(self) -> PublishedPolicy | None:
+        """The policy the newest POLICY_RELOADED event published, if it was stored with it.
+
+        None for an empty trail, or when that event has no stored policy (written before
+        policies were kept, or by a writer that did not pass one): then nothing is known
+        about what was serving last. errors.Unavailable if SQLite fails.
+        """
+        with self._reader() as conn:
+            try:
+                head = conn.execute(
+                    f"SELECT sequence FROM {_TABLE} WHERE action = ? ORDER BY sequence DESC LIMIT 1",
+                    (int(AuditAction.POLICY_RELOADED),),
+                ).fetchone()
+                if head is None:
+                    return None
+                row = conn.execute(
+                    f"SELECT p.digest, p.canonical FROM {_PUBLISHED} AS pub JOIN {_POLICIES} AS p "
+                    "ON p.digest = pub.digest WHERE pub.sequence = ?",
+                    (head[0],),
+                ).fetchone()
+            except sqlite3.Error as exc:
+                raise errors.Unavailable(f"audit log {self._path}: read failed: {exc}") from exc
+        if row is None:
+            return None
+        return PublishedPolicy(sequence=int(head[0]), digest=str(row[0]), canonical=str(row[1]))
 
     def page(
         self,
@@ -769,11 +867,12 @@ def _decode_token(token: str, fingerprint: str) -> int:
 # ---------------------------------------------------------------------------- verify
 
 
-BreakKind = Literal["removed", "altered", "reordered", "bad_first_prev_hash", "relinked", "unreadable"]
+BreakKind = Literal["removed", "altered", "reordered", "bad_first_prev_hash", "relinked", "unreadable", "policy"]
 """How a chain broke: a sequence gap; a row whose hash does not match; a row holding another
 sequence's contents; a first prev_hash other than zeros; a prev_hash not matching the previous
 row's (valid) hash, i.e. that row was rewritten with a recomputed hash; a field that cannot be
-encoded (e.g. an unknown action number)."""
+encoded (e.g. an unknown action number); a stored published policy that does not match its
+event or its digest (see `verify`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -835,7 +934,10 @@ def verify(path: str | os.PathLike[str]) -> VerifyResult:
     stored hash equals the recomputed hash of its row (else altered, or moved from the
     sequence named), the first prev_hash is 64 zeros and every other prev_hash equals the
     previous event's hash (else rows were reordered or an earlier event rewritten with a
-    valid hash). Stops at the first break. AuditError if the file is missing or foreign.
+    valid hash). Then, once the chain is intact, every stored published policy: its event
+    is a POLICY_RELOADED whose detail names its digest, and its canonical mapping is stored
+    and hashes to that digest (else kind "policy"). Stops at the first break. AuditError if
+    the file is missing or foreign.
     """
     p = Path(path)
     if not p.is_file():
@@ -847,7 +949,8 @@ def verify(path: str | os.PathLike[str]) -> VerifyResult:
     try:
         if not _check_schema(conn, p):
             raise AuditError(f"{p}: not a consent-sidecar audit database (empty file)")
-        return _walk(conn)
+        result = _walk(conn)
+        return _walk_policies(conn, result) if result.ok else result
     except sqlite3.Error as exc:
         raise AuditError(f"{p}: cannot read audit database: {exc}") from exc
     finally:
@@ -892,3 +995,38 @@ def _walk(conn: sqlite3.Connection) -> VerifyResult:
                 return VerifyResult(ok=False, count=expected - 1, broken_sequence=expected, reason=reason, kind=kind)
             prev, expected = row[10], expected + 1
     return VerifyResult(ok=True, count=expected - 1, last_hash=prev if expected > 1 else "")
+
+
+def _walk_policies(conn: sqlite3.Connection, chain: VerifyResult) -> VerifyResult:
+    """`chain` (intact) unless a published policy row does not match its event or digest."""
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if not {_POLICIES, _PUBLISHED} <= tables:
+        return chain  # a database from before policies were kept, opened read-only: nothing to check
+    checked: set[str] = set()
+    published = conn.cursor()
+    published.execute(f"SELECT sequence, digest FROM {_PUBLISHED} ORDER BY sequence")
+    while rows := published.fetchmany(1000):
+        for seq, digest in rows:
+            problem = _check_published(conn, seq, digest, checked)
+            if problem is not None:
+                return VerifyResult(ok=False, count=max(0, min(seq, chain.count + 1) - 1),
+                                    broken_sequence=seq, reason=problem, kind="policy")  # fmt: skip
+    return chain
+
+
+def _check_published(conn: sqlite3.Connection, seq: int, digest: str, checked: set[str]) -> str | None:
+    event = conn.execute(f"SELECT action, detail FROM {_TABLE} WHERE sequence = ?", (seq,)).fetchone()
+    if event is None or event[0] != int(AuditAction.POLICY_RELOADED):
+        return f"a published policy names event {seq}, which is not a POLICY_RELOADED event"
+    if f"digest {digest}" not in event[1]:
+        return f"the policy published by event {seq} ({digest}) is not the digest its detail names"
+    if digest in checked:
+        return None
+    row = conn.execute(f"SELECT canonical FROM {_POLICIES} WHERE digest = ?", (digest,)).fetchone()
+    if row is None:
+        return f"the policy published by event {seq} ({digest}) is not stored"
+    canonical = row[0]
+    if not isinstance(canonical, str) or hashlib.sha256(canonical.encode("utf-8")).hexdigest() != digest:
+        return f"the stored policy {digest} (published by event {seq}) does not hash to its digest: it was altered"
+    checked.add(digest)
+    return None

@@ -9,6 +9,12 @@ policy live and its events durable.
 Audit rules (API.md §2; the contract is silent on the details decided here):
 
 - At start: one POLICY_RELOADED by actor `system` (`start()`), before anything listens.
+  If the file no longer holds the policy the trail last published (edited while the
+  sidecar was not running, or an admin write that reached the file but not the trail
+  before a crash), the `diff(last published, file)` events come first, in the same
+  transaction, by the file's actor `file:<basename>`, their detail saying they were found
+  at start. Every POLICY_RELOADED carries the policy it published (`NewEvent.policy`), which
+  the audit database keeps; a trail without one (from before this) is not diffed.
 - A published change: in ONE audit transaction, the `diff(old, new)` events (category and
   mapping changes, actor as given) followed by one POLICY_RELOADED whose detail names the
   new generation and digest. A settings-only edit writes just the POLICY_RELOADED.
@@ -38,9 +44,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final, NoReturn
 
 from sidecar import logs
@@ -51,6 +58,7 @@ from sidecar.errors import Aborted, MappingError, SidecarError, Unavailable
 from sidecar.index import Index
 from sidecar.index import compile as compile_index
 from sidecar.mapping_file import MappingDocument, atomic_write, load_mapping, parse_mapping
+from sidecar.model import Mapping
 from sidecar.policy import Candidate, PolicyStore, ReloadResult, Snapshot
 
 __all__ = ["MAX_PENDING_EVENTS", "SYSTEM_ACTOR", "FileIdentity", "PolicyWriter", "file_actor"]
@@ -131,16 +139,56 @@ class PolicyWriter:
     async def start(self) -> list[AuditRecord]:
         """Writes the start event (POLICY_RELOADED by `system`); raises if the audit log refuses it.
 
+        When the trail's last published policy is stored and differs from the file's, the
+        changes between them come first, in the same transaction (see the module rules).
         A sidecar whose audit trail cannot record its start must not serve.
         """
         snap = self._store.current
-        event = NewEvent(
-            actor=SYSTEM_ACTOR,
-            action=AuditAction.POLICY_RELOADED,
-            detail=f"{_version(snap)}; start, from {os.path.basename(snap.source)}",
-        )
         async with self._lock:
-            return await self._append([event], strict=True)
+            found, note = await asyncio.to_thread(self._found_at_start, snap)
+            event = NewEvent(
+                actor=SYSTEM_ACTOR,
+                action=AuditAction.POLICY_RELOADED,
+                detail=f"{_version(snap)}; start, from {os.path.basename(snap.source)}{note}",
+            )
+            return await self._append([*found, event], strict=True, published=snap)
+
+    def _found_at_start(self, snap: Snapshot) -> tuple[list[NewEvent], str]:
+        """(blocking) The changes from the last published policy to the file's, and a note for the start event.
+
+        Nothing when the trail stores no last policy, or it is the file's. A stored policy that
+        does not rebuild to its digest is not diffed (logged; the start event says so).
+        """
+        last = self._audit.last_published_policy()
+        if last is None or last.digest == snap.digest:
+            return [], ""
+        previous: Mapping | None = None
+        try:
+            previous = Mapping.from_json_dict(json.loads(last.canonical))
+        except ValueError as e:
+            problem = str(e)
+        else:
+            problem = "" if previous.digest() == last.digest else "it does not rebuild to its digest"
+        if previous is None or problem:
+            _log.error("the last published policy in the audit trail is unusable; not diffed at start",
+                       sequence=last.sequence, digest=last.digest, error=problem)  # fmt: skip
+            return [], (
+                f"; differs from the last published policy (digest {last.digest}, event {last.sequence}), "
+                f"which could not be read back ({problem}): changes since then are not itemised"
+            )
+        changes = diff(previous, snap.index.mapping)
+        detail = (
+            f"found at start: the mapping file differs from the last published policy (digest {last.digest}, "
+            f"event {last.sequence}); changed while the sidecar was not running, or written just before it stopped"
+        )
+        events = [replace(e, detail=detail) for e in changes_to_events(changes, self.file_actor)]
+        if events:
+            _log.warning("the mapping file changed while the sidecar was not running; audited at start",
+                         since_sequence=last.sequence, category_changes=len(events))  # fmt: skip
+        return events, (
+            f"; the file changed since the last published policy (digest {last.digest}, event {last.sequence}): "
+            f"{len(changes)} category changes found at start"
+        )
 
     async def aclose(self) -> None:
         """Waits for audit appends already handed to worker threads (call before closing the log)."""
@@ -193,6 +241,7 @@ class PolicyWriter:
         previous_error = store.last_error
         result = store.commit_candidate(candidate)
         events: list[NewEvent]
+        published: Snapshot | None = None
         if not result.ok:
             _log.warning(
                 "policy reload rejected, last good policy keeps serving",
@@ -204,16 +253,18 @@ class PolicyWriter:
             events = [NewEvent(actor, AuditAction.POLICY_RELOAD_FAILED, detail=result.error or "reload failed")]
         elif result.snapshot is not None:
             events = self.change_events(old, result.snapshot, actor)
+            published = result.snapshot
         elif previous_error is not None:
             events = [
                 NewEvent(actor, AuditAction.POLICY_RELOADED,
                          detail=f"{_version(old)} unchanged; clears the reload failure"),
             ]
+            published = old
         else:
             return result  # an identical re-save: nothing happened
         # No await between the commit above and handing the events to a thread: once the
         # policy is live its events are on their way, even if this task is cancelled now.
-        await self._append(events, strict=False)
+        await self._append(events, strict=False, published=published)
         return result
 
     # ------------------------------------------------------------------ admin writes
@@ -259,9 +310,9 @@ class PolicyWriter:
                 raise SidecarError("internal error: the edited policy was not published")
             events = self.change_events(old, new, actor, renamed=result.renamed)
             try:
-                await self._append(events, strict=True)
+                await self._append(events, strict=True, published=new)
             except (SidecarError, ValueError) as e:
-                await self._undo(doc, old, events, e)
+                await self._undo(doc, old, new, events, e)
             _log.info(
                 "admin edit applied", actor=actor, edit=type(edit).__name__.lower(),
                 category_id=result.category.id, policy_generation=new.generation, audit_events=len(events),
@@ -319,12 +370,15 @@ class PolicyWriter:
             raise Unavailable(f"cannot write the mapping file {path}: {e.strerror or e}; nothing changed") from e
         self.own_write = FileIdentity.of(path, text, digest)
 
-    async def _undo(self, doc: MappingDocument, old: Snapshot, events: list[NewEvent], error: Exception) -> NoReturn:
+    async def _undo(
+        self, doc: MappingDocument, old: Snapshot, new: Snapshot, events: list[NewEvent], error: Exception
+    ) -> NoReturn:
         """The audit refused an applied edit: put file and policy back, so all three agree, and fail."""
         try:
             await asyncio.to_thread(atomic_write, doc.source, doc.text)
         except OSError as e:
-            self._pending.extend(events)  # the edit stands in file and memory; its events go with the next append
+            # The edit stands in file and memory; its events (and the policy it published) go with the next append.
+            self._hold([*self._pending, *_with_policy(events, new)])
             _log.error(
                 "admin edit applied but not audited, and could not be undone; events held for the next append",
                 audit_error=str(error), restore_error=str(e), held=len(self._pending),
@@ -359,14 +413,24 @@ class PolicyWriter:
 
     # ------------------------------------------------------------------ audit
 
-    async def _append(self, events: Sequence[NewEvent], *, strict: bool) -> list[AuditRecord]:
+    async def _append(
+        self, events: Sequence[NewEvent], *, strict: bool, published: Snapshot | None = None
+    ) -> list[AuditRecord]:
         """Appends `events` (after any held back) in one transaction, in a worker thread.
 
+        `published`: the snapshot the last POLICY_RELOADED of `events` published; its canonical
+        mapping (computed in the worker thread) rides on that event, for the next start to diff.
         strict: raise if the database refuses (the caller's change must fail); otherwise log,
         keep the events for the next append (up to MAX_PENDING_EVENTS) and return [].
         """
-        batch = [*self._pending, *events]
-        future = asyncio.ensure_future(asyncio.to_thread(self._audit.append, batch))
+        held = list(self._pending)
+        batch: list[NewEvent] = []
+
+        def write() -> list[AuditRecord]:
+            batch.extend([*held, *_with_policy(events, published)])
+            return self._audit.append(batch)
+
+        future = asyncio.ensure_future(asyncio.to_thread(write))
         self._inflight.add(future)
         future.add_done_callback(self._inflight.discard)
         try:
@@ -375,8 +439,7 @@ class PolicyWriter:
         except (SidecarError, ValueError) as e:
             if strict:
                 raise
-            dropped = max(0, len(batch) - MAX_PENDING_EVENTS)
-            self._pending = batch[dropped:]
+            dropped = self._hold(batch or [*held, *events])
             _log.error(
                 "audit append failed; events held for the next append",
                 error=str(e), held=len(self._pending), dropped=dropped,
@@ -384,6 +447,31 @@ class PolicyWriter:
             return []
         self._pending = []
         return records
+
+    def _hold(self, batch: list[NewEvent]) -> int:
+        """Keeps `batch` for the next append: the newest MAX_PENDING_EVENTS; returns how many were dropped.
+
+        Only the newest policy-carrying event keeps its policy (the one a start diffs against):
+        held events do not each pin a whole mapping in memory.
+        """
+        dropped = max(0, len(batch) - MAX_PENDING_EVENTS)
+        kept = batch[dropped:]
+        newest = max((i for i, e in enumerate(kept) if e.policy is not None), default=-1)
+        self._pending = [e if e.policy is None or i == newest else replace(e, policy=None) for i, e in enumerate(kept)]
+        return dropped
+
+
+def _with_policy(events: Sequence[NewEvent], published: Snapshot | None) -> list[NewEvent]:
+    """`events` with `published`'s policy on the last POLICY_RELOADED (blocking: serialises the mapping)."""
+    out = list(events)
+    if published is None:
+        return out
+    for i in range(len(out) - 1, -1, -1):
+        if out[i].action is AuditAction.POLICY_RELOADED:
+            canonical = published.index.mapping.canonical_bytes().decode("utf-8")
+            out[i] = replace(out[i], policy=(published.digest, canonical))
+            break
+    return out
 
 
 def _version(snap: Snapshot) -> str:

@@ -24,6 +24,7 @@ from sidecar.audit import (
     AuditLog,
     AuditRecord,
     NewEvent,
+    PublishedPolicy,
     changes_to_events,
     verify,
 )
@@ -847,3 +848,150 @@ def test_a_watcher_on_another_threads_loop_receives_appends(log: AuditLog) -> No
     thread.join(WAIT)
     assert not thread.is_alive()
     assert result == [1, 2, 3, 4]
+
+
+# ---------------------------------------------------------------------------- published policies
+
+
+def policy_of(mapping: Mapping) -> tuple[str, str]:
+    return mapping.digest(), mapping.canonical_bytes().decode("utf-8")
+
+
+M1 = Mapping(categories=(Category("C1", "Ads", ("braze",)),))
+M2 = Mapping(categories=(Category("C1", "Ads", ("braze", "heap")),))
+
+
+def published(mapping: Mapping, detail: str = "") -> NewEvent:
+    return ev(detail=f"generation 1 digest {mapping.digest()}{detail}", policy=policy_of(mapping))  # type: ignore[arg-type]
+
+
+def test_a_published_policy_is_stored_with_its_event_and_is_the_last_one(log: AuditLog, db: Path) -> None:
+    assert log.last_published_policy() is None  # empty trail
+    log.append([ev(A.CATEGORY_CREATED, category_id="C1"), published(M1)])
+    assert log.last_published_policy() == PublishedPolicy(2, *policy_of(M1))
+    log.append([ev(A.PERMISSION_DENIED, actor="member"), ev(A.POLICY_RELOAD_FAILED)])
+    assert log.last_published_policy() == PublishedPolicy(2, *policy_of(M1))  # only POLICY_RELOADED counts
+    log.append([published(M2), ev(A.MAPPING_CREATED), published(M1, " again")])
+    assert log.last_published_policy() == PublishedPolicy(7, *policy_of(M1))
+    conn = raw(db)
+    try:  # content-addressed: M1 stored once though published twice
+        assert conn.execute("SELECT count(*) FROM policies").fetchone()[0] == 2
+        assert conn.execute("SELECT sequence FROM published ORDER BY sequence").fetchall() == [(2,), (5,), (7,)]
+        with pytest.raises(sqlite3.DatabaseError, match="append-only: UPDATE refused"):
+            conn.execute("UPDATE policies SET canonical = '{}'")
+        with pytest.raises(sqlite3.DatabaseError, match="append-only: DELETE refused"):
+            conn.execute("DELETE FROM published")
+    finally:
+        conn.close()
+    assert verify(db).ok and verify(db).count == 7
+
+
+def test_the_policy_is_not_part_of_the_hash_nor_of_the_record(log: AuditLog) -> None:
+    [with_policy] = log.append([published(M1)])
+    assert with_policy.hash == documented_hash(with_policy)
+    assert "canonical" not in repr(published(M1))  # a whole mapping is never logged or printed
+
+
+def test_the_last_policy_reloaded_without_a_policy_means_nothing_is_known(log: AuditLog) -> None:
+    log.append([published(M1)])
+    log.append([ev(detail="generation 2 digest unknown")])  # e.g. an older binary's start event
+    assert log.last_published_policy() is None
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        (NewEvent("system", A.CATEGORY_CREATED, detail=f"digest {M1.digest()}", policy=policy_of(M1)),
+         r"entries\[1\]\.policy: only a POLICY_RELOADED"),
+        (NewEvent("system", A.POLICY_RELOADED, detail=f"digest {M1.digest()}", policy=(M1.digest(), "{}")),
+         "does not|not to its digest"),
+        (NewEvent("system", A.POLICY_RELOADED, detail="generation 1", policy=policy_of(M1)),
+         "detail must name 'digest "),
+        (NewEvent("system", A.POLICY_RELOADED, detail="x", policy=("a", 1)),  # type: ignore[arg-type]
+         "pair of str"),
+    ],
+)
+def test_a_bad_policy_appends_nothing(log: AuditLog, db: Path, bad: NewEvent, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        log.append([ev(), bad])
+    assert all_records(log) == []
+    conn = raw(db)
+    try:
+        assert conn.execute("SELECT count(*) FROM policies").fetchone()[0] == 0
+    finally:
+        conn.close()
+
+
+def test_a_failed_transaction_stores_no_policy(log: AuditLog, db: Path) -> None:
+    conn = raw(db)
+    conn.execute(
+        "CREATE TRIGGER inject_failure BEFORE INSERT ON audit_events WHEN NEW.actor = 'boom' "
+        "BEGIN SELECT RAISE(ABORT, 'injected failure'); END"
+    )
+    with pytest.raises(errors.Unavailable, match="injected failure"):
+        log.append([published(M1), ev(actor="boom")])
+    conn.execute("DROP TRIGGER inject_failure")
+    try:
+        assert conn.execute("SELECT count(*) FROM policies").fetchone()[0] == 0
+        assert conn.execute("SELECT count(*) FROM published").fetchone()[0] == 0
+    finally:
+        conn.close()
+    assert log.last_published_policy() is None
+
+
+def test_a_database_from_before_policies_gains_the_tables_and_verifies(db: Path) -> None:
+    with AuditLog.open(db) as log:
+        log.append([ev(), ev(A.CATEGORY_CREATED)])
+    conn = raw(db)
+    try:  # make it look like a trail written before policies were kept
+        for t in ("policies", "published"):
+            conn.execute(f"DROP TRIGGER {t}_no_update")
+            conn.execute(f"DROP TRIGGER {t}_no_delete")
+            conn.execute(f"DROP TABLE {t}")
+    finally:
+        conn.close()
+    assert verify(db).ok  # read-only, without the tables
+    with AuditLog.open(db) as log:
+        assert log.last_published_policy() is None
+        log.append([published(M1)])
+        assert log.last_published_policy() == PublishedPolicy(3, *policy_of(M1))
+    assert verify(db).ok
+
+
+def tamper_policies(db: Path, *statements: str) -> None:
+    conn = raw(db)
+    try:
+        for t in ("policies", "published"):
+            conn.execute(f"DROP TRIGGER {t}_no_update")
+            conn.execute(f"DROP TRIGGER {t}_no_delete")
+        for sql in statements:
+            conn.execute(sql)
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize(
+    ("statement", "reason"),
+    [
+        pytest.param("UPDATE policies SET canonical = replace(canonical, 'heap', 'hea')",
+                     "does not hash to its digest: it was altered", id="altered-policy"),
+        pytest.param("DELETE FROM policies WHERE canonical LIKE '%heap%'", "is not stored", id="removed-policy"),
+        pytest.param("UPDATE published SET digest = (SELECT digest FROM policies WHERE canonical NOT LIKE '%heap%') "
+                     "WHERE sequence = 3", "is not the digest its detail names", id="repointed"),
+        pytest.param("UPDATE published SET sequence = 2 WHERE sequence = 3", "not a POLICY_RELOADED event",
+                     id="moved"),
+    ],
+)  # fmt: skip
+def test_verify_checks_every_published_policy_against_its_event_and_digest(
+    db: Path, statement: str, reason: str
+) -> None:
+    with AuditLog.open(db) as log:
+        log.append([published(M1)])
+        log.append([ev(A.MAPPING_CREATED, category_id="C1", destination="heap"), published(M2)])
+    assert verify(db).ok
+    tamper_policies(db, statement)
+    result = verify(db)
+    assert (result.ok, result.kind) == (False, "policy")
+    assert reason in result.reason
+    assert result.broken_sequence in (2, 3)
+    assert str(result).startswith(f"broken at sequence {result.broken_sequence}:")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import sqlite3
 import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -11,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from sidecar import errors
-from sidecar.audit import GENESIS_HASH, AuditLog, AuditRecord, verify
+from sidecar.audit import GENESIS_HASH, AuditLog, AuditRecord, NewEvent, verify
 from sidecar.diff import AuditAction
 from sidecar.model import Mapping
 from sidecar.policy import PolicyStore, load_mapping_file
@@ -68,9 +70,11 @@ async def setup(tmp_path: Path) -> AsyncIterator[Setup]:
     audit = AuditLog.open(tmp_path / "audit.db")
     writer = PolicyWriter(store, audit)
     await writer.start()
-    yield Setup(path, store, audit, writer)
-    await writer.aclose()
-    audit.close()
+    s = Setup(path, store, audit, writer)
+    yield s
+    for w, a in ((writer, audit), (s.writer, s.audit)):  # and those of a restart()
+        await w.aclose()
+        a.close()
 
 
 # -- start ----------------------------------------------------------------------------------
@@ -305,3 +309,137 @@ async def test_start_fails_when_the_audit_log_refuses(tmp_path: Path) -> None:
     with pytest.raises(errors.SidecarError, match="closed"):
         await PolicyWriter(store, audit).start()
 
+
+
+# -- the policy kept in the trail, and changes found at start -------------------------------
+
+
+async def restart(setup: Setup) -> Setup:
+    """Stop the sidecar (writer and log closed) and start a new one on the same file and trail."""
+    await setup.writer.aclose()
+    setup.audit.close()
+    store = PolicyStore()
+    store.load_initial(str(setup.path))
+    audit = AuditLog.open(setup.audit.path)
+    writer = PolicyWriter(store, audit)
+    await writer.start()
+    setup.store, setup.audit, setup.writer = store, audit, writer
+    return setup
+
+
+def last_policy(setup: Setup) -> Mapping:
+    last = setup.audit.last_published_policy()
+    assert last is not None
+    rebuilt = Mapping.from_json_dict(json.loads(last.canonical))
+    assert rebuilt.digest() == last.digest
+    return rebuilt
+
+
+async def test_every_published_policy_is_kept_with_its_policy_reloaded(setup: Setup) -> None:
+    assert last_policy(setup) == setup.store.current.index.mapping  # the start's
+    setup.write(BASE.replace("[google-ads]", "[google-ads, braze]"))
+    await setup.writer.reload(ACTOR)
+    last = setup.audit.last_published_policy()
+    assert last is not None and last.sequence == records(setup.audit)[-1].sequence
+    assert last_policy(setup) == setup.store.current.index.mapping
+    setup.write(BROKEN_ID)
+    await setup.writer.reload(ACTOR)  # a failure publishes nothing
+    assert last_policy(setup) == setup.store.current.index.mapping
+    setup.write(BASE.replace("[google-ads]", "[google-ads, braze]"))
+    await setup.writer.reload(ACTOR)  # "clears the reload failure": the serving policy again
+    assert setup.audit.last_published_policy().sequence == records(setup.audit)[-1].sequence  # type: ignore[union-attr]
+    assert verify(setup.audit.path).ok
+
+
+async def test_an_unchanged_restart_writes_only_the_start_event(setup: Setup) -> None:
+    setup.write("# a comment-only edit while stopped\n" + BASE)
+    await restart(setup)
+    assert summary(records(setup.audit)) == [("system", "POLICY_RELOADED", "", "")] * 2
+
+
+async def test_hand_edits_while_stopped_are_audited_at_the_next_start(setup: Setup) -> None:
+    await setup.writer.aclose()
+    setup.write(
+        BASE.replace("[amplitude, mixpanel]", "[amplitude, heap]").replace("name: Targeting Cookies", "name: Ads")
+        + "  - id: C0009\n    name: New\n    destinations: [braze]\n"
+    )
+    await restart(setup)
+    found = records(setup.audit)[1:]
+    assert summary(found) == [
+        (ACTOR, "CATEGORY_UPDATED", "C0002", ""),
+        (ACTOR, "MAPPING_CREATED", "C0002", "heap"),
+        (ACTOR, "MAPPING_REMOVED", "C0002", "mixpanel"),
+        (ACTOR, "CATEGORY_UPDATED", "C0004", ""),
+        (ACTOR, "CATEGORY_CREATED", "C0009", ""),
+        (ACTOR, "MAPPING_CREATED", "C0009", "braze"),
+        ("system", "POLICY_RELOADED", "", ""),
+    ]
+    assert len({r.time for r in found}) == 1  # one transaction with the start event
+    assert all(r.detail.startswith("found at start: the mapping file differs from the last published policy")
+               for r in found[:-1])  # fmt: skip
+    assert "while the sidecar was not running" in found[0].detail
+    start = found[-1]
+    assert f"generation 1 digest {setup.store.current.digest}; start, from mappings.yaml" in start.detail
+    assert "6 category changes found at start" in start.detail
+    assert '"mixpanel"' in found[0].before_json and '"heap"' in found[0].after_json
+    assert last_policy(setup) == setup.store.current.index.mapping
+    assert verify(setup.audit.path).ok
+    await restart(setup)  # found once: the next start has nothing to add
+    assert summary(records(setup.audit)[len(found) + 1 :]) == [("system", "POLICY_RELOADED", "", "")]
+
+
+async def test_a_settings_only_edit_while_stopped_is_named_by_the_start_event(setup: Setup) -> None:
+    setup.write(BASE + "destinations:\n  aws-s3: {enforce: false}\n")
+    await restart(setup)
+    [_, start] = records(setup.audit)
+    assert (start.actor, start.action) == ("system", A.POLICY_RELOADED)
+    assert "0 category changes found at start" in start.detail
+
+
+async def test_a_trail_without_a_stored_policy_starts_as_before(setup: Setup) -> None:
+    # The last POLICY_RELOADED carries no policy: a trail from before they were kept (or an older binary's start).
+    setup.audit.append([NewEvent("system", A.POLICY_RELOADED, detail="generation 1 digest x; start")])
+    setup.write(BASE.replace("[google-ads]", "[google-ads, braze]"))
+    await restart(setup)
+    last = records(setup.audit)[-1]
+    assert summary(records(setup.audit)[2:]) == [("system", "POLICY_RELOADED", "", "")]
+    assert last.detail.endswith("; start, from mappings.yaml")
+
+
+async def test_a_stored_policy_that_does_not_rebuild_is_not_diffed(setup: Setup) -> None:
+    await setup.writer.aclose()
+    setup.audit.close()
+    conn = sqlite3.connect(setup.audit.path, isolation_level=None)
+    try:
+        conn.execute("DROP TRIGGER policies_no_update")
+        conn.execute("UPDATE policies SET canonical = replace(canonical, '\"version\":1', '\"version\":\"1\"')")
+    finally:
+        conn.close()
+    setup.write(BASE.replace("[google-ads]", "[google-ads, braze]"))
+    await restart(setup)
+    start = records(setup.audit)[-1]
+    assert summary(records(setup.audit)[1:]) == [("system", "POLICY_RELOADED", "", "")]
+    assert "could not be read back (version: must be an integer" in start.detail
+
+
+async def test_held_events_keep_their_policy_for_the_next_append(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_append = setup.audit.append
+    calls = 0
+
+    def failing_once(entries: list[NewEvent]) -> list[AuditRecord]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise errors.Unavailable("disk full")
+        return real_append(entries)
+
+    monkeypatch.setattr(setup.audit, "append", failing_once)
+    setup.write(BASE.replace("[google-ads]", "[google-ads, braze]"))
+    await setup.writer.reload(ACTOR)  # held
+    setup.write(BROKEN_ID)
+    await setup.writer.reload(ACTOR)  # appends the held events and the failure: no new policy of its own
+    assert setup.writer.pending_events == 0
+    assert [r.action for r in setup.after_start()][-2:] == [A.POLICY_RELOADED, A.POLICY_RELOAD_FAILED]
+    assert last_policy(setup) == setup.store.current.index.mapping
