@@ -3,6 +3,9 @@
 After every kill the mapping file must still pass `consent-sidecar check`, the audit chain
 must verify, and every update the client saw acknowledged must be in the file: an
 acknowledged write is durable (file fsynced and renamed, audit committed) before the reply.
+After a final restart every update that reached the file, acknowledged or not, has its
+MAPPING_CREATED event: one killed between the file write and its audit commit is found at
+start (the trail keeps the last published policy; the start audits the difference).
 """
 
 from __future__ import annotations
@@ -183,6 +186,12 @@ def test_acknowledged_updates_survive_sigkill_at_random_moments(tmp_path: Path) 
             assert_consistent(server, acked)
         elapsed = time.monotonic() - started
 
+        # A final start audits what the last kill left unaudited in the file, then stops again.
+        server.start()
+        with grpc.insecure_channel(server.admin, options=CHANNEL_OPTIONS) as channel:
+            server.wait_serving(channel)
+        server.kill()
+        assert_consistent(server, acked)
         check = cli("check", str(server.mappings))
         assert check.returncode == 0, check.stderr
         audit = cli("audit", "verify", "--audit-db", str(server.audit_db))
@@ -190,9 +199,18 @@ def test_acknowledged_updates_survive_sigkill_at_random_moments(tmp_path: Path) 
         final = load_mapping(server.mappings).mapping.category("C0002")
         assert final is not None
         landed = len(final.destinations) - 1  # all but the original amplitude
+        with AuditLog.open(server.audit_db) as log:
+            created, _ = log.page(page_size=1000, action=int(AuditAction.MAPPING_CREATED), category_id="C0002")
+        audited = {r.destination for r in created}
+        unaudited = set(final.destinations) - {"amplitude"} - audited
+        assert not unaudited, f"updates in the file without a MAPPING_CREATED event: {sorted(unaudited)}"
+        found = [r for r in created if r.detail.startswith("found at start")]
+        assert all(r.actor == "file:mappings.yaml" for r in found)
+        assert not {r.destination for r in found} & set(acked)  # an acknowledged write was audited by its RPC
         print(  # the figures quoted in the issue note (pytest -s)
             f"\ncrash test: {KILLS} SIGKILLs in {elapsed:.1f}s; {attempts} updates sent, {len(acked)} acknowledged, "
             f"all present and audited; {landed - len(acked)} more landed unacknowledged (killed between the write "
-            f"and the reply); {attempts - landed} cut off before they were written"
+            f"and the reply), {len(found)} of them audited only at the next start; "
+            f"{attempts - landed} cut off before they were written"
         )
         assert len(acked) > KILLS  # the loop really wrote between kills
