@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import os
 import re
 import shutil
@@ -307,3 +308,15 @@ def test_the_configuration_reference_names_every_flag_and_variable() -> None:
 )
 def test_output_matching(expected: str, actual: str, ok: bool) -> None:
     assert (matches(expected, actual) is None) is ok
+
+
+def test_readme_decide_example_prints_what_it_says() -> None:
+    section = README.read_text(encoding="utf-8").split("## What it decides", 1)[1].split("\n## ", 1)[0]
+    match = re.search(r"```sh\n(.*?)```", section, re.S)
+    assert match is not None, "README's 'What it decides' lost its example"
+    command, _, comment = match.group(1).partition("\n# ")
+    expected = json.loads(comment.split("  (", 1)[0])
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    done = subprocess.run(["bash", "-ec", command], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == expected
