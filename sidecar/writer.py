@@ -11,7 +11,7 @@ Audit rules (API.md §2; the contract is silent on the details decided here):
 - At start: one POLICY_RELOADED by actor `system` (`start()`), before anything listens.
   If the file no longer holds the policy the trail last published (edited while the
   sidecar was not running, or an admin write that reached the file but not the trail
-  before a crash), the `diff(last published, file)` events come first, in the same
+  before a crash), the `diff(last published, file)` events follow it, in the same
   transaction, by the file's actor `file:<basename>`, their detail saying they were found
   at start. Every POLICY_RELOADED carries the policy it published (`NewEvent.policy`), which
   the audit database keeps; a trail without one (from before this) is not diffed.
@@ -140,7 +140,8 @@ class PolicyWriter:
         """Writes the start event (POLICY_RELOADED by `system`); raises if the audit log refuses it.
 
         When the trail's last published policy is stored and differs from the file's, the
-        changes between them come first, in the same transaction (see the module rules).
+        changes between them follow it, in the same transaction (see the module rules): every
+        start still opens with its POLICY_RELOADED, as API.md §2 says the trail does.
         A sidecar whose audit trail cannot record its start must not serve.
         """
         snap = self._store.current
@@ -151,7 +152,7 @@ class PolicyWriter:
                 action=AuditAction.POLICY_RELOADED,
                 detail=f"{_version(snap)}; start, from {os.path.basename(snap.source)}{note}",
             )
-            return await self._append([*found, event], strict=True, published=snap)
+            return await self._append([event, *found], strict=True, published=snap)
 
     def _found_at_start(self, snap: Snapshot) -> tuple[list[NewEvent], str]:
         """(blocking) The changes from the last published policy to the file's, and a note for the start event.

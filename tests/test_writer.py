@@ -365,23 +365,24 @@ async def test_hand_edits_while_stopped_are_audited_at_the_next_start(setup: Set
     )
     await restart(setup)
     found = records(setup.audit)[1:]
+    # Every start opens with its POLICY_RELOADED (API.md §2); what changed meanwhile follows it.
     assert summary(found) == [
+        ("system", "POLICY_RELOADED", "", ""),
         (ACTOR, "CATEGORY_UPDATED", "C0002", ""),
         (ACTOR, "MAPPING_CREATED", "C0002", "heap"),
         (ACTOR, "MAPPING_REMOVED", "C0002", "mixpanel"),
         (ACTOR, "CATEGORY_UPDATED", "C0004", ""),
         (ACTOR, "CATEGORY_CREATED", "C0009", ""),
         (ACTOR, "MAPPING_CREATED", "C0009", "braze"),
-        ("system", "POLICY_RELOADED", "", ""),
     ]
     assert len({r.time for r in found}) == 1  # one transaction with the start event
     assert all(r.detail.startswith("found at start: the mapping file differs from the last published policy")
-               for r in found[:-1])  # fmt: skip
-    assert "while the sidecar was not running" in found[0].detail
-    start = found[-1]
+               for r in found[1:])  # fmt: skip
+    assert "while the sidecar was not running" in found[1].detail
+    start = found[0]
     assert f"generation 1 digest {setup.store.current.digest}; start, from mappings.yaml" in start.detail
     assert "6 category changes found at start" in start.detail
-    assert '"mixpanel"' in found[0].before_json and '"heap"' in found[0].after_json
+    assert '"mixpanel"' in found[1].before_json and '"heap"' in found[1].after_json
     assert last_policy(setup) == setup.store.current.index.mapping
     assert verify(setup.audit.path).ok
     await restart(setup)  # found once: the next start has nothing to add
