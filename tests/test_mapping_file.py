@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import stat
+import sys
 import textwrap
 from collections.abc import Callable
 from dataclasses import replace
@@ -16,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from ruamel.yaml import YAML
 
+from sidecar import mapping_file
 from sidecar.config import Limits
 from sidecar.errors import FailedPrecondition, MappingError
 from sidecar.event import decide_one
@@ -64,179 +66,179 @@ def test_the_contract_example_is_reported_as_in_the_contract() -> None:
     assert problems(text, "mappings.yaml") == ["mappings.yaml:7:9: categories[1].id: must not start with a digit"]
 
 
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        # top level
-        ("", ["m.yaml: the file is empty: expected a mapping with `version: 1` and `categories:`"]),
-        ("# only a comment\n\n", ["m.yaml: the file is empty: expected a mapping with `version: 1` and `categories:`"]),
-        ("- a\n- b\n", ["m.yaml:1:1: the document must be a mapping with version and categories, not a list"]),
-        ("just text\n", ["m.yaml:1:1: the document must be a mapping with version and categories, not a string"]),
-        ("categories: []\n", ["m.yaml:1:1: missing required key 'version'"]),
-        ("version: 1\n", ["m.yaml:1:1: missing required key 'categories'"]),
-        ("version: 2\ncategories: []\n", ["m.yaml:1:10: version: unsupported version 2: must be 1"]),
-        ('version: "1"\ncategories: []\n', ["m.yaml:1:10: version: must be the integer 1, not a string"]),
-        ("version: 1.0\ncategories: []\n", ["m.yaml:1:10: version: must be the integer 1, not a number"]),
-        (
-            "version: 1\ncategories: []\nowner: privacy\n",
-            ["m.yaml:3:1: owner: unknown key 'owner' (expected one of: version, settings, categories, destinations)"],
-        ),
-        (
-            "version: 1\ncategories: {C0001: x}\n",
-            ["m.yaml:2:13: categories: must be a list of categories, not a mapping"],
-        ),
-        (
-            "version: 1\ncategories: []\nversion: 1\n",
-            ["m.yaml:3:1: version: duplicate key 'version' (first at line 1)"],
-        ),
-        # settings
-        (
-            "version: 1\nsettings:\n  unknown_destinations: block\ncategories: []\n",
-            ["m.yaml:3:25: settings.unknown_destinations: must be one of: allow, deny (got 'block')"],
-        ),
-        (
-            "version: 1\nsettings:\n  unknown: allow\ncategories: []\n",
-            ["m.yaml:3:3: settings.unknown: unknown key 'unknown' (expected one of: unknown_destinations)"],
-        ),
-        (
-            "version: 1\nsettings: [deny]\ncategories: []\n",
-            ["m.yaml:2:11: settings: must be a mapping, not a list"],
-        ),
-        # categories
-        (
-            doc("  - C0001\n"),
-            ["m.yaml:3:5: categories[0]: must be a mapping with id, name and destinations, not a string"],
-        ),
-        (
-            doc("  - name: Ads\n    destinations: [a]\n"),
-            ["m.yaml:3:5: categories[0]: missing required key 'id'"],
-        ),
-        (
-            doc("  - id: C1\n    destinations: [a]\n"),
-            ["m.yaml:3:5: categories[0]: missing required key 'name'"],
-        ),
-        (
-            doc("  - id: C1\n    name: Ads\n"),
-            ["m.yaml:3:5: categories[0]: missing required key 'destinations'"],
-        ),
-        (
-            doc("  - id: 123\n    name: Ads\n    destinations: [a]\n"),
-            ['m.yaml:3:9: categories[0].id: must be a string (quote it: "123")'],
-        ),
-        (
-            doc("  - id: C1\n    name: [Ads]\n    destinations: [a]\n"),
-            ["m.yaml:4:11: categories[0].name: must be a string, not a list"],
-        ),
-        (
-            doc("  - id: C1\n    name:\n    destinations: [a]\n"),
-            ["m.yaml:4:5: categories[0].name: must be a string, not empty (null)"],
-        ),
-        (
-            doc("  - id: C1\n    name: Ads\n    enabled: yes\n    destinations: [a]\n"),
-            ["m.yaml:5:14: categories[0].enabled: must be true or false ('yes' is a string in YAML 1.2)"],
-        ),
-        (
-            doc("  - id: C1\n    name: Ads\n    shadow: 'true'\n    destinations: [a]\n"),
-            ["m.yaml:5:13: categories[0].shadow: must be true or false, not a string ('true')"],
-        ),
-        (
-            doc("  - id: C1\n    name: Ads\n    enabled: 1\n    destinations: [a]\n"),
-            ["m.yaml:5:14: categories[0].enabled: must be true or false, not an integer ('1')"],
-        ),
-        (
-            doc("  - id: C1\n    name: Ads\n    destinations: amplitude\n"),
-            ["m.yaml:5:19: categories[0].destinations: must be a list of destination ids, not a string"],
-        ),
-        (
-            doc("  - id: C1\n    name: Ads\n    destinations: [a, 7, b]\n"),
-            ['m.yaml:5:23: categories[0].destinations[1]: must be a string (quote it: "7")'],
-        ),
-        (
-            doc("  - id: C1\n    name: Ads\n    destinations: [a]\n    owner: ads-team\n"),
-            [
-                "m.yaml:6:5: categories[0].owner: unknown key 'owner' "
-                "(expected one of: id, name, enabled, shadow, destinations)"
-            ],
-        ),
-        (
-            doc("  - id: C1\n    name: Ads\n    name: Ads 2\n    destinations: [a]\n"),
-            ["m.yaml:5:5: categories[0].name: duplicate key 'name' (first at line 4)"],
-        ),
-        # semantic rules (sidecar.model), located by path
-        (
-            doc("  - id: C 1\n    name: Ads\n    destinations: [a]\n"),
-            ["m.yaml:3:9: categories[0].id: must not contain whitespace"],
-        ),
-        (
-            doc(f"  - id: {'C' * 35}\n    name: Ads\n    destinations: [a]\n"),
-            ["m.yaml:3:9: categories[0].id: must be at most 34 characters (got 35)"],
-        ),
-        (
-            doc("  - id: ''\n    name: Ads\n    destinations: [a]\n"),
-            ["m.yaml:3:9: categories[0].id: must not be empty"],
-        ),
-        (
-            doc("  - id: C1\n    name: ' '\n    destinations: [a]\n"),
-            ["m.yaml:4:11: categories[0].name: must not be empty"],
-        ),
-        (
-            doc("  - id: C1\n    name: Ads\n    destinations: []\n"),
-            ["m.yaml:5:19: categories[0].destinations: must list at least one destination"],
-        ),
-        (
-            doc("  - id: C1\n    name: Ads\n    destinations:\n"),
-            ["m.yaml:5:5: categories[0].destinations: must list at least one destination"],
-        ),
-        (
-            doc("  - id: C1\n    name: Ads\n    destinations:\n      - a\n      - ga4/eu\n"),
-            ["m.yaml:7:9: categories[0].destinations[1]: must not contain '/' (instances are named only in requests)"],
-        ),
-        (
-            doc("  - id: C1\n    name: Ads\n    destinations: [a, b, a]\n"),
-            ["m.yaml:5:26: categories[0].destinations[2]: duplicate destination 'a'"],
-        ),
-        (
-            doc("  - id: C1\n    name: Ads\n    destinations: [a]\n  - id: C1\n    name: Ads\n    destinations: [b]\n"),
-            [
-                "m.yaml:6:9: categories[1].id: duplicate id 'C1' (first at categories[0])",
-                "m.yaml:7:11: categories[1].name: duplicate name 'Ads' (first at categories[0])",
-            ],
-        ),
-        # destinations block
-        (
-            "version: 1\ncategories: []\ndestinations:\n  braze: {resolution: most}\n",
-            ["m.yaml:4:23: destinations.braze.resolution: must be one of: all, any (got 'most')"],
-        ),
-        (
-            "version: 1\ncategories: []\ndestinations:\n  aws-s3: {enforce: no}\n",
-            ["m.yaml:4:21: destinations.aws-s3.enforce: must be true or false ('no' is a string in YAML 1.2)"],
-        ),
-        (
-            "version: 1\ncategories: []\ndestinations:\n  aws-s3: {exempt: true}\n",
-            ["m.yaml:4:12: destinations.aws-s3.exempt: unknown key 'exempt' (expected one of: enforce, resolution)"],
-        ),
-        (
-            "version: 1\ncategories: []\ndestinations:\n  aws-s3: false\n",
-            ["m.yaml:4:11: destinations.aws-s3: must be a mapping such as {enforce: false}, not a boolean"],
-        ),
-        (
-            "version: 1\ncategories: []\ndestinations:\n  ga4/eu: {}\n",
-            ["m.yaml:4:3: destinations.ga4/eu: must not contain '/' (instances are named only in requests)"],
-        ),
-        (
-            "version: 1\ncategories: []\ndestinations:\n  123: {}\n",
-            ["m.yaml:4:3: destinations.123: a destination id must be a string, not an integer"],
-        ),
-        (
-            "version: 1\ncategories: []\ndestinations:\n  braze: {}\n  braze: {resolution: any}\n",
-            ["m.yaml:5:3: destinations.braze: duplicate key 'braze' (first at line 4)"],
-        ),
-        (
-            "version: 1\ncategories: []\ndestinations: [aws-s3]\n",
-            ["m.yaml:3:15: destinations: must be a mapping of destination id to settings, not a list"],
-        ),
-    ],
-)
+RULE_CASES: list[tuple[str, list[str]]] = [
+    # top level
+    ("", ["m.yaml: the file is empty: expected a mapping with `version: 1` and `categories:`"]),
+    ("# only a comment\n\n", ["m.yaml: the file is empty: expected a mapping with `version: 1` and `categories:`"]),
+    ("- a\n- b\n", ["m.yaml:1:1: the document must be a mapping with version and categories, not a list"]),
+    ("just text\n", ["m.yaml:1:1: the document must be a mapping with version and categories, not a string"]),
+    ("categories: []\n", ["m.yaml:1:1: missing required key 'version'"]),
+    ("version: 1\n", ["m.yaml:1:1: missing required key 'categories'"]),
+    ("version: 2\ncategories: []\n", ["m.yaml:1:10: version: unsupported version 2: must be 1"]),
+    ('version: "1"\ncategories: []\n', ["m.yaml:1:10: version: must be the integer 1, not a string"]),
+    ("version: 1.0\ncategories: []\n", ["m.yaml:1:10: version: must be the integer 1, not a number"]),
+    (
+        "version: 1\ncategories: []\nowner: privacy\n",
+        ["m.yaml:3:1: owner: unknown key 'owner' (expected one of: version, settings, categories, destinations)"],
+    ),
+    (
+        "version: 1\ncategories: {C0001: x}\n",
+        ["m.yaml:2:13: categories: must be a list of categories, not a mapping"],
+    ),
+    (
+        "version: 1\ncategories: []\nversion: 1\n",
+        ["m.yaml:3:1: version: duplicate key 'version' (first at line 1)"],
+    ),
+    # settings
+    (
+        "version: 1\nsettings:\n  unknown_destinations: block\ncategories: []\n",
+        ["m.yaml:3:25: settings.unknown_destinations: must be one of: allow, deny (got 'block')"],
+    ),
+    (
+        "version: 1\nsettings:\n  unknown: allow\ncategories: []\n",
+        ["m.yaml:3:3: settings.unknown: unknown key 'unknown' (expected one of: unknown_destinations)"],
+    ),
+    (
+        "version: 1\nsettings: [deny]\ncategories: []\n",
+        ["m.yaml:2:11: settings: must be a mapping, not a list"],
+    ),
+    # categories
+    (
+        doc("  - C0001\n"),
+        ["m.yaml:3:5: categories[0]: must be a mapping with id, name and destinations, not a string"],
+    ),
+    (
+        doc("  - name: Ads\n    destinations: [a]\n"),
+        ["m.yaml:3:5: categories[0]: missing required key 'id'"],
+    ),
+    (
+        doc("  - id: C1\n    destinations: [a]\n"),
+        ["m.yaml:3:5: categories[0]: missing required key 'name'"],
+    ),
+    (
+        doc("  - id: C1\n    name: Ads\n"),
+        ["m.yaml:3:5: categories[0]: missing required key 'destinations'"],
+    ),
+    (
+        doc("  - id: 123\n    name: Ads\n    destinations: [a]\n"),
+        ['m.yaml:3:9: categories[0].id: must be a string (quote it: "123")'],
+    ),
+    (
+        doc("  - id: C1\n    name: [Ads]\n    destinations: [a]\n"),
+        ["m.yaml:4:11: categories[0].name: must be a string, not a list"],
+    ),
+    (
+        doc("  - id: C1\n    name:\n    destinations: [a]\n"),
+        ["m.yaml:4:5: categories[0].name: must be a string, not empty (null)"],
+    ),
+    (
+        doc("  - id: C1\n    name: Ads\n    enabled: yes\n    destinations: [a]\n"),
+        ["m.yaml:5:14: categories[0].enabled: must be true or false ('yes' is a string in YAML 1.2)"],
+    ),
+    (
+        doc("  - id: C1\n    name: Ads\n    shadow: 'true'\n    destinations: [a]\n"),
+        ["m.yaml:5:13: categories[0].shadow: must be true or false, not a string ('true')"],
+    ),
+    (
+        doc("  - id: C1\n    name: Ads\n    enabled: 1\n    destinations: [a]\n"),
+        ["m.yaml:5:14: categories[0].enabled: must be true or false, not an integer ('1')"],
+    ),
+    (
+        doc("  - id: C1\n    name: Ads\n    destinations: amplitude\n"),
+        ["m.yaml:5:19: categories[0].destinations: must be a list of destination ids, not a string"],
+    ),
+    (
+        doc("  - id: C1\n    name: Ads\n    destinations: [a, 7, b]\n"),
+        ['m.yaml:5:23: categories[0].destinations[1]: must be a string (quote it: "7")'],
+    ),
+    (
+        doc("  - id: C1\n    name: Ads\n    destinations: [a]\n    owner: ads-team\n"),
+        [
+            "m.yaml:6:5: categories[0].owner: unknown key 'owner' "
+            "(expected one of: id, name, enabled, shadow, destinations)"
+        ],
+    ),
+    (
+        doc("  - id: C1\n    name: Ads\n    name: Ads 2\n    destinations: [a]\n"),
+        ["m.yaml:5:5: categories[0].name: duplicate key 'name' (first at line 4)"],
+    ),
+    # semantic rules (sidecar.model), located by path
+    (
+        doc("  - id: C 1\n    name: Ads\n    destinations: [a]\n"),
+        ["m.yaml:3:9: categories[0].id: must not contain whitespace"],
+    ),
+    (
+        doc(f"  - id: {'C' * 35}\n    name: Ads\n    destinations: [a]\n"),
+        ["m.yaml:3:9: categories[0].id: must be at most 34 characters (got 35)"],
+    ),
+    (
+        doc("  - id: ''\n    name: Ads\n    destinations: [a]\n"),
+        ["m.yaml:3:9: categories[0].id: must not be empty"],
+    ),
+    (
+        doc("  - id: C1\n    name: ' '\n    destinations: [a]\n"),
+        ["m.yaml:4:11: categories[0].name: must not be empty"],
+    ),
+    (
+        doc("  - id: C1\n    name: Ads\n    destinations: []\n"),
+        ["m.yaml:5:19: categories[0].destinations: must list at least one destination"],
+    ),
+    (
+        doc("  - id: C1\n    name: Ads\n    destinations:\n"),
+        ["m.yaml:5:5: categories[0].destinations: must list at least one destination"],
+    ),
+    (
+        doc("  - id: C1\n    name: Ads\n    destinations:\n      - a\n      - ga4/eu\n"),
+        ["m.yaml:7:9: categories[0].destinations[1]: must not contain '/' (instances are named only in requests)"],
+    ),
+    (
+        doc("  - id: C1\n    name: Ads\n    destinations: [a, b, a]\n"),
+        ["m.yaml:5:26: categories[0].destinations[2]: duplicate destination 'a'"],
+    ),
+    (
+        doc("  - id: C1\n    name: Ads\n    destinations: [a]\n  - id: C1\n    name: Ads\n    destinations: [b]\n"),
+        [
+            "m.yaml:6:9: categories[1].id: duplicate id 'C1' (first at categories[0])",
+            "m.yaml:7:11: categories[1].name: duplicate name 'Ads' (first at categories[0])",
+        ],
+    ),
+    # destinations block
+    (
+        "version: 1\ncategories: []\ndestinations:\n  braze: {resolution: most}\n",
+        ["m.yaml:4:23: destinations.braze.resolution: must be one of: all, any (got 'most')"],
+    ),
+    (
+        "version: 1\ncategories: []\ndestinations:\n  aws-s3: {enforce: no}\n",
+        ["m.yaml:4:21: destinations.aws-s3.enforce: must be true or false ('no' is a string in YAML 1.2)"],
+    ),
+    (
+        "version: 1\ncategories: []\ndestinations:\n  aws-s3: {exempt: true}\n",
+        ["m.yaml:4:12: destinations.aws-s3.exempt: unknown key 'exempt' (expected one of: enforce, resolution)"],
+    ),
+    (
+        "version: 1\ncategories: []\ndestinations:\n  aws-s3: false\n",
+        ["m.yaml:4:11: destinations.aws-s3: must be a mapping such as {enforce: false}, not a boolean"],
+    ),
+    (
+        "version: 1\ncategories: []\ndestinations:\n  ga4/eu: {}\n",
+        ["m.yaml:4:3: destinations.ga4/eu: must not contain '/' (instances are named only in requests)"],
+    ),
+    (
+        "version: 1\ncategories: []\ndestinations:\n  123: {}\n",
+        ["m.yaml:4:3: destinations.123: a destination id must be a string, not an integer"],
+    ),
+    (
+        "version: 1\ncategories: []\ndestinations:\n  braze: {}\n  braze: {resolution: any}\n",
+        ["m.yaml:5:3: destinations.braze: duplicate key 'braze' (first at line 4)"],
+    ),
+    (
+        "version: 1\ncategories: []\ndestinations: [aws-s3]\n",
+        ["m.yaml:3:15: destinations: must be a mapping of destination id to settings, not a list"],
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), RULE_CASES)
 def test_each_rule_is_reported_with_its_exact_position(text: str, expected: list[str]) -> None:
     assert problems(text) == expected
 
@@ -291,37 +293,37 @@ def test_problems_carry_path_line_and_column_for_programs() -> None:
     assert (p.path, p.line, p.column, p.message) == ("categories[0].id", 3, 9, "must not start with a digit")
 
 
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        (
-            "version: 1\ncategories: [\n",
-            "m.yaml:3:1: invalid YAML: expected the node content, but found '<stream end>' (while parsing a flow node)",
-        ),
-        (
-            "version: 1\ncategories:\n  - id: C1\n   name: x\n",
-            "m.yaml:4:4: invalid YAML: expected <block end>, but found '<block mapping start>' "
-            "(while parsing a block collection)",
-        ),
-        (
-            "version: 1\n\tcategories: []\n",
-            "m.yaml:2:1: invalid YAML: found character '\\t' that cannot start any token "
-            "(while scanning for the next token)",
-        ),
-        (
-            "version: 1\ncategories: []\n---\nversion: 1\n",
-            "m.yaml:3:1: invalid YAML: but found another document (expected a single document in the stream)",
-        ),
-        (
-            "version: 1\ncategories: []\n# a \x01 b\n",
-            "m.yaml:3:5: invalid YAML: character U+0001 is not allowed",
-        ),
-        (
-            "version: 1\ncategories: *nowhere\n",
-            "m.yaml:2:13: invalid YAML: found undefined alias 'nowhere'",
-        ),
-    ],
-)
+SYNTAX_ERROR_CASES: list[tuple[str, str]] = [
+    (
+        "version: 1\ncategories: [\n",
+        "m.yaml:3:1: invalid YAML: expected the node content, but found '<stream end>' (while parsing a flow node)",
+    ),
+    (
+        "version: 1\ncategories:\n  - id: C1\n   name: x\n",
+        "m.yaml:4:4: invalid YAML: expected <block end>, but found '<block mapping start>' "
+        "(while parsing a block collection)",
+    ),
+    (
+        "version: 1\n\tcategories: []\n",
+        "m.yaml:2:1: invalid YAML: found character '\\t' that cannot start any token "
+        "(while scanning for the next token)",
+    ),
+    (
+        "version: 1\ncategories: []\n---\nversion: 1\n",
+        "m.yaml:3:1: invalid YAML: but found another document (expected a single document in the stream)",
+    ),
+    (
+        "version: 1\ncategories: []\n# a \x01 b\n",
+        "m.yaml:3:5: invalid YAML: character U+0001 is not allowed",
+    ),
+    (
+        "version: 1\ncategories: *nowhere\n",
+        "m.yaml:2:13: invalid YAML: found undefined alias 'nowhere'",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), SYNTAX_ERROR_CASES)
 def test_yaml_syntax_errors_are_located_where_the_parser_stopped(text: str, expected: str) -> None:
     assert problems(text) == [expected]
 
@@ -1018,6 +1020,205 @@ def test_any_sequence_of_edits_re_reads_as_intended_and_keeps_the_file_comments(
         text = edit(text, becomes(intended), renamed)
     for tag in ("h1", "h2", "v", "s1", "s2", "c0", "d0", "z"):
         assert tag in comment_tags(text) or tag not in comment_tags(start)
+
+
+# -- the C composer (ruamel.yaml.clib) against the round-trip one ------------------------------
+#
+# parse_mapping keeps libyaml's result only for a valid document and reads anything else again
+# with the round-trip composer; these tests hold it to "same Mapping, same problems, always".
+
+
+def outcome(text: str, *, c_composer: bool) -> Mapping | str:
+    """parse_mapping's result on the C path (when `c_composer`) or the pure one: the Mapping or the report."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(mapping_file, "_C_COMPOSER_AVAILABLE", c_composer)
+        try:
+            return parse_mapping(text, "m.yaml")
+        except MappingError as e:
+            return str(e)
+
+
+def assert_both_paths_agree(text: str) -> Mapping | str:
+    pure = outcome(text, c_composer=False)
+    assert outcome(text, c_composer=True) == pure
+    # and where the C path is asked, libyaml never takes a document the round-trip composer rejects,
+    # nor reads one differently (it may reject one the pure path accepts: that one is read again)
+    if mapping_file._PURE_ONLY.search(text) is None:
+        by_c = mapping_file._valid_mapping_by_c_composer(text)
+        assert by_c is None if isinstance(pure, str) else by_c in (None, pure)
+    return pure
+
+
+def test_the_c_composer_is_installed() -> None:
+    """A declared dependency: without it every test below would compare the pure path with itself."""
+    assert mapping_file._C_COMPOSER_AVAILABLE
+
+
+def test_the_examples_read_the_same_on_both_paths() -> None:
+    assert isinstance(assert_both_paths_agree((EXAMPLES / "mappings.yaml").read_text()), Mapping)
+    assert isinstance(assert_both_paths_agree((EXAMPLES / "broken-mappings.yaml").read_text()), str)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [text for text, _ in RULE_CASES]
+    + [text for text, _ in SYNTAX_ERROR_CASES]
+    + [COMMENTED, FLOW_STYLE, COMPACT_CRLF, DASH_ALONE, QUOTING, "\ufeff" + FLOW_STYLE],
+)
+def test_every_table_document_reads_the_same_on_both_paths(text: str) -> None:
+    assert_both_paths_agree(textwrap.dedent(text))
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("1", 1),
+        ("0o1", 1),
+        ("0x1", 1),
+        ("+1", 1),
+        ("01", 1),
+        ("1_0", "m.yaml:1:10: version: unsupported version 10: must be 1"),
+        ("010", "m.yaml:1:10: version: unsupported version 10: must be 1"),
+        ("0o10", "m.yaml:1:10: version: unsupported version 8: must be 1"),
+        ("1:20", "m.yaml:1:10: version: must be the integer 1, not a string"),
+        (".inf", "m.yaml:1:10: version: must be the integer 1, not a number"),
+        ("~", "m.yaml:1:10: version: must be the integer 1, not empty (null)"),
+        ("null", "m.yaml:1:10: version: must be the integer 1, not empty (null)"),
+        ("true", "m.yaml:1:10: version: must be the integer 1, not a boolean"),
+        ("yes", "m.yaml:1:10: version: must be the integer 1, not a string"),
+        ("!!int '1'", 1),
+        ("!!str 1", "m.yaml:1:10: version: must be the integer 1, not a string"),
+        ("2001-12-14", "m.yaml:1:10: version: must be the integer 1, not a date"),
+    ],
+)
+def test_yaml_1_2_resolution_is_the_same_on_both_paths(value: str, expected: int | str) -> None:
+    got = assert_both_paths_agree(f"version: {value}\ncategories: []\n")
+    assert got == (Mapping() if expected == 1 else expected)
+
+
+@pytest.mark.parametrize(
+    ("word", "enabled"),
+    [("true", True), ("True", True), ("FALSE", False), ("yes", None), ("on", None), ("'true'", None)],
+)
+def test_booleans_resolve_the_same_on_both_paths(word: str, enabled: bool | None) -> None:
+    got = assert_both_paths_agree(doc(f"  - id: C1\n    name: Ads\n    enabled: {word}\n    destinations: [a]\n"))
+    if enabled is None:
+        assert isinstance(got, str)
+    else:
+        assert isinstance(got, Mapping) and got.categories[0].enabled is enabled
+
+
+def test_a_yaml_1_1_directive_is_read_by_the_round_trip_composer() -> None:
+    """libyaml's path ignores `%YAML 1.1` (`yes` would stay a string): such a file never takes it."""
+    text = "%YAML 1.1\n---\n" + doc("  - id: C1\n    name: Ads\n    enabled: no\n    destinations: [a]\n")
+    assert mapping_file._valid_mapping_by_c_composer(text) is None  # what the guard is for
+    got = assert_both_paths_agree(text)
+    assert isinstance(got, Mapping) and got.categories[0].enabled is False
+
+
+def test_valid_documents_are_composed_by_libyaml_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_pure(text: str, source: str) -> None:
+        raise AssertionError("the round-trip composer ran")
+
+    monkeypatch.setattr(mapping_file, "_compose", no_pure)
+    assert parse_mapping((EXAMPLES / "mappings.yaml").read_text(), "m.yaml").categories[0].id == "C0001"
+
+
+def test_without_ruamel_yaml_clib_everything_takes_the_pure_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "_ruamel_yaml", None)  # `import _ruamel_yaml` now raises ImportError
+    assert not mapping_file._c_composer_available()
+    monkeypatch.setattr(mapping_file, "_C_COMPOSER_AVAILABLE", mapping_file._c_composer_available())
+
+    def no_c(text: str) -> None:
+        raise AssertionError("the C composer ran")
+
+    monkeypatch.setattr(mapping_file, "_compose_c", no_c)
+    assert parse_mapping((EXAMPLES / "mappings.yaml").read_text(), "m.yaml").categories[0].id == "C0001"
+    assert problems(doc("  - id: 4C\n    name: Ads\n    destinations: [a]\n")) == [
+        "m.yaml:3:9: categories[0].id: must not start with a digit"
+    ]
+
+
+# Documents built from YAML tokens that resolve differently, in block and flow style, with
+# comments, duplicate and unknown keys, implicit nulls and aliases; then maybe a little broken.
+# fmt: off
+_TOKENS = st.sampled_from(
+    [
+        "C0001", "C0002", "Ads", "It's", "yes", "no", "on", "true", "False", "1", "010", "0o10", "0x1F", "1_000",
+        "1:20", ".inf", "-.inf", ".nan", "~", "null", "", "1.0", "2001-12-14", "'q'", '"d q"', "'it''s'", '"a\\tb"',
+        "a b", "ga4/eu", "ünï", "all", "any", "allow", "deny", "most", "!!str 1", "!!int '1'", "&x a", "*x", "<<",
+        "[]", "{}", "[a, b]", "{enforce: false}", "|\n      lit", ">-\n      folded", "x # trailing",
+    ]
+)
+_KEYS = st.sampled_from(["id", "name", "enabled", "shadow", "destinations", "owner", "1", "'id'"])
+_JUNK = st.sampled_from(
+    [
+        "", " ", "\t", ":", "-", "- ", "#", "'", '"', "[", "]", "{", "}", ",", "&", "*",
+        "!", "%", "|", ">", "?", "@", "`", "\n", "\n  ", "\x01", "\ufeff", "\u2028",
+    ]
+)
+# fmt: on
+_BOOLEAN_WORDS = st.sampled_from(["true", "false", "True", "FALSE", "'true'", "yes", "~"])
+_GOOD_DEST_IDS = st.sampled_from(["amplitude", "braze", "aws-s3", "'true'", "ünï", '"q q"'])
+_DEST_IDS = st.sampled_from(["amplitude", "braze", "aws-s3", "123", "'true'", "ga4/eu", "ünï"])
+
+
+@st.composite
+def _documents(draw: st.DrawFn) -> str:
+    lines: list[str] = []
+    wild = draw(st.integers(0, 2)) == 0  # else mostly valid
+    if wild or draw(st.integers(0, 9)) > 0:
+        lines.append(f"version: {draw(_TOKENS) if wild else 1}")
+    if draw(st.booleans()):
+        choice = draw(_TOKENS) if wild else draw(st.sampled_from(["allow", "deny"]))
+        lines.append(f"settings: {{unknown_destinations: {choice}}}")
+    if draw(st.booleans()):
+        lines.append("# a comment")
+    lines.append("categories:")
+    flow_items = draw(st.booleans())
+    for n in range(draw(st.integers(0, 3))):
+        fields = [("id", f"C000{n}"), ("name", f"Name {n}")]
+        for _ in range(draw(st.integers(0, 2))):
+            if wild and draw(st.booleans()):
+                fields.append((draw(_KEYS), draw(_TOKENS)))
+            else:
+                fields.append((draw(st.sampled_from(["enabled", "shadow"])), draw(_BOOLEAN_WORDS)))
+        dests = draw(
+            st.lists(_DEST_IDS if wild else _GOOD_DEST_IDS, min_size=0 if wild else 1, max_size=3, unique=not wild)
+        )
+        block_dests = draw(st.booleans()) and not flow_items and dests
+        fields.append(("destinations", "" if block_dests else "[" + ", ".join(dests) + "]"))
+        fields = draw(st.permutations(fields))
+        if flow_items:
+            lines.append("  - {" + ", ".join(f"{k}: {v}" for k, v in fields) + "}")
+            continue
+        for i, (k, v) in enumerate(fields):
+            lines.append(f"{'  - ' if i == 0 else '    '}{k}:{' ' + v if v else ''}")
+            if k == "destinations" and not v:
+                lines.extend(f"      - {d}" for d in dests)
+    if draw(st.booleans()):
+        lines.append("destinations:")
+        for d in draw(st.lists(_DEST_IDS, max_size=3)):
+            lines.append(f"  {d}: {draw(st.sampled_from(['', '{}', '{enforce: false}', '{resolution: any}']))}")
+            if wild and draw(st.booleans()):
+                lines.append(f"  {d}: {draw(_TOKENS)}")
+    text = "\n".join(lines) + "\n"
+    for _ in range(draw(st.sampled_from([0, 0, 0, 1, 2]))):  # slightly broken
+        i = draw(st.integers(0, len(text)))
+        junk = draw(_JUNK)
+        text = text[:i] + junk + text[i + draw(st.integers(0, 2)) :]
+    if draw(st.integers(0, 9)) == 0:
+        text = text.replace("\n", "\r\n")
+    if draw(st.integers(0, 9)) == 0:
+        text = "\ufeff" + text
+    return text
+
+
+@pytest.mark.filterwarnings("ignore::ruamel.yaml.error.ReusedAnchorWarning")
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(text=_documents())
+def test_any_document_reads_the_same_on_both_paths(text: str) -> None:
+    assert_both_paths_agree(text)
 
 
 # -- atomic saves ------------------------------------------------------------------------------
