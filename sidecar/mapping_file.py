@@ -18,11 +18,12 @@ composer of `YAML(typ="safe", pure=False)`: parsing is about 6-7x faster end to 
 far less time holding the GIL) and keeps the result only when the document is valid: a
 `Mapping` carries no positions, and the C nodes resolve tags with the same YAML 1.2
 resolver, so it is the same `Mapping`. Anything else -- a syntax error, any problem, a `%`
-directive (the C path ignores `%YAML 1.1`), a tab or NEL/LS/PS (libyaml scans those
-differently) or no clib -- is read again by the round-trip composer, so every message,
-line and column is exactly the pure path's (libyaml words syntax errors differently and
-marks implicit nulls elsewhere). `MappingDocument` always uses the round-trip composer: its
-splices need the pure nodes' marks, styles and anchors (the C nodes carry no anchors).
+directive (the C path ignores `%YAML 1.1`), a tab, NEL/LS/PS or a BOM past the start
+(libyaml scans those differently) or no clib -- is read again by the round-trip composer,
+so every message, line and column is exactly the pure path's (libyaml words syntax errors
+differently and marks implicit nulls elsewhere). `MappingDocument` always uses the
+round-trip composer: its splices need the pure nodes' marks, styles and anchors (the C
+nodes carry no anchors).
 """
 
 from __future__ import annotations
@@ -137,9 +138,9 @@ def _c_composer_available() -> bool:
 _C_COMPOSER_AVAILABLE = _c_composer_available()
 # Text the C path reads differently, so it never takes it: a directive line (`%YAML 1.1`,
 # `%TAG`: libyaml's path ignores the version when resolving), NEL, LS, PS (line breaks to
-# libyaml, not to the round-trip scanner) and tabs (libyaml takes `key\t: value`, the
-# round-trip scanner does not).
-_PURE_ONLY = re.compile(r"[\t\x85\u2028\u2029]|(?:\A|[\r\n])\ufeff?%")
+# libyaml, not to the round-trip scanner), tabs (libyaml takes `key\t: value`, the
+# round-trip scanner does not) and a BOM anywhere but first (libyaml skips it).
+_PURE_ONLY = re.compile(r"[\t\x85\u2028\u2029]|(?:\A\ufeff?|[\r\n])%|(?<=[\s\S])\ufeff")
 
 
 def _compose_c(text: str) -> Node | None:
