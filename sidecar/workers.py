@@ -33,7 +33,6 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Mapping as AbcMapping
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -48,12 +47,12 @@ from sidecar import logs
 from sidecar.config import Limits, ServeConfig
 from sidecar.index import compile as compile_index
 from sidecar.metrics import MULTIPROC_ENV, mark_process_dead
-from sidecar.model import Category, DestinationSettings, Mapping, Resolution, Settings, UnknownDestinations
+from sidecar.model import Mapping
 from sidecar.observability import Observability
 from sidecar.policy import PolicyStore, Snapshot
 from sidecar.services import decision
 
-__all__ = ["WorkerError", "WorkerPool", "main", "mapping_from_json_dict", "reserve_tcp"]
+__all__ = ["WorkerError", "WorkerPool", "main", "reserve_tcp"]
 
 _log = logs.get_logger(__name__)
 
@@ -65,22 +64,6 @@ class WorkerError(Exception):
 
 
 # -- the canonical mapping, there and back ---------------------------------------------------------
-
-
-def mapping_from_json_dict(data: AbcMapping[str, Any]) -> Mapping:
-    """The Mapping whose `to_json_dict()` is `data` (the canonical form the parent sends)."""
-    categories = tuple(
-        Category(
-            c["id"], c["name"], tuple(c["destinations"]), enabled=bool(c["enabled"]), shadow=bool(c["shadow"])
-        )
-        for c in data["categories"]
-    )
-    destinations = {
-        d: DestinationSettings(enforce=bool(s["enforce"]), resolution=Resolution(s["resolution"]))
-        for d, s in data["destinations"].items()
-    }
-    settings = Settings(unknown_destinations=UnknownDestinations(data["settings"]["unknown_destinations"]))
-    return Mapping(categories, destinations, settings, version=int(data["version"]))
 
 
 def _policy_message(snap: Snapshot) -> bytes:
@@ -342,7 +325,7 @@ async def _serve_worker(spec: dict[str, Any]) -> int:
         decision_log_rate=spec["decision_log_rate"], limits=limits,
     )
     store = PolicyStore()
-    index = await asyncio.to_thread(compile_index, mapping_from_json_dict(spec["mapping"]))
+    index = await asyncio.to_thread(compile_index, Mapping.from_json_dict(spec["mapping"]))
     if index.digest != spec["digest"]:
         _send({"event": "error", "message": "the policy sent by the parent compiles to another digest"})
         return 1
@@ -419,7 +402,7 @@ async def _follow_parent(store: PolicyStore, stop: asyncio.Event) -> None:
             msg = json.loads(line)
             if msg.get("op") != "policy":
                 continue
-            index = await asyncio.to_thread(compile_index, mapping_from_json_dict(msg["mapping"]))
+            index = await asyncio.to_thread(compile_index, Mapping.from_json_dict(msg["mapping"]))
         except Exception as e:  # a broken message must not take the serving policy down
             log.error("policy from the parent rejected", error=str(e))
             continue

@@ -28,7 +28,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from sidecar.index import compile as compile_index
 from sidecar.mapping_file import load_mapping
-from sidecar.workers import mapping_from_json_dict, reserve_tcp
+from sidecar.model import Mapping
+from sidecar.workers import reserve_tcp
 
 pytestmark = pytest.mark.skipif(not hasattr(socket, "SO_REUSEPORT"), reason="needs SO_REUSEPORT")
 
@@ -337,7 +338,7 @@ destinations:
   only-here: {enforce: false}
 """
     for mapping in (load_mapping_text(MAPPING), load_mapping_text(other)):
-        again = mapping_from_json_dict(json.loads(json.dumps(mapping.to_json_dict())))
+        again = Mapping.from_json_dict(json.loads(json.dumps(mapping.to_json_dict())))
         assert again.digest() == mapping.digest()
         assert again == mapping
 
