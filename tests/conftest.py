@@ -19,6 +19,7 @@ from typing import Any
 import grpc
 import grpc.aio
 import pytest
+from samples import SAMPLE_MAPPING
 
 from sidecar.audit import AuditLog
 from sidecar.config import Limits, ServeConfig
@@ -26,26 +27,6 @@ from sidecar.policy import PolicyStore
 from sidecar.server import Sidecar
 from sidecar.services.admin import DEFAULT_WATCH_BUFFER
 from sidecar.writer import PolicyWriter
-
-SAMPLE_MAPPING = """\
-version: 1
-settings:
-  unknown_destinations: allow
-categories:
-  - id: C0002
-    name: Performance Cookies
-    destinations: [amplitude, mixpanel]
-  - id: C0004
-    name: Targeting Cookies
-    destinations: [google-ads, braze]
-  - id: C0003
-    name: Functional Cookies
-    shadow: true
-    destinations: [amplitude, hotjar]
-destinations:
-  aws-s3: {enforce: false}
-  braze: {resolution: any}
-"""
 
 TRANSPORTS = ("tcp", "unix")
 

@@ -25,6 +25,7 @@ import pytest
 from consent.v1 import decision_pb2, decision_pb2_grpc
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
+from samples import SAMPLE_MAPPING as MAPPING
 
 from sidecar.index import compile as compile_index
 from sidecar.mapping_file import load_mapping
@@ -33,25 +34,6 @@ from sidecar.workers import reserve_tcp
 
 pytestmark = pytest.mark.skipif(not hasattr(socket, "SO_REUSEPORT"), reason="needs SO_REUSEPORT")
 
-MAPPING = """\
-version: 1
-settings:
-  unknown_destinations: allow
-categories:
-  - id: C0002
-    name: Performance Cookies
-    destinations: [amplitude, mixpanel]
-  - id: C0004
-    name: Targeting Cookies
-    destinations: [google-ads, braze]
-  - id: C0003
-    name: Functional Cookies
-    shadow: true
-    destinations: [amplitude, hotjar]
-destinations:
-  aws-s3: {enforce: false}
-  braze: {resolution: any}
-"""
 
 ROOT = Path(__file__).parent.parent
 Req = decision_pb2.DecideRequest
