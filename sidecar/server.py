@@ -408,7 +408,8 @@ async def serve(
             _audit_failed(err, db, f"cannot write the start event to the audit database: {e}")
             return EXIT_AUDIT
         audit_after = started[0].sequence - 1 if started else 0  # metrics count this run's events from here
-        return await _serve_loaded(config, store, snap, audit, writer, principals, ready, stop, err, audit_after)
+        rt = _Runtime(config, store, snap, audit, writer, principals, ready, stop, err)
+        return await _serve_loaded(rt, audit_after)
     finally:
         await asyncio.to_thread(audit.close)  # ends any WatchAuditEvents stream still open
 
@@ -447,18 +448,23 @@ def _audit_failed(err: TextIO, db: str, message: str) -> None:
     _log.error("cannot use the audit database", audit_db=db, error=message)
 
 
-async def _serve_loaded(
-    config: ServeConfig,
-    store: PolicyStore,
-    snap: Snapshot,
-    audit: AuditLog,
-    writer: PolicyWriter,
-    principals: authn.PrincipalsFile | None,
-    ready: asyncio.Event | None,
-    stop: asyncio.Event | None,
-    err: TextIO,
-    audit_after: int = 0,
-) -> int:
+@dataclass(frozen=True, slots=True)
+class _Runtime:
+    """What `serve()` has loaded and opened, handed as one down _serve_loaded -> _serve_observed -> _run_started."""
+
+    config: ServeConfig
+    store: PolicyStore
+    snap: Snapshot
+    audit: AuditLog
+    writer: PolicyWriter
+    principals: authn.PrincipalsFile | None
+    ready: asyncio.Event | None
+    stop: asyncio.Event | None
+    err: TextIO
+
+
+async def _serve_loaded(rt: _Runtime, audit_after: int = 0) -> int:
+    config, err = rt.config, rt.err
     workers = config.workers > 1
     unix = tuple(a for a in config.listen if a.startswith("unix:"))
     tcp = tuple(parse_address(a).target for a in config.listen if not a.startswith("unix:"))
@@ -466,7 +472,7 @@ async def _serve_loaded(
     decision_processes = (config.workers if tcp else 0) + (1 if unix else 0) if workers else 1
     try:
         obs = Observability.start(
-            config, store, role="parent" if workers else "single", audit=audit, audit_after=audit_after,
+            config, rt.store, role="parent" if workers else "single", audit=rt.audit, audit_after=audit_after,
             decision_processes=decision_processes,
         )
     except ObservabilityError as e:
@@ -474,33 +480,23 @@ async def _serve_loaded(
         _log.error("cannot start metrics or the decision log", error=str(e))
         return EXIT_LISTEN
     try:
-        return await _serve_observed(
-            config, store, snap, audit, writer, principals, ready, stop, err, obs, unix if workers else None, tcp,
-            decision_processes,
-        )
+        return await _serve_observed(rt, obs, unix if workers else None, tcp, decision_processes)
     finally:
         await obs.aclose()
 
 
 async def _serve_observed(
-    config: ServeConfig,
-    store: PolicyStore,
-    snap: Snapshot,
-    audit: AuditLog,
-    writer: PolicyWriter,
-    principals: authn.PrincipalsFile | None,
-    ready: asyncio.Event | None,
-    stop: asyncio.Event | None,
-    err: TextIO,
+    rt: _Runtime,
     obs: Observability,
     decision_listen: tuple[str, ...] | None,
     tcp: tuple[str, ...],
     decision_processes: int,
 ) -> int:
-    gate = authn.Authenticator(principals, audit) if principals is not None else None
+    config, store, err = rt.config, rt.store, rt.err
+    gate = authn.Authenticator(rt.principals, rt.audit) if rt.principals is not None else None
     sidecar = Sidecar(
-        config, store, audit=audit, writer=writer, gate=gate, recorder=obs.recorder, decision_log=obs.decision_log,
-        decision_listen=decision_listen,
+        config, store, audit=rt.audit, writer=rt.writer, gate=gate, recorder=obs.recorder,
+        decision_log=obs.decision_log, decision_listen=decision_listen,
     )
     pool: WorkerPool | None = None
     if decision_listen is not None and tcp:  # workers: check and hold their ports before anything listens
@@ -528,20 +524,12 @@ async def _serve_observed(
             print(f"error: {e}", file=err)
             _log.error("cannot start the decision workers", error=str(e))
             return EXIT_LISTEN
-    return await _run_started(config, snap, audit, writer, principals, ready, stop, sidecar, pool)
+    return await _run_started(rt, sidecar, pool)
 
 
-async def _run_started(
-    config: ServeConfig,
-    snap: Snapshot,
-    audit: AuditLog,
-    writer: PolicyWriter,
-    principals: authn.PrincipalsFile | None,
-    ready: asyncio.Event | None,
-    stop: asyncio.Event | None,
-    sidecar: Sidecar,
-    pool: WorkerPool | None,
-) -> int:
+async def _run_started(rt: _Runtime, sidecar: Sidecar, pool: WorkerPool | None) -> int:
+    config, snap, audit, writer, principals, ready = rt.config, rt.snap, rt.audit, rt.writer, rt.principals, rt.ready
+    stop = rt.stop
     watcher = MappingWatcher(writer, config.mappings)
     watch_stop = asyncio.Event()
     watching = [asyncio.create_task(watcher.run(watch_stop))]
