@@ -361,6 +361,30 @@ class DecisionService(decision_pb2_grpc.DecisionServiceServicer):
             a.granted, a.destinations, a.integrations, a.preference_event, time.time(),
         ))
 
+    def _answer_miss(self, rpc: str, st: _Served, data: bytes) -> Answer | InvalidArgument:
+        """A Decide / DecideStream request's answer past the young raw memo (the caller's inline hit),
+        or its InvalidArgument, counted as an error of `rpc`."""
+        try:
+            return self._answer(st, data, "")
+        except InvalidArgument as e:
+            if self._recorder is not None:
+                self._recorder.error(rpc)
+            return e
+
+    def _served_one(
+        self, rpc: str, context: _Context, position: int | None, st: _Served, a: Answer, t0: float
+    ) -> None:
+        """Counts and times one Decide / DecideStream answer, and samples it for the decision log."""
+        rec = self._recorder
+        if rec is not None:
+            if a.tally is not None:
+                pending = rec.pending
+                pending[a.tally] = pending.get(a.tally, 0) + 1
+            rec.rpc[rpc].observe(time.perf_counter() - t0)
+        dlog = self._dlog
+        if dlog is not None and dlog.sampled():
+            self._sample(rpc, context, position, st, a)
+
     # -- the bytes handlers (registered by add_to_server) ---------------------------------------
 
     async def decide_bytes(self, data: bytes, context: _Context) -> bytes:
@@ -368,24 +392,15 @@ class DecisionService(decision_pb2_grpc.DecisionServiceServicer):
         st = self._served()
         a = st.raw.young.get(data)
         if a is None:
-            try:
-                a = self._answer(st, data, "")
-            except InvalidArgument as e:
-                if self._recorder is not None:
-                    self._recorder.error("Decide")
+            got = self._answer_miss("Decide", st, data)
+            if isinstance(got, InvalidArgument):
                 _log.debug(
-                    "invalid request", rpc="Decide", error=str(e), policy_generation=st.generation,
+                    "invalid request", rpc="Decide", error=str(got), policy_generation=st.generation,
                     request_id=request_id(context.invocation_metadata()),
                 )
-                await abort(context, e)
-        rec = self._recorder
-        if rec is not None:
-            if a.tally is not None:
-                pending = rec.pending
-                pending[a.tally] = pending.get(a.tally, 0) + 1
-            rec.rpc["Decide"].observe(time.perf_counter() - t0)
-        if self._dlog is not None and self._dlog.sampled():
-            self._sample("Decide", context, None, st, a)
+                await abort(context, got)
+            a = got
+        self._served_one("Decide", context, None, st, a, t0)
         return a.body
 
     async def decide_batch_bytes(self, data: bytes, context: _Context) -> bytes:
@@ -442,22 +457,13 @@ class DecisionService(decision_pb2_grpc.DecisionServiceServicer):
             st = self._served()
             a = st.raw.young.get(data)
             if a is None:
-                try:
-                    a = self._answer(st, data, "")
-                except InvalidArgument as e:
-                    if self._recorder is not None:
-                        self._recorder.error("DecideStream")
+                got = self._answer_miss("DecideStream", st, data)
+                if isinstance(got, InvalidArgument):
                     position += 1
-                    yield _error_body(e)  # the stream goes on
+                    yield _error_body(got)  # the stream goes on
                     continue
-            rec = self._recorder
-            if rec is not None:
-                if a.tally is not None:
-                    pending = rec.pending
-                    pending[a.tally] = pending.get(a.tally, 0) + 1
-                rec.rpc["DecideStream"].observe(time.perf_counter() - t0)
-            if self._dlog is not None and self._dlog.sampled():
-                self._sample("DecideStream", context, position, st, a)
+                a = got
+            self._served_one("DecideStream", context, position, st, a, t0)
             position += 1
             yield a.body
 
