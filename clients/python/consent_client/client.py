@@ -636,7 +636,40 @@ class _SyncStream:
 # -- the async client ---------------------------------------------------------------------
 
 
-class AsyncConsentClient:
+class _AsyncShortcuts:
+    """`decide` and `decide_event` in terms of `decide_request`, for every async decider."""
+
+    async def decide_request(
+        self, request: RequestLike, *, timeout: float | None = None,  # noqa: ASYNC109 - a per-call gRPC deadline
+    ) -> DecideResult:
+        raise NotImplementedError
+
+    async def decide(
+        self,
+        destinations: Sequence[str] = (),
+        consent: Mapping[str, bool] | None = None,
+        *,
+        explain: bool = False,
+        timeout: float | None = None,  # noqa: ASYNC109 - a per-call gRPC deadline
+    ) -> DecideResult:
+        """See ConsentClient.decide."""
+        req = Request(as_destinations(destinations), consent, None, explain)
+        return await self.decide_request(req, timeout=timeout)
+
+    async def decide_event(
+        self,
+        event: Mapping[str, Any] | bytes | str,
+        destinations: Sequence[str] = (),
+        *,
+        explain: bool = False,
+        timeout: float | None = None,  # noqa: ASYNC109 - a per-call gRPC deadline
+    ) -> DecideResult:
+        """See ConsentClient.decide_event."""
+        req = Request(as_destinations(destinations), None, event, explain)
+        return await self.decide_request(req, timeout=timeout)
+
+
+class AsyncConsentClient(_AsyncShortcuts):
     """asyncio client of the sidecar's DecisionService (grpc.aio); same options as ConsentClient.
 
     The channel is created on first use inside the running event loop and reused by every
@@ -733,30 +766,6 @@ class AsyncConsentClient:
                 raise err
             await asyncio.sleep(delay)  # backoff between attempts, bounded by the deadline
 
-    async def decide(
-        self,
-        destinations: Sequence[str] = (),
-        consent: Mapping[str, bool] | None = None,
-        *,
-        explain: bool = False,
-        timeout: float | None = None,  # noqa: ASYNC109 - a per-call gRPC deadline
-    ) -> DecideResult:
-        """See ConsentClient.decide."""
-        req = Request(as_destinations(destinations), consent, None, explain)
-        return await self.decide_request(req, timeout=timeout)
-
-    async def decide_event(
-        self,
-        event: Mapping[str, Any] | bytes | str,
-        destinations: Sequence[str] = (),
-        *,
-        explain: bool = False,
-        timeout: float | None = None,  # noqa: ASYNC109 - a per-call gRPC deadline
-    ) -> DecideResult:
-        """See ConsentClient.decide_event."""
-        req = Request(as_destinations(destinations), None, event, explain)
-        return await self.decide_request(req, timeout=timeout)
-
     async def decide_request(
         self, request: RequestLike, *, timeout: float | None = None,  # noqa: ASYNC109 - a per-call gRPC deadline
     ) -> DecideResult:
@@ -811,7 +820,7 @@ def _task_cancelling() -> bool:
     return task is not None and task.cancelling() > 0
 
 
-class AsyncDecisionStream:
+class AsyncDecisionStream(_AsyncShortcuts):
     """A DecideStream shared by concurrent `decide` calls; responses matched to requests by order.
 
     At most `window` requests are in flight. A call queues its request for the stream's
@@ -848,28 +857,6 @@ class AsyncDecisionStream:
         self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.close(cancel=et is not None)
-
-    async def decide(
-        self,
-        destinations: Sequence[str] = (),
-        consent: Mapping[str, bool] | None = None,
-        *,
-        explain: bool = False,
-        timeout: float | None = None,  # noqa: ASYNC109 - a per-call gRPC deadline
-    ) -> DecideResult:
-        req = Request(as_destinations(destinations), consent, None, explain)
-        return await self.decide_request(req, timeout=timeout)
-
-    async def decide_event(
-        self,
-        event: Mapping[str, Any] | bytes | str,
-        destinations: Sequence[str] = (),
-        *,
-        explain: bool = False,
-        timeout: float | None = None,  # noqa: ASYNC109 - a per-call gRPC deadline
-    ) -> DecideResult:
-        req = Request(as_destinations(destinations), None, event, explain)
-        return await self.decide_request(req, timeout=timeout)
 
     async def decide_request(
         self, request: RequestLike, *, timeout: float | None = None,  # noqa: ASYNC109 - a per-call gRPC deadline
