@@ -314,21 +314,8 @@ def _check_credentials(core: _Core, credentials: grpc.ChannelCredentials | None)
 # -- the sync client ------------------------------------------------------------------------
 
 
-class ConsentClient:
-    """Blocking client of the sidecar's DecisionService. Thread-safe; one channel, reused.
-
-    target: "host:port" or "unix:/path/to.sock" (also "unix:///abs/path").
-    timeout: default deadline of every call in seconds, retries included; each call can
-        override it with `timeout=`. On `stream()` it bounds the wait for each response.
-    retry: retries of UNAVAILABLE (see RetryPolicy); `RetryPolicy(max_attempts=1)` disables them.
-    failure_policy: "fail_closed" (default), "fail_open", "embedded" or "raise" (module docstring).
-    mappings_path: the mapping file, for failure_policy "embedded" and to let fail_closed /
-        fail_open know the mapping; `watch_mappings` re-reads it when it changes.
-    batch_size: DecideBatch entries per RPC in `decide_many` (each chunk gets the deadline).
-    credentials: TLS channel credentials for a remote sidecar; None = plaintext.
-    channel_options: extra gRPC channel arguments (override the defaults of the same name).
-    on_retry: called before each retry with (attempt, error, delay); for logs and metrics.
-    """
+class _ClientBase:
+    """The options both clients take (documented on ConsentClient) and what they expose of them."""
 
     def __init__(
         self,
@@ -352,14 +339,10 @@ class ConsentClient:
             channel_options=channel_options, on_retry=on_retry,
         )
         _check_credentials(self._core, credentials)
-        opts = self._core.channel_options
-        self._channel = (
-            grpc.secure_channel(target, credentials, options=opts)
-            if credentials is not None
-            else grpc.insecure_channel(target, options=opts)
-        )
-        self._stub = decision_pb2_grpc.DecisionServiceStub(self._channel)  # type: ignore[no-untyped-call]
-        self._closed = False
+        self._open_channel(credentials)
+
+    def _open_channel(self, credentials: grpc.ChannelCredentials | None) -> None:
+        raise NotImplementedError
 
     @property
     def target(self) -> str:
@@ -373,6 +356,34 @@ class ConsentClient:
     def embedded(self) -> EmbeddedDecider | None:
         """The local decider built from `mappings_path` (None without one)."""
         return self._core.embedded
+
+
+class ConsentClient(_ClientBase):
+    """Blocking client of the sidecar's DecisionService. Thread-safe; one channel, reused.
+
+    target: "host:port" or "unix:/path/to.sock" (also "unix:///abs/path").
+    timeout: default deadline of every call in seconds, retries included; each call can
+        override it with `timeout=`. On `stream()` it bounds the wait for each response.
+    retry: retries of UNAVAILABLE (see RetryPolicy); `RetryPolicy(max_attempts=1)` disables them.
+    failure_policy: "fail_closed" (default), "fail_open", "embedded" or "raise" (module docstring).
+    mappings_path: the mapping file, for failure_policy "embedded" and to let fail_closed /
+        fail_open know the mapping; `watch_mappings` re-reads it when it changes.
+    batch_size: DecideBatch entries per RPC in `decide_many` (each chunk gets the deadline).
+    credentials: TLS channel credentials for a remote sidecar; None = plaintext.
+    channel_options: extra gRPC channel arguments (override the defaults of the same name).
+    on_retry: called before each retry with (attempt, error, delay); for logs and metrics.
+    """
+
+    def _open_channel(self, credentials: grpc.ChannelCredentials | None) -> None:
+        opts = self._core.channel_options
+        target = self._core.target
+        self._channel = (
+            grpc.secure_channel(target, credentials, options=opts)
+            if credentials is not None
+            else grpc.insecure_channel(target, options=opts)
+        )
+        self._stub = decision_pb2_grpc.DecisionServiceStub(self._channel)  # type: ignore[no-untyped-call]
+        self._closed = False
 
     def close(self) -> None:
         """Closes the channel; calls made afterwards raise ClientClosedError. Idempotent."""
@@ -669,7 +680,7 @@ class _AsyncShortcuts:
         return await self.decide_request(req, timeout=timeout)
 
 
-class AsyncConsentClient(_AsyncShortcuts):
+class AsyncConsentClient(_ClientBase, _AsyncShortcuts):
     """asyncio client of the sidecar's DecisionService (grpc.aio); same options as ConsentClient.
 
     The channel is created on first use inside the running event loop and reused by every
@@ -677,44 +688,12 @@ class AsyncConsentClient(_AsyncShortcuts):
     `async with`.
     """
 
-    def __init__(
-        self,
-        target: str = DEFAULT_TARGET,
-        *,
-        timeout: float = DEFAULT_TIMEOUT,
-        retry: RetryPolicy | None = None,
-        failure_policy: FailurePolicy | str = FailurePolicy.FAIL_CLOSED,
-        mappings_path: str | os.PathLike[str] | None = None,
-        embedded: EmbeddedDecider | None = None,
-        watch_mappings: bool = False,
-        limits: Limits | None = None,
-        batch_size: int = DEFAULT_BATCH_SIZE,
-        credentials: grpc.ChannelCredentials | None = None,
-        channel_options: Sequence[tuple[str, Any]] = (),
-        on_retry: RetryHook | None = None,
-    ) -> None:
-        self._core = _Core(
-            target, timeout=timeout, retry=retry, failure_policy=failure_policy, mappings_path=mappings_path,
-            embedded=embedded, watch_mappings=watch_mappings, limits=limits, batch_size=batch_size,
-            channel_options=channel_options, on_retry=on_retry,
-        )
-        _check_credentials(self._core, credentials)
+    def _open_channel(self, credentials: grpc.ChannelCredentials | None) -> None:
+        # grpc.aio channels belong to an event loop: created on first use, inside it.
         self._credentials = credentials
         self._channel: grpc.aio.Channel | None = None
         self._stub_obj: decision_pb2_grpc.DecisionServiceStub | None = None
         self._closed = False
-
-    @property
-    def target(self) -> str:
-        return self._core.target
-
-    @property
-    def failure_policy(self) -> FailurePolicy:
-        return self._core.failure_policy
-
-    @property
-    def embedded(self) -> EmbeddedDecider | None:
-        return self._core.embedded
 
     def _stub(self) -> decision_pb2_grpc.DecisionServiceStub:
         if self._closed:
