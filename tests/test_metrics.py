@@ -20,6 +20,7 @@ import pytest
 from consent.v1 import decision_pb2
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.parser import text_string_to_metric_families
+from samples import SAMPLE_MAPPING as MAPPING  # the same policy; settings spelled out
 
 from sidecar.config import Limits
 from sidecar.index import Decision, Reason
@@ -29,23 +30,6 @@ from sidecar.services import decision
 
 Req = decision_pb2.DecideRequest
 
-MAPPING = """\
-version: 1
-categories:
-  - id: C0002
-    name: Performance Cookies
-    destinations: [amplitude, mixpanel]
-  - id: C0004
-    name: Targeting Cookies
-    destinations: [google-ads, braze]
-  - id: C0003
-    name: Functional Cookies
-    shadow: true
-    destinations: [amplitude, hotjar]
-destinations:
-  aws-s3: {enforce: false}
-  braze: {resolution: any}
-"""
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
