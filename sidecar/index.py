@@ -256,10 +256,13 @@ class Index:
         preference_event: a "Segment Consent Preference Updated" track event.
         Inputs are assumed valid (see sidecar.event); this is the hot path.
         """
+        granted = None if preferences is None else self.granted_mask(preferences)
+        dests = tuple(destinations) if destinations else self.known_destinations
+        if not (explain or integrations or preference_event):  # the common case: one probe, no more calls
+            hit = self._memo.get((granted, dests))
+            return self._split(granted, dests) if hit is None else hit
         return self.decide_mask(
-            None if preferences is None else self.granted_mask(preferences),
-            tuple(destinations) if destinations else self.known_destinations,
-            integrations=integrations, preference_event=preference_event, explain=explain,
+            granted, dests, integrations=integrations, preference_event=preference_event, explain=explain
         )
 
     def decide_mask(
