@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         print(bench_grpc.format_rows(rows_g), flush=True)
 
     if "workers" in parts:
-        from bench import bench_grpc as bench_workers
+        from bench import bench_workers
 
         seconds = 0.5 if args.quick else (args.seconds or 1.5)
         row = bench_workers.run_workers(

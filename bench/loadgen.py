@@ -1,6 +1,6 @@
-"""A light DecideBatch load generator in its own process (not pinned), for the workers row.
+"""A DecideBatch load generator in its own process (not pinned): the workers row's fallback when h2load is missing.
 
-    python -m bench.loadgen 127.0.0.1:50051 --batch 500 --connections 4 --in-flight 2 --seconds 1.5
+    python -m bench.loadgen 127.0.0.1:50051 --batch 500 --connections 32 --in-flight 1 --seconds 1.5
 
 Sends the workload's events as pre-encoded DecideBatch bytes over separate TCP connections and
 leaves the responses undecoded; prints one JSON object: events/s, p50 per call (µs) and the
