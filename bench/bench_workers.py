@@ -151,6 +151,7 @@ class _H2load:
     async def run(self, target: str, seconds: float, warmup: float, pids: list[int],
                   connections: int) -> tuple[_Run, dict[int, float], float]:
         log = self.workdir / f"h2load-{target.rpartition(':')[2]}.tsv"  # one per target: pairs run at once
+        log.unlink(missing_ok=True)  # h2load appends to an existing log
         argv = _unpinned([
             "h2load", "-D", f"{round(seconds * 1000)}ms", "--warm-up-time", f"{round(warmup * 1000)}ms",
             "-c", str(connections), "-m", str(IN_FLIGHT), "-t", "1", "-d", str(self.body),
@@ -171,6 +172,8 @@ class _H2load:
             raise RuntimeError(f"h2load: {ok}/{n} succeeded, {received / max(n, 1):.0f} bytes per response "
                                f"(a full answer is {self.answer_frame}): the sidecar did not answer every call")
         rows = [line.split("\t") for line in log.read_text().splitlines() if line]
+        if len(rows) != n:  # the log must be this run's calls exactly: the rate and window come from it
+            raise RuntimeError(f"h2load logged {len(rows)} calls but reports {n} done")
         starts = [int(r[0]) for r in rows]
         ends = [int(r[0]) + int(r[2]) for r in rows]
         elapsed = (max(ends) - min(starts)) / 1e6
