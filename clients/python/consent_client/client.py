@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import itertools
 import os
 import queue
 import random
@@ -195,12 +196,15 @@ class _Core:
         limits: Limits | None,
         batch_size: int,
         channel_options: Sequence[tuple[str, Any]],
+        connections: int,
         on_retry: RetryHook | None,
     ) -> None:
         if timeout <= 0:
             raise ValueError("timeout must be positive (seconds)")
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
+        if connections < 1:
+            raise ValueError("connections must be at least 1")
         self.target = target
         self.timeout = timeout
         self.retry = retry if retry is not None else RetryPolicy()
@@ -215,6 +219,10 @@ class _Core:
         self.on_retry = on_retry
         given = {k for k, _ in channel_options}
         self.channel_options = [o for o in _DEFAULT_CHANNEL_OPTIONS if o[0] not in given] + list(channel_options)
+        self.connections = connections
+        if connections > 1 and "grpc.use_local_subchannel_pool" not in given:
+            # Channels to one target share one connection through gRPC's global subchannel pool.
+            self.channel_options.append(("grpc.use_local_subchannel_pool", 1))
         self._empty_index: Index | None = None
 
     def deadline_of(self, timeout: float | None) -> float:
@@ -331,12 +339,13 @@ class _ClientBase:
         batch_size: int = DEFAULT_BATCH_SIZE,
         credentials: grpc.ChannelCredentials | None = None,
         channel_options: Sequence[tuple[str, Any]] = (),
+        connections: int = 1,
         on_retry: RetryHook | None = None,
     ) -> None:
         self._core = _Core(
             target, timeout=timeout, retry=retry, failure_policy=failure_policy, mappings_path=mappings_path,
             embedded=embedded, watch_mappings=watch_mappings, limits=limits, batch_size=batch_size,
-            channel_options=channel_options, on_retry=on_retry,
+            channel_options=channel_options, connections=connections, on_retry=on_retry,
         )
         _check_credentials(self._core, credentials)
         self._open_channel(credentials)
@@ -359,7 +368,7 @@ class _ClientBase:
 
 
 class ConsentClient(_ClientBase):
-    """Blocking client of the sidecar's DecisionService. Thread-safe; one channel, reused.
+    """Blocking client of the sidecar's DecisionService. Thread-safe; its channels are reused.
 
     target: "host:port" or "unix:/path/to.sock" (also "unix:///abs/path").
     timeout: default deadline of every call in seconds, retries included; each call can
@@ -371,25 +380,36 @@ class ConsentClient(_ClientBase):
     batch_size: DecideBatch entries per RPC in `decide_many` (each chunk gets the deadline).
     credentials: TLS channel credentials for a remote sidecar; None = plaintext.
     channel_options: extra gRPC channel arguments (override the defaults of the same name).
+    connections: connections to open (default 1); calls and streams take turns across them.
+        `serve --workers N` hands each connection to one worker: open N or more to use them all.
     on_retry: called before each retry with (attempt, error, delay); for logs and metrics.
     """
 
     def _open_channel(self, credentials: grpc.ChannelCredentials | None) -> None:
         opts = self._core.channel_options
         target = self._core.target
-        self._channel = (
+        self._channels = [
             grpc.secure_channel(target, credentials, options=opts)
             if credentials is not None
             else grpc.insecure_channel(target, options=opts)
+            for _ in range(self._core.connections)
+        ]
+        self._stubs = itertools.cycle(
+            [decision_pb2_grpc.DecisionServiceStub(c) for c in self._channels]  # type: ignore[no-untyped-call]
         )
-        self._stub = decision_pb2_grpc.DecisionServiceStub(self._channel)  # type: ignore[no-untyped-call]
         self._closed = False
 
+    @property
+    def _stub(self) -> decision_pb2_grpc.DecisionServiceStub:
+        """The next connection's stub (itertools.cycle: one C call, safe across threads)."""
+        return next(self._stubs)
+
     def close(self) -> None:
-        """Closes the channel; calls made afterwards raise ClientClosedError. Idempotent."""
+        """Closes the channels; calls made afterwards raise ClientClosedError. Idempotent."""
         if not self._closed:
             self._closed = True
-            self._channel.close()
+            for channel in self._channels:
+                channel.close()
 
     def __enter__(self) -> ConsentClient:
         return self
@@ -683,7 +703,7 @@ class _AsyncShortcuts:
 class AsyncConsentClient(_ClientBase, _AsyncShortcuts):
     """asyncio client of the sidecar's DecisionService (grpc.aio); same options as ConsentClient.
 
-    The channel is created on first use inside the running event loop and reused by every
+    The channels are created on first use inside the running event loop and reused by every
     call, so use one client per event loop; close it with `await client.close()` or
     `async with`.
     """
@@ -691,29 +711,33 @@ class AsyncConsentClient(_ClientBase, _AsyncShortcuts):
     def _open_channel(self, credentials: grpc.ChannelCredentials | None) -> None:
         # grpc.aio channels belong to an event loop: created on first use, inside it.
         self._credentials = credentials
-        self._channel: grpc.aio.Channel | None = None
-        self._stub_obj: decision_pb2_grpc.DecisionServiceStub | None = None
+        self._channels: list[grpc.aio.Channel] = []
+        self._stubs: Iterator[decision_pb2_grpc.DecisionServiceStub] | None = None
         self._closed = False
 
     def _stub(self) -> decision_pb2_grpc.DecisionServiceStub:
+        """The next connection's stub; the channels are opened on first use."""
         if self._closed:
             raise ClientClosedError("the client is closed")
-        if self._stub_obj is None:
+        if self._stubs is None:
             opts = self._core.channel_options
             target = self._core.target
-            self._channel = (
+            self._channels = [
                 grpc.aio.secure_channel(target, self._credentials, options=opts)
                 if self._credentials is not None
                 else grpc.aio.insecure_channel(target, options=opts)
+                for _ in range(self._core.connections)
+            ]
+            self._stubs = itertools.cycle(
+                [decision_pb2_grpc.DecisionServiceStub(c) for c in self._channels]  # type: ignore[no-untyped-call]
             )
-            self._stub_obj = decision_pb2_grpc.DecisionServiceStub(self._channel)  # type: ignore[no-untyped-call]
-        return self._stub_obj
+        return next(self._stubs)
 
     async def close(self) -> None:
-        """Closes the channel (in-flight calls are cancelled). Idempotent."""
+        """Closes the channels (in-flight calls are cancelled). Idempotent."""
         self._closed = True
-        channel, self._channel, self._stub_obj = self._channel, None, None
-        if channel is not None:
+        channels, self._channels, self._stubs = self._channels, [], None
+        for channel in channels:
             await channel.close()
 
     async def __aenter__(self) -> AsyncConsentClient:
