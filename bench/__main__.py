@@ -32,7 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("parts", nargs="*", choices=[*ALL_PARTS, []],
                         metavar="|".join(ALL_PARTS), help="what to run (default: all)")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per row (default 3)")
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="interleaved rounds per row (default 5: one round here can be off by 15%%)")
     parser.add_argument("--seconds", type=float, default=None,
                         help="measured seconds per round (default 1.0 in-process, 1.5 gRPC)")
     parser.add_argument("--quick", action="store_true", help="one short round per row: a smoke test")
