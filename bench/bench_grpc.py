@@ -59,19 +59,13 @@ def process_cpu(pid: int) -> float | None:
 CpuProbe = Callable[[], float | None]
 
 
-def process_tree_cpu(pid: int) -> float | None:
-    """`process_cpu` of a process and its live children (a sidecar and its --workers)."""
-    total = process_cpu(pid)
-    if total is None:
-        return None
+def process_children(pid: int) -> list[int]:
+    """The live child processes of `pid` (a sidecar's --workers); empty where /proc is missing."""
     try:
         with open(f"/proc/{pid}/task/{pid}/children") as f:
-            children = [int(c) for c in f.read().split()]
+            return [int(c) for c in f.read().split()]
     except OSError:
-        children = []
-    for child in children:
-        total += process_cpu(child) or 0.0
-    return total
+        return []
 
 
 @dataclass(slots=True)

@@ -47,6 +47,7 @@ from bench.bench_grpc import (
     _sidecar_argv,
     _start,
     _unpinned,
+    process_children,
     process_cpu,
 )
 from bench.workload import Workload
@@ -91,14 +92,6 @@ class _Run:
     p50_us: float
     start: float  # the measured window, time.time()
     end: float
-
-
-def _children(pid: int) -> list[int]:
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            return [int(c) for c in f.read().split()]
-    except OSError:
-        return []
 
 
 async def _sampled(argv: list[str], pids: list[int],
@@ -214,7 +207,7 @@ async def _run_workers(workload: Workload, seconds: float, warmup: float, rounds
             row.generator = "h2load (nghttp2-client)" if h2load else "python -m bench.loadgen (no h2load on PATH)"
 
             async def drive(server: Server, connections: int) -> tuple[_Run, dict[int, float], float]:
-                pids = [server.process.pid, *_children(server.process.pid)]
+                pids = [server.process.pid, *process_children(server.process.pid)]
                 if h2load is not None:
                     return await h2load.run(server.tcp, seconds, warmup, pids, connections)
                 return await _python_loadgen(server.tcp, seconds, warmup, pids, connections)
