@@ -174,12 +174,6 @@ class _H2load:
                     min(starts) / 1e6, max(ends) / 1e6)
 
 
-async def _answer(target: str, request: bytes) -> bytes:
-    async with grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS) as channel:
-        answer: bytes = await channel.unary_unary(METHOD)(request)
-        return answer
-
-
 async def _run_workers(workload: Workload, seconds: float, warmup: float, rounds: int,
                        log: Callable[[str], None]) -> WorkersRow:
     row = WorkersRow(f"DecideBatch x{BATCH} tcp, {CONNECTIONS} conns x {IN_FLIGHT} call")
@@ -195,12 +189,12 @@ async def _run_workers(workload: Workload, seconds: float, warmup: float, rounds
                 argv = _sidecar_argv(mappings, addrs, "--workers", str(n))
                 servers.append(stack.enter_context(_start(f"sidecar-{i}-workers-{n}", argv, *addrs, workdir,
                                                           pin=False)))
-            answers = set()
+            answers: set[bytes] = set()
             for server in servers:
                 await _ready(server)
                 async with grpc.aio.insecure_channel(server.tcp, options=CHANNEL_OPTIONS) as channel:
                     await _check_sidecar(Stub(channel), workload, requests)
-                answers.add(await _answer(server.tcp, request))
+                    answers.add(await channel.unary_unary(METHOD)(request))  # raw bytes: no (de)serializer
             if len(answers) != 1:
                 raise RuntimeError("the sidecars answer the same batch differently")
             h2load = _H2load(workdir, request, 5 + len(answers.pop())) if shutil.which("h2load") else None
@@ -240,6 +234,7 @@ def format_workers(row: WorkersRow) -> str:
     head = (f"{'load generator: ' + row.generator:<48} {'events/s':>10} {'ratio':>6} {'p50 ms':>7} "
             f"{'sidecar cores':>14} {'loadgen cores':>14} {'sidecar CPU µs/event':>21}")
     out = [f"{row.name}; ratio = events/s / workers=1's of the same round", head, "-" * len(head)]
+
     def med(values: dict[str, list[float]], config: str, spec: str, width: int, scale: float = 1.0) -> str:
         m = _median(list[float | None](values.get(config, [])))
         return f"{_fmt(None if m is None else m * scale, spec):>{width}}"
