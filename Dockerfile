@@ -1,11 +1,11 @@
 # syntax=docker/dockerfile:1
 # The consent-sidecar image: build wheels in one stage, install only them into a slim runtime.
 #
-#   docker build -t consent-sidecar:0.1.0 .
-#   docker run --read-only -p 50051:50051 consent-sidecar:0.1.0
+#   docker build -t consent-sidecar:0.2.0 .
+#   docker run --read-only -p 50051:50051 consent-sidecar:0.2.0
 #
 # No container engine runs on our machines, so `make test` lints this file (hadolint) and
-# tests/test_packaging.py repeats its steps outside a container: build the wheel, install it
+# tests/test_packaging.py repeats its steps outside a container: build the wheels, install them
 # into a fresh venv, start the CMD below with the ENV below, and pass the HEALTHCHECK command.
 
 # -- build: the project and every dependency as wheels (no compiler or source reaches runtime) --
@@ -13,11 +13,13 @@ FROM python:3.11-slim AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 COPY pyproject.toml README.md ./
-COPY sidecar ./sidecar
-COPY gen ./gen
+COPY consent_sidecar ./consent_sidecar
+COPY core ./core
 COPY clients/python ./clients/python
-RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels . \
- && pip wheel --no-cache-dir --wheel-dir /wheels /wheels/consent_sidecar-*.whl
+# The repository's three distributions (core, client with the consent.v1 stubs, server), then
+# every third-party dependency, resolved with the local wheels first.
+RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels ./core ./clients/python . \
+ && pip wheel --no-cache-dir --find-links /wheels --wheel-dir /wheels /wheels/consent_sidecar-*.whl
 
 # -- runtime ---------------------------------------------------------------------------------
 FROM python:3.11-slim AS runtime

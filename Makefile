@@ -4,22 +4,22 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck lint-deploy unit docs bench proto clean
+.PHONY: run test lint typecheck lint-deploy unit docs bench proto dist clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml core/pyproject.toml clients/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e ./core -e './clients/python[embedded]' -e '.[dev]'
 	touch $(STAMP)
 
 run: $(STAMP)
 	$(BIN)/consent-sidecar serve --mappings examples/mappings.yaml --listen 127.0.0.1:50051
 
 lint: $(STAMP)
-	$(BIN)/ruff check sidecar clients tests bench docs gen/generate.py
+	$(BIN)/ruff check consent_sidecar core clients tests bench docs
 
 typecheck: $(STAMP)
-	$(BIN)/mypy sidecar clients/python/consent_client
+	$(BIN)/mypy consent_sidecar core/consent_core clients/python/consent_client
 
 # pytest exits 5 when it collects nothing: that is a failure here, not a pass.
 unit: $(STAMP)
@@ -52,7 +52,12 @@ bench: $(STAMP)
 	$(BIN)/python -m bench
 
 proto: $(STAMP)
-	$(BIN)/python gen/generate.py
+	$(BIN)/python clients/python/generate.py
+
+# The three distributions of this repository: consent-core, consent-client, consent-sidecar.
+dist: $(STAMP)
+	rm -rf dist
+	for d in core clients/python .; do $(BIN)/python -m build --wheel --no-isolation --outdir dist $$d || exit 1; done
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info
+	rm -rf $(VENV) build dist *.egg-info core/build core/*.egg-info clients/python/build clients/python/*.egg-info

@@ -26,9 +26,9 @@ from typing import Any
 import grpc
 import grpc.aio
 from consent.v1 import decision_pb2, decision_pb2_grpc
+from consent_core.index import compile
 
 from bench.workload import Workload
-from sidecar.index import compile
 
 __all__ = ["GrpcRow", "format_rows", "run"]
 
@@ -106,7 +106,7 @@ def _sidecar_argv(mappings: Path, listen: Sequence[str], *extra: str) -> list[st
         return [str(cli), "serve", "--mappings", str(mappings), *listen_flags, "--log-level", "warning", *extra]
     # The console script is missing (not installed yet): run the server module directly.
     code = (
-        "import sys; from sidecar.server import run; from sidecar.config import ServeConfig; "
+        "import sys; from consent_sidecar.server import run; from consent_sidecar.config import ServeConfig; "
         f"sys.exit(run(ServeConfig(mappings={str(mappings)!r}, listen={tuple(listen)!r}, log_level='warning')))"
     )
     return [sys.executable, "-c", code]

@@ -13,10 +13,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from consent_core.event import decide_one
+from consent_core.index import Index, compile
+from consent_core.limits import Limits
+
 from bench.workload import Event, Workload
-from sidecar.config import Limits
-from sidecar.event import decide_one
-from sidecar.index import Index, compile
 from tests.reference import reference_decide, reference_split  # run from the repository root
 
 __all__ = ["IndexRow", "run"]

@@ -36,10 +36,10 @@ from pathlib import Path
 import grpc
 import grpc.aio
 from consent.v1 import decision_pb2, decision_pb2_grpc
+from consent_core.mapping_file import parse_mapping
 
 from bench import workload as workload_module
 from bench.workload import Workload
-from sidecar.mapping_file import parse_mapping
 
 __all__ = ["ReloadReport", "StormRound", "StormRow", "format_report", "main", "run"]
 
@@ -94,7 +94,7 @@ def _serve_argv(mappings: Path, listen: str) -> list[str]:
     if cli.exists():
         return [str(cli), "serve", "--mappings", str(mappings), "--listen", listen, "--log-level", "warning"]
     code = (
-        "import sys; from sidecar.server import run; from sidecar.config import ServeConfig; "
+        "import sys; from consent_sidecar.server import run; from consent_sidecar.config import ServeConfig; "
         f"sys.exit(run(ServeConfig(mappings={str(mappings)!r}, listen=({listen!r},), log_level='warning')))"
     )
     return [sys.executable, "-c", code]

@@ -36,6 +36,9 @@ from typing import Any
 import grpc
 import grpc.aio
 from consent.v1 import decision_pb2
+from consent_core.index import compile
+from consent_core.limits import Limits
+from consent_core.mapping_file import load_mapping
 
 from bench.bench_grpc import (
     BATCH_SIZE,
@@ -50,11 +53,8 @@ from bench.bench_grpc import (
 )
 from bench.bench_grpc import _unary as unary_load
 from bench.workload import Workload
-from sidecar.config import Limits
-from sidecar.index import compile
-from sidecar.mapping_file import load_mapping
-from sidecar.policy import PolicyStore
-from sidecar.services import decision
+from consent_sidecar.policy import PolicyStore
+from consent_sidecar.services import decision
 
 __all__ = ["ScaleResult", "format_result", "run"]
 
@@ -88,11 +88,11 @@ def rss():
     for line in open('/proc/self/status'):
         if line.startswith('VmRSS:'):
             return int(line.split()[1]) / 1024
-import sidecar.server, sidecar.mapping_file, sidecar.index  # what a sidecar imports anyway
+import consent_sidecar.server, consent_core.mapping_file, consent_core.index  # what a sidecar imports anyway
 gc.collect()
 before = rss()
-m = sidecar.mapping_file.load_mapping(sys.argv[1]).mapping
-index = sidecar.index.compile(m)
+m = consent_core.mapping_file.load_mapping(sys.argv[1]).mapping
+index = consent_core.index.compile(m)
 del m
 gc.collect()
 print(json.dumps([before, rss(), len(index.known_destinations)]))

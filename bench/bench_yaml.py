@@ -14,9 +14,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from consent_core import mapping_file
+from consent_core.mapping_file import parse_mapping
+
 from bench.workload import build, build_scale
-from sidecar import mapping_file
-from sidecar.mapping_file import parse_mapping
 
 ROOT = Path(__file__).resolve().parent.parent
 

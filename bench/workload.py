@@ -15,7 +15,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from sidecar.model import Category, DestinationSettings, Mapping, Resolution, Settings, mapping_problems
+from consent_core.model import Category, DestinationSettings, Mapping, Resolution, Settings, mapping_problems
 
 __all__ = ["SEED", "Event", "Workload", "build", "build_scale"]
 

@@ -1,4 +1,4 @@
-"""Writes docs/configuration.md from the command line's own definitions (`sidecar.cli.flag_reference`).
+"""Writes docs/configuration.md from the command line's own definitions (`consent_sidecar.cli.flag_reference`).
 
     python docs/generate_config_reference.py           # rewrite docs/configuration.md (`make docs`)
     python docs/generate_config_reference.py --check   # exit 1 if it is out of date
@@ -16,7 +16,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from sidecar.cli import ENV_PREFIX, PROG, FlagInfo, build_parser, flag_reference
+from consent_sidecar.cli import ENV_PREFIX, PROG, FlagInfo, build_parser, flag_reference
 
 DOCS = Path(__file__).resolve().parent
 OUT = DOCS / "configuration.md"

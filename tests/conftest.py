@@ -19,14 +19,15 @@ from typing import Any
 import grpc
 import grpc.aio
 import pytest
+from consent_core.limits import Limits
 from samples import SAMPLE_MAPPING
 
-from sidecar.audit import AuditLog
-from sidecar.config import Limits, ServeConfig
-from sidecar.policy import PolicyStore
-from sidecar.server import Sidecar
-from sidecar.services.admin import DEFAULT_WATCH_BUFFER
-from sidecar.writer import PolicyWriter
+from consent_sidecar.audit import AuditLog
+from consent_sidecar.config import ServeConfig
+from consent_sidecar.policy import PolicyStore
+from consent_sidecar.server import Sidecar
+from consent_sidecar.services.admin import DEFAULT_WATCH_BUFFER
+from consent_sidecar.writer import PolicyWriter
 
 TRANSPORTS = ("tcp", "unix")
 

@@ -29,7 +29,7 @@ from collections.abc import Mapping as AbcMapping
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sidecar.model import Mapping, Resolution, UnknownDestinations
+from consent_core.model import Mapping, Resolution, UnknownDestinations
 
 __all__ = ["RefDecision", "reference_decide", "reference_split"]
 

@@ -16,9 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from consent_core import errors
+from consent_core.diff import AuditAction, diff
+from consent_core.model import Category, Mapping
 
-from sidecar import errors
-from sidecar.audit import (
+from consent_sidecar.audit import (
     GENESIS_HASH,
     AuditError,
     AuditLog,
@@ -28,8 +30,6 @@ from sidecar.audit import (
     changes_to_events,
     verify,
 )
-from sidecar.diff import AuditAction, diff
-from sidecar.model import Category, Mapping
 
 A = AuditAction
 T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)

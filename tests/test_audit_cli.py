@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from consent_core.diff import AuditAction
 
-from sidecar.audit import AuditLog, NewEvent
-from sidecar.cli import run_cli
-from sidecar.diff import AuditAction
+from consent_sidecar.audit import AuditLog, NewEvent
+from consent_sidecar.cli import run_cli
 
 
 @pytest.fixture
@@ -99,7 +99,7 @@ def test_the_flag_is_required(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_the_console_script_runs_it(db: Path) -> None:
     script = Path(sys.executable).parent / "consent-sidecar"
-    argv = [str(script)] if script.exists() else [sys.executable, "-c", "from sidecar.cli import main; main()"]
+    argv = [str(script)] if script.exists() else [sys.executable, "-c", "from consent_sidecar.cli import main; main()"]
     done = subprocess.run([*argv, "audit", "verify", "--audit-db", str(db)], capture_output=True, text=True,
                           timeout=60, check=False)
     assert done.returncode == 0, done.stderr

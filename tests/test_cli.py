@@ -13,12 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from consent_core.cases import CasesError, parse_cases, run_cases
+from consent_core.index import Reason, compile
+from consent_core.limits import Limits
+from consent_core.mapping_file import load_mapping
 
-from sidecar import cli
-from sidecar.cases import CasesError, parse_cases, run_cases
-from sidecar.config import Limits, ServeConfig
-from sidecar.index import Reason, compile
-from sidecar.mapping_file import load_mapping
+from consent_sidecar import cli
+from consent_sidecar.config import ServeConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -309,7 +310,7 @@ def test_reasons_accept_short_names_and_check_every_occurrence() -> None:
 
 
 def load_mapping_text() -> Any:
-    from sidecar.mapping_file import parse_mapping
+    from consent_core.mapping_file import parse_mapping
 
     return parse_mapping(MAPPINGS, "mappings.yaml")
 
@@ -425,8 +426,8 @@ def test_decide_with_a_missing_mapping_file_fails_cleanly(workdir: Path, capsys:
 
 @pytest.fixture
 def served(monkeypatch: pytest.MonkeyPatch) -> list[ServeConfig]:
-    """Replaces sidecar.server.run; collects the ServeConfig each `serve` builds."""
-    import sidecar.server
+    """Replaces consent_sidecar.server.run; collects the ServeConfig each `serve` builds."""
+    import consent_sidecar.server
 
     seen: list[ServeConfig] = []
 
@@ -434,7 +435,7 @@ def served(monkeypatch: pytest.MonkeyPatch) -> list[ServeConfig]:
         seen.append(config)
         return 0
 
-    monkeypatch.setattr(sidecar.server, "run", fake_run)
+    monkeypatch.setattr(consent_sidecar.server, "run", fake_run)
     return seen
 
 
@@ -547,12 +548,12 @@ def test_bad_serve_values_are_usage_errors_naming_the_flag(
 def test_serve_reports_a_server_error_as_one_line(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import sidecar.server
+    import consent_sidecar.server
 
     def failing(config: ServeConfig) -> int:
         raise PermissionError(13, "Permission denied", config.mappings)
 
-    monkeypatch.setattr(sidecar.server, "run", failing)
+    monkeypatch.setattr(consent_sidecar.server, "run", failing)
     assert run(["serve", "--mappings", "m.yaml"]) == 1
     assert capsys.readouterr().err.splitlines() == [
         "consent-sidecar serve: error: [Errno 13] Permission denied: 'm.yaml'"
@@ -683,12 +684,14 @@ def test_installed_script_checks_files_and_exits_with_the_code(workdir: Path) ->
 
 def test_python_dash_m_sidecar_is_the_same_command_line(workdir: Path) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "sidecar", "decide", "--mappings", "mappings.yaml", "amplitude"],
+        [sys.executable, "-m", "consent_sidecar", "decide", "--mappings", "mappings.yaml", "amplitude"],
         capture_output=True, text=True, timeout=30,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {"allowed": ["amplitude"], "blocked": [], "decisions": []}
-    usage = subprocess.run([sys.executable, "-m", "sidecar", "bogus"], capture_output=True, text=True, timeout=30)
+    usage = subprocess.run(
+        [sys.executable, "-m", "consent_sidecar", "bogus"], capture_output=True, text=True, timeout=30
+    )
     assert usage.returncode == 2
     assert usage.stderr.startswith("usage: consent-sidecar")
 

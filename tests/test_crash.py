@@ -25,14 +25,14 @@ from pathlib import Path
 import grpc
 import pytest
 from consent.v1 import admin_pb2, admin_pb2_grpc
+from consent_core.diff import AuditAction
+from consent_core.mapping_file import load_mapping
 from google.protobuf import field_mask_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from sidecar.audit import AuditLog
-from sidecar.auth import hash_token
-from sidecar.cli import run_cli
-from sidecar.diff import AuditAction
-from sidecar.mapping_file import load_mapping
+from consent_sidecar.audit import AuditLog
+from consent_sidecar.auth import hash_token
+from consent_sidecar.cli import run_cli
 
 KILLS = 21
 TOKEN = "crash-test-owner-token"
@@ -80,7 +80,7 @@ class Server:
 
     def start(self) -> None:
         argv = [
-            sys.executable, "-m", "sidecar", "serve", "--mappings", str(self.mappings), "--listen", self.listen,
+            sys.executable, "-m", "consent_sidecar", "serve", "--mappings", str(self.mappings), "--listen", self.listen,
             "--admin-listen", self.admin, "--principals", str(self.principals), "--audit-db", str(self.audit_db),
             "--log-format", "json", "--log-level", "warning",
         ]  # fmt: skip
@@ -156,7 +156,7 @@ def assert_consistent(server: Server, acked: list[str]) -> None:
 
 
 def cli(*argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "sidecar", *argv], capture_output=True, text=True, timeout=60)
+    return subprocess.run([sys.executable, "-m", "consent_sidecar", *argv], capture_output=True, text=True, timeout=60)
 
 
 def test_acknowledged_updates_survive_sigkill_at_random_moments(tmp_path: Path) -> None:

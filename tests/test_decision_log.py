@@ -17,15 +17,15 @@ import grpc
 import grpc.aio
 import pytest
 from consent.v1 import decision_pb2
+from consent_core.index import compile
+from consent_core.limits import Limits
+from consent_core.model import Category, Mapping
 
-from sidecar import decision_log
-from sidecar.config import Limits
-from sidecar.decision_log import DecisionLog, Entry, TokenBucket, format_line, parse_rate
-from sidecar.index import compile
-from sidecar.metrics import Metrics, Recorder
-from sidecar.model import Category, Mapping
-from sidecar.policy import PolicyStore
-from sidecar.services import decision
+from consent_sidecar import decision_log
+from consent_sidecar.decision_log import DecisionLog, Entry, TokenBucket, format_line, parse_rate
+from consent_sidecar.metrics import Metrics, Recorder
+from consent_sidecar.policy import PolicyStore
+from consent_sidecar.services import decision
 
 Req = decision_pb2.DecideRequest
 
@@ -318,7 +318,7 @@ async def test_nothing_is_logged_when_the_sample_misses(served: Served) -> None:
 
 
 def test_serve_flags_parse_sample_and_rate(capsys: pytest.CaptureFixture[str]) -> None:
-    from sidecar import cli
+    from consent_sidecar import cli
 
     parser = cli.build_parser()
     ns = parser.parse_args(["serve", "--mappings", "m.yaml", "--decision-log", "-", "--decision-log-sample", "0.01",

@@ -27,11 +27,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from consent_core.mapping_file import load_mapping
 from ruamel.yaml import YAML
 
-from sidecar import cli
-from sidecar.auth import parse_principals
-from sidecar.mapping_file import load_mapping
+from consent_sidecar import cli
+from consent_sidecar.auth import parse_principals
 
 ROOT = Path(__file__).resolve().parent.parent
 KUBE = ROOT / "deploy" / "kubernetes"

@@ -5,9 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import pytest
-
-from sidecar.diff import AuditAction, Change, diff
-from sidecar.model import Category, DestinationSettings, Mapping
+from consent_core.diff import AuditAction, Change, diff
+from consent_core.model import Category, DestinationSettings, Mapping
 
 A = AuditAction
 

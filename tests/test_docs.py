@@ -290,7 +290,7 @@ def test_the_configuration_reference_is_generated_from_the_cli() -> None:
 
 
 def test_the_configuration_reference_names_every_flag_and_variable() -> None:
-    from sidecar.cli import flag_reference
+    from consent_sidecar.cli import flag_reference
 
     text = (DOCS / "configuration.md").read_text(encoding="utf-8")
     for f in flag_reference():

@@ -1,15 +1,14 @@
-"""sidecar.edits: each admin write applied to a Mapping, and the status each mistake gets."""
+"""consent_core.edits: each admin write applied to a Mapping, and the status each mistake gets."""
 
 from __future__ import annotations
 
 import pytest
+from consent_core import errors
+from consent_core.diff import AuditAction, diff
+from consent_core.edits import CategoryFields, Create, Delete, Disable, Enable, Update, apply_edit
+from consent_core.model import Category, Mapping, category_etag, mapping_problems
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from sidecar import errors
-from sidecar.diff import AuditAction, diff
-from sidecar.edits import CategoryFields, Create, Delete, Disable, Enable, Update, apply_edit
-from sidecar.model import Category, Mapping, category_etag, mapping_problems
 
 PERF = Category("C0002", "Performance Cookies", ("amplitude", "mixpanel"))
 TARGET = Category("C0004", "Targeting Cookies", ("google-ads", "braze"))

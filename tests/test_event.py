@@ -10,12 +10,11 @@ import json
 from typing import Any
 
 import pytest
-
-from sidecar.config import Limits
-from sidecar.errors import InvalidArgument
-from sidecar.event import ParsedEvent, check_destinations, decide_one, parse_segment_event
-from sidecar.index import PREFERENCE_EVENT_NAME, compile
-from sidecar.model import Category, Mapping
+from consent_core.errors import InvalidArgument
+from consent_core.event import ParsedEvent, check_destinations, decide_one, parse_segment_event
+from consent_core.index import PREFERENCE_EVENT_NAME, compile
+from consent_core.limits import Limits
+from consent_core.model import Category, Mapping
 
 LIMITS = Limits()
 

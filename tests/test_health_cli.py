@@ -15,7 +15,7 @@ import grpc.aio
 import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from sidecar import cli
+from consent_sidecar import cli
 
 if TYPE_CHECKING:
     from conftest import RunningSidecar

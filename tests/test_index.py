@@ -15,14 +15,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-from reference import RefDecision, reference_decide, reference_split
-
-from sidecar.config import Limits
-from sidecar.event import decide_one
-from sidecar.index import PREFERENCE_EVENT_NAME, Decision, Index, Outcome, Reason, compile
-from sidecar.model import (
+from consent_core.event import decide_one
+from consent_core.index import PREFERENCE_EVENT_NAME, Decision, Index, Outcome, Reason, compile
+from consent_core.limits import Limits
+from consent_core.model import (
     Category,
     DestinationSettings,
     Mapping,
@@ -31,6 +27,9 @@ from sidecar.model import (
     UnknownDestinations,
     mapping_problems,
 )
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from reference import RefDecision, reference_decide, reference_split
 
 # -- the table's mapping ------------------------------------------------------------------
 

@@ -13,17 +13,13 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-from ruamel.yaml import YAML
-
-from sidecar import mapping_file
-from sidecar.config import Limits
-from sidecar.errors import FailedPrecondition, MappingError
-from sidecar.event import decide_one
-from sidecar.index import compile
-from sidecar.mapping_file import LoadedMapping, MappingDocument, atomic_write, load_mapping, parse_mapping
-from sidecar.model import (
+from consent_core import mapping_file
+from consent_core.errors import FailedPrecondition, MappingError
+from consent_core.event import decide_one
+from consent_core.index import compile
+from consent_core.limits import Limits
+from consent_core.mapping_file import LoadedMapping, MappingDocument, atomic_write, load_mapping, parse_mapping
+from consent_core.model import (
     Category,
     DestinationSettings,
     Mapping,
@@ -31,6 +27,9 @@ from sidecar.model import (
     Settings,
     UnknownDestinations,
 )
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from ruamel.yaml import YAML
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -162,7 +161,7 @@ RULE_CASES: list[tuple[str, list[str]]] = [
         doc("  - id: C1\n    name: Ads\n    name: Ads 2\n    destinations: [a]\n"),
         ["m.yaml:5:5: categories[0].name: duplicate key 'name' (first at line 4)"],
     ),
-    # semantic rules (sidecar.model), located by path
+    # semantic rules (consent_core.model), located by path
     (
         doc("  - id: C 1\n    name: Ads\n    destinations: [a]\n"),
         ["m.yaml:3:9: categories[0].id: must not contain whitespace"],

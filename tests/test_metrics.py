@@ -18,15 +18,15 @@ import grpc
 import grpc.aio
 import pytest
 from consent.v1 import decision_pb2
+from consent_core.index import Decision, Reason
+from consent_core.limits import Limits
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.parser import text_string_to_metric_families
 from samples import SAMPLE_MAPPING as MAPPING  # the same policy; settings spelled out
 
-from sidecar.config import Limits
-from sidecar.index import Decision, Reason
-from sidecar.metrics import RPC_BUCKETS, Metrics, Recorder, multiprocess_registry, serve_metrics, tally
-from sidecar.policy import PolicyStore
-from sidecar.services import decision
+from consent_sidecar.metrics import RPC_BUCKETS, Metrics, Recorder, multiprocess_registry, serve_metrics, tally
+from consent_sidecar.policy import PolicyStore
+from consent_sidecar.services import decision
 
 Req = decision_pb2.DecideRequest
 
@@ -229,7 +229,7 @@ def test_tally_counts_reasons_and_shadow_only_for_allowed_destinations() -> None
 _WORKER = textwrap.dedent(
     """
     import json, sys
-    from sidecar import metrics as m
+    from consent_sidecar import metrics as m
     m.enable_multiprocess(sys.argv[1], wipe=False)
     metrics = m.Metrics()
     rec = m.Recorder(metrics)
@@ -313,8 +313,8 @@ async def test_serve_exposes_metrics_on_metrics_listen_and_counts_reloads_and_au
     import io
     import os
 
-    from sidecar.config import ServeConfig
-    from sidecar.server import serve
+    from consent_sidecar.config import ServeConfig
+    from consent_sidecar.server import serve
 
     mapping = tmp_path / "mappings.yaml"
     mapping.write_text(MAPPING)

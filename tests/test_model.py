@@ -1,4 +1,4 @@
-"""The mapping's semantic rules (sidecar.model): ids, names, destinations, uniqueness, digest."""
+"""The mapping's semantic rules (consent_core.model): ids, names, destinations, uniqueness, digest."""
 
 from __future__ import annotations
 
@@ -7,10 +7,9 @@ import json
 from dataclasses import replace
 
 import pytest
-
-from sidecar.errors import Problem
-from sidecar.mapping_file import parse_mapping
-from sidecar.model import (
+from consent_core.errors import Problem
+from consent_core.mapping_file import parse_mapping
+from consent_core.model import (
     Category,
     DestinationSettings,
     Mapping,

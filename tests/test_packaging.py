@@ -24,14 +24,15 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="session")
 def wheel_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A fresh venv holding only the wheel; its dependencies come from the dev venv via a .pth line."""
+    """A fresh venv holding only the three wheels; third-party dependencies come from the dev venv via a .pth line."""
     base = tmp_path_factory.mktemp("wheel")
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-         "--wheel-dir", str(base / "dist"), str(ROOT)],
+         "--wheel-dir", str(base / "dist"), str(ROOT / "core"), str(ROOT / "clients" / "python"), str(ROOT)],
         check=True, timeout=300,
     )
-    (wheel,) = (base / "dist").glob("consent_sidecar-*.whl")
+    wheels = sorted(str(w) for w in (base / "dist").glob("consent_*.whl"))
+    assert len(wheels) == 3, wheels
     env_dir = base / "venv"
     venv.create(env_dir, with_pip=False)
     site = Path(sysconfig.get_path("purelib", vars={"base": str(env_dir), "platbase": str(env_dir)}))
@@ -40,7 +41,7 @@ def wheel_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (site / "_deps.pth").write_text(sysconfig.get_path("purelib") + "\n")
     subprocess.run(
         [sys.executable, "-m", "pip", "--python", str(env_dir / "bin" / "python"), "install", "--quiet",
-         "--no-deps", str(wheel)],
+         "--no-deps", *wheels],
         check=True, timeout=300,
     )
     return env_dir
@@ -53,8 +54,8 @@ def _run(env_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 def test_wheel_imports_generated_code_and_packages_from_site_packages(wheel_venv: Path) -> None:
     code = (
-        "import consent.v1.admin_pb2_grpc, consent.v1.decision_pb2, sidecar.index, consent_client;"
-        "print(sidecar.index.__file__); print(consent.v1.decision_pb2.__file__)"
+        "import consent.v1.admin_pb2_grpc, consent.v1.decision_pb2, consent_core.index, consent_client;"
+        "print(consent_core.index.__file__); print(consent.v1.decision_pb2.__file__)"
     )
     out = _run(wheel_venv, str(wheel_venv / "bin" / "python"), "-c", code)
     assert out.returncode == 0, out.stderr
@@ -64,7 +65,8 @@ def test_wheel_imports_generated_code_and_packages_from_site_packages(wheel_venv
 
 def test_wheel_ships_type_information(wheel_venv: Path) -> None:
     site = next((wheel_venv / "lib").glob("python3*/site-packages"))
-    assert (site / "sidecar" / "py.typed").is_file()
+    for package in ("consent_sidecar", "consent_core", "consent_client"):
+        assert (site / package / "py.typed").is_file()
     assert (site / "consent" / "v1" / "decision_pb2.pyi").is_file()
 
 
@@ -206,7 +208,7 @@ def test_dockerignore_lets_in_exactly_what_the_dockerfile_copies() -> None:
             if "__pycache__" not in rel:
                 assert not dockerignored(rel), f"{rel} is copied by the Dockerfile but excluded by .dockerignore"
     for secret in (".venv/bin/python", ".git/config", "tests/conftest.py", "examples/consent-sidecar-audit.db",
-                   "sidecar/audit.db", "principals.yaml", "deploy/kubernetes/secret-principals.yaml"):
+                   "consent_sidecar/audit.db", "principals.yaml", "deploy/kubernetes/secret-principals.yaml"):
         assert dockerignored(secret), f"{secret} would reach the build context"
 
 

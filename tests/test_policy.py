@@ -7,11 +7,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from consent_core.errors import MappingError, Problem
+from consent_core.index import compile as compile_index
+from consent_core.model import Category, Mapping
 
-from sidecar.errors import MappingError, Problem
-from sidecar.index import compile as compile_index
-from sidecar.model import Category, Mapping
-from sidecar.policy import PolicyStore, Snapshot
+from consent_sidecar.policy import PolicyStore, Snapshot
 
 A = Mapping(categories=(Category("C0001", "Necessary", ("amplitude",)),))
 B = Mapping(categories=(Category("C0001", "Necessary", ("amplitude", "mixpanel")),))

@@ -9,10 +9,9 @@ from __future__ import annotations
 import random
 import time
 
+from consent_core.index import compile
+from consent_core.model import Category, DestinationSettings, Mapping, Resolution, Settings, mapping_problems
 from reference import reference_decide, reference_split
-
-from sidecar.index import compile
-from sidecar.model import Category, DestinationSettings, Mapping, Resolution, Settings, mapping_problems
 
 N_CATEGORIES = 100
 N_DESTINATIONS = 10_000

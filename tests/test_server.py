@@ -22,13 +22,14 @@ import grpc.aio
 import pytest
 import structlog
 from consent.v1 import decision_pb2, decision_pb2_grpc
+from consent_core.limits import Limits
 from google.protobuf import descriptor_pool, message_factory
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
-from sidecar import logs
-from sidecar.config import Limits, ServeConfig
-from sidecar.server import EXIT_LISTEN, EXIT_MAPPING, EXIT_OK, ListenError, parse_address, serve
+from consent_sidecar import logs
+from consent_sidecar.config import ServeConfig
+from consent_sidecar.server import EXIT_LISTEN, EXIT_MAPPING, EXIT_OK, ListenError, parse_address, serve
 
 if TYPE_CHECKING:
     from conftest import StartSidecar
@@ -305,8 +306,8 @@ async def test_message_limit_applies_to_health_too(start_sidecar: StartSidecar) 
 
 _RUN = (
     "import sys\n"
-    "from sidecar.config import ServeConfig\n"
-    "from sidecar.server import run\n"
+    "from consent_sidecar.config import ServeConfig\n"
+    "from consent_sidecar.server import run\n"
     "sys.exit(run(ServeConfig(mappings=sys.argv[1], listen=tuple(sys.argv[2].split(',')),"
     " grace_period=float(sys.argv[3]), log_format='json')))\n"
 )

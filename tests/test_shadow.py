@@ -18,13 +18,13 @@ import grpc
 import grpc.aio
 import pytest
 from consent.v1 import decision_pb2
+from consent_core.limits import Limits
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from sidecar.config import Limits
-from sidecar.metrics import Metrics, Recorder
-from sidecar.policy import PolicyStore
-from sidecar.services import decision
+from consent_sidecar.metrics import Metrics, Recorder
+from consent_sidecar.policy import PolicyStore
+from consent_sidecar.services import decision
 
 R = decision_pb2.Reason
 

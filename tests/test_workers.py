@@ -23,14 +23,14 @@ from typing import Any
 import grpc
 import pytest
 from consent.v1 import decision_pb2, decision_pb2_grpc
+from consent_core.index import compile as compile_index
+from consent_core.mapping_file import load_mapping
+from consent_core.model import Mapping
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 from samples import SAMPLE_MAPPING as MAPPING
 
-from sidecar.index import compile as compile_index
-from sidecar.mapping_file import load_mapping
-from sidecar.model import Mapping
-from sidecar.workers import reserve_tcp
+from consent_sidecar.workers import reserve_tcp
 
 pytestmark = pytest.mark.skipif(not hasattr(socket, "SO_REUSEPORT"), reason="needs SO_REUSEPORT")
 
@@ -103,7 +103,7 @@ def start(
     unix = f"unix:{tmp_path / 'd.sock'}" if len(str(tmp_path)) < 90 else f"unix:/tmp/cs-{os.getpid()}-w.sock"
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(prom), "PYTHONDONTWRITEBYTECODE": "1"}
     argv = [
-        sys.executable, "-m", "sidecar", "serve", "--mappings", str(mapping),
+        sys.executable, "-m", "consent_sidecar", "serve", "--mappings", str(mapping),
         "--listen", f"127.0.0.1:{port}", "--listen", unix, "--workers", str(workers),
         "--metrics-listen", metrics, "--audit-db", str(tmp_path / "audit.db"),
         "--log-format", "json", "--grace-period", "5", *extra,
@@ -327,7 +327,7 @@ destinations:
 
 
 def load_mapping_text(text: str) -> Any:
-    from sidecar.mapping_file import parse_mapping
+    from consent_core.mapping_file import parse_mapping
 
     return parse_mapping(text, "m.yaml")
 

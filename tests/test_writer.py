@@ -11,13 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from consent_core import errors
+from consent_core.diff import AuditAction
+from consent_core.model import Mapping
 
-from sidecar import errors
-from sidecar.audit import GENESIS_HASH, AuditLog, AuditRecord, NewEvent, verify
-from sidecar.diff import AuditAction
-from sidecar.model import Mapping
-from sidecar.policy import PolicyStore, load_mapping_file
-from sidecar.writer import PolicyWriter, file_actor
+from consent_sidecar.audit import GENESIS_HASH, AuditLog, AuditRecord, NewEvent, verify
+from consent_sidecar.policy import PolicyStore, load_mapping_file
+from consent_sidecar.writer import PolicyWriter, file_actor
 
 A = AuditAction
 ACTOR = "file:mappings.yaml"

@@ -24,10 +24,9 @@ from consent_client import (
     Reason,
     Request,
 )
+from consent_core.limits import Limits
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from sidecar.config import Limits
 
 from .test_client import MAPPING, WAIT, ServerThread, free_port, short_tempdir
 

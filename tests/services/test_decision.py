@@ -10,11 +10,11 @@ import grpc
 import grpc.aio
 import pytest
 from consent.v1 import decision_pb2, decision_pb2_grpc
+from consent_core import errors
+from consent_core.index import Reason
+from consent_core.limits import Limits
 
-from sidecar import errors
-from sidecar.config import Limits
-from sidecar.index import Reason
-from sidecar.services.status import status_of
+from consent_sidecar.services.status import status_of
 
 if TYPE_CHECKING:
     from conftest import RunningSidecar, StartSidecar

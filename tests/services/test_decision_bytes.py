@@ -18,19 +18,19 @@ import grpc
 import grpc.aio
 import pytest
 from consent.v1 import decision_pb2, decision_pb2_grpc
+from consent_core.errors import InvalidArgument
+from consent_core.event import decide_one
+from consent_core.index import Index, Outcome
+from consent_core.index import compile as compile_index
+from consent_core.limits import Limits
+from consent_core.model import Category
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sidecar.config import Limits
-from sidecar.errors import InvalidArgument
-from sidecar.event import decide_one
-from sidecar.index import Index, Outcome
-from sidecar.index import compile as compile_index
-from sidecar.metrics import Metrics, Recorder
-from sidecar.model import Category
-from sidecar.policy import PolicyStore
-from sidecar.services import decision
-from sidecar.services.status import abort
+from consent_sidecar.metrics import Metrics, Recorder
+from consent_sidecar.policy import PolicyStore
+from consent_sidecar.services import decision
+from consent_sidecar.services.status import abort
 
 Req = decision_pb2.DecideRequest
 Batch = decision_pb2.DecideBatchRequest

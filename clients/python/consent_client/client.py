@@ -46,6 +46,10 @@ from typing import Any, Final, TypeAlias
 import grpc
 import grpc.aio
 from consent.v1 import decision_pb2, decision_pb2_grpc
+from consent_core.index import Index
+from consent_core.index import compile as compile_index
+from consent_core.limits import Limits
+from consent_core.model import Mapping as CoreMapping
 
 from consent_client.embedded import EmbeddedDecider, Override, blocked_everywhere, decide_local, encode_event
 from consent_client.errors import (
@@ -58,10 +62,6 @@ from consent_client.errors import (
     from_rpc_error,
 )
 from consent_client.results import DecideResult, PolicyVersion, Reason, Request, as_destinations, consent_problem
-from sidecar.config import Limits
-from sidecar.index import Index
-from sidecar.index import compile as compile_index
-from sidecar.model import Mapping as CoreMapping
 
 __all__ = [
     "DEFAULT_TARGET",

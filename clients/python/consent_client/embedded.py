@@ -1,8 +1,8 @@
 """In-process decisions with the sidecar's own compiled index: zero network hops, or a local fallback.
 
-`EmbeddedDecider` loads the mapping file with `sidecar.mapping_file.load_mapping`, compiles it
-with `sidecar.index.compile` and decides through `sidecar.event.decide_one`, exactly the path
-the server takes, under the same `sidecar.config.Limits`: same answers, same validation, same
+`EmbeddedDecider` loads the mapping file with `consent_core.mapping_file.load_mapping`, compiles it
+with `consent_core.index.compile` and decides through `consent_core.event.decide_one`, exactly the path
+the server takes, under the same `consent_sidecar.config.Limits`: same answers, same validation, same
 errors (translated to `consent_client.errors`). Optionally it re-reads the file when it changes,
 keeping the last good policy when an edit is broken. It never copies decision logic.
 """
@@ -18,6 +18,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+from consent_core import errors as core_errors
+from consent_core.event import check_destinations, decide_one, parse_segment_event
+from consent_core.index import Index, Outcome
+from consent_core.index import compile as compile_index
+from consent_core.limits import Limits
+from consent_core.model import Mapping as CoreMapping
+
 from consent_client.errors import InvalidArgument, MappingFileError
 from consent_client.results import (
     DecideResult,
@@ -29,12 +36,6 @@ from consent_client.results import (
     consent_problem,
     reason_from_number,
 )
-from sidecar import errors as core_errors
-from sidecar.config import Limits
-from sidecar.event import check_destinations, decide_one, parse_segment_event
-from sidecar.index import Index, Outcome
-from sidecar.index import compile as compile_index
-from sidecar.model import Mapping as CoreMapping
 
 __all__ = ["EmbeddedDecider", "Override", "Snapshot", "decide_local", "encode_event"]
 
@@ -122,7 +123,7 @@ class Snapshot:
 def _load(path: str) -> tuple[CoreMapping, tuple[int, int, int]]:
     """The validated mapping and the (mtime_ns, size, inode) of the very file it was read from."""
     # Imported lazily: the YAML stack is only needed once a mapping file is actually read.
-    from sidecar.mapping_file import load_mapping
+    from consent_core.mapping_file import load_mapping
 
     loaded = load_mapping(path)
     return loaded.mapping, (loaded.mtime_ns, loaded.size, loaded.inode)

@@ -1,0 +1,343 @@
+"""AdminService on grpc.aio: categories (reads, owner writes), policy status and the audit trail, as consent.v1.
+
+Reads take the policy snapshot once per RPC; the audit RPCs call `AuditLog` (paging in a
+worker thread, watching through its bounded per-watcher fan-out); writes become pure
+`consent_core.edits` requests applied by `PolicyWriter.apply_edit`. Every RPC passes one gate
+first, `_gate(context, rpc, write=...)`, through the `_read` / `_write` / `_read_stream`
+decorators: authentication and role checks plug in there (a `Gate`, in `serve` the
+`consent_sidecar.services.authn.Authenticator`) without touching any method; a write method is
+handed the principal id as its audit actor. Core errors reach clients only through
+`consent_sidecar.services.status`. Must never decide policy, write the mapping itself (writes go
+through `consent_sidecar.writer.PolicyWriter`), log tokens or category bodies, or let a slow
+WatchAuditEvents client hold up appends or other watchers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Final, Protocol, TypeVar
+
+import grpc
+import grpc.aio
+from consent.v1 import admin_pb2, admin_pb2_grpc, decision_pb2
+from consent_core import edits
+from consent_core.errors import InvalidArgument, NotFound, SidecarError, Unauthenticated, Unavailable
+from consent_core.model import Category, category_etag
+from google.protobuf import timestamp_pb2
+
+from consent_sidecar import logs
+from consent_sidecar.audit import AuditLog, AuditRecord
+from consent_sidecar.auth import Principal
+from consent_sidecar.policy import PolicyStore, Snapshot
+from consent_sidecar.services.status import abort
+from consent_sidecar.writer import PolicyWriter
+
+__all__ = ["DEFAULT_WATCH_BUFFER", "SERVICE_NAME", "AdminService", "Gate", "audit_event", "category_message"]
+
+SERVICE_NAME: Final = admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name
+DEFAULT_WATCH_BUFFER: Final = 4096  # live audit events held per WatchAuditEvents client (one append batch must fit)
+_SQLITE_MAX: Final = (1 << 63) - 1  # uint64 fields beyond this name no stored sequence
+
+_log = logs.get_logger(__name__)
+
+_Context = grpc.aio.ServicerContext[Any, Any]
+_Req = TypeVar("_Req")
+_Resp = TypeVar("_Resp")
+
+
+class Gate(Protocol):
+    """Decides who calls an admin RPC; ends the RPC (UNAUTHENTICATED / PERMISSION_DENIED) if they may not."""
+
+    async def principal(self, context: _Context, rpc: str, *, write: bool) -> Principal: ...
+
+
+# ---------------------------------------------------------------------------- translation
+
+
+def _timestamp(t: Any) -> timestamp_pb2.Timestamp:
+    ts = timestamp_pb2.Timestamp()
+    ts.FromDatetime(t)
+    return ts
+
+
+def _version(snap: Snapshot) -> decision_pb2.PolicyVersion:
+    return decision_pb2.PolicyVersion(generation=snap.generation, digest=snap.digest)
+
+
+def category_message(c: Category) -> admin_pb2.Category:
+    """A model Category as consent.v1.Category, `enabled` always set, with its etag."""
+    return admin_pb2.Category(
+        id=c.id, name=c.name, destinations=list(c.destinations), enabled=c.enabled, shadow=c.shadow,
+        etag=category_etag(c),
+    )
+
+
+def audit_event(r: AuditRecord) -> admin_pb2.AuditEvent:
+    """A stored audit record as consent.v1.AuditEvent (AuditAction names equal the proto enum's)."""
+    return admin_pb2.AuditEvent(
+        sequence=r.sequence, time=_timestamp(r.time), actor=r.actor, action=r.action.proto_name,
+        category_id=r.category_id, destination=r.destination, before_json=r.before_json,
+        after_json=r.after_json, detail=r.detail, prev_hash=r.prev_hash, hash=r.hash,
+    )
+
+
+def _fields(c: admin_pb2.Category) -> edits.CategoryFields:
+    """A request's Category as plain fields; `enabled` None when unset (its etag is never read)."""
+    return edits.CategoryFields(
+        id=c.id,
+        name=c.name,
+        destinations=tuple(c.destinations),
+        enabled=c.enabled if c.HasField("enabled") else None,
+        shadow=c.shadow,
+    )
+
+
+def _sequence(value: int) -> int:
+    return min(value, _SQLITE_MAX)
+
+
+# ---------------------------------------------------------------------------- the gate
+
+
+_Unary = Callable[["AdminService", _Req, _Context], Awaitable[_Resp]]
+_Stream = Callable[["AdminService", _Req, _Context], AsyncIterator[_Resp]]
+
+
+def _unary(*, write: bool) -> Callable[[_Unary[_Req, _Resp]], _Unary[_Req, _Resp]]:
+    def wrap(method: _Unary[_Req, _Resp]) -> _Unary[_Req, _Resp]:
+        rpc = method.__name__
+
+        @functools.wraps(method)
+        async def handler(self: AdminService, request: _Req, context: _Context) -> _Resp:
+            await self._gate(context, rpc, write=write)
+            try:
+                return await method(self, request, context)
+            except SidecarError as e:
+                await abort(context, e)
+
+        return handler
+
+    return wrap
+
+
+_read = _unary(write=False)
+
+_WriteMethod = Callable[["AdminService", _Req, _Context, str], Awaitable[_Resp]]
+
+
+def _write(method: _WriteMethod[_Req, _Resp]) -> _Unary[_Req, _Resp]:
+    """A write RPC: the gate must name an owner; the method gets the principal id as its audit actor."""
+    rpc = method.__name__
+
+    async def handler(self: AdminService, request: _Req, context: _Context) -> _Resp:
+        principal = await self._gate(context, rpc, write=True)
+        if principal is None:  # a listener built without a gate serves reads only
+            await abort(context, Unauthenticated(f"{rpc}: admin writes need authentication (serve --principals)"))
+        try:
+            return await method(self, request, context, principal.id)
+        except SidecarError as e:
+            await abort(context, e)
+
+    functools.update_wrapper(handler, method)
+    return handler
+
+
+def _read_stream(method: _Stream[_Req, _Resp]) -> _Stream[_Req, _Resp]:
+    rpc = method.__name__
+
+    @functools.wraps(method)
+    async def handler(self: AdminService, request: _Req, context: _Context) -> AsyncIterator[_Resp]:
+        await self._gate(context, rpc, write=False)
+        try:
+            async for item in method(self, request, context):
+                yield item
+        except SidecarError as e:
+            await abort(context, e)
+
+    return handler
+
+
+# ---------------------------------------------------------------------------- the service
+
+
+class AdminService(admin_pb2_grpc.AdminServiceServicer):
+    """consent.v1.AdminService over a PolicyStore, its AuditLog and (for writes) the PolicyWriter.
+
+    `gate` None = no authentication: reads are open and writes refused (UNAUTHENTICATED);
+    `serve` never builds it so (an admin listener needs --principals).
+    `watch_buffer` = live events queued per WatchAuditEvents client before RESOURCE_EXHAUSTED.
+    """
+
+    def __init__(
+        self,
+        store: PolicyStore,
+        audit: AuditLog,
+        *,
+        writer: PolicyWriter | None = None,
+        gate: Gate | None = None,
+        watch_buffer: int = DEFAULT_WATCH_BUFFER,
+    ) -> None:
+        if watch_buffer < 1:
+            raise ValueError(f"watch_buffer must be at least 1 (got {watch_buffer})")
+        self._store = store
+        self._audit = audit
+        self._writer = writer
+        self._gate_impl = gate
+        self._watch_buffer = watch_buffer
+        self._closing = asyncio.Event()
+
+    async def _gate(self, context: _Context, rpc: str, *, write: bool) -> Principal | None:
+        """The caller of `rpc`, or None while there is no authentication; aborts the RPC if refused."""
+        if self._gate_impl is None:
+            return None
+        return await self._gate_impl.principal(context, rpc, write=write)
+
+    def end_watches(self) -> None:
+        """Shutdown: every WatchAuditEvents stream ends cleanly (OK) at its next step; new ones end at once.
+
+        Called before the drain, so long-lived streams never hold a shutdown up for the whole grace period.
+        """
+        self._closing.set()
+
+    # ------------------------------------------------------------------ categories
+
+    @_read
+    async def ListCategories(
+        self, request: admin_pb2.ListCategoriesRequest, context: _Context
+    ) -> admin_pb2.ListCategoriesResponse:
+        snap = self._store.current
+        return admin_pb2.ListCategoriesResponse(
+            categories=[category_message(c) for c in snap.index.mapping.categories], policy=_version(snap)
+        )
+
+    @_read
+    async def GetCategory(self, request: admin_pb2.GetCategoryRequest, context: _Context) -> admin_pb2.Category:
+        if not request.category_id:
+            raise InvalidArgument("category_id", "must not be empty")
+        category = self._store.current.index.mapping.category(request.category_id)
+        if category is None:
+            raise NotFound(f"category_id: no category {request.category_id!r}")
+        return category_message(category)
+
+    # ------------------------------------------------------------------ writes
+    #
+    # Each write is translated into a pure `consent_core.edits` request and handed to the one write
+    # path, `PolicyWriter.apply_edit`, which returns once the change is on disk, live and
+    # audited (read-your-writes); its errors carry their status (consent_sidecar.services.status).
+
+    async def _apply(self, edit: edits.Edit, actor: str) -> tuple[edits.EditResult, Snapshot]:
+        if self._writer is None:
+            raise Unavailable("admin writes are not enabled on this listener")
+        return await self._writer.apply_edit(edit, actor)
+
+    @_write
+    async def CreateCategory(
+        self, request: admin_pb2.CreateCategoryRequest, context: _Context, actor: str
+    ) -> admin_pb2.Category:
+        result, _ = await self._apply(edits.Create(_fields(request.category)), actor)
+        return category_message(result.category)
+
+    @_write
+    async def UpdateCategory(
+        self, request: admin_pb2.UpdateCategoryRequest, context: _Context, actor: str
+    ) -> admin_pb2.Category:
+        edit = edits.Update(
+            request.category_id, _fields(request.category), tuple(request.update_mask.paths), request.etag
+        )
+        result, _ = await self._apply(edit, actor)
+        return category_message(result.category)
+
+    @_write
+    async def DisableCategory(
+        self, request: admin_pb2.DisableCategoryRequest, context: _Context, actor: str
+    ) -> admin_pb2.Category:
+        result, _ = await self._apply(edits.Disable(request.category_id, request.confirm_name, request.etag), actor)
+        return category_message(result.category)
+
+    @_write
+    async def EnableCategory(
+        self, request: admin_pb2.EnableCategoryRequest, context: _Context, actor: str
+    ) -> admin_pb2.Category:
+        result, _ = await self._apply(edits.Enable(request.category_id, request.etag), actor)
+        return category_message(result.category)
+
+    @_write
+    async def DeleteCategory(
+        self, request: admin_pb2.DeleteCategoryRequest, context: _Context, actor: str
+    ) -> admin_pb2.DeleteCategoryResponse:
+        _, snap = await self._apply(edits.Delete(request.category_id, request.confirm_name, request.etag), actor)
+        return admin_pb2.DeleteCategoryResponse(policy=_version(snap))
+
+    # ------------------------------------------------------------------ status
+
+    @_read
+    async def GetPolicyStatus(
+        self, request: admin_pb2.GetPolicyStatusRequest, context: _Context
+    ) -> admin_pb2.PolicyStatus:
+        store = self._store
+        snap = store.current
+        # Read the error fields as one pair: a reload on another thread replaces both.
+        last_error, last_error_at = store.last_error, store.last_error_at
+        status = admin_pb2.PolicyStatus(
+            policy=_version(snap),
+            source=snap.source,
+            loaded_at=_timestamp(snap.loaded_at),
+            reloads=store.reloads,
+            failed_reloads=store.failed_reloads,
+            last_error=last_error or "",
+            categories=len(snap.index.mapping.categories),
+            destinations=len(snap.index.known_destinations),
+        )
+        if last_error is not None and last_error_at is not None:
+            status.last_error_at.CopyFrom(_timestamp(last_error_at))
+        return status
+
+    # ------------------------------------------------------------------ audit
+
+    @_read
+    async def ListAuditEvents(
+        self, request: admin_pb2.ListAuditEventsRequest, context: _Context
+    ) -> admin_pb2.ListAuditEventsResponse:
+        records, token = await asyncio.to_thread(
+            self._audit.page,
+            page_size=request.page_size,
+            page_token=request.page_token,
+            category_id=request.category_id,
+            action=int(request.action),
+            after_sequence=_sequence(request.after_sequence),
+        )
+        return admin_pb2.ListAuditEventsResponse(events=[audit_event(r) for r in records], next_page_token=token)
+
+    @_read_stream
+    async def WatchAuditEvents(
+        self, request: admin_pb2.WatchAuditEventsRequest, context: _Context
+    ) -> AsyncIterator[admin_pb2.AuditEvent]:
+        # Each yield waits for gRPC to take the message, so a client that stops reading stops
+        # this loop; the log keeps queueing its live events (up to watch_buffer) and then cuts it
+        # off with ResourceExhausted, which the gate decorator turns into RESOURCE_EXHAUSTED.
+        if self._closing.is_set():
+            return
+        records = self._audit.watch(_sequence(request.after_sequence), buffer=self._watch_buffer)
+        closing = asyncio.ensure_future(self._closing.wait())
+        step: asyncio.Future[AuditRecord] | None = None
+        try:
+            while True:
+                step = asyncio.ensure_future(anext(records))
+                await asyncio.wait((step, closing), return_when=asyncio.FIRST_COMPLETED)
+                if not step.done():
+                    return  # shutting down: end the stream cleanly (finally stops the watch)
+                try:
+                    record = step.result()
+                except StopAsyncIteration:  # the log was closed
+                    return
+                yield audit_event(record)
+        finally:
+            closing.cancel()
+            if step is not None and not step.done():
+                step.cancel()
+                with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                    await step
+            await records.aclose()

@@ -1,0 +1,204 @@
+"""Who is calling the AdminService: bearer token -> Principal, role checks, denied writes audited.
+
+Owns the per-RPC authentication of the admin API (API.md §2, §4) and the hot reload of the
+principals file. `Authenticator.principal(context, rpc, write=...)` is the one gate every
+AdminService RPC passes first: no or unknown token ends the RPC with UNAUTHENTICATED, a
+member calling a write ends it with PERMISSION_DENIED after recording an
+AUDIT_ACTION_PERMISSION_DENIED event (actor = principal id, detail = the RPC name).
+
+`PrincipalsFile` keeps the last good principals file: it watches the file's directory like
+the mapping watcher does (so editor renames and ConfigMap `..data` swaps are seen), and a
+broken or missing file logs its `file:line:column` problems and keeps the previous
+principals serving. Never logs or stores a token; only sha256 hashes are held (consent_sidecar.auth).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import grpc
+import grpc.aio
+from consent_core.diff import AuditAction
+from consent_core.errors import MappingError, PermissionDenied, SidecarError, Unauthenticated
+
+from consent_sidecar import logs
+from consent_sidecar.audit import AuditLog, NewEvent
+from consent_sidecar.auth import Principal, Principals, bearer_token, load_principals
+from consent_sidecar.config import ServeConfig
+from consent_sidecar.services.status import abort
+from consent_sidecar.watch import DirectoryWatch, stat_key
+
+__all__ = ["Authenticator", "PrincipalsFile", "TLSConfigError", "admin_credentials"]
+
+_log = logs.get_logger(__name__)
+
+_Context = grpc.aio.ServicerContext[Any, Any]
+
+class PrincipalsFile(DirectoryWatch):
+    """The principals file as last loaded successfully; `run` keeps it current until stopped.
+
+    `current` is one attribute read (atomic): a request sees the old or the new principals,
+    never a mix. Tunables are in milliseconds, as in `consent_sidecar.watch.MappingWatcher`.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        principals: Principals,
+        *,
+        debounce_ms: int = 100,
+        step_ms: int = 20,
+        settle_ms: int = 20,
+        retry_ms: int = 100,
+        max_retries: int = 3,
+        force_polling: bool | None = None,
+    ) -> None:
+        super().__init__(
+            path, debounce_ms=debounce_ms, step_ms=step_ms, settle_ms=settle_ms, retry_ms=retry_ms,
+            max_retries=max_retries, force_polling=force_polling, what="principals",
+        )
+        self.path = path
+        self._current = principals
+        self.reloads = 0  # loads that replaced the principals
+        self.failed_reloads = 0
+        self.last_error: str | None = None  # the last rejected file's problems; cleared by a good load
+        self.reloaded = asyncio.Condition()  # notified after every reload attempt (tests wait on it)
+
+    @classmethod
+    def load(cls, path: str, **tunables: Any) -> PrincipalsFile:
+        """Loads the file once; raises MappingError (every problem, `file:line:column`) if it is unusable."""
+        return cls(path, load_principals(path), **tunables)
+
+    @property
+    def current(self) -> Principals:
+        return self._current
+
+    def reload(self) -> bool:
+        """Re-reads the file (blocking); True if it was good and is now current, False if the last good stays."""
+        return self._commit(self._read())
+
+    def _read(self) -> Principals | MappingError:
+        try:
+            return load_principals(self.path)
+        except MappingError as e:
+            return e
+
+    def _commit(self, loaded: Principals | MappingError) -> bool:
+        if isinstance(loaded, MappingError):
+            self.failed_reloads += 1
+            self.last_error = loaded.format()
+            _log.error(
+                "principals file rejected; the previous principals stay in force",
+                source=self.path, problems=loaded.format().splitlines(),
+            )
+            return False
+        self._current = loaded
+        self.reloads += 1
+        self.last_error = None
+        _log.info("principals reloaded", source=self.path, principals=len(loaded.principals))
+        return True
+
+    async def reload_settled(self) -> bool:
+        """One reload of a settled file; a file that fails to load while still changing is retried first."""
+        attempt = 0
+        try:
+            while True:
+                before = await self._wait_settled(self._settle)
+                loaded = await asyncio.to_thread(self._read)
+                if stat_key(self.path) != before:
+                    continue  # written to while we read it: what we read may be torn
+                if isinstance(loaded, MappingError) and attempt < self._max_retries:
+                    attempt += 1
+                    await asyncio.sleep(self._retry)
+                    if stat_key(self.path) != before or self._dirty.is_set():
+                        self._dirty.clear()
+                        continue  # it was mid-write: the finished file decides
+                return self._commit(loaded)
+        finally:
+            async with self.reloaded:
+                self.reloaded.notify_all()
+
+
+class Authenticator:
+    """The gate of every AdminService RPC: who calls, and may they write.
+
+    Denied writes are recorded in `audit` (when given) off the event loop; if that append
+    fails the call is still denied (the safe answer) and the failure is logged.
+    """
+
+    def __init__(self, principals: PrincipalsFile, audit: AuditLog | None) -> None:
+        self._principals = principals
+        self._audit = audit
+
+    def authenticate(self, metadata: Any) -> Principal:
+        """The principal whose token `metadata` carries; Unauthenticated otherwise."""
+        return self._principals.current.authenticate(bearer_token(metadata or ()))
+
+    async def principal(self, context: _Context, rpc: str, *, write: bool) -> Principal:
+        """The calling principal; ends the RPC with UNAUTHENTICATED or PERMISSION_DENIED when it may not.
+
+        `rpc` is the method name (e.g. "CreateCategory"); it is the denial's audit detail.
+        """
+        try:
+            principal = self.authenticate(context.invocation_metadata())
+        except Unauthenticated as e:
+            _log.info("admin call unauthenticated", rpc=rpc, error=str(e), peer=context.peer())
+            await abort(context, e)
+        if write:
+            try:
+                Principals.authorize_write(principal, rpc)
+            except PermissionDenied as e:
+                await self._audit_denial(principal, rpc)
+                _log.warning("admin write denied", rpc=rpc, principal=principal.id, role=principal.role.value)
+                await abort(context, e)
+        return principal
+
+    async def _audit_denial(self, principal: Principal, rpc: str) -> None:
+        if self._audit is None:
+            return
+        event = NewEvent(actor=principal.id, action=AuditAction.PERMISSION_DENIED, detail=rpc)
+        try:
+            await asyncio.to_thread(self._audit.append, [event])
+        except (SidecarError, ValueError) as e:
+            _log.error("cannot audit a denied admin call", rpc=rpc, principal=principal.id, error=str(e))
+
+
+class TLSConfigError(Exception):
+    """The admin listener's TLS flags are inconsistent or name unusable files; the message says which."""
+
+
+def _read_pem(flag: str, path: str, marker: bytes) -> bytes:
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise TLSConfigError(f"{flag} {path}: cannot read: {e.strerror or e}") from None
+    if b"-----BEGIN " not in data or marker not in data:
+        what = "a PEM private key" if marker == b"PRIVATE KEY" else "PEM certificates"
+        raise TLSConfigError(f"{flag} {path}: does not hold {what}")
+    return data
+
+
+def admin_credentials(config: ServeConfig) -> grpc.ServerCredentials | None:
+    """TLS credentials for `--admin-listen` (mTLS when a client CA is given), or None for plaintext.
+
+    With `admin_client_ca`, clients must present a certificate signed by it (the bearer token
+    is still required: the certificate secures the channel, the token names the principal).
+    Raises TLSConfigError naming the flag for a missing partner flag or an unusable file.
+    """
+    cert, key, ca = config.admin_tls_cert, config.admin_tls_key, config.admin_client_ca
+    if cert is None and key is None:
+        if ca is not None:
+            raise TLSConfigError("--admin-client-ca needs --admin-tls-cert and --admin-tls-key (mTLS is TLS first)")
+        return None
+    if cert is None or key is None:
+        raise TLSConfigError("--admin-tls-cert and --admin-tls-key must be given together")
+    if config.admin_listen is None:
+        raise TLSConfigError("--admin-tls-cert/--admin-tls-key are for --admin-listen, which is not set")
+    chain = _read_pem("--admin-tls-cert", cert, b"CERTIFICATE")
+    private = _read_pem("--admin-tls-key", key, b"PRIVATE KEY")
+    roots = _read_pem("--admin-client-ca", ca, b"CERTIFICATE") if ca is not None else None
+    return grpc.ssl_server_credentials(
+        [(private, chain)], root_certificates=roots, require_client_auth=roots is not None
+    )

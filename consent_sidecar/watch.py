@@ -1,0 +1,212 @@
+"""Hot reload: watches the mapping file's directory and feeds changes to the one write path, `PolicyWriter`.
+
+Watching the directory (not the file) sees every way a file gets replaced: in-place writes,
+editor temp-and-rename, delete and re-create, and Kubernetes ConfigMap `..data` symlink swaps.
+Bursts of changes coalesce into one reload that reads the latest content; a file still being
+written (its size or mtime moving, or failing to parse while it moves) is retried, never
+published. Never publishes or audits by itself: the writer loads, validates, swaps and audits
+under its lock (so reloads and admin writes never interleave), with actor `file:<basename>`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import structlog
+from watchfiles import Change, awatch
+
+from consent_sidecar.policy import Candidate, ReloadResult
+from consent_sidecar.writer import PolicyWriter
+
+__all__ = ["DirectoryWatch", "MappingWatcher", "stat_key"]
+
+log = structlog.get_logger("consent_sidecar.watch")
+
+_StatKey = tuple[int, int, int] | None
+
+
+def stat_key(path: str) -> _StatKey:
+    """(inode, size, mtime_ns) of the file behind `path`, or None when it cannot be stat'ed."""
+    try:
+        st = os.stat(path)  # follows symlinks: a ..data swap changes the target's identity
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+class DirectoryWatch:
+    """The plumbing every hot-reloaded file shares: watch its directory, coalesce events, settle.
+
+    Subclasses implement `reload_settled()`. Watching the directory (recursive=False) and
+    filtering on the file's name plus Kubernetes' `..`-prefixed atomic-writer entries sees every
+    way a file is replaced, while other files there (the audit database) never wake it.
+    Tunables are in milliseconds.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        debounce_ms: int,
+        step_ms: int,
+        settle_ms: int,
+        retry_ms: int,
+        max_retries: int,
+        force_polling: bool | None,
+        what: str,
+    ) -> None:
+        self._path = path
+        p = Path(path)
+        self._dir = str(p.parent.resolve() if str(p.parent) else Path.cwd())
+        self._name = p.name
+        self._debounce_ms = debounce_ms
+        self._step_ms = step_ms
+        self._settle = settle_ms / 1000
+        self._retry = retry_ms / 1000
+        self._max_retries = max_retries
+        self._force_polling = force_polling
+        self._what = what  # for log lines: "mapping", "principals"
+        self._dirty = asyncio.Event()
+        self._unwatched = stat_key(path)  # the file as it was before the watch was armed
+        self.watching = asyncio.Event()  # set once the directory watch is armed (tests wait on it)
+
+    def request_reload(self) -> None:
+        """Asks for a reload soon (coalesced with any pending one). Safe from signal handlers."""
+        self._dirty.set()
+
+    def _relevant(self, change: Change, path: str) -> bool:
+        # The file itself, or Kubernetes' atomic-writer entries (..data, ..data_tmp, ..2024_...).
+        name = os.path.basename(path)
+        return name == self._name or name.startswith("..")
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Watches and reloads until `stop` is set."""
+        tasks = [asyncio.create_task(self._watch(stop)), asyncio.create_task(self._reload_loop())]
+        try:
+            await stop.wait()
+        finally:
+            for t in tasks:
+                t.cancel()
+            for t in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await t
+
+    async def _watch(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                watcher = awatch(
+                    self._dir, watch_filter=self._relevant, debounce=self._debounce_ms, step=self._step_ms,
+                    stop_event=stop, recursive=False, force_polling=self._force_polling,
+                    rust_timeout=500, yield_on_timeout=True,
+                )
+                async for changes in watcher:
+                    if not self.watching.is_set():
+                        self.watching.set()
+                        if stat_key(self._path) != self._unwatched:
+                            self._dirty.set()  # changed between the caller's load and the watch: catch up
+                    if changes:
+                        self._dirty.set()
+            except (FileNotFoundError, RuntimeError) as e:
+                # The directory itself vanished (rare; e.g. a volume remount): keep serving, retry.
+                log.warning("watch failed, retrying", file=self._what, error=str(e), directory=self._dir)
+                await asyncio.sleep(1.0)
+
+    async def _reload_loop(self) -> None:
+        while True:
+            await self._dirty.wait()
+            self._dirty.clear()
+            await self.reload_settled()
+
+    async def reload_settled(self) -> object:
+        raise NotImplementedError
+
+    async def _wait_settled(self, interval: float) -> _StatKey:
+        """Waits (bounded: 50 intervals) until the file's identity, size and mtime stop moving for
+        `interval` seconds; returns the last stat."""
+        key = stat_key(self._path)
+        for _ in range(50):
+            await asyncio.sleep(interval)
+            again = stat_key(self._path)
+            if again == key:
+                return key
+            key = again
+        return key
+
+
+class MappingWatcher(DirectoryWatch):
+    """Reloads through `writer` whenever the mapping file changes, or on `request_reload()` (SIGHUP).
+
+    Tunables are in milliseconds: `debounce_ms`/`step_ms` group filesystem events, `settle_ms`
+    is how long the file must stay unchanged before it is read, `retry_ms` how long a file
+    that fails to load while still changing is given before the failure counts.
+    """
+
+    def __init__(
+        self,
+        writer: PolicyWriter,
+        path: str,
+        *,
+        debounce_ms: int = 200,
+        step_ms: int = 20,
+        settle_ms: int = 20,
+        retry_ms: int = 150,
+        max_retries: int = 5,
+        force_polling: bool | None = None,
+        on_result: Callable[[ReloadResult], None] | None = None,
+    ) -> None:
+        super().__init__(
+            path, debounce_ms=debounce_ms, step_ms=step_ms, settle_ms=settle_ms, retry_ms=retry_ms,
+            max_retries=max_retries, force_polling=force_polling, what="mapping",
+        )
+        self._writer = writer
+        self._on_result = on_result
+
+    async def _reload_loop(self) -> None:
+        while True:
+            await self._dirty.wait()
+            self._dirty.clear()
+            result = await self.reload_settled()
+            if self._on_result is not None:
+                self._on_result(result)
+
+    async def reload_settled(self) -> ReloadResult:
+        """One reload of a settled file; a load that fails while the file is still changing is retried.
+
+        The writer loads under its lock and asks `accept` before committing: a read the file
+        changed under is refused (torn), and so is a failed load while retries remain; after
+        `retry_ms` a file still unchanged and failing is committed as a failed reload. Each torn
+        read doubles the quiet time required before the next load (up to 4 x settle_ms): during
+        an edit storm the watcher samples stats instead of parsing versions it must throw away,
+        and loads the last one once the storm pauses.
+        """
+        attempt = 0
+        torn_reads = 0
+        while True:
+            before = await self._wait_settled(self._settle * (1 << min(torn_reads, 2)))
+            final = attempt >= self._max_retries
+            torn = False
+
+            def accept(candidate: Candidate, before: _StatKey = before, final: bool = final) -> bool:
+                nonlocal torn
+                if stat_key(self._path) != before:
+                    torn = True  # written to while we read it: whatever we read may be torn
+                    return False
+                return candidate.index is not None or final
+
+            result = await self._writer.reload_if(self._writer.file_actor, accept)
+            if result is not None:
+                return result
+            if torn:
+                torn_reads += 1
+                continue
+            attempt += 1
+            after = stat_key(self._path)
+            await asyncio.sleep(self._retry)
+            if stat_key(self._path) != after or self._dirty.is_set():
+                self._dirty.clear()
+                continue  # it was mid-write: the finished file decides
+            attempt = self._max_retries  # unchanged and still failing: the next load counts

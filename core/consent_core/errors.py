@@ -1,0 +1,89 @@
+"""The core's exception hierarchy; translated to gRPC status codes only in consent_sidecar.services.status."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing wrong with a mapping (or principals) document, located where possible."""
+
+    path: str  # e.g. "categories[1].id"; "" for the document itself
+    message: str
+    line: int | None = None  # 1-based
+    column: int | None = None  # 1-based
+
+    def format(self, source: str | None = None) -> str:
+        """`file:line:column: path: message`, dropping the parts that are unknown."""
+        where = []
+        if source:
+            where.append(source)
+        if self.line is not None:
+            where.append(str(self.line))
+            if self.column is not None:
+                where.append(str(self.column))
+        head = ":".join(where)
+        body = f"{self.path}: {self.message}" if self.path else self.message
+        return f"{head}: {body}" if head else body
+
+
+class SidecarError(Exception):
+    """Base of every error the core raises on purpose."""
+
+
+class InvalidArgument(SidecarError):
+    """Malformed input; the message names the offending field."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+class DocumentError(SidecarError):
+    """A hand-edited document broke one or more rules; carries every problem found, not just the first."""
+
+    def __init__(self, problems: Iterable[Problem], source: str | None = None) -> None:
+        self.problems = tuple(problems)
+        self.source = source
+        super().__init__(self.format())
+
+    def format(self) -> str:
+        return "\n".join(p.format(self.source) for p in self.problems)
+
+
+class MappingError(DocumentError):
+    """A mapping (or principals) document broke one or more rules."""
+
+
+class NotFound(SidecarError):
+    """The named category (or other object) does not exist."""
+
+
+class AlreadyExists(SidecarError):
+    """An id or name is already taken."""
+
+
+class Aborted(SidecarError):
+    """A stale etag, or the file changed on disk since it was loaded: re-read and retry."""
+
+
+class FailedPrecondition(SidecarError):
+    """The request is well-formed but the state does not allow it (e.g. wrong confirm_name)."""
+
+
+class Unauthenticated(SidecarError):
+    """No valid bearer token."""
+
+
+class PermissionDenied(SidecarError):
+    """The principal's role does not allow this call."""
+
+
+class Unavailable(SidecarError):
+    """A write could not be persisted; nothing changed."""
+
+
+class ResourceExhausted(SidecarError):
+    """A limit was exceeded (message size, slow watcher buffer)."""

@@ -1,6 +1,0 @@
-"""`python -m sidecar`: the same command line as the `consent-sidecar` console script."""
-
-from sidecar.cli import main
-
-if __name__ == "__main__":
-    main()
