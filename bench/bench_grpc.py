@@ -106,7 +106,7 @@ def _sidecar_argv(mappings: Path, listen: Sequence[str], *extra: str) -> list[st
         return [str(cli), "serve", "--mappings", str(mappings), *listen_flags, "--log-level", "warning", *extra]
     # The console script is missing (not installed yet): run the server module directly.
     code = (
-        "import sys; from consent_sidecar.server import run; from consent_sidecar.config import ServeConfig; "
+        "import sys; from consent_sidecar.process.server import run; from consent_sidecar.config import ServeConfig; "
         f"sys.exit(run(ServeConfig(mappings={str(mappings)!r}, listen={tuple(listen)!r}, log_level='warning')))"
     )
     return [sys.executable, "-c", code]

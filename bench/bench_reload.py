@@ -94,7 +94,7 @@ def _serve_argv(mappings: Path, listen: str) -> list[str]:
     if cli.exists():
         return [str(cli), "serve", "--mappings", str(mappings), "--listen", listen, "--log-level", "warning"]
     code = (
-        "import sys; from consent_sidecar.server import run; from consent_sidecar.config import ServeConfig; "
+        "import sys; from consent_sidecar.process.server import run; from consent_sidecar.config import ServeConfig; "
         f"sys.exit(run(ServeConfig(mappings={str(mappings)!r}, listen=({listen!r},), log_level='warning')))"
     )
     return [sys.executable, "-c", code]

@@ -53,8 +53,8 @@ from bench.bench_grpc import (
 )
 from bench.bench_grpc import _unary as unary_load
 from bench.workload import Workload
-from consent_sidecar.policy import PolicyStore
 from consent_sidecar.services import decision
+from consent_sidecar.store.policy import PolicyStore
 
 __all__ = ["ScaleResult", "format_result", "run"]
 
@@ -88,7 +88,7 @@ def rss():
     for line in open('/proc/self/status'):
         if line.startswith('VmRSS:'):
             return int(line.split()[1]) / 1024
-import consent_sidecar.server, consent_core.mapping_file, consent_core.index  # what a sidecar imports anyway
+import consent_sidecar.process.server, consent_core.mapping_file, consent_core.index  # what a sidecar imports anyway
 gc.collect()
 before = rss()
 m = consent_core.mapping_file.load_mapping(sys.argv[1]).mapping

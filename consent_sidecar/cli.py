@@ -32,7 +32,7 @@ from consent_core.limits import Limits
 from consent_core.mapping_file import load_mapping
 
 from consent_sidecar import __version__
-from consent_sidecar.auth import hash_token
+from consent_sidecar.auth.principals import hash_token
 from consent_sidecar.config import ServeConfig
 
 __all__ = [
@@ -295,7 +295,7 @@ def _fraction(value: str) -> float:
 
 
 def _rate(value: str) -> float | None:
-    from consent_sidecar.decision_log import parse_rate
+    from consent_sidecar.observe.decision_log import parse_rate
 
     try:
         return parse_rate(value)
@@ -526,7 +526,7 @@ def _serve(ns: argparse.Namespace) -> int:
         ),
     )
     # Imported here so that every other verb works without the server's dependencies loaded.
-    from consent_sidecar.server import run
+    from consent_sidecar.process.server import run
 
     try:
         return run(config)

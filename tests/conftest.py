@@ -24,10 +24,10 @@ from samples import SAMPLE_MAPPING
 
 from consent_sidecar.audit import AuditLog
 from consent_sidecar.config import ServeConfig
-from consent_sidecar.policy import PolicyStore
-from consent_sidecar.server import Sidecar
+from consent_sidecar.process.server import Sidecar
 from consent_sidecar.services.admin import DEFAULT_WATCH_BUFFER
-from consent_sidecar.writer import PolicyWriter
+from consent_sidecar.store.policy import PolicyStore
+from consent_sidecar.store.writer import PolicyWriter
 
 TRANSPORTS = ("tcp", "unix")
 

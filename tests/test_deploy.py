@@ -31,7 +31,7 @@ from consent_core.mapping_file import load_mapping
 from ruamel.yaml import YAML
 
 from consent_sidecar import cli
-from consent_sidecar.auth import parse_principals
+from consent_sidecar.auth.principals import parse_principals
 
 ROOT = Path(__file__).resolve().parent.parent
 KUBE = ROOT / "deploy" / "kubernetes"

@@ -5,10 +5,10 @@ worker thread, watching through its bounded per-watcher fan-out); writes become 
 `consent_core.edits` requests applied by `PolicyWriter.apply_edit`. Every RPC passes one gate
 first, `_gate(context, rpc, write=...)`, through the `_read` / `_write` / `_read_stream`
 decorators: authentication and role checks plug in there (a `Gate`, in `serve` the
-`consent_sidecar.services.authn.Authenticator`) without touching any method; a write method is
+`consent_sidecar.auth.gate.Authenticator`) without touching any method; a write method is
 handed the principal id as its audit actor. Core errors reach clients only through
 `consent_sidecar.services.status`. Must never decide policy, write the mapping itself (writes go
-through `consent_sidecar.writer.PolicyWriter`), log tokens or category bodies, or let a slow
+through `consent_sidecar.store.writer.PolicyWriter`), log tokens or category bodies, or let a slow
 WatchAuditEvents client hold up appends or other watchers.
 """
 
@@ -28,12 +28,12 @@ from consent_core.errors import InvalidArgument, NotFound, SidecarError, Unauthe
 from consent_core.model import Category, category_etag
 from google.protobuf import timestamp_pb2
 
-from consent_sidecar import logs
 from consent_sidecar.audit import AuditLog, AuditRecord
-from consent_sidecar.auth import Principal
-from consent_sidecar.policy import PolicyStore, Snapshot
+from consent_sidecar.auth.principals import Principal
+from consent_sidecar.observe import logs
 from consent_sidecar.services.status import abort
-from consent_sidecar.writer import PolicyWriter
+from consent_sidecar.store.policy import PolicyStore, Snapshot
+from consent_sidecar.store.writer import PolicyWriter
 
 __all__ = ["DEFAULT_WATCH_BUFFER", "SERVICE_NAME", "AdminService", "Gate", "audit_event", "category_message"]
 

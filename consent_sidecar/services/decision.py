@@ -39,11 +39,11 @@ from consent_core.index import Index, Outcome
 from consent_core.limits import Limits
 from google.protobuf.message import DecodeError
 
-from consent_sidecar.decision_log import DecisionLog, Entry
-from consent_sidecar.logs import request_id
-from consent_sidecar.metrics import Recorder, Tally, tally
-from consent_sidecar.policy import PolicyStore, Snapshot
+from consent_sidecar.observe.decision_log import DecisionLog, Entry
+from consent_sidecar.observe.logs import request_id
+from consent_sidecar.observe.metrics import Recorder, Tally, tally
 from consent_sidecar.services.status import abort
+from consent_sidecar.store.policy import PolicyStore, Snapshot
 
 __all__ = ["SERVICE_NAME", "Answer", "DecisionService", "add_to_server", "encode_response", "split_batch"]
 

@@ -2,7 +2,7 @@
 
 Covers the wire semantics through the client, retries (sidecar started late), deadlines (a
 stopped sidecar process), every failure policy with the sidecar stopped, stream pipelining
-and recovery. The sidecar is `consent_sidecar.server.serve` on its own event loop in a thread
+and recovery. The sidecar is `consent_sidecar.process.server.serve` on its own event loop in a thread
 (`ServerThread`), or the `consent-sidecar` console script where a process must be frozen.
 Every wait is bounded; nothing sleeps to synchronise.
 """
@@ -47,7 +47,7 @@ from consent_client import (
 from consent_client import errors as client_errors
 
 from consent_sidecar.config import ServeConfig
-from consent_sidecar.server import serve
+from consent_sidecar.process.server import serve
 
 # An examples-like mapping: enforced, `any`, shadow, disabled and exempt destinations.
 MAPPING = """\
@@ -101,7 +101,7 @@ def short_tempdir() -> Iterator[Path]:
 
 
 class ServerThread:
-    """The real sidecar (`consent_sidecar.server.serve`) on its own event loop in a background thread."""
+    """The real sidecar (`consent_sidecar.process.server.serve`) on its own event loop in a background thread."""
 
     def __init__(self, mappings: Path, listen: Sequence[str]) -> None:
         self.config = ServeConfig(mappings=str(mappings), listen=tuple(listen), grace_period=0.2)

@@ -27,10 +27,10 @@ from consent_core.model import Category
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from consent_sidecar.metrics import Metrics, Recorder
-from consent_sidecar.policy import PolicyStore
+from consent_sidecar.observe.metrics import Metrics, Recorder
 from consent_sidecar.services import decision
 from consent_sidecar.services.status import abort
+from consent_sidecar.store.policy import PolicyStore
 
 Req = decision_pb2.DecideRequest
 Batch = decision_pb2.DecideBatchRequest

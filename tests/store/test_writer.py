@@ -16,8 +16,8 @@ from consent_core.diff import AuditAction
 from consent_core.model import Mapping
 
 from consent_sidecar.audit import GENESIS_HASH, AuditLog, AuditRecord, NewEvent, verify
-from consent_sidecar.policy import PolicyStore, load_mapping_file
-from consent_sidecar.writer import PolicyWriter, file_actor
+from consent_sidecar.store.policy import PolicyStore, load_mapping_file
+from consent_sidecar.store.writer import PolicyWriter, file_actor
 
 A = AuditAction
 ACTOR = "file:mappings.yaml"

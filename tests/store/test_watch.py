@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from consent_sidecar.audit import AuditLog
-from consent_sidecar.policy import PolicyStore, ReloadResult
-from consent_sidecar.watch import MappingWatcher
-from consent_sidecar.writer import PolicyWriter
+from consent_sidecar.store.policy import PolicyStore, ReloadResult
+from consent_sidecar.store.watch import MappingWatcher
+from consent_sidecar.store.writer import PolicyWriter
 
 BASE = """\
 version: 1

@@ -19,12 +19,12 @@ from pathlib import Path
 import structlog
 from watchfiles import Change, awatch
 
-from consent_sidecar.policy import Candidate, ReloadResult
-from consent_sidecar.writer import PolicyWriter
+from consent_sidecar.store.policy import Candidate, ReloadResult
+from consent_sidecar.store.writer import PolicyWriter
 
 __all__ = ["DirectoryWatch", "MappingWatcher", "stat_key"]
 
-log = structlog.get_logger("consent_sidecar.watch")
+log = structlog.get_logger("consent_sidecar.store.watch")
 
 _StatKey = tuple[int, int, int] | None
 

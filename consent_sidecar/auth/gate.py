@@ -9,7 +9,7 @@ AUDIT_ACTION_PERMISSION_DENIED event (actor = principal id, detail = the RPC nam
 `PrincipalsFile` keeps the last good principals file: it watches the file's directory like
 the mapping watcher does (so editor renames and ConfigMap `..data` swaps are seen), and a
 broken or missing file logs its `file:line:column` problems and keeps the previous
-principals serving. Never logs or stores a token; only sha256 hashes are held (consent_sidecar.auth).
+principals serving. Never logs or stores a token; only sha256 hashes are held (consent_sidecar.auth.principals).
 """
 
 from __future__ import annotations
@@ -23,12 +23,12 @@ import grpc.aio
 from consent_core.diff import AuditAction
 from consent_core.errors import MappingError, PermissionDenied, SidecarError, Unauthenticated
 
-from consent_sidecar import logs
 from consent_sidecar.audit import AuditLog, NewEvent
-from consent_sidecar.auth import Principal, Principals, bearer_token, load_principals
+from consent_sidecar.auth.principals import Principal, Principals, bearer_token, load_principals
 from consent_sidecar.config import ServeConfig
+from consent_sidecar.observe import logs
 from consent_sidecar.services.status import abort
-from consent_sidecar.watch import DirectoryWatch, stat_key
+from consent_sidecar.store.watch import DirectoryWatch, stat_key
 
 __all__ = ["Authenticator", "PrincipalsFile", "TLSConfigError", "admin_credentials"]
 
@@ -40,7 +40,7 @@ class PrincipalsFile(DirectoryWatch):
     """The principals file as last loaded successfully; `run` keeps it current until stopped.
 
     `current` is one attribute read (atomic): a request sees the old or the new principals,
-    never a mix. Tunables are in milliseconds, as in `consent_sidecar.watch.MappingWatcher`.
+    never a mix. Tunables are in milliseconds, as in `consent_sidecar.store.watch.MappingWatcher`.
     """
 
     def __init__(

@@ -21,11 +21,11 @@ from consent_core.index import compile
 from consent_core.limits import Limits
 from consent_core.model import Category, Mapping
 
-from consent_sidecar import decision_log
-from consent_sidecar.decision_log import DecisionLog, Entry, TokenBucket, format_line, parse_rate
-from consent_sidecar.metrics import Metrics, Recorder
-from consent_sidecar.policy import PolicyStore
+from consent_sidecar.observe import decision_log
+from consent_sidecar.observe.decision_log import DecisionLog, Entry, TokenBucket, format_line, parse_rate
+from consent_sidecar.observe.metrics import Metrics, Recorder
 from consent_sidecar.services import decision
+from consent_sidecar.store.policy import PolicyStore
 
 Req = decision_pb2.DecideRequest
 

@@ -26,10 +26,10 @@ import grpc.aio
 from consent.v1 import admin_pb2, admin_pb2_grpc, decision_pb2, decision_pb2_grpc
 from consent_core.mapping_file import parse_mapping
 
-from consent_sidecar.auth import hash_token
+from consent_sidecar.auth.principals import hash_token
 from consent_sidecar.cli import run_cli
 from consent_sidecar.config import ServeConfig
-from consent_sidecar.server import AUDIT_DB_NAME, EXIT_AUDIT, EXIT_OK, serve
+from consent_sidecar.process.server import AUDIT_DB_NAME, EXIT_AUDIT, EXIT_OK, serve
 
 P = admin_pb2.AuditAction
 WAIT = 30.0  # upper bound of every wait, in seconds (the contract's target is 1 s; CI machines are slow)
@@ -390,7 +390,7 @@ async def test_an_audit_database_that_cannot_be_opened_stops_the_start(tmp_path:
 _RUN = (
     "import sys\n"
     "from consent_sidecar.config import ServeConfig\n"
-    "from consent_sidecar.server import run\n"
+    "from consent_sidecar.process.server import run\n"
     "sys.exit(run(ServeConfig(mappings=sys.argv[1], listen=(sys.argv[2],), admin_listen=sys.argv[3],"
     " principals=sys.argv[4], log_format='json')))\n"
 )

@@ -22,9 +22,9 @@ from consent_core.limits import Limits
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from consent_sidecar.metrics import Metrics, Recorder
-from consent_sidecar.policy import PolicyStore
+from consent_sidecar.observe.metrics import Metrics, Recorder
 from consent_sidecar.services import decision
+from consent_sidecar.store.policy import PolicyStore
 
 R = decision_pb2.Reason
 

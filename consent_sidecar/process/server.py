@@ -34,17 +34,18 @@ from consent_core.errors import MappingError, SidecarError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from consent_sidecar import logs
 from consent_sidecar.audit import AuditError, AuditLog
+from consent_sidecar.auth import gate as auth_gate
 from consent_sidecar.config import ServeConfig
-from consent_sidecar.decision_log import DecisionLog
-from consent_sidecar.metrics import Recorder
-from consent_sidecar.observability import Observability, ObservabilityError
-from consent_sidecar.policy import PolicyStore, Snapshot
-from consent_sidecar.services import admin, authn, decision
-from consent_sidecar.watch import MappingWatcher
-from consent_sidecar.workers import WorkerError, WorkerPool
-from consent_sidecar.writer import PolicyWriter
+from consent_sidecar.observe import logs
+from consent_sidecar.observe.decision_log import DecisionLog
+from consent_sidecar.observe.metrics import Recorder
+from consent_sidecar.observe.observability import Observability, ObservabilityError
+from consent_sidecar.process.workers import WorkerError, WorkerPool
+from consent_sidecar.services import admin, decision
+from consent_sidecar.store.policy import PolicyStore, Snapshot
+from consent_sidecar.store.watch import MappingWatcher
+from consent_sidecar.store.writer import PolicyWriter
 
 __all__ = [
     "AUDIT_DB_NAME",
@@ -315,8 +316,8 @@ class Sidecar:
             listeners.append(self._decision)
         if config.admin_listen:
             try:
-                credentials = authn.admin_credentials(config)
-            except authn.TLSConfigError as e:
+                credentials = auth_gate.admin_credentials(config)
+            except auth_gate.TLSConfigError as e:
                 raise ListenError(f"cannot listen on {config.admin_listen} (admin): {e}") from None
             self._admin = _Listener(
                 "admin", [parse_address(config.admin_listen)], admin_services(self.admin), config, credentials
@@ -414,7 +415,7 @@ async def serve(
         await asyncio.to_thread(audit.close)  # ends any WatchAuditEvents stream still open
 
 
-def _load_principals(config: ServeConfig) -> authn.PrincipalsFile | None:
+def _load_principals(config: ServeConfig) -> auth_gate.PrincipalsFile | None:
     """The principals file for `--admin-listen` (None without one); ListenError if the admin API cannot be secured.
 
     Checked before anything loads or listens: an admin listener without principals would
@@ -432,11 +433,11 @@ def _load_principals(config: ServeConfig) -> authn.PrincipalsFile | None:
             "(consent-sidecar token hash), or drop --admin-listen to serve no admin API"
         )
     try:
-        authn.admin_credentials(config)
-    except authn.TLSConfigError as e:
+        auth_gate.admin_credentials(config)
+    except auth_gate.TLSConfigError as e:
         raise ListenError(f"cannot listen on {config.admin_listen} (admin): {e}") from None
     try:
-        return authn.PrincipalsFile.load(config.principals)
+        return auth_gate.PrincipalsFile.load(config.principals)
     except MappingError as e:
         raise ListenError(f"--principals: the principals file is invalid:\n{e.format()}") from None
 
@@ -457,7 +458,7 @@ class _Runtime:
     snap: Snapshot
     audit: AuditLog
     writer: PolicyWriter
-    principals: authn.PrincipalsFile | None
+    principals: auth_gate.PrincipalsFile | None
     ready: asyncio.Event | None
     stop: asyncio.Event | None
     err: TextIO
@@ -493,7 +494,7 @@ async def _serve_observed(
     decision_processes: int,
 ) -> int:
     config, store, err = rt.config, rt.store, rt.err
-    gate = authn.Authenticator(rt.principals, rt.audit) if rt.principals is not None else None
+    gate = auth_gate.Authenticator(rt.principals, rt.audit) if rt.principals is not None else None
     sidecar = Sidecar(
         config, store, audit=rt.audit, writer=rt.writer, gate=gate, recorder=obs.recorder,
         decision_log=obs.decision_log, decision_listen=decision_listen,

@@ -24,9 +24,9 @@ from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.parser import text_string_to_metric_families
 from samples import SAMPLE_MAPPING as MAPPING  # the same policy; settings spelled out
 
-from consent_sidecar.metrics import RPC_BUCKETS, Metrics, Recorder, multiprocess_registry, serve_metrics, tally
-from consent_sidecar.policy import PolicyStore
+from consent_sidecar.observe.metrics import RPC_BUCKETS, Metrics, Recorder, multiprocess_registry, serve_metrics, tally
 from consent_sidecar.services import decision
+from consent_sidecar.store.policy import PolicyStore
 
 Req = decision_pb2.DecideRequest
 
@@ -229,7 +229,7 @@ def test_tally_counts_reasons_and_shadow_only_for_allowed_destinations() -> None
 _WORKER = textwrap.dedent(
     """
     import json, sys
-    from consent_sidecar import metrics as m
+    from consent_sidecar.observe import metrics as m
     m.enable_multiprocess(sys.argv[1], wipe=False)
     metrics = m.Metrics()
     rec = m.Recorder(metrics)
@@ -252,7 +252,7 @@ def test_multiprocess_mode_sums_counters_and_keeps_a_generation_per_process(tmp_
     for n in (1, 2, 3):
         out = subprocess.run(
             [sys.executable, "-c", _WORKER, str(directory), str(n)], capture_output=True, text=True, timeout=60,
-            cwd=Path(__file__).parent.parent,
+            cwd=Path(__file__).resolve().parents[2],
         )
         assert out.returncode == 0, out.stderr
         assert json.loads(out.stdout) == "ok"
@@ -314,7 +314,7 @@ async def test_serve_exposes_metrics_on_metrics_listen_and_counts_reloads_and_au
     import os
 
     from consent_sidecar.config import ServeConfig
-    from consent_sidecar.server import serve
+    from consent_sidecar.process.server import serve
 
     mapping = tmp_path / "mappings.yaml"
     mapping.write_text(MAPPING)

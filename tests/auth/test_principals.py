@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from consent_core.errors import MappingError, PermissionDenied, Unauthenticated
 
-from consent_sidecar.auth import Principals, Role, bearer_token, hash_token, parse_principals
+from consent_sidecar.auth.principals import Principals, Role, bearer_token, hash_token, parse_principals
 
 OWNER_HASH = hash_token("owner-token")
 MEMBER_HASH = hash_token("member-token")

@@ -2,7 +2,7 @@
 
 The parent (`WorkerPool`) checks that each TCP `--listen` port is free and holds it (a bound, not
 listening, SO_REUSEPORT socket; port 0 gets its real port here), then starts N workers
-(`python -m consent_sidecar.workers`). Each serves DecisionService, health and reflection on those ports
+(`python -m consent_sidecar.process.workers`). Each serves DecisionService, health and reflection on those ports
 with SO_REUSEPORT, so the kernel spreads connections across them.
 
 Policy: the parent pushes every snapshot it publishes — the canonical mapping of the audited
@@ -46,12 +46,12 @@ from consent_core.model import Mapping
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from consent_sidecar import logs
 from consent_sidecar.config import ServeConfig
-from consent_sidecar.metrics import MULTIPROC_ENV, mark_process_dead
-from consent_sidecar.observability import Observability
-from consent_sidecar.policy import PolicyStore, Snapshot
+from consent_sidecar.observe import logs
+from consent_sidecar.observe.metrics import MULTIPROC_ENV, mark_process_dead
+from consent_sidecar.observe.observability import Observability
 from consent_sidecar.services import decision
+from consent_sidecar.store.policy import PolicyStore, Snapshot
 
 __all__ = ["WorkerError", "WorkerPool", "main", "reserve_tcp"]
 
@@ -172,7 +172,7 @@ class WorkerPool:
             spec["control_fd"] = write_fd
             try:
                 process = await asyncio.create_subprocess_exec(
-                    sys.executable, "-m", "consent_sidecar.workers", json.dumps(spec),
+                    sys.executable, "-m", "consent_sidecar.process.workers", json.dumps(spec),
                     stdin=asyncio.subprocess.PIPE, env=env, pass_fds=(write_fd,),
                 )
             finally:
@@ -392,7 +392,7 @@ async def _follow_parent(store: PolicyStore, stop: asyncio.Event) -> None:
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=1 << 30)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin.buffer)
-    log = structlog.get_logger("consent_sidecar.workers")
+    log = structlog.get_logger("consent_sidecar.process.workers")
     while True:
         line = await reader.readline()
         if not line:
@@ -416,7 +416,7 @@ async def _follow_parent(store: PolicyStore, stop: asyncio.Event) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m consent_sidecar.workers SPEC_JSON`: one worker, started by WorkerPool (not for direct use)."""
+    """`python -m consent_sidecar.process.workers SPEC_JSON`: one worker, started by WorkerPool (not for direct use)."""
     global _control_fd
     args = sys.argv[1:] if argv is None else argv
     spec = json.loads(args[0])

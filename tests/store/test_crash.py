@@ -31,7 +31,7 @@ from google.protobuf import field_mask_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from consent_sidecar.audit import AuditLog
-from consent_sidecar.auth import hash_token
+from consent_sidecar.auth.principals import hash_token
 from consent_sidecar.cli import run_cli
 
 KILLS = 21

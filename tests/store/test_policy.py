@@ -11,7 +11,7 @@ from consent_core.errors import MappingError, Problem
 from consent_core.index import compile as compile_index
 from consent_core.model import Category, Mapping
 
-from consent_sidecar.policy import PolicyStore, Snapshot
+from consent_sidecar.store.policy import PolicyStore, Snapshot
 
 A = Mapping(categories=(Category("C0001", "Necessary", ("amplitude",)),))
 B = Mapping(categories=(Category("C0001", "Necessary", ("amplitude", "mixpanel")),))

@@ -21,7 +21,7 @@ from consent_core.mapping_file import load_mapping
 from consent_sidecar import cli
 from consent_sidecar.config import ServeConfig
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 MAPPINGS = """\
 version: 1
@@ -426,8 +426,8 @@ def test_decide_with_a_missing_mapping_file_fails_cleanly(workdir: Path, capsys:
 
 @pytest.fixture
 def served(monkeypatch: pytest.MonkeyPatch) -> list[ServeConfig]:
-    """Replaces consent_sidecar.server.run; collects the ServeConfig each `serve` builds."""
-    import consent_sidecar.server
+    """Replaces consent_sidecar.process.server.run; collects the ServeConfig each `serve` builds."""
+    import consent_sidecar.process.server
 
     seen: list[ServeConfig] = []
 
@@ -435,7 +435,7 @@ def served(monkeypatch: pytest.MonkeyPatch) -> list[ServeConfig]:
         seen.append(config)
         return 0
 
-    monkeypatch.setattr(consent_sidecar.server, "run", fake_run)
+    monkeypatch.setattr(consent_sidecar.process.server, "run", fake_run)
     return seen
 
 
@@ -548,12 +548,12 @@ def test_bad_serve_values_are_usage_errors_naming_the_flag(
 def test_serve_reports_a_server_error_as_one_line(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import consent_sidecar.server
+    import consent_sidecar.process.server
 
     def failing(config: ServeConfig) -> int:
         raise PermissionError(13, "Permission denied", config.mappings)
 
-    monkeypatch.setattr(consent_sidecar.server, "run", failing)
+    monkeypatch.setattr(consent_sidecar.process.server, "run", failing)
     assert run(["serve", "--mappings", "m.yaml"]) == 1
     assert capsys.readouterr().err.splitlines() == [
         "consent-sidecar serve: error: [Errno 13] Permission denied: 'm.yaml'"

@@ -19,11 +19,11 @@ import tempfile
 from dataclasses import dataclass, field
 from typing import Final
 
-from consent_sidecar import logs
 from consent_sidecar.audit import AuditLog
 from consent_sidecar.config import ServeConfig
-from consent_sidecar.decision_log import DecisionLog
-from consent_sidecar.metrics import (
+from consent_sidecar.observe import logs
+from consent_sidecar.observe.decision_log import DecisionLog
+from consent_sidecar.observe.metrics import (
     MULTIPROC_ENV,
     Metrics,
     MetricsServer,
@@ -32,7 +32,7 @@ from consent_sidecar.metrics import (
     multiprocess_registry,
     serve_metrics,
 )
-from consent_sidecar.policy import PolicyStore, Snapshot
+from consent_sidecar.store.policy import PolicyStore, Snapshot
 
 __all__ = ["FLUSH_INTERVAL", "Observability", "ObservabilityError"]
 

@@ -58,9 +58,9 @@ from consent_core.index import compile as compile_index
 from consent_core.mapping_file import MappingDocument, atomic_write, load_mapping, parse_mapping
 from consent_core.model import Mapping
 
-from consent_sidecar import logs
 from consent_sidecar.audit import AuditLog, AuditRecord, NewEvent, changes_to_events
-from consent_sidecar.policy import Candidate, PolicyStore, ReloadResult, Snapshot
+from consent_sidecar.observe import logs
+from consent_sidecar.store.policy import Candidate, PolicyStore, ReloadResult, Snapshot
 
 __all__ = ["MAX_PENDING_EVENTS", "SYSTEM_ACTOR", "FileIdentity", "PolicyWriter", "file_actor"]
 

@@ -27,9 +27,9 @@ from google.protobuf import descriptor_pool, message_factory
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
-from consent_sidecar import logs
 from consent_sidecar.config import ServeConfig
-from consent_sidecar.server import EXIT_LISTEN, EXIT_MAPPING, EXIT_OK, ListenError, parse_address, serve
+from consent_sidecar.observe import logs
+from consent_sidecar.process.server import EXIT_LISTEN, EXIT_MAPPING, EXIT_OK, ListenError, parse_address, serve
 
 if TYPE_CHECKING:
     from conftest import StartSidecar
@@ -307,7 +307,7 @@ async def test_message_limit_applies_to_health_too(start_sidecar: StartSidecar) 
 _RUN = (
     "import sys\n"
     "from consent_sidecar.config import ServeConfig\n"
-    "from consent_sidecar.server import run\n"
+    "from consent_sidecar.process.server import run\n"
     "sys.exit(run(ServeConfig(mappings=sys.argv[1], listen=tuple(sys.argv[2].split(',')),"
     " grace_period=float(sys.argv[3]), log_format='json')))\n"
 )

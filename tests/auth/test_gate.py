@@ -18,14 +18,14 @@ import grpc.aio
 import pytest
 from consent.v1 import admin_pb2, admin_pb2_grpc
 from consent_core.errors import MappingError, Unauthenticated
+from consent_sidecar.auth.gate import Authenticator, PrincipalsFile, TLSConfigError, admin_credentials
 
 from consent_sidecar.audit import AuditLog
-from consent_sidecar.auth import hash_token
+from consent_sidecar.auth.principals import hash_token
 from consent_sidecar.config import ServeConfig
-from consent_sidecar.policy import PolicyStore
-from consent_sidecar.server import AUDIT_DB_NAME, EXIT_LISTEN, EXIT_OK, Sidecar, serve
-from consent_sidecar.services.authn import Authenticator, PrincipalsFile, TLSConfigError, admin_credentials
-from consent_sidecar.writer import PolicyWriter
+from consent_sidecar.process.server import AUDIT_DB_NAME, EXIT_LISTEN, EXIT_OK, Sidecar, serve
+from consent_sidecar.store.policy import PolicyStore
+from consent_sidecar.store.writer import PolicyWriter
 
 WAIT = 30.0  # upper bound of every wait here, in seconds
 

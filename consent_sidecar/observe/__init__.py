@@ -1,0 +1,1 @@
+"""What operators see: structured logs, Prometheus metrics, sampled decision logs."""

@@ -1,0 +1,1 @@
+"""The policy source and the one write path: snapshots, the file watcher, the writer (docs/architecture.md)."""
