@@ -18,9 +18,9 @@ import grpc.aio
 import pytest
 from consent.v1 import admin_pb2, admin_pb2_grpc
 from consent_core.errors import MappingError, Unauthenticated
-from consent_sidecar.auth.gate import Authenticator, PrincipalsFile, TLSConfigError, admin_credentials
 
 from consent_sidecar.audit import AuditLog
+from consent_sidecar.auth.gate import Authenticator, PrincipalsFile, TLSConfigError, admin_credentials
 from consent_sidecar.auth.principals import hash_token
 from consent_sidecar.config import ServeConfig
 from consent_sidecar.process.server import AUDIT_DB_NAME, EXIT_LISTEN, EXIT_OK, Sidecar, serve

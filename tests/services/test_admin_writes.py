@@ -26,13 +26,13 @@ from consent.v1 import admin_pb2, admin_pb2_grpc, decision_pb2, decision_pb2_grp
 from consent_core import errors, mapping_file
 from consent_core.diff import AuditAction
 from consent_core.mapping_file import load_mapping
-from consent_sidecar.auth.gate import Authenticator, PrincipalsFile
 from google.protobuf import field_mask_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from consent_sidecar.audit import AuditLog, AuditRecord, verify
+from consent_sidecar.auth.gate import Authenticator, PrincipalsFile
 from consent_sidecar.auth.principals import Principal, Principals, Role, hash_token
 from consent_sidecar.cli import run_cli
 from consent_sidecar.config import ServeConfig
