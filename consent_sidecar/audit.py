@@ -189,7 +189,7 @@ class PublishedPolicy:
 
     sequence: int  # of the POLICY_RELOADED event
     digest: str  # sha256 hex of canonical
-    canonical: str  # the mapping's canonical JSON (consent_core.model.Mapping.canonical_bytes, decoded)
+    canonical: str  # the mapping's canonical JSON (consent_core.model.ConsentMapping.canonical_bytes, decoded)
 
 
 @dataclass(frozen=True, slots=True)

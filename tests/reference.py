@@ -25,11 +25,10 @@ Reading of the contract it encodes (each line is one sentence of API.md §1):
 
 from __future__ import annotations
 
-from collections.abc import Mapping as AbcMapping
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from consent_core.model import Mapping, Resolution, UnknownDestinations
+from consent_core.model import ConsentMapping, Resolution, UnknownDestinations
 
 __all__ = ["RefDecision", "reference_decide", "reference_split"]
 
@@ -47,7 +46,7 @@ class RefDecision:
     shadow_missing_categories: tuple[str, ...] = ()
 
 
-def _known(mapping: Mapping) -> set[str]:
+def _known(mapping: ConsentMapping) -> set[str]:
     known = set(mapping.destinations.keys())
     for category in mapping.categories:
         for d in category.destinations:
@@ -62,7 +61,7 @@ def _passes(resolution: Resolution, categories: list[str], granted: set[str]) ->
 
 
 def _consent_decision(
-    mapping: Mapping, known: set[str], preferences: AbcMapping[str, bool] | None, asked: str
+    mapping: ConsentMapping, known: set[str], preferences: Mapping[str, bool] | None, asked: str
 ) -> RefDecision:
     base = asked.split("/")[0]
     required = [c.id for c in mapping.categories if c.enabled and not c.shadow and base in c.destinations]
@@ -100,7 +99,7 @@ def _consent_decision(
     )
 
 
-def _event_allows(integrations: AbcMapping[str, object], asked: str) -> bool:
+def _event_allows(integrations: Mapping[str, object], asked: str) -> bool:
     base = asked.split("/")[0]
     if base in integrations and integrations[base] is False:
         return False
@@ -111,11 +110,11 @@ def _event_allows(integrations: AbcMapping[str, object], asked: str) -> bool:
 
 
 def reference_decide(
-    mapping: Mapping,
-    preferences: AbcMapping[str, bool] | None,
+    mapping: ConsentMapping,
+    preferences: Mapping[str, bool] | None,
     destinations: Sequence[str] = (),
     *,
-    integrations: AbcMapping[str, object] | None = None,
+    integrations: Mapping[str, object] | None = None,
     preference_event: bool = False,
 ) -> list[RefDecision]:
     """One decision per destination as requested (duplicates included); empty = every known one, sorted."""
@@ -142,11 +141,11 @@ def reference_decide(
 
 
 def reference_split(
-    mapping: Mapping,
-    preferences: AbcMapping[str, bool] | None,
+    mapping: ConsentMapping,
+    preferences: Mapping[str, bool] | None,
     destinations: Sequence[str] = (),
     *,
-    integrations: AbcMapping[str, object] | None = None,
+    integrations: Mapping[str, object] | None = None,
     preference_event: bool = False,
 ) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(allowed, blocked), each in request order."""

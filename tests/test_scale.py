@@ -10,14 +10,14 @@ import random
 import time
 
 from consent_core.index import compile
-from consent_core.model import Category, DestinationSettings, Mapping, Resolution, Settings, mapping_problems
+from consent_core.model import Category, ConsentMapping, DestinationSettings, Resolution, Settings, mapping_problems
 from reference import reference_decide, reference_split
 
 N_CATEGORIES = 100
 N_DESTINATIONS = 10_000
 
 
-def large_mapping(seed: int = 6) -> Mapping:
+def large_mapping(seed: int = 6) -> ConsentMapping:
     rng = random.Random(seed)
     ids = [f"C{i:04d}" for i in range(1, N_CATEGORIES + 1)]
     destinations = [f"dest-{i:05d}" for i in range(N_DESTINATIONS)]
@@ -34,7 +34,7 @@ def large_mapping(seed: int = 6) -> Mapping:
     settings = {d: DestinationSettings(enforce=False) for d in destinations[:100]}
     settings.update({d: DestinationSettings() for d in destinations[100:200]})  # known only from `destinations:`
     settings.update({d: DestinationSettings(resolution=Resolution.ANY) for d in rng.sample(destinations, 1500)})
-    mapping = Mapping(categories, settings, Settings())
+    mapping = ConsentMapping(categories, settings, Settings())
     assert not mapping_problems(mapping)
     return mapping
 

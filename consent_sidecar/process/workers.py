@@ -42,7 +42,7 @@ import grpc.aio
 import structlog
 from consent_core.index import compile as compile_index
 from consent_core.limits import Limits
-from consent_core.model import Mapping
+from consent_core.model import ConsentMapping
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -326,7 +326,7 @@ async def _serve_worker(spec: dict[str, Any]) -> int:
         decision_log_rate=spec["decision_log_rate"], limits=limits,
     )
     store = PolicyStore()
-    index = await asyncio.to_thread(compile_index, Mapping.from_json_dict(spec["mapping"]))
+    index = await asyncio.to_thread(compile_index, ConsentMapping.from_json_dict(spec["mapping"]))
     if index.digest != spec["digest"]:
         _send({"event": "error", "message": "the policy sent by the parent compiles to another digest"})
         return 1
@@ -403,7 +403,7 @@ async def _follow_parent(store: PolicyStore, stop: asyncio.Event) -> None:
             msg = json.loads(line)
             if msg.get("op") != "policy":
                 continue
-            index = await asyncio.to_thread(compile_index, Mapping.from_json_dict(msg["mapping"]))
+            index = await asyncio.to_thread(compile_index, ConsentMapping.from_json_dict(msg["mapping"]))
         except Exception as e:  # a broken message must not take the serving policy down
             log.error("policy from the parent rejected", error=str(e))
             continue

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from consent_core.errors import MappingError
 from consent_core.index import Index
 from consent_core.index import compile as compile_index
-from consent_core.model import Mapping
+from consent_core.model import ConsentMapping
 
 __all__ = ["Candidate", "Listener", "PolicyStore", "ReloadResult", "Snapshot"]
 
@@ -61,11 +61,11 @@ class ReloadResult:
 Listener = Callable[[Snapshot | None, Snapshot], None]
 """Called after every publish with (old, new); old is None for the first load."""
 
-Loader = Callable[[str], Mapping]
+Loader = Callable[[str], ConsentMapping]
 """Reads and validates a mapping file; raises MappingError (or OSError) when it cannot."""
 
 
-def load_mapping_file(path: str) -> Mapping:
+def load_mapping_file(path: str) -> ConsentMapping:
     """The default loader: consent_core.mapping_file, validated, positions in its errors."""
     # Imported here so the core (and tests with their own loader) never pull in the YAML stack.
     from consent_core.mapping_file import load_mapping

@@ -56,7 +56,7 @@ from consent_core.errors import Aborted, MappingError, SidecarError, Unavailable
 from consent_core.index import Index
 from consent_core.index import compile as compile_index
 from consent_core.mapping_file import MappingDocument, atomic_write, load_mapping, parse_mapping
-from consent_core.model import Mapping
+from consent_core.model import ConsentMapping
 
 from consent_sidecar.audit import AuditLog, AuditRecord, NewEvent, changes_to_events
 from consent_sidecar.observe import logs
@@ -164,9 +164,9 @@ class PolicyWriter:
         last = self._audit.last_published_policy()
         if last is None or last.digest == snap.digest:
             return [], ""
-        previous: Mapping | None = None
+        previous: ConsentMapping | None = None
         try:
-            previous = Mapping.from_json_dict(json.loads(last.canonical))
+            previous = ConsentMapping.from_json_dict(json.loads(last.canonical))
         except ValueError as e:
             problem = str(e)
         else:

@@ -22,8 +22,7 @@ from __future__ import annotations
 import json
 import math
 import types
-from collections.abc import Mapping as AbcMapping
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,11 +54,11 @@ class Case:
 
     name: str
     destinations: tuple[str, ...] = ()
-    consent: AbcMapping[str, bool] | None = None  # categoryPreferences; None = no consent object
+    consent: Mapping[str, bool] | None = None  # categoryPreferences; None = no consent object
     segment_event: bytes | None = None  # raw JSON, as DecideRequest.segment_event
     allowed: tuple[str, ...] | None = None
     blocked: tuple[str, ...] | None = None
-    reasons: AbcMapping[str, Reason] | None = None  # destination (as requested) -> expected reason
+    reasons: Mapping[str, Reason] | None = None  # destination (as requested) -> expected reason
     line: int | None = None  # 1-based line of the case in its file
 
 
@@ -102,7 +101,7 @@ class _Parser:
                 out.append(item)
         return tuple(out) if ok else None
 
-    def consent(self, value: Any, path: str, where: tuple[int | None, int | None]) -> AbcMapping[str, bool] | None:
+    def consent(self, value: Any, path: str, where: tuple[int | None, int | None]) -> Mapping[str, bool] | None:
         if not isinstance(value, dict):
             self.problem(
                 path,
@@ -171,7 +170,7 @@ class _Parser:
             out["reasons"] = self.reasons(value["reasons"], f"{path}.reasons", _pos(value, "reasons", value=True))
         return out
 
-    def reasons(self, value: Any, path: str, where: tuple[int | None, int | None]) -> AbcMapping[str, Reason] | None:
+    def reasons(self, value: Any, path: str, where: tuple[int | None, int | None]) -> Mapping[str, Reason] | None:
         if not isinstance(value, dict):
             self.problem(path, f"must be a mapping of destination to reason name, got {_kind(value)}", where)
             return None

@@ -1,7 +1,7 @@
 """What changed between two mappings, as audit-ready `Change`s: `diff(old, new)`; pure.
 
 Owns the audit vocabulary (`AuditAction`, values equal to consent.v1.AuditAction) and the
-rules turning two validated `Mapping`s into an ordered list of changes. Must never do I/O,
+rules turning two validated `ConsentMapping`s into an ordered list of changes. Must never do I/O,
 read clocks, log, or import generated protobuf code: the audit store and the services are
 the shells that persist and translate what this module computes.
 """
@@ -9,11 +9,11 @@ the shells that persist and translate what this module computes.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping as AbcMapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from consent_core.model import Category, Mapping
+from consent_core.model import Category, ConsentMapping
 
 __all__ = ["AuditAction", "Change", "diff"]
 
@@ -93,7 +93,7 @@ def _kept(old: Category, new: Category) -> list[Change]:
     return out
 
 
-def _check_renamed(old: Mapping, new: Mapping, renamed: AbcMapping[str, str]) -> None:
+def _check_renamed(old: ConsentMapping, new: ConsentMapping, renamed: Mapping[str, str]) -> None:
     old_ids = {c.id for c in old.categories}
     new_ids = {c.id for c in new.categories}
     targets: set[str] = set()
@@ -107,7 +107,7 @@ def _check_renamed(old: Mapping, new: Mapping, renamed: AbcMapping[str, str]) ->
         targets.add(new_id)
 
 
-def diff(old: Mapping, new: Mapping, *, renamed: AbcMapping[str, str] | None = None) -> list[Change]:
+def diff(old: ConsentMapping, new: ConsentMapping, *, renamed: Mapping[str, str] | None = None) -> list[Change]:
     """The changes turning `old` into `new`, in a deterministic order; [] when nothing changed.
 
     Categories are matched by id, except that `renamed` (old id -> new id, from an admin

@@ -1,4 +1,4 @@
-"""Admin edits of a mapping: one write request applied to a `Mapping`, giving the new `Mapping`; pure.
+"""Admin edits of a mapping: one write request applied to a `ConsentMapping`, giving the new `ConsentMapping`; pure.
 
 Owns the semantics of the AdminService write RPCs (API.md §2): which category a request
 names, its optional etag, the `confirm_name` typed by the operator, the update mask, and
@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 from consent_core.errors import Aborted, AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Problem
-from consent_core.model import Category, Mapping, category_etag, mapping_problems
+from consent_core.model import Category, ConsentMapping, category_etag, mapping_problems
 
 __all__ = [
     "UPDATE_PATHS",
@@ -93,13 +93,13 @@ Edit = Create | Update | Disable | Enable | Delete
 class EditResult:
     """The mapping after the edit, the category as it now is (the deleted one for Delete), renames for diff."""
 
-    mapping: Mapping
+    mapping: ConsentMapping
     category: Category
     changed: bool  # False when the edit asks for what already is: nothing to write or audit
     renamed: dict[str, str] = field(default_factory=dict)  # {old id: new id}, for diff(..., renamed=...)
 
 
-def apply_edit(mapping: Mapping, edit: Edit) -> EditResult:
+def apply_edit(mapping: ConsentMapping, edit: Edit) -> EditResult:
     """The mapping `edit` turns `mapping` into; raises a `SidecarError` subclass naming what is wrong.
 
     `mapping` is a validated mapping (as loaded); the result is validated by the same rules.
@@ -120,7 +120,7 @@ def apply_edit(mapping: Mapping, edit: Edit) -> EditResult:
 # -- the requests --------------------------------------------------------------------------
 
 
-def _create(mapping: Mapping, edit: Create) -> EditResult:
+def _create(mapping: ConsentMapping, edit: Create) -> EditResult:
     f = edit.category
     new = Category(
         id=f.id,
@@ -136,7 +136,7 @@ def _create(mapping: Mapping, edit: Create) -> EditResult:
     return _result(mapping, after, new)
 
 
-def _update(mapping: Mapping, edit: Update) -> EditResult:
+def _update(mapping: ConsentMapping, edit: Update) -> EditResult:
     paths = _mask(edit.paths)
     i, old = _find(mapping, edit.category_id)
     _check_etag(old, edit.etag)
@@ -155,7 +155,7 @@ def _update(mapping: Mapping, edit: Update) -> EditResult:
     return _result(mapping, after, new, renamed)
 
 
-def _set_enabled(mapping: Mapping, edit: Disable | Enable) -> EditResult:
+def _set_enabled(mapping: ConsentMapping, edit: Disable | Enable) -> EditResult:
     i, old = _find(mapping, edit.category_id)
     _check_etag(old, edit.etag)
     if isinstance(edit, Disable):
@@ -164,7 +164,7 @@ def _set_enabled(mapping: Mapping, edit: Disable | Enable) -> EditResult:
     return _result(mapping, _replace_at(mapping, i, new), new)
 
 
-def _delete(mapping: Mapping, edit: Delete) -> EditResult:
+def _delete(mapping: ConsentMapping, edit: Delete) -> EditResult:
     i, old = _find(mapping, edit.category_id)
     _check_etag(old, edit.etag)
     _check_confirmation(old, edit.confirm_name, "delete")
@@ -175,7 +175,9 @@ def _delete(mapping: Mapping, edit: Delete) -> EditResult:
 # -- checks --------------------------------------------------------------------------------
 
 
-def _result(before: Mapping, after: Mapping, category: Category, renamed: dict[str, str] | None = None) -> EditResult:
+def _result(
+    before: ConsentMapping, after: ConsentMapping, category: Category, renamed: dict[str, str] | None = None
+) -> EditResult:
     return EditResult(mapping=after, category=category, changed=after != before, renamed=renamed or {})
 
 
@@ -187,7 +189,7 @@ def _mask(paths: Sequence[str]) -> frozenset[str]:
     return frozenset(paths or UPDATE_PATHS)
 
 
-def _find(mapping: Mapping, category_id: str) -> tuple[int, Category]:
+def _find(mapping: ConsentMapping, category_id: str) -> tuple[int, Category]:
     if not category_id:
         raise InvalidArgument("category_id", "must not be empty")
     for i, c in enumerate(mapping.categories):
@@ -211,11 +213,11 @@ def _check_confirmation(category: Category, confirm_name: str, verb: str) -> Non
         )
 
 
-def _replace_at(mapping: Mapping, i: int, new: Category) -> Mapping:
+def _replace_at(mapping: ConsentMapping, i: int, new: Category) -> ConsentMapping:
     return mapping.with_categories(new if j == i else c for j, c in enumerate(mapping.categories))
 
 
-def _check_unique(mapping: Mapping, new: Category, *, skip: int | None) -> None:
+def _check_unique(mapping: ConsentMapping, new: Category, *, skip: int | None) -> None:
     """AlreadyExists when another category (not index `skip`) has `new`'s id or name."""
     for j, c in enumerate(mapping.categories):
         if j == skip:
@@ -226,7 +228,7 @@ def _check_unique(mapping: Mapping, new: Category, *, skip: int | None) -> None:
             raise AlreadyExists(f"category.name: category {c.id!r} already has the name {new.name!r}")
 
 
-def _validate(after: Mapping, i: int) -> None:
+def _validate(after: ConsentMapping, i: int) -> None:
     """InvalidArgument listing every problem the model's rules find, the edited category's (index `i`) as `category.*`.
 
     Runs after `_check_unique`, so no duplicate is left for the rules to find: a taken id or

@@ -7,8 +7,7 @@ naming the offending field. Never decides anything and never logs payloads.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping as AbcMapping
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -123,7 +122,7 @@ def decide_one(
     limits: Limits,
     destinations: Sequence[str],
     *,
-    preferences: AbcMapping[str, bool] | None = None,
+    preferences: Mapping[str, bool] | None = None,
     segment_event: bytes | None = None,
     explain: bool = False,
     field: str = "",

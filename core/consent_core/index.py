@@ -1,4 +1,4 @@
-"""The compiled decision table: `compile(Mapping) -> Index` and `Index.decide`, the hot path; pure.
+"""The compiled decision table: `compile(ConsentMapping) -> Index` and `Index.decide`, the hot path; pure.
 
 Work that depends only on the mapping happens here at compile time: category ids become bit
 positions, each destination becomes one (exempt, any, required mask, shadow mask) row, and a
@@ -9,12 +9,11 @@ consent object becomes one granted mask. Decisions are memoised per snapshot on
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping as AbcMapping
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from consent_core.model import Mapping, Resolution, UnknownDestinations
+from consent_core.model import ConsentMapping, Resolution, UnknownDestinations
 
 __all__ = ["Decision", "Index", "Outcome", "Reason", "compile"]
 
@@ -108,7 +107,7 @@ class Index:
         "mapping",
     )
 
-    def __init__(self, mapping: Mapping) -> None:
+    def __init__(self, mapping: ConsentMapping) -> None:
         self.mapping: Final = mapping
         self.digest: Final = mapping.digest()
         self.known_destinations: Final = mapping.known_destinations()
@@ -148,7 +147,7 @@ class Index:
 
     # -- consent -> mask -------------------------------------------------------------------
 
-    def granted_mask(self, preferences: AbcMapping[str, bool]) -> int:
+    def granted_mask(self, preferences: Mapping[str, bool]) -> int:
         """The bits of the enabled categories granted `True`; unknown ids are ignored."""
         bits = self._bits
         g = 0
@@ -241,10 +240,10 @@ class Index:
 
     def decide(
         self,
-        preferences: AbcMapping[str, bool] | None,
+        preferences: Mapping[str, bool] | None,
         destinations: Sequence[str] = (),
         *,
-        integrations: AbcMapping[str, object] | None = None,
+        integrations: Mapping[str, object] | None = None,
         preference_event: bool = False,
         explain: bool = False,
     ) -> Outcome:
@@ -270,7 +269,7 @@ class Index:
         granted: int | None,
         destinations: tuple[str, ...],
         *,
-        integrations: AbcMapping[str, object] | None = None,
+        integrations: Mapping[str, object] | None = None,
         preference_event: bool = False,
         explain: bool = False,
     ) -> Outcome:
@@ -374,7 +373,7 @@ class Index:
             out.append(dec)
         return out
 
-    def _finish(self, decisions: list[Decision], integrations: AbcMapping[str, object] | None) -> Outcome:
+    def _finish(self, decisions: list[Decision], integrations: Mapping[str, object] | None) -> Outcome:
         """Applies the event's `integrations` object, then splits into allowed/blocked in request order."""
         if integrations:
             all_off = integrations.get("All") is False
@@ -392,7 +391,7 @@ class Index:
         )
 
 
-def _event_allows(integrations: AbcMapping[str, object], all_off: bool, destination: str) -> bool:
+def _event_allows(integrations: Mapping[str, object], all_off: bool, destination: str) -> bool:
     """Segment's `integrations` rule: `false` blocks; under "All": false only true or an object passes."""
     v = integrations.get(destination.split("/", 1)[0], _MISSING)
     if v is False:
@@ -403,6 +402,6 @@ def _event_allows(integrations: AbcMapping[str, object], all_off: bool, destinat
 _MISSING: Final = object()
 
 
-def compile(mapping: Mapping) -> Index:
+def compile(mapping: ConsentMapping) -> Index:
     """Compiles a validated mapping into its decision table."""
     return Index(mapping)

@@ -1,4 +1,4 @@
-"""The mapping file on disk: YAML text <-> `Mapping`, with positions, comment-preserving edits and atomic saves.
+"""The mapping file on disk: YAML text <-> `ConsentMapping`, with positions, comment-preserving edits and atomic saves.
 
 Owns the file format's shapes and types (API.md §3), the `file:line:column: path: message`
 locations of every problem, the text edits behind admin writes and the durable replace of
@@ -16,8 +16,8 @@ comments, blank lines, key order, quoting, indentation -- stays exactly as it wa
 When ruamel.yaml.clib is importable, `parse_mapping` first composes with libyaml (the C
 composer of `YAML(typ="safe", pure=False)`: parsing is about 6-7x faster end to end, so
 far less time holding the GIL) and keeps the result only when the document is valid: a
-`Mapping` carries no positions, and the C nodes resolve tags with the same YAML 1.2
-resolver, so it is the same `Mapping`. Anything else -- a syntax error, any problem, a `%`
+`ConsentMapping` carries no positions, and the C nodes resolve tags with the same YAML 1.2
+resolver, so it is the same `ConsentMapping`. Anything else -- a syntax error, any problem, a `%`
 directive (the C path ignores `%YAML 1.1`), a tab, NEL/LS/PS or a BOM past the start
 (libyaml scans those differently) or no clib -- is read again by the round-trip composer,
 so every message, line and column is exactly the pure path's (libyaml words syntax errors
@@ -51,8 +51,8 @@ from consent_core.documents import read_utf8
 from consent_core.errors import FailedPrecondition, MappingError, Problem
 from consent_core.model import (
     Category,
+    ConsentMapping,
     DestinationSettings,
-    Mapping,
     Resolution,
     Settings,
     UnknownDestinations,
@@ -87,7 +87,7 @@ _SELF = "\0self"  # `_Walker.problem(silence=...)` default: the problem's own pa
 class LoadedMapping:
     """A validated mapping as read from disk, with what is needed to notice the file changed."""
 
-    mapping: Mapping
+    mapping: ConsentMapping
     text: str
     source: str  # the path as given (used verbatim in error messages)
     sha256: str  # hex digest of the raw bytes read
@@ -116,8 +116,8 @@ def load_mapping(path: str | os.PathLike[str]) -> LoadedMapping:
     )
 
 
-def parse_mapping(text: str, source: str) -> Mapping:
-    """Validate mapping-file text and build its `Mapping`; raises `MappingError` listing every problem."""
+def parse_mapping(text: str, source: str) -> ConsentMapping:
+    """Validate mapping-file text and build its `ConsentMapping`; raises `MappingError` listing every problem."""
     if _C_COMPOSER_AVAILABLE and _PURE_ONLY.search(text) is None:
         mapping = _valid_mapping_by_c_composer(text)
         if mapping is not None:
@@ -148,8 +148,8 @@ def _compose_c(text: str) -> Node | None:
     return node
 
 
-def _valid_mapping_by_c_composer(text: str) -> Mapping | None:
-    """The document's `Mapping` when it is valid, else None (the round-trip composer then reports it)."""
+def _valid_mapping_by_c_composer(text: str) -> ConsentMapping | None:
+    """The document's `ConsentMapping` when it is valid, else None (the round-trip composer then reports it)."""
     try:
         root = _compose_c(text)
         if not isinstance(root, MappingNode):
@@ -184,7 +184,7 @@ def _compose(text: str, source: str) -> Node | None:
     return node
 
 
-def _analyse(text: str, source: str) -> tuple[Mapping, MappingNode]:
+def _analyse(text: str, source: str) -> tuple[ConsentMapping, MappingNode]:
     root = _compose(text, source)
     if root is None:
         raise MappingError(
@@ -243,7 +243,7 @@ def _parent(path: str) -> str | None:
 
 
 class _Walker:
-    """One pass over the node tree: builds the Mapping, records path -> position, collects shape problems.
+    """One pass over the node tree: builds the ConsentMapping, records path -> position, collects shape problems.
 
     Where a value has the wrong shape, a unique placeholder stands in for it so the semantic
     rules still run on everything else; their findings on (or under) a path that already has
@@ -351,7 +351,7 @@ class _Walker:
 
     # -- the document
 
-    def document(self, root: MappingNode) -> Mapping:
+    def document(self, root: MappingNode) -> ConsentMapping:
         top = self.fields(root, "", _TOP_KEYS)
         version = 1
         if "version" not in top:
@@ -374,7 +374,9 @@ class _Walker:
             elif _tag(value) != _NULL:  # `categories:` with everything commented out is an empty list
                 self.problem("categories", value, f"must be a list of categories, not {_kind(value)}", key)
         destinations = self.destinations(*top["destinations"]) if "destinations" in top else {}
-        return Mapping(categories=tuple(categories), destinations=destinations, settings=settings, version=version)
+        return ConsentMapping(
+            categories=tuple(categories), destinations=destinations, settings=settings, version=version
+        )
 
     def settings(self, key: Node, value: Node) -> Settings:
         if _tag(value) == _NULL:
@@ -510,7 +512,7 @@ class MappingDocument:
 
     __slots__ = ("_mapping", "_root", "_source", "_text")
 
-    def __init__(self, text: str, source: str, mapping: Mapping, root: MappingNode) -> None:
+    def __init__(self, text: str, source: str, mapping: ConsentMapping, root: MappingNode) -> None:
         self._text = text
         self._source = source
         self._mapping = mapping
@@ -523,7 +525,7 @@ class MappingDocument:
         return cls(text, source, mapping, root)
 
     @property
-    def mapping(self) -> Mapping:
+    def mapping(self) -> ConsentMapping:
         return self._mapping
 
     @property
@@ -534,7 +536,7 @@ class MappingDocument:
     def source(self) -> str:
         return self._source
 
-    def with_mapping(self, new: Mapping, renamed: abc.Mapping[str, str] | None = None) -> str:
+    def with_mapping(self, new: ConsentMapping, renamed: abc.Mapping[str, str] | None = None) -> str:
         """The file's text edited to describe `new`.
 
         Categories are matched by id; `renamed` ({old id: new id}) matches a category whose
@@ -566,7 +568,7 @@ class MappingDocument:
             )
         out = _Editor(self._text, self._root, self._mapping).render(new, renames)
         try:
-            reread: Mapping | None = parse_mapping(out, self._source)
+            reread: ConsentMapping | None = parse_mapping(out, self._source)
         except MappingError:
             reread = None
         if reread != new:  # an editing bug must never reach the disk
@@ -714,9 +716,9 @@ class _CategoryStyle:
 
 
 class _Editor:
-    """Computes the text edits that turn the document into a new Mapping (valid document assumed)."""
+    """Computes the text edits that turn the document into a new ConsentMapping (valid document assumed)."""
 
-    def __init__(self, text: str, root: MappingNode, old: Mapping) -> None:
+    def __init__(self, text: str, root: MappingNode, old: ConsentMapping) -> None:
         self.text = text
         self.root = root
         self.old = old
@@ -853,7 +855,7 @@ class _Editor:
 
     # -- the whole document
 
-    def render(self, new: Mapping, renamed: dict[str, str]) -> str:
+    def render(self, new: ConsentMapping, renamed: dict[str, str]) -> str:
         self.settings(new.settings)
         self.categories(new, renamed)
         self.destinations(new.destinations)
@@ -934,7 +936,7 @@ class _Editor:
 
     # -- categories
 
-    def match(self, new: Mapping, renamed: dict[str, str]) -> list[int | None]:
+    def match(self, new: ConsentMapping, renamed: dict[str, str]) -> list[int | None]:
         """For each new category, the index of the old category it continues (None: a new one)."""
         old_ids = {c.id: i for i, c in enumerate(self.old.categories)}
         new_ids = {c.id for c in new.categories}
@@ -962,7 +964,7 @@ class _Editor:
                 used.add(j)
         return match
 
-    def categories(self, new: Mapping, renamed: dict[str, str]) -> None:
+    def categories(self, new: ConsentMapping, renamed: dict[str, str]) -> None:
         match = self.match(new, renamed)
         key, value = self.top["categories"]
         if not isinstance(value, SequenceNode) or not value.value:

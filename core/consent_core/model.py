@@ -21,8 +21,8 @@ __all__ = [
     "DESTINATION_ID_MAX_BYTES",
     "NAME_MAX",
     "Category",
+    "ConsentMapping",
     "DestinationSettings",
-    "Mapping",
     "Resolution",
     "Settings",
     "UnknownDestinations",
@@ -103,7 +103,7 @@ def _frozen_destinations(value: abc.Mapping[str, DestinationSettings]) -> abc.Ma
 
 
 @dataclass(frozen=True, slots=True)
-class Mapping:
+class ConsentMapping:
     """A whole mapping document; immutable once built (destinations are a read-only view)."""
 
     categories: tuple[Category, ...] = ()
@@ -130,7 +130,7 @@ class Mapping:
             known.update(c.destinations)
         return tuple(sorted(known))
 
-    def with_categories(self, categories: abc.Iterable[Category]) -> Mapping:
+    def with_categories(self, categories: abc.Iterable[Category]) -> ConsentMapping:
         return replace(self, categories=tuple(categories))
 
     def to_json_dict(self) -> dict[str, Any]:
@@ -146,7 +146,7 @@ class Mapping:
         }
 
     @classmethod
-    def from_json_dict(cls, data: abc.Mapping[str, Any]) -> Mapping:
+    def from_json_dict(cls, data: abc.Mapping[str, Any]) -> ConsentMapping:
         """The inverse of `to_json_dict`: rebuilds a mapping from its canonical data form.
 
         For data this module wrote (e.g. a policy kept in the audit database): shapes and
@@ -274,7 +274,7 @@ def category_problems(category: Category, path: str) -> list[Problem]:
     return problems
 
 
-def mapping_problems(mapping: Mapping) -> list[Problem]:
+def mapping_problems(mapping: ConsentMapping) -> list[Problem]:
     """Every semantic rule of a whole mapping: each category's own, unique ids and names, settings."""
     problems: list[Problem] = []
     if mapping.version != 1:

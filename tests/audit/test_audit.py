@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from consent_core import errors
 from consent_core.diff import AuditAction, diff
-from consent_core.model import Category, Mapping
+from consent_core.model import Category, ConsentMapping
 
 from consent_sidecar.audit import (
     GENESIS_HASH,
@@ -232,8 +232,8 @@ def test_a_failing_logger_does_not_undo_an_acknowledged_append(db: Path) -> None
 
 
 def test_changes_to_events_writes_canonical_before_and_after() -> None:
-    old = Mapping(categories=(Category("C0002", "Perf", ("b", "a")),))
-    new = Mapping(categories=(Category("C0002", "Performance", ("b", "a")),))
+    old = ConsentMapping(categories=(Category("C0002", "Perf", ("b", "a")),))
+    new = ConsentMapping(categories=(Category("C0002", "Performance", ("b", "a")),))
     (event,) = changes_to_events(diff(old, new), "file:mappings.yaml")
     assert event == NewEvent(
         actor="file:mappings.yaml",
@@ -243,7 +243,7 @@ def test_changes_to_events_writes_canonical_before_and_after() -> None:
         before_json='{"destinations":["b","a"],"enabled":true,"id":"C0002","name":"Perf","shadow":false}',
         after_json='{"destinations":["b","a"],"enabled":true,"id":"C0002","name":"Performance","shadow":false}',
     )
-    created = changes_to_events(diff(Mapping(), old), "alice")
+    created = changes_to_events(diff(ConsentMapping(), old), "alice")
     assert [(e.action, e.destination, e.before_json) for e in created] == [
         (A.CATEGORY_CREATED, "", ""),
         (A.MAPPING_CREATED, "b", ""),
@@ -853,15 +853,15 @@ def test_a_watcher_on_another_threads_loop_receives_appends(log: AuditLog) -> No
 # ---------------------------------------------------------------------------- published policies
 
 
-def policy_of(mapping: Mapping) -> tuple[str, str]:
+def policy_of(mapping: ConsentMapping) -> tuple[str, str]:
     return mapping.digest(), mapping.canonical_bytes().decode("utf-8")
 
 
-M1 = Mapping(categories=(Category("C1", "Ads", ("braze",)),))
-M2 = Mapping(categories=(Category("C1", "Ads", ("braze", "heap")),))
+M1 = ConsentMapping(categories=(Category("C1", "Ads", ("braze",)),))
+M2 = ConsentMapping(categories=(Category("C1", "Ads", ("braze", "heap")),))
 
 
-def published(mapping: Mapping, detail: str = "") -> NewEvent:
+def published(mapping: ConsentMapping, detail: str = "") -> NewEvent:
     return ev(detail=f"generation 1 digest {mapping.digest()}{detail}", policy=policy_of(mapping))  # type: ignore[arg-type]
 
 

@@ -6,18 +6,18 @@ from dataclasses import dataclass, replace
 
 import pytest
 from consent_core.diff import AuditAction, Change, diff
-from consent_core.model import Category, DestinationSettings, Mapping
+from consent_core.model import Category, ConsentMapping, DestinationSettings
 
 A = AuditAction
 
 PERF = Category("C0002", "Performance Cookies", ("amplitude", "mixpanel"))
 TARGET = Category("C0004", "Targeting Cookies", ("google-ads", "braze"))
 FUNC = Category("C0003", "Functional Cookies", ("hotjar",), shadow=True)
-BASE = Mapping(categories=(PERF, TARGET, FUNC))
+BASE = ConsentMapping(categories=(PERF, TARGET, FUNC))
 
 
-def m(*categories: Category) -> Mapping:
-    return Mapping(categories=categories)
+def m(*categories: Category) -> ConsentMapping:
+    return ConsentMapping(categories=categories)
 
 
 def j(c: Category) -> dict[str, object]:
@@ -27,8 +27,8 @@ def j(c: Category) -> dict[str, object]:
 @dataclass(frozen=True)
 class Case:
     name: str
-    old: Mapping
-    new: Mapping
+    old: ConsentMapping
+    new: ConsentMapping
     expected: list[tuple[AuditAction, str, str]]  # (action, category_id, destination)
     renamed: dict[str, str] | None = None
 

@@ -1,4 +1,4 @@
-"""consent_core.edits: each admin write applied to a Mapping, and the status each mistake gets."""
+"""consent_core.edits: each admin write applied to a ConsentMapping, and the status each mistake gets."""
 
 from __future__ import annotations
 
@@ -6,14 +6,14 @@ import pytest
 from consent_core import errors
 from consent_core.diff import AuditAction, diff
 from consent_core.edits import CategoryFields, Create, Delete, Disable, Enable, Update, apply_edit
-from consent_core.model import Category, Mapping, category_etag, mapping_problems
+from consent_core.model import Category, ConsentMapping, category_etag, mapping_problems
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 PERF = Category("C0002", "Performance Cookies", ("amplitude", "mixpanel"))
 TARGET = Category("C0004", "Targeting Cookies", ("google-ads", "braze"))
 FUNC = Category("C0003", "Functional Cookies", ("amplitude", "hotjar"), shadow=True)
-MAPPING = Mapping(categories=(PERF, TARGET, FUNC))
+MAPPING = ConsentMapping(categories=(PERF, TARGET, FUNC))
 
 
 def fields(c: Category, **changes: object) -> CategoryFields:
@@ -92,7 +92,7 @@ def test_create_ignores_no_etag_and_changes_nothing_else() -> None:
 
 
 def test_update_with_an_empty_mask_sets_all_four_fields_but_not_enabled() -> None:
-    disabled = Mapping(categories=(PERF, Category("C0004", "Targeting Cookies", ("braze",), enabled=False)))
+    disabled = ConsentMapping(categories=(PERF, Category("C0004", "Targeting Cookies", ("braze",), enabled=False)))
     new = CategoryFields("C0044", "Ads", ("google-ads",), enabled=True, shadow=True)
     r = apply_edit(disabled, Update("C0004", new))
     assert r.category == Category("C0044", "Ads", ("google-ads",), enabled=False, shadow=True)
@@ -220,7 +220,7 @@ def test_delete_needs_the_exact_name() -> None:
 
 
 def test_the_last_category_can_be_deleted() -> None:
-    one = Mapping(categories=(PERF,))
+    one = ConsentMapping(categories=(PERF,))
     assert apply_edit(one, Delete("C0002", "Performance Cookies")).mapping.categories == ()
 
 

@@ -14,7 +14,7 @@ from consent_core.errors import InvalidArgument
 from consent_core.event import ParsedEvent, check_destinations, decide_one, parse_segment_event
 from consent_core.index import PREFERENCE_EVENT_NAME, compile
 from consent_core.limits import Limits
-from consent_core.model import Category, Mapping
+from consent_core.model import Category, ConsentMapping
 
 LIMITS = Limits()
 
@@ -334,7 +334,7 @@ def test_destination_count_limit_is_configurable() -> None:
 
 # -- decide_one: the shared path --------------------------------------------------------------------
 
-INDEX = compile(Mapping(categories=(Category("C0002", "Performance", ("amplitude",)),)))
+INDEX = compile(ConsentMapping(categories=(Category("C0002", "Performance", ("amplitude",)),)))
 
 
 def test_decide_one_prefixes_field_names() -> None:

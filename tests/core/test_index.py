@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Mapping as AbcMapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,8 +20,8 @@ from consent_core.index import PREFERENCE_EVENT_NAME, Decision, Index, Outcome, 
 from consent_core.limits import Limits
 from consent_core.model import (
     Category,
+    ConsentMapping,
     DestinationSettings,
-    Mapping,
     Resolution,
     Settings,
     UnknownDestinations,
@@ -34,9 +34,9 @@ from reference import RefDecision, reference_decide, reference_split
 # -- the table's mapping ------------------------------------------------------------------
 
 
-def table_mapping(unknown: UnknownDestinations = UnknownDestinations.ALLOW) -> Mapping:
+def table_mapping(unknown: UnknownDestinations = UnknownDestinations.ALLOW) -> ConsentMapping:
     """Every kind of destination the table needs, each named after its role."""
-    mapping = Mapping(
+    mapping = ConsentMapping(
         categories=(
             Category("C0002", "Performance Cookies", ("amplitude", "mixpanel", "google-analytics-4")),
             Category(
@@ -524,7 +524,7 @@ def test_empty_integrations_object_changes_nothing() -> None:
 
 
 def test_index_on_empty_mapping_allows_everything_as_unmapped() -> None:
-    index = compile(Mapping())
+    index = compile(ConsentMapping())
     assert index.decide({}, []) == Outcome((), (), None)
     assert index.decide({"C1": True}, ["a", "b/c"], explain=True).decisions == (
         D("a", "UNMAPPED"),
@@ -630,7 +630,7 @@ INTEGRATION_VALUES: list[object] = [True, False, None, 0, 1, "false", {}, {"k": 
 
 
 @st.composite
-def mappings(draw: st.DrawFn) -> Mapping:
+def mappings(draw: st.DrawFn) -> ConsentMapping:
     ids = draw(st.lists(st.sampled_from(CATEGORY_IDS), unique=True, max_size=5))
     categories = tuple(
         Category(
@@ -649,7 +649,7 @@ def mappings(draw: st.DrawFn) -> Mapping:
             max_size=4,
         )
     )
-    mapping = Mapping(categories, destinations, Settings(draw(st.sampled_from(UnknownDestinations))))
+    mapping = ConsentMapping(categories, destinations, Settings(draw(st.sampled_from(UnknownDestinations))))
     assert mapping_problems(mapping) == []
     return mapping
 
@@ -672,7 +672,7 @@ def _ref(d: Decision) -> RefDecision:
 
 def _check_against_reference(
     index: Index,
-    prefs: AbcMapping[str, bool] | None,
+    prefs: Mapping[str, bool] | None,
     dests: list[str],
     integrations: dict[str, Any] | None,
     preference_event: bool,
@@ -701,7 +701,7 @@ def _split_ref(decisions: list[RefDecision]) -> tuple[tuple[str, ...], tuple[str
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(mappings(), preferences_st, destinations_st, integrations_st, st.booleans())
 def test_index_equals_reference_on_random_mappings(
-    mapping: Mapping,
+    mapping: ConsentMapping,
     prefs: dict[str, bool] | None,
     dests: list[str],
     integrations: dict[str, Any] | None,
@@ -712,7 +712,7 @@ def test_index_equals_reference_on_random_mappings(
 
 # One long-lived index: its memo carries over between examples, as it does in the server.
 _SHARED = compile(
-    Mapping(
+    ConsentMapping(
         categories=(
             Category("C0001", "Necessary", ("amp", "ga4", "s3")),
             Category("C0002", "Performance", ("amp", "ga4", "hub")),

@@ -21,8 +21,8 @@ from consent_core.limits import Limits
 from consent_core.mapping_file import LoadedMapping, MappingDocument, atomic_write, load_mapping, parse_mapping
 from consent_core.model import (
     Category,
+    ConsentMapping,
     DestinationSettings,
-    Mapping,
     Resolution,
     Settings,
     UnknownDestinations,
@@ -343,7 +343,7 @@ def test_empty_sections_written_with_everything_commented_out_are_empty() -> Non
         destinations:
           # aws-s3: {enforce: false}
         """
-    assert parse_mapping(textwrap.dedent(text), "m.yaml") == Mapping()
+    assert parse_mapping(textwrap.dedent(text), "m.yaml") == ConsentMapping()
 
 
 def test_a_destination_with_empty_settings_is_known_with_the_defaults() -> None:
@@ -548,7 +548,7 @@ def comment_tags(text: str) -> list[str]:
     return [line[line.index("# [") + 3 : line.index("]")] for line in text.splitlines() if "# [" in line]
 
 
-def edit(text: str, change: Callable[[Mapping], Mapping], renamed: dict[str, str] | None = None) -> str:
+def edit(text: str, change: Callable[[ConsentMapping], ConsentMapping], renamed: dict[str, str] | None = None) -> str:
     """One admin-style write: parse, change, render; the result must re-read as exactly the change."""
     document = MappingDocument.parse(text, "m.yaml")
     intended = change(document.mapping)
@@ -557,24 +557,24 @@ def edit(text: str, change: Callable[[Mapping], Mapping], renamed: dict[str, str
     return out
 
 
-def update(category_id: str, **changes: object) -> Callable[[Mapping], Mapping]:
-    def change(m: Mapping) -> Mapping:
+def update(category_id: str, **changes: object) -> Callable[[ConsentMapping], ConsentMapping]:
+    def change(m: ConsentMapping) -> ConsentMapping:
         assert m.category(category_id) is not None, category_id
         return m.with_categories(replace(c, **changes) if c.id == category_id else c for c in m.categories)  # type: ignore[arg-type]
 
     return change
 
 
-def create(category: Category) -> Callable[[Mapping], Mapping]:
+def create(category: Category) -> Callable[[ConsentMapping], ConsentMapping]:
     return lambda m: m.with_categories([*m.categories, category])
 
 
-def delete(category_id: str) -> Callable[[Mapping], Mapping]:
+def delete(category_id: str) -> Callable[[ConsentMapping], ConsentMapping]:
     return lambda m: m.with_categories(c for c in m.categories if c.id != category_id)
 
 
-def set_destination(dest: str, settings: DestinationSettings | None) -> Callable[[Mapping], Mapping]:
-    def change(m: Mapping) -> Mapping:
+def set_destination(dest: str, settings: DestinationSettings | None) -> Callable[[ConsentMapping], ConsentMapping]:
+    def change(m: ConsentMapping) -> ConsentMapping:
         out = {d: s for d, s in m.destinations.items() if d != dest}
         if settings is not None:
             out[dest] = settings
@@ -583,7 +583,7 @@ def set_destination(dest: str, settings: DestinationSettings | None) -> Callable
     return change
 
 
-def becomes(intended: Mapping) -> Callable[[Mapping], Mapping]:
+def becomes(intended: ConsentMapping) -> Callable[[ConsentMapping], ConsentMapping]:
     return lambda _current: intended
 
 
@@ -736,7 +736,7 @@ def test_an_unchanged_mapping_gives_back_the_same_text() -> None:
     ],
 )
 def test_an_edit_changes_only_the_lines_it_must(
-    change: Callable[[Mapping], Mapping],
+    change: Callable[[ConsentMapping], ConsentMapping],
     renamed: dict[str, str] | None,
     removed: list[str],
     added: list[str],
@@ -746,7 +746,7 @@ def test_an_edit_changes_only_the_lines_it_must(
 
 
 def test_twenty_mixed_edits_keep_every_comment_of_the_untouched_parts() -> None:
-    steps: list[tuple[Callable[[Mapping], Mapping], dict[str, str] | None]] = [
+    steps: list[tuple[Callable[[ConsentMapping], ConsentMapping], dict[str, str] | None]] = [
         (create(Category("C0005", "Social Media Cookies", ("facebook-pixel",))), None),
         (update("C0002", enabled=False), None),
         (update("C0001", destinations=("snowflake", "bigquery", "redshift")), None),
@@ -952,7 +952,7 @@ _OPS = st.lists(
 )
 
 
-def _apply_op(m: Mapping, op: tuple[object, ...]) -> tuple[Mapping, dict[str, str] | None]:
+def _apply_op(m: ConsentMapping, op: tuple[object, ...]) -> tuple[ConsentMapping, dict[str, str] | None]:
     cats = list(m.categories)
     kind = op[0]
     if kind == "create":
@@ -1024,11 +1024,11 @@ def test_any_sequence_of_edits_re_reads_as_intended_and_keeps_the_file_comments(
 # -- the C composer (ruamel.yaml.clib) against the round-trip one ------------------------------
 #
 # parse_mapping keeps libyaml's result only for a valid document and reads anything else again
-# with the round-trip composer; these tests hold it to "same Mapping, same problems, always".
+# with the round-trip composer; these tests hold it to "same ConsentMapping, same problems, always".
 
 
-def outcome(text: str, *, c_composer: bool) -> Mapping | str:
-    """parse_mapping's result on the C path (when `c_composer`) or the pure one: the Mapping or the report."""
+def outcome(text: str, *, c_composer: bool) -> ConsentMapping | str:
+    """parse_mapping's result on the C path (when `c_composer`) or the pure one: the ConsentMapping or the report."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(mapping_file, "_C_COMPOSER_AVAILABLE", c_composer)
         try:
@@ -1037,7 +1037,7 @@ def outcome(text: str, *, c_composer: bool) -> Mapping | str:
             return str(e)
 
 
-def assert_both_paths_agree(text: str) -> Mapping | str:
+def assert_both_paths_agree(text: str) -> ConsentMapping | str:
     pure = outcome(text, c_composer=False)
     assert outcome(text, c_composer=True) == pure
     # and where the C path is asked, libyaml never takes a document the round-trip composer rejects,
@@ -1054,7 +1054,7 @@ def test_the_c_composer_is_installed() -> None:
 
 
 def test_the_examples_read_the_same_on_both_paths() -> None:
-    assert isinstance(assert_both_paths_agree((EXAMPLES / "mappings.yaml").read_text()), Mapping)
+    assert isinstance(assert_both_paths_agree((EXAMPLES / "mappings.yaml").read_text()), ConsentMapping)
     assert isinstance(assert_both_paths_agree((EXAMPLES / "broken-mappings.yaml").read_text()), str)
 
 
@@ -1092,7 +1092,7 @@ def test_every_table_document_reads_the_same_on_both_paths(text: str) -> None:
 )
 def test_yaml_1_2_resolution_is_the_same_on_both_paths(value: str, expected: int | str) -> None:
     got = assert_both_paths_agree(f"version: {value}\ncategories: []\n")
-    assert got == (Mapping() if expected == 1 else expected)
+    assert got == (ConsentMapping() if expected == 1 else expected)
 
 
 @pytest.mark.parametrize(
@@ -1104,7 +1104,7 @@ def test_booleans_resolve_the_same_on_both_paths(word: str, enabled: bool | None
     if enabled is None:
         assert isinstance(got, str)
     else:
-        assert isinstance(got, Mapping) and got.categories[0].enabled is enabled
+        assert isinstance(got, ConsentMapping) and got.categories[0].enabled is enabled
 
 
 def test_a_yaml_1_1_directive_is_read_by_the_round_trip_composer() -> None:
@@ -1112,7 +1112,7 @@ def test_a_yaml_1_1_directive_is_read_by_the_round_trip_composer() -> None:
     text = "%YAML 1.1\n---\n" + doc("  - id: C1\n    name: Ads\n    enabled: no\n    destinations: [a]\n")
     assert mapping_file._valid_mapping_by_c_composer(text) is None  # what the guard is for
     got = assert_both_paths_agree(text)
-    assert isinstance(got, Mapping) and got.categories[0].enabled is False
+    assert isinstance(got, ConsentMapping) and got.categories[0].enabled is False
 
 
 def test_valid_documents_are_composed_by_libyaml_alone(monkeypatch: pytest.MonkeyPatch) -> None:

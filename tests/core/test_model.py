@@ -11,8 +11,8 @@ from consent_core.errors import Problem
 from consent_core.mapping_file import parse_mapping
 from consent_core.model import (
     Category,
+    ConsentMapping,
     DestinationSettings,
-    Mapping,
     Resolution,
     Settings,
     UnknownDestinations,
@@ -107,7 +107,7 @@ def test_every_problem_of_a_category_is_reported_at_once() -> None:
 
 
 def test_duplicate_ids_and_names_are_reported_at_the_later_one() -> None:
-    mapping = Mapping(
+    mapping = ConsentMapping(
         categories=(
             cat("C0001", "One"),
             cat("C0002", "Two"),
@@ -122,12 +122,12 @@ def test_duplicate_ids_and_names_are_reported_at_the_later_one() -> None:
 
 
 def test_ids_and_names_are_compared_case_sensitively() -> None:
-    mapping = Mapping(categories=(cat("C0001", "Ads"), cat("c0001", "ads")))
+    mapping = ConsentMapping(categories=(cat("C0001", "Ads"), cat("c0001", "ads")))
     assert mapping_problems(mapping) == []
 
 
 def test_disabled_and_shadow_categories_obey_the_same_rules() -> None:
-    mapping = Mapping(
+    mapping = ConsentMapping(
         categories=(
             replace(cat("C0001", "One"), enabled=False),
             replace(cat("C0001", "One", ()), shadow=True),
@@ -141,22 +141,24 @@ def test_disabled_and_shadow_categories_obey_the_same_rules() -> None:
 
 
 def test_only_version_1_is_supported() -> None:
-    assert mapping_problems(Mapping(version=2)) == [Problem("version", "unsupported version 2: must be 1")]
+    assert mapping_problems(ConsentMapping(version=2)) == [Problem("version", "unsupported version 2: must be 1")]
 
 
 def test_destination_settings_ids_follow_the_destination_id_rules() -> None:
-    mapping = Mapping(destinations={"aws-s3": DestinationSettings(enforce=False), "ga4/eu": DestinationSettings()})
+    mapping = ConsentMapping(
+        destinations={"aws-s3": DestinationSettings(enforce=False), "ga4/eu": DestinationSettings()}
+    )
     assert mapping_problems(mapping) == [
         Problem("destinations.ga4/eu", "must not contain '/' (instances are named only in requests)")
     ]
 
 
 def test_an_empty_mapping_is_valid() -> None:
-    assert mapping_problems(Mapping()) == []
+    assert mapping_problems(ConsentMapping()) == []
 
 
 def test_known_destinations_include_every_category_and_the_settings_block() -> None:
-    mapping = Mapping(
+    mapping = ConsentMapping(
         categories=(
             cat("C0001", "One", ("snowflake",)),
             replace(cat("C0002", "Two", ("hotjar", "amplitude")), enabled=False),
@@ -171,7 +173,7 @@ def test_known_destinations_include_every_category_and_the_settings_block() -> N
 
 def test_a_mapping_is_immutable_even_its_destinations() -> None:
     source = {"braze": DestinationSettings(resolution=Resolution.ANY)}
-    mapping = Mapping(destinations=source)
+    mapping = ConsentMapping(destinations=source)
     source["aws-s3"] = DestinationSettings(enforce=False)
     assert list(mapping.destinations) == ["braze"]
     with pytest.raises(TypeError):
@@ -252,7 +254,7 @@ def test_digest_changes_with_any_semantic_change(old: str, new: str) -> None:
 
 
 def test_digest_depends_on_category_order() -> None:
-    swapped = Mapping(categories=tuple(reversed(parse_mapping(BASE, "m.yaml").categories)))
+    swapped = ConsentMapping(categories=tuple(reversed(parse_mapping(BASE, "m.yaml").categories)))
     assert swapped.digest() != digest(BASE)
 
 
@@ -291,11 +293,11 @@ def test_category_json_spells_out_defaults() -> None:
 )
 def test_from_json_dict_is_the_inverse_of_to_json_dict(text: str) -> None:
     mapping = parse_mapping(text, "m.yaml")
-    rebuilt = Mapping.from_json_dict(json.loads(mapping.canonical_bytes()))
+    rebuilt = ConsentMapping.from_json_dict(json.loads(mapping.canonical_bytes()))
     assert rebuilt == mapping
     assert rebuilt.digest() == mapping.digest()
     assert rebuilt.canonical_bytes() == mapping.canonical_bytes()
-    assert Mapping.from_json_dict(mapping.to_json_dict()) == mapping
+    assert ConsentMapping.from_json_dict(mapping.to_json_dict()) == mapping
 
 
 @pytest.mark.parametrize(
@@ -314,4 +316,4 @@ def test_from_json_dict_refuses_a_malformed_shape_naming_the_path(change: object
     data = parse_mapping(BASE, "m.yaml").to_json_dict()
     change(data)
     with pytest.raises(ValueError, match=message):
-        Mapping.from_json_dict(data)
+        ConsentMapping.from_json_dict(data)

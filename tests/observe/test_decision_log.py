@@ -19,7 +19,7 @@ import pytest
 from consent.v1 import decision_pb2
 from consent_core.index import compile
 from consent_core.limits import Limits
-from consent_core.model import Category, Mapping
+from consent_core.model import Category, ConsentMapping
 
 from consent_sidecar.observe import decision_log
 from consent_sidecar.observe.decision_log import DecisionLog, Entry, TokenBucket, format_line, parse_rate
@@ -79,7 +79,7 @@ def entry(index: Any, **kw: Any) -> Entry:
 
 @pytest.fixture
 def index() -> Any:
-    return compile(Mapping((
+    return compile(ConsentMapping((
         Category("C0002", "Perf", ("amplitude", "mixpanel")),
         Category("C0004", "Ads", ("google-ads",)),
         Category("C0003", "Dry", ("amplitude",), shadow=True),

@@ -25,7 +25,7 @@ import pytest
 from consent.v1 import decision_pb2, decision_pb2_grpc
 from consent_core.index import compile as compile_index
 from consent_core.mapping_file import load_mapping
-from consent_core.model import Mapping
+from consent_core.model import ConsentMapping
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 from samples import SAMPLE_MAPPING as MAPPING
@@ -321,7 +321,7 @@ destinations:
   only-here: {enforce: false}
 """
     for mapping in (load_mapping_text(MAPPING), load_mapping_text(other)):
-        again = Mapping.from_json_dict(json.loads(json.dumps(mapping.to_json_dict())))
+        again = ConsentMapping.from_json_dict(json.loads(json.dumps(mapping.to_json_dict())))
         assert again.digest() == mapping.digest()
         assert again == mapping
 

@@ -9,23 +9,23 @@ from pathlib import Path
 import pytest
 from consent_core.errors import MappingError, Problem
 from consent_core.index import compile as compile_index
-from consent_core.model import Category, Mapping
+from consent_core.model import Category, ConsentMapping
 
 from consent_sidecar.store.policy import PolicyStore, Snapshot
 
-A = Mapping(categories=(Category("C0001", "Necessary", ("amplitude",)),))
-B = Mapping(categories=(Category("C0001", "Necessary", ("amplitude", "mixpanel")),))
+A = ConsentMapping(categories=(Category("C0001", "Necessary", ("amplitude",)),))
+B = ConsentMapping(categories=(Category("C0001", "Necessary", ("amplitude", "mixpanel")),))
 BROKEN = MappingError([Problem("categories[0].id", "must not start with a digit", 7, 9)], "mappings.yaml")
 
 
 class FakeFile:
-    """A loader whose "file" the test rewrites: a Mapping, or an exception to raise."""
+    """A loader whose "file" the test rewrites: a ConsentMapping, or an exception to raise."""
 
-    def __init__(self, content: Mapping | BaseException = A) -> None:
+    def __init__(self, content: ConsentMapping | BaseException = A) -> None:
         self.content = content
         self.threads: list[int] = []
 
-    def __call__(self, path: str) -> Mapping:
+    def __call__(self, path: str) -> ConsentMapping:
         self.threads.append(threading.get_ident())
         if isinstance(self.content, BaseException):
             raise self.content
@@ -78,7 +78,7 @@ def test_an_identical_digest_publishes_nothing() -> None:
     store.add_listener(lambda old, new: seen.append(new))
     before = store.current
     # A fresh compile of an equal mapping (e.g. the file re-saved, or only comments changed).
-    assert store.publish(compile_index(Mapping(categories=A.categories))) is None
+    assert store.publish(compile_index(ConsentMapping(categories=A.categories))) is None
     assert store.current is before
     assert seen == []
 
@@ -172,9 +172,9 @@ def test_concurrent_publishes_get_distinct_consecutive_generations() -> None:
     store = store_with(FakeFile())
     generations: list[int] = []
     lock = threading.Lock()
-    mappings = [Mapping(categories=(Category("C0001", "Necessary", (f"d{i}",)),)) for i in range(40)]
+    mappings = [ConsentMapping(categories=(Category("C0001", "Necessary", (f"d{i}",)),)) for i in range(40)]
 
-    def publish(m: Mapping) -> None:
+    def publish(m: ConsentMapping) -> None:
         snap = store.publish(compile_index(m))
         assert snap is not None
         with lock:

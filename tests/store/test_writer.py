@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from consent_core import errors
 from consent_core.diff import AuditAction
-from consent_core.model import Mapping
+from consent_core.model import ConsentMapping
 
 from consent_sidecar.audit import GENESIS_HASH, AuditLog, AuditRecord, NewEvent, verify
 from consent_sidecar.store.policy import PolicyStore, load_mapping_file
@@ -242,7 +242,7 @@ async def test_reloads_never_overlap_and_the_audit_order_follows_generations(tmp
     most = 0
     guard = threading.Lock()
 
-    def loader(p: str) -> Mapping:
+    def loader(p: str) -> ConsentMapping:
         nonlocal active, most
         with guard:
             active += 1
@@ -327,10 +327,10 @@ async def restart(setup: Setup) -> Setup:
     return setup
 
 
-def last_policy(setup: Setup) -> Mapping:
+def last_policy(setup: Setup) -> ConsentMapping:
     last = setup.audit.last_published_policy()
     assert last is not None
-    rebuilt = Mapping.from_json_dict(json.loads(last.canonical))
+    rebuilt = ConsentMapping.from_json_dict(json.loads(last.canonical))
     assert rebuilt.digest() == last.digest
     return rebuilt
 

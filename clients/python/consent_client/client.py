@@ -49,7 +49,7 @@ from consent.v1 import decision_pb2, decision_pb2_grpc
 from consent_core.index import Index
 from consent_core.index import compile as compile_index
 from consent_core.limits import Limits
-from consent_core.model import Mapping as CoreMapping
+from consent_core.model import ConsentMapping
 
 from consent_client.embedded import EmbeddedDecider, Override, blocked_everywhere, decide_local, encode_event
 from consent_client.errors import (
@@ -280,7 +280,7 @@ class _Core:
 
     def _empty(self) -> Index:
         if self._empty_index is None:
-            self._empty_index = compile_index(CoreMapping())
+            self._empty_index = compile_index(ConsentMapping())
         return self._empty_index
 
 

@@ -23,7 +23,7 @@ from consent_core.event import check_destinations, decide_one, parse_segment_eve
 from consent_core.index import Index, Outcome
 from consent_core.index import compile as compile_index
 from consent_core.limits import Limits
-from consent_core.model import Mapping as CoreMapping
+from consent_core.model import ConsentMapping
 
 from consent_client.errors import InvalidArgument, MappingFileError
 from consent_client.results import (
@@ -120,7 +120,7 @@ class Snapshot:
     policy: PolicyVersion
 
 
-def _load(path: str) -> tuple[CoreMapping, tuple[int, int, int]]:
+def _load(path: str) -> tuple[ConsentMapping, tuple[int, int, int]]:
     """The validated mapping and the (mtime_ns, size, inode) of the very file it was read from."""
     # Imported lazily: the YAML stack is only needed once a mapping file is actually read.
     from consent_core.mapping_file import load_mapping
