@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck lint-deploy unit docs bench proto dist clean
+.PHONY: run test lint typecheck lint-deploy lint-proto unit docs bench proto dist clean
 
 $(STAMP): pyproject.toml core/pyproject.toml clients/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,7 +42,15 @@ lint-deploy: $(STAMP)
 	  $(BIN)/kubernetes-validate --strict --quiet -k $$v $(K8S_MANIFESTS) || exit 1; \
 	done
 
-test: lint typecheck lint-deploy unit
+# The wire contract: buf lint (STANDARD but the three AIP-style waivers in buf.yaml) and buf
+# breaking (FILE rules) against the 0.1 protos, kept as a buf image since a clone may have no tags.
+PROTO_BASELINE := proto/baseline/consent-v0.1.binpb
+
+lint-proto: $(STAMP)
+	$(BIN)/buf lint
+	$(BIN)/buf breaking --against $(PROTO_BASELINE)
+
+test: lint typecheck lint-deploy lint-proto unit
 
 # docs/configuration.md is generated from the CLI's own flag definitions (a test compares).
 docs: $(STAMP)

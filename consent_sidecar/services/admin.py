@@ -24,7 +24,14 @@ import grpc
 import grpc.aio
 from consent.v1 import admin_pb2, admin_pb2_grpc, decision_pb2
 from consent_core import edits
-from consent_core.errors import InvalidArgument, NotFound, SidecarError, Unauthenticated, Unavailable
+from consent_core.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    SidecarError,
+    Unauthenticated,
+    Unavailable,
+)
 from consent_core.model import Category, category_etag
 from google.protobuf import timestamp_pb2
 
@@ -290,10 +297,19 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
             last_error=last_error or "",
             categories=len(snap.index.mapping.categories),
             destinations=len(snap.index.known_destinations),
+            store="file",
+            store_connected=True,
         )
         if last_error is not None and last_error_at is not None:
             status.last_error_at.CopyFrom(_timestamp(last_error_at))
         return status
+
+    @_read
+    async def GetFleetStatus(
+        self, request: admin_pb2.GetFleetStatusRequest, context: _Context
+    ) -> admin_pb2.FleetStatus:
+        # A file-backed sidecar has no fleet store to report on.
+        raise FailedPrecondition("the policy source is a file: no fleet store (serve --etcd-endpoints)")
 
     # ------------------------------------------------------------------ audit
 

@@ -155,6 +155,14 @@ async def test_policy_status_of_a_fresh_sidecar(sc: RunningSidecar) -> None:
     assert s.loaded_at.ToDatetime(tzinfo=UTC) == snap.loaded_at
     assert (s.reloads, s.failed_reloads, s.last_error, s.HasField("last_error_at")) == (0, 0, "", False)
     assert (s.categories, s.destinations) == (3, len(KNOWN))  # known destinations, incl. `destinations:` only
+    assert (s.store, s.store_connected, s.store_revision, s.HasField("disconnected_since")) == ("file", True, 0, False)
+
+
+async def test_fleet_status_of_a_file_backed_sidecar_is_a_failed_precondition(sc: RunningSidecar) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await stub(sc.admin).GetFleetStatus(admin_pb2.GetFleetStatusRequest(), timeout=5)
+    assert e.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+    assert "the policy source is a file" in (e.value.details() or "")
 
 
 async def test_policy_status_reports_a_rejected_reload_until_a_good_one(sc: RunningSidecar) -> None:

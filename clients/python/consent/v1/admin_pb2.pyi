@@ -128,7 +128,7 @@ class GetPolicyStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class PolicyStatus(_message.Message):
-    __slots__ = ("policy", "source", "loaded_at", "reloads", "failed_reloads", "last_error", "last_error_at", "categories", "destinations")
+    __slots__ = ("policy", "source", "loaded_at", "reloads", "failed_reloads", "last_error", "last_error_at", "categories", "destinations", "store", "store_connected", "store_revision", "disconnected_since", "audit_head_sequence", "audit_head_hash")
     POLICY_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     LOADED_AT_FIELD_NUMBER: _ClassVar[int]
@@ -138,6 +138,12 @@ class PolicyStatus(_message.Message):
     LAST_ERROR_AT_FIELD_NUMBER: _ClassVar[int]
     CATEGORIES_FIELD_NUMBER: _ClassVar[int]
     DESTINATIONS_FIELD_NUMBER: _ClassVar[int]
+    STORE_FIELD_NUMBER: _ClassVar[int]
+    STORE_CONNECTED_FIELD_NUMBER: _ClassVar[int]
+    STORE_REVISION_FIELD_NUMBER: _ClassVar[int]
+    DISCONNECTED_SINCE_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_HEAD_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_HEAD_HASH_FIELD_NUMBER: _ClassVar[int]
     policy: _decision_pb2.PolicyVersion
     source: str
     loaded_at: _timestamp_pb2.Timestamp
@@ -147,7 +153,45 @@ class PolicyStatus(_message.Message):
     last_error_at: _timestamp_pb2.Timestamp
     categories: int
     destinations: int
-    def __init__(self, policy: _Optional[_Union[_decision_pb2.PolicyVersion, _Mapping]] = ..., source: _Optional[str] = ..., loaded_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reloads: _Optional[int] = ..., failed_reloads: _Optional[int] = ..., last_error: _Optional[str] = ..., last_error_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., categories: _Optional[int] = ..., destinations: _Optional[int] = ...) -> None: ...
+    store: str
+    store_connected: bool
+    store_revision: int
+    disconnected_since: _timestamp_pb2.Timestamp
+    audit_head_sequence: int
+    audit_head_hash: str
+    def __init__(self, policy: _Optional[_Union[_decision_pb2.PolicyVersion, _Mapping]] = ..., source: _Optional[str] = ..., loaded_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reloads: _Optional[int] = ..., failed_reloads: _Optional[int] = ..., last_error: _Optional[str] = ..., last_error_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., categories: _Optional[int] = ..., destinations: _Optional[int] = ..., store: _Optional[str] = ..., store_connected: _Optional[bool] = ..., store_revision: _Optional[int] = ..., disconnected_since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., audit_head_sequence: _Optional[int] = ..., audit_head_hash: _Optional[str] = ...) -> None: ...
+
+class GetFleetStatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class FleetStatus(_message.Message):
+    __slots__ = ("store_revision", "store_digest", "members")
+    STORE_REVISION_FIELD_NUMBER: _ClassVar[int]
+    STORE_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    store_revision: int
+    store_digest: str
+    members: _containers.RepeatedCompositeFieldContainer[FleetMember]
+    def __init__(self, store_revision: _Optional[int] = ..., store_digest: _Optional[str] = ..., members: _Optional[_Iterable[_Union[FleetMember, _Mapping]]] = ...) -> None: ...
+
+class FleetMember(_message.Message):
+    __slots__ = ("member_id", "address", "policy", "store_revision", "connected", "last_error", "updated_at")
+    MEMBER_ID_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    STORE_REVISION_FIELD_NUMBER: _ClassVar[int]
+    CONNECTED_FIELD_NUMBER: _ClassVar[int]
+    LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    member_id: str
+    address: str
+    policy: _decision_pb2.PolicyVersion
+    store_revision: int
+    connected: bool
+    last_error: str
+    updated_at: _timestamp_pb2.Timestamp
+    def __init__(self, member_id: _Optional[str] = ..., address: _Optional[str] = ..., policy: _Optional[_Union[_decision_pb2.PolicyVersion, _Mapping]] = ..., store_revision: _Optional[int] = ..., connected: _Optional[bool] = ..., last_error: _Optional[str] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class AuditEvent(_message.Message):
     __slots__ = ("sequence", "time", "actor", "action", "category_id", "destination", "before_json", "after_json", "detail", "prev_hash", "hash")

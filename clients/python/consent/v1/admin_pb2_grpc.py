@@ -85,6 +85,11 @@ class AdminServiceStub:
                 request_serializer=consent_dot_v1_dot_admin__pb2.WatchAuditEventsRequest.SerializeToString,
                 response_deserializer=consent_dot_v1_dot_admin__pb2.AuditEvent.FromString,
                 _registered_method=True)
+        self.GetFleetStatus = channel.unary_unary(
+                '/consent.v1.AdminService/GetFleetStatus',
+                request_serializer=consent_dot_v1_dot_admin__pb2.GetFleetStatusRequest.SerializeToString,
+                response_deserializer=consent_dot_v1_dot_admin__pb2.FleetStatus.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -161,6 +166,14 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetFleetStatus(self, request, context):
+        """Owner or member. Every live sidecar sharing this one's etcd prefix and what it serves;
+        FAILED_PRECONDITION when the policy source is a file (no fleet store).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -213,6 +226,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.WatchAuditEvents,
                     request_deserializer=consent_dot_v1_dot_admin__pb2.WatchAuditEventsRequest.FromString,
                     response_serializer=consent_dot_v1_dot_admin__pb2.AuditEvent.SerializeToString,
+            ),
+            'GetFleetStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetFleetStatus,
+                    request_deserializer=consent_dot_v1_dot_admin__pb2.GetFleetStatusRequest.FromString,
+                    response_serializer=consent_dot_v1_dot_admin__pb2.FleetStatus.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -486,6 +504,33 @@ class AdminService:
             '/consent.v1.AdminService/WatchAuditEvents',
             consent_dot_v1_dot_admin__pb2.WatchAuditEventsRequest.SerializeToString,
             consent_dot_v1_dot_admin__pb2.AuditEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetFleetStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/consent.v1.AdminService/GetFleetStatus',
+            consent_dot_v1_dot_admin__pb2.GetFleetStatusRequest.SerializeToString,
+            consent_dot_v1_dot_admin__pb2.FleetStatus.FromString,
             options,
             channel_credentials,
             insecure,
