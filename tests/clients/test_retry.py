@@ -1,6 +1,7 @@
-"""consent_client._retry through both clients: bounded retries of UNAVAILABLE under the call's deadline.
+"""consent_client._retry: bounded retries of UNAVAILABLE under the call's deadline.
 
-A sidecar started late is waited for; retries stop at max_attempts and at the deadline.
+The steps of one call's attempts (`Attempts`) on their own, then through both clients: a
+sidecar started late is waited for; retries stop at max_attempts and at the deadline.
 """
 
 from __future__ import annotations
@@ -8,13 +9,16 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 from consent_client import AsyncConsentClient, ConsentClient, ConsentError, DeadlineExceeded, RetryPolicy, Unavailable
+from consent_client._retry import Attempts
 
-from .support import WAIT, ServerThread, free_port, serving_here
+from .support import WAIT, FakeRpcError, ServerThread, free_port, serving_here
 
 
 def test_backoff_grows_exponentially_is_capped_and_jittered() -> None:
@@ -31,6 +35,58 @@ def test_backoff_grows_exponentially_is_capped_and_jittered() -> None:
 def test_retry_policy_rejects_nonsense(kwargs: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
         RetryPolicy(**kwargs)
+
+
+def test_an_attempt_gets_the_time_left_and_none_starts_after_the_deadline() -> None:
+    assert 0 < Attempts(RetryPolicy(), None, time.monotonic() + 5.0).start() <= 5.0
+    late = Attempts(RetryPolicy(), None, time.monotonic() - 0.001)
+    with pytest.raises(DeadlineExceeded, match="before the call was made") as info:
+        late.start()
+    assert info.value.attempts == 1
+
+
+def test_unavailable_is_retried_with_backoff_until_max_attempts() -> None:
+    hooked: list[tuple[int, str, float]] = []
+    policy = RetryPolicy(max_attempts=3, initial_backoff=0.01, max_backoff=0.02, jitter=0.0)
+    attempts = Attempts(policy, lambda a, e, d: hooked.append((a, str(e), d)), time.monotonic() + WAIT)
+    delays = []
+    for _ in range(2):
+        attempts.start()
+        delays.append(attempts.backoff(attempts.failed(FakeRpcError(grpc.StatusCode.UNAVAILABLE, "down"))))
+    attempts.start()
+    last = attempts.failed(FakeRpcError(grpc.StatusCode.UNAVAILABLE, "still down"))
+    with pytest.raises(Unavailable) as info:
+        attempts.backoff(last)
+    assert info.value is last and last.attempts == 3
+    assert delays == pytest.approx([0.01, 0.02])
+    assert hooked == [(1, "UNAVAILABLE: down", pytest.approx(0.01)), (2, "UNAVAILABLE: down", pytest.approx(0.02))]
+
+
+@pytest.mark.parametrize(
+    "code",
+    [grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED,
+     grpc.StatusCode.INTERNAL],
+)
+def test_every_other_error_is_raised_at_once(code: grpc.StatusCode) -> None:
+    hooked: list[int] = []
+    attempts = Attempts(RetryPolicy(max_attempts=10), lambda a, e, d: hooked.append(a), time.monotonic() + WAIT)
+    attempts.start()
+    err = attempts.failed(FakeRpcError(code, "no"))
+    assert err.code is code and err.attempts == 1
+    with pytest.raises(ConsentError) as info:
+        attempts.backoff(err)
+    assert info.value is err
+    assert hooked == []
+
+
+def test_a_retry_whose_backoff_would_outlast_the_deadline_is_not_made() -> None:
+    hooked: list[int] = []
+    policy = RetryPolicy(max_attempts=10, initial_backoff=5.0, max_backoff=5.0, jitter=0.0)
+    attempts = Attempts(policy, lambda a, e, d: hooked.append(a), time.monotonic() + 1.0)
+    attempts.start()
+    with pytest.raises(Unavailable):
+        attempts.backoff(attempts.failed(FakeRpcError(grpc.StatusCode.UNAVAILABLE, "down")))
+    assert hooked == []
 
 
 def test_unavailable_is_retried_until_a_late_sidecar_answers(mapping_file: Path) -> None:
