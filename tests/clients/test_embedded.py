@@ -28,7 +28,7 @@ from consent_core.limits import Limits
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from .test_client import MAPPING, WAIT, ServerThread, free_port, short_tempdir
+from .support import MAPPING, WAIT, ServerThread, free_port, short_tempdir
 
 DENY_MAPPING = MAPPING.replace("unknown_destinations: allow", "unknown_destinations: deny")
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from .test_client import MAPPING, WAIT, ServerThread, free_port
+from .support import MAPPING, WAIT, ServerThread, free_port
 
 SCRIPT = Path(__file__).resolve().parents[2] / "clients" / "examples" / "route_events.py"
 

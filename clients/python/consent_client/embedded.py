@@ -10,7 +10,6 @@ keeping the last good policy when an edit is broken. It never copies decision lo
 from __future__ import annotations
 
 import enum
-import json
 import os
 import threading
 import time
@@ -25,12 +24,12 @@ from consent_core.index import compile as compile_index
 from consent_core.limits import Limits
 from consent_core.model import ConsentMapping
 
+from consent_client._wire import encode_event
 from consent_client.errors import InvalidArgument, MappingFileError
 from consent_client.results import (
     DecideResult,
     Decision,
     PolicyVersion,
-    Reason,
     Request,
     as_destinations,
     consent_problem,
@@ -38,18 +37,6 @@ from consent_client.results import (
 )
 
 __all__ = ["EmbeddedDecider", "Override", "Snapshot", "decide_local", "encode_event"]
-
-
-def encode_event(event: Mapping[str, Any] | bytes | str) -> bytes:
-    """A Segment event as the raw JSON bytes DecideRequest.segment_event carries."""
-    if isinstance(event, bytes):
-        return event
-    if isinstance(event, str):
-        return event.encode()
-    try:
-        return json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
-    except (TypeError, ValueError) as e:
-        raise InvalidArgument(f"segment_event: not JSON-serialisable: {e}") from None
 
 
 class Override(enum.Enum):
@@ -278,10 +265,3 @@ class EmbeddedDecider:
             except InvalidArgument as e:
                 out.append(DecideResult(error=e.message, policy=snap.policy))
         return out
-
-
-def blocked_everywhere(destinations: Sequence[str], explain: bool) -> DecideResult:
-    """fail_closed without a mapping: every requested destination blocked (reason UNSPECIFIED)."""
-    dests = tuple(destinations)
-    decisions = tuple(Decision(d, False, Reason.UNSPECIFIED) for d in dests) if explain else ()
-    return DecideResult((), dests, decisions, None)
