@@ -30,7 +30,7 @@ from typing import Final, TextIO
 import grpc
 import grpc.aio
 from consent.v1 import admin_pb2_grpc
-from consent_core.errors import MappingError, SidecarError
+from consent_core.errors import MappingError, SidecarError, StartupError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -74,7 +74,7 @@ AUDIT_DB_NAME: Final = "consent-sidecar-audit.db"  # the default --audit-db, nex
 _log = logs.get_logger(__name__)
 
 
-class ListenError(Exception):
+class ListenError(StartupError):
     """A listener address is malformed or cannot be bound; the message says which and why."""
 
 

@@ -40,6 +40,7 @@ from typing import Any, Final
 import grpc
 import grpc.aio
 import structlog
+from consent_core.errors import StartupError
 from consent_core.index import compile as compile_index
 from consent_core.limits import Limits
 from consent_core.model import ConsentMapping
@@ -60,7 +61,7 @@ _log = logs.get_logger(__name__)
 READY_TIMEOUT: Final = 60.0  # seconds a worker may take to import, compile and bind
 
 
-class WorkerError(Exception):
+class WorkerError(StartupError):
     """A worker could not start (its message says why: usually a listener)."""
 
 
