@@ -71,9 +71,11 @@ def parse_address(raw: str, *, unix: bool = True) -> Address:
     """Parses `host:port`, `[ipv6]:port` or (unless `unix` is False) `unix:/path`; raises AddressError.
 
     `unix:///abs/path` (the URI form) is `unix:/abs/path`; a relative `unix:name.sock` is kept
-    relative. The port is 0-65535 (0: any free port, for listeners).
+    relative. The port is 0-65535 (0: any free port, for listeners); an IPv6 host must be in
+    brackets, its colons could not be told from the port's.
     """
-    expected = "expected host:port, [ipv6]:port or unix:/path" if unix else "expected host:port or [ipv6]:port"
+    # The reasons read as the command line has always worded them (its flags are where users meet them).
+    expected = "expected host:port or unix:/path" if unix else "expected host:port"
     if raw.startswith(UNIX_PREFIX):
         if not unix:
             raise AddressError(raw, expected)
@@ -81,10 +83,11 @@ def parse_address(raw: str, *, unix: bool = True) -> Address:
         if path.startswith("//"):  # unix:///abs/path, the URI form
             path = path[2:]
         if not path:
-            raise AddressError(raw, f"the unix socket path is empty (e.g. {_EXAMPLE_UNIX})")
+            raise AddressError(raw, f"unix: needs a path, e.g. {_EXAMPLE_UNIX}")
         return Address(raw, f"{UNIX_PREFIX}{path}", path)
     host, sep, port = raw.rpartition(":")
-    if not sep or not host or not port or not (port.isascii() and port.isdigit()):
+    # isascii: str.isdigit() also accepts digits such as "²" that int() refuses.
+    if not sep or not host or not (port.isascii() and port.isdigit()) or int(port) > MAX_PORT:
         raise AddressError(raw, expected)
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
@@ -92,7 +95,4 @@ def parse_address(raw: str, *, unix: bool = True) -> Address:
             raise AddressError(raw, expected)
     elif ":" in host:
         raise AddressError(raw, f"put an IPv6 host in brackets, e.g. {_EXAMPLE_IPV6}")
-    number = int(port)
-    if number > MAX_PORT:
-        raise AddressError(raw, f"expected host:port with a port from 0 to {MAX_PORT}")
-    return Address(raw, raw, host=host, port=number)
+    return Address(raw, raw, host=host, port=int(port))

@@ -9,11 +9,10 @@ import pytest
 from consent_sidecar.process.addresses import Address, AddressError, format_host_port, parse_address
 from consent_sidecar.process.grpc_server import ListenError, listen_address
 
-ANY = "expected host:port, [ipv6]:port or unix:/path"
-TCP_ONLY = "expected host:port or [ipv6]:port"
+ANY = "expected host:port or unix:/path"
+TCP_ONLY = "expected host:port"
 BRACKETS = "put an IPv6 host in brackets, e.g. [::1]:50051"
-EMPTY_UNIX = "the unix socket path is empty (e.g. unix:/run/sidecar.sock)"
-PORT_RANGE = "expected host:port with a port from 0 to 65535"
+EMPTY_UNIX = "unix: needs a path, e.g. unix:/run/sidecar.sock"
 
 
 @pytest.mark.parametrize(
@@ -54,7 +53,8 @@ def test_listen_addresses_parse(
         ("[]:80", ANY),
         ("[::1]", ANY),
         ("", ANY),
-        ("host:70000", PORT_RANGE),
+        ("host:70000", ANY),
+        ("host:99999999999999999999", ANY),
         ("::1:50051", BRACKETS),
         ("[::1:50051", BRACKETS),
         ("fe80::1", BRACKETS),
@@ -75,11 +75,11 @@ def test_malformed_addresses_say_what_is_expected(raw: str, reason: str) -> None
         ("unix:/run/metrics.sock", TCP_ONLY),
         ("unix:", TCP_ONLY),
         ("nohost", TCP_ONLY),
-        ("host:70000", PORT_RANGE),
+        ("host:70000", TCP_ONLY),
         ("::1:9464", BRACKETS),
     ],
 )
-def test_tcp_only_addresses_refuse_unix_sockets(raw: str, reason: str) -> None:
+def test_tcp_only_addresses_refuse_unix_sockets_and_malformed_forms(raw: str, reason: str) -> None:
     with pytest.raises(AddressError) as info:
         parse_address(raw, unix=False)
     assert info.value.reason == reason
@@ -127,7 +127,7 @@ def test_a_listener_address_keeps_what_was_configured() -> None:
         ("host:port", "expected host:port"),
         ("host:70000", "expected host:port"),
         ("::1:50051", "put an IPv6 host in brackets"),
-        ("unix:", "unix socket path is empty"),
+        ("unix:", "unix: needs a path"),
     ],
 )
 def test_bad_listen_addresses_are_rejected_clearly(raw: str, why: str) -> None:
