@@ -21,7 +21,7 @@ from typing import Any
 import grpc
 import grpc.aio
 from consent_core.diff import AuditAction
-from consent_core.errors import MappingError, PermissionDenied, SidecarError, Unauthenticated
+from consent_core.errors import MappingError, PermissionDenied, SidecarError, StartupError, Unauthenticated
 
 from consent_sidecar.audit import AuditLog, NewEvent
 from consent_sidecar.auth.principals import Principal, Principals, bearer_token, load_principals
@@ -165,7 +165,7 @@ class Authenticator:
             _log.error("cannot audit a denied admin call", rpc=rpc, principal=principal.id, error=str(e))
 
 
-class TLSConfigError(Exception):
+class TLSConfigError(StartupError):
     """The admin listener's TLS flags are inconsistent or name unusable files; the message says which."""
 
 

@@ -19,6 +19,8 @@ import tempfile
 from dataclasses import dataclass, field
 from typing import Final
 
+from consent_core.errors import StartupError
+
 from consent_sidecar.audit import AuditLog
 from consent_sidecar.config import ServeConfig
 from consent_sidecar.observe import logs
@@ -41,7 +43,7 @@ FLUSH_INTERVAL: Final = 1.0  # seconds between moves of the hot path's tallies i
 _log = logs.get_logger(__name__)
 
 
-class ObservabilityError(Exception):
+class ObservabilityError(StartupError):
     """The metrics endpoint or the decision log cannot be opened; the message names the flag."""
 
 

@@ -1,14 +1,14 @@
-"""The process around the core: load the policy, open the audit trail and the listeners, watch, serve, drain.
+"""The sidecar process: load the policy, open the audit trail and the listeners, watch, serve, drain.
 
-Owns listener addresses (TCP `host:port`, `[v6]:port`, `unix:/path`), the grpc.aio servers,
-health (grpc.health.v1) and reflection on each, message-size limits, the wiring of the one
-write path (PolicyWriter, fed by the MappingWatcher and SIGHUP) and the shutdown order:
-health NOT_SERVING -> end WatchAuditEvents streams -> stop accepting -> drain in-flight RPCs
-for the grace period -> remove sockets -> stop the watcher -> finish audit appends -> close
-the audit log. DecisionService is served only on the `--listen` addresses, AdminService only
-on `--admin-listen`, behind bearer tokens from the hot-reloaded `--principals` file and
+Owns the start sequence and its exit codes, the wiring of the one write path (PolicyWriter,
+fed by the MappingWatcher and SIGHUP), signals, and the shutdown order: health NOT_SERVING ->
+end WatchAuditEvents streams -> stop accepting -> drain in-flight RPCs for the grace period
+-> remove sockets -> stop the watcher -> finish audit appends -> close the audit log. What each
+address serves is `listeners` (built by `grpc_server`); `--workers` processes are `workers`.
+The admin API sits behind bearer tokens from the hot-reloaded `--principals` file and
 optionally TLS/mTLS (`--admin-tls-cert/--admin-tls-key/--admin-client-ca`). The audit
 database is `--audit-db`, by default `<directory of the mapping file>/consent-sidecar-audit.db`.
+Every failure to start is a StartupError, reported once by `serve` (exit 1).
 Must never start listening before the first policy has loaded and its start event is
 audited, never serve the admin API without principals, and never log mapping content or
 request payloads.
@@ -20,29 +20,20 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
-import stat
 import sys
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final, TextIO
 
-import grpc
-import grpc.aio
-from consent.v1 import admin_pb2_grpc
-from consent_core.errors import MappingError, SidecarError
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from consent_core.errors import MappingError, SidecarError, StartupError
 
 from consent_sidecar.audit import AuditError, AuditLog
 from consent_sidecar.auth import gate as auth_gate
 from consent_sidecar.config import ServeConfig
 from consent_sidecar.observe import logs
-from consent_sidecar.observe.decision_log import DecisionLog
-from consent_sidecar.observe.metrics import Recorder
 from consent_sidecar.observe.observability import Observability, ObservabilityError
+from consent_sidecar.process.grpc_server import ListenError, listen_address
+from consent_sidecar.process.listeners import Sidecar
 from consent_sidecar.process.workers import WorkerError, WorkerPool
-from consent_sidecar.services import admin, decision
 from consent_sidecar.store.policy import PolicyStore, Snapshot
 from consent_sidecar.store.watch import MappingWatcher
 from consent_sidecar.store.writer import PolicyWriter
@@ -54,17 +45,16 @@ __all__ = [
     "EXIT_MAPPING",
     "EXIT_OK",
     "EXIT_WORKER",
-    "Address",
+    "AdminListenerError",
     "ListenError",
-    "Sidecar",
+    "Sidecar",  # re-exported: embedders and tests run one around a store of their own
     "audit_db_path",
-    "parse_address",
     "run",
     "serve",
 ]
 
 EXIT_OK: Final = 0
-EXIT_LISTEN: Final = 1  # a listener could not be opened
+EXIT_LISTEN: Final = 1  # the sidecar could not start: a listener, TLS file, metrics endpoint or worker (StartupError)
 EXIT_MAPPING: Final = 2  # the first policy load failed
 EXIT_AUDIT: Final = 3  # the audit database could not be opened or written
 EXIT_WORKER: Final = 4  # a --workers process exited on its own (the others were drained)
@@ -74,111 +64,19 @@ AUDIT_DB_NAME: Final = "consent-sidecar-audit.db"  # the default --audit-db, nex
 _log = logs.get_logger(__name__)
 
 
-class ListenError(Exception):
-    """A listener address is malformed or cannot be bound; the message says which and why."""
+class AdminListenerError(ListenError):
+    """The admin API cannot be secured: no --principals, a broken principals file or unusable TLS flags."""
 
 
-@dataclass(frozen=True, slots=True)
-class Address:
-    """A parsed listener address; `target` is what gRPC binds."""
-
-    raw: str  # as configured
-    target: str  # "host:port" or "unix:/abs/or/relative/path"
-    unix_path: str | None = None  # the socket file, for unix: addresses
-
-    def bound(self, port: int) -> str:
-        """The address with the real port (after binding port 0)."""
-        if self.unix_path is not None:
-            return self.target
-        host, _, _ = self.target.rpartition(":")
-        return f"{host}:{port}"
-
-
-def parse_address(raw: str) -> Address:
-    """Parses `host:port`, `[v6]:port` or `unix:/path`; raises ListenError naming the address."""
-    if raw.startswith("unix:"):
-        path = raw[len("unix:") :]
-        if path.startswith("//"):  # unix:///abs/path, the URI form
-            path = path[2:]
-        if not path:
-            raise ListenError(f"listen address {raw!r}: unix socket path is empty")
-        return Address(raw, f"unix:{path}", path)
-    host, sep, port = raw.rpartition(":")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise ListenError(f"listen address {raw!r}: expected host:port, [ipv6]:port or unix:/path")
-    if ":" in host and not (host.startswith("[") and host.endswith("]")):
-        raise ListenError(f"listen address {raw!r}: an IPv6 host must be in brackets, e.g. [::1]:{port}")
-    return Address(raw, raw)
-
-
-def _prepare_unix_socket(address: Address) -> None:
-    """Removes a stale socket file left by a crashed run; refuses a live socket or a non-socket."""
-    path = address.unix_path
-    assert path is not None
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(st.st_mode):
-        raise ListenError(f"listen address {address.raw!r}: {path} exists and is not a socket")
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-        try:
-            probe.connect(path)
-        except OSError:
-            os.unlink(path)  # nobody answers: stale
-            return
-    raise ListenError(f"listen address {address.raw!r}: {path} is in use by a running process")
-
-
-def _why_bind_failed(address: Address) -> str:
-    """gRPC says only "failed to bind"; re-trying the bind ourselves recovers the OS reason."""
-    try:
-        if address.unix_path is not None:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-                s.bind(address.unix_path)
-            os.unlink(address.unix_path)
-        else:
-            host, _, port = address.target.rpartition(":")
-            host = host.strip("[]")
-            family = socket.AF_INET6 if ":" in host else socket.AF_INET
-            with socket.create_server((host, int(port)), family=family):
-                pass
-    except OSError as e:
-        return e.strerror or str(e)
-    return "gRPC could not bind it (set GRPC_VERBOSITY=debug for details)"
-
-
-# A service registration: adds a servicer to a server and returns the service's full name.
-ServiceAdder = Callable[[grpc.aio.Server], str]
-
-
-def decision_services(
-    store: PolicyStore,
-    config: ServeConfig,
-    *,
-    recorder: Recorder | None = None,
-    decision_log: DecisionLog | None = None,
-) -> list[ServiceAdder]:
-    """What the `--listen` addresses serve (besides health and reflection)."""
-
-    def add_decision(server: grpc.aio.Server) -> str:
-        # The bytes handlers: memoised pre-encoded responses, no protobuf (de)serializers per call.
-        servicer = decision.DecisionService(store, config.limits, recorder=recorder, decision_log=decision_log)
-        return decision.add_to_server(servicer, server)
-
-    return [add_decision]
-
-
-def admin_services(servicer: admin.AdminService | None) -> list[ServiceAdder]:
-    """What `--admin-listen` serves (besides health and reflection): AdminService."""
-    if servicer is None:
-        return []
-
-    def add_admin(server: grpc.aio.Server) -> str:
-        admin_pb2_grpc.add_AdminServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
-        return admin.SERVICE_NAME
-
-    return [add_admin]
+def _startup_event(e: StartupError) -> str:
+    """The log event of a failure to start (operators alert on these names)."""
+    if isinstance(e, AdminListenerError):
+        return "cannot start the admin listener"
+    if isinstance(e, ObservabilityError):
+        return "cannot start metrics or the decision log"
+    if isinstance(e, WorkerError):
+        return "cannot start the decision workers"
+    return "cannot listen"
 
 
 def audit_db_path(config: ServeConfig) -> str:
@@ -186,167 +84,6 @@ def audit_db_path(config: ServeConfig) -> str:
     if config.audit_db:
         return config.audit_db
     return os.path.join(os.path.dirname(config.mappings), AUDIT_DB_NAME)
-
-
-class _Listener:
-    """One grpc.aio server with its health servicer; the services are known before it starts."""
-
-    def __init__(
-        self,
-        name: str,
-        addresses: Sequence[Address],
-        services: Sequence[ServiceAdder],
-        config: ServeConfig,
-        credentials: grpc.ServerCredentials | None = None,
-    ):
-        limit = config.limits.max_message_bytes
-        self.name = name
-        self.addresses = tuple(addresses)
-        self.credentials = credentials  # None: plaintext; else TLS (mTLS when it requires client certificates)
-        self.server = grpc.aio.server(
-            options=[
-                ("grpc.max_receive_message_length", limit),
-                ("grpc.max_send_message_length", limit),
-                # gRPC sets SO_REUSEPORT by default: a second sidecar would then "bind" a taken port.
-                ("grpc.so_reuseport", 0),
-            ]
-        )
-        self.health = health.aio.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        self.service_names = tuple(add(self.server) for add in services)
-        reflection.enable_server_reflection(
-            (*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
-        )
-        self.bound: list[str] = []
-        self._sockets: list[str] = []
-
-    def bind(self) -> None:
-        for address in self.addresses:
-            if address.unix_path is not None:
-                _prepare_unix_socket(address)
-            try:
-                if self.credentials is None:
-                    port = self.server.add_insecure_port(address.target)
-                else:
-                    port = self.server.add_secure_port(address.target, self.credentials)
-            except RuntimeError:
-                port = 0
-            if port == 0 and address.unix_path is None:
-                raise ListenError(f"cannot listen on {address.raw} ({self.name}): {_why_bind_failed(address)}")
-            if address.unix_path is not None:
-                if not os.path.exists(address.unix_path):
-                    raise ListenError(f"cannot listen on {address.raw} ({self.name}): {_why_bind_failed(address)}")
-                self._sockets.append(address.unix_path)
-            self.bound.append(address.bound(port))
-
-    async def start(self) -> None:
-        await self.server.start()
-        # The policy is loaded before any listener starts, so everything is SERVING from the first check.
-        for name in (health.OVERALL_HEALTH, *self.service_names):
-            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
-
-    async def stop(self, grace: float | None) -> None:
-        await self.server.stop(grace)
-        self.remove_sockets()
-
-    def remove_sockets(self) -> None:
-        for path in self._sockets:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
-        self._sockets.clear()
-
-
-class Sidecar:
-    """The listeners around one loaded PolicyStore. `start` binds everything or nothing.
-
-    An admin listener (config.admin_listen) serves AdminService over `audit` (required then),
-    with `writer` for writes, `gate` for authentication, `watch_buffer` live audit events per
-    WatchAuditEvents client. The caller owns the audit log, the writer and the watcher.
-    DecisionService feeds `recorder` (metrics) and `decision_log`; it listens on
-    `decision_listen` (default: every `--listen` address; with workers, the unix: ones only,
-    possibly none).
-    """
-
-    def __init__(
-        self,
-        config: ServeConfig,
-        store: PolicyStore,
-        *,
-        audit: AuditLog | None = None,
-        writer: PolicyWriter | None = None,
-        gate: admin.Gate | None = None,
-        watch_buffer: int = admin.DEFAULT_WATCH_BUFFER,
-        recorder: Recorder | None = None,
-        decision_log: DecisionLog | None = None,
-        decision_listen: Sequence[str] | None = None,
-    ) -> None:
-        self.config = config
-        self.store = store
-        self.recorder = recorder
-        self.decision_log = decision_log
-        self.decision_listen = tuple(config.listen if decision_listen is None else decision_listen)
-        self.admin: admin.AdminService | None = None
-        if config.admin_listen:
-            if audit is None:
-                raise ValueError("an admin listener needs the audit log (AdminService reads the audit trail)")
-            self.admin = admin.AdminService(store, audit, writer=writer, gate=gate, watch_buffer=watch_buffer)
-        self._listeners: list[_Listener] = []
-        self._decision: _Listener | None = None
-        self._admin: _Listener | None = None
-
-    @property
-    def addresses(self) -> tuple[str, ...]:
-        """The bound decision addresses of this process, real ports filled in (after `start`)."""
-        return tuple(self._decision.bound) if self._decision is not None else ()
-
-    @property
-    def admin_address(self) -> str | None:
-        """The bound `--admin-listen` address, or None when there is no admin listener."""
-        return self._admin.bound[0] if self._admin is not None else None
-
-    async def start(self) -> None:
-        """Binds every listener, then starts them. Raises ListenError (nothing left listening)."""
-        config = self.config
-        if not config.listen:
-            raise ListenError("no --listen address given")
-        listeners = []
-        if self.decision_listen:
-            services = decision_services(self.store, config, recorder=self.recorder, decision_log=self.decision_log)
-            self._decision = _Listener("decision", [parse_address(a) for a in self.decision_listen], services, config)
-            listeners.append(self._decision)
-        if config.admin_listen:
-            try:
-                credentials = auth_gate.admin_credentials(config)
-            except auth_gate.TLSConfigError as e:
-                raise ListenError(f"cannot listen on {config.admin_listen} (admin): {e}") from None
-            self._admin = _Listener(
-                "admin", [parse_address(config.admin_listen)], admin_services(self.admin), config, credentials
-            )
-            listeners.append(self._admin)
-        try:
-            for listener in listeners:
-                listener.bind()
-        except BaseException:
-            for listener in listeners:
-                listener.remove_sockets()
-                await listener.server.stop(None)
-            self._decision = self._admin = None
-            raise
-        for listener in listeners:
-            await listener.start()
-        self._listeners = listeners
-
-    async def stop(self, grace: float | None) -> None:
-        """Health NOT_SERVING everywhere, end audit watch streams, then stop accepting and drain.
-
-        The drain waits up to `grace` seconds; calling it again with a smaller grace (or None)
-        cuts it short. WatchAuditEvents streams end cleanly first: they never finish by themselves.
-        """
-        for listener in self._listeners:
-            await listener.health.enter_graceful_shutdown()
-        if self.admin is not None:
-            self.admin.end_watches()
-        await asyncio.gather(*(listener.stop(grace) for listener in self._listeners))
 
 
 def _on_publish(old: Snapshot | None, new: Snapshot) -> None:
@@ -369,19 +106,24 @@ async def serve(
 
     Returns the exit code: 0 after a clean drain, 2 when the mapping does not load (its errors
     printed to stderr, nothing opened), 3 when the audit database cannot be opened or written
-    (the message names the file and --audit-db), 1 when a listener cannot be opened or the
-    admin listener cannot be secured (no --principals, a broken principals file, unusable
-    --admin-tls-* flags: checked before anything loads). `ready`
-    is set once every listener is up and healthy. With signals of its own (`stop` None),
-    SIGHUP forces a reload of the mapping file (and of the principals file).
+    (the message names the file and --audit-db), 1 on any StartupError: a listener, the
+    metrics endpoint, the decision log or a worker cannot be opened, or the admin listener
+    cannot be secured (no --principals, a broken principals file, unusable --admin-tls-*
+    flags: checked before anything loads). `ready` is set once every listener is up and
+    healthy. With signals of its own (`stop` None), SIGHUP forces a reload of the mapping file
+    (and of the principals file).
     """
     err = stderr if stderr is not None else sys.stderr
     try:
-        principals = _load_principals(config)
-    except ListenError as e:
+        return await _serve(config, ready, stop, err)
+    except StartupError as e:  # the listeners, workers and endpoints opened so far are closed again
         print(f"error: {e}", file=err)
-        _log.error("cannot start the admin listener", error=str(e))
+        _log.error(_startup_event(e), error=str(e))
         return EXIT_LISTEN
+
+
+async def _serve(config: ServeConfig, ready: asyncio.Event | None, stop: asyncio.Event | None, err: TextIO) -> int:
+    principals = _load_principals(config)
     store = PolicyStore()
     try:
         # Compile off the loop: nothing else runs yet, but a caller's loop (tests) may be busy.
@@ -409,14 +151,14 @@ async def serve(
             _audit_failed(err, db, f"cannot write the start event to the audit database: {e}")
             return EXIT_AUDIT
         audit_after = started[0].sequence - 1 if started else 0  # metrics count this run's events from here
-        rt = _Runtime(config, store, snap, audit, writer, principals, ready, stop, err)
+        rt = _Runtime(config, store, snap, audit, writer, principals, ready, stop)
         return await _serve_loaded(rt, audit_after)
     finally:
         await asyncio.to_thread(audit.close)  # ends any WatchAuditEvents stream still open
 
 
 def _load_principals(config: ServeConfig) -> auth_gate.PrincipalsFile | None:
-    """The principals file for `--admin-listen` (None without one); ListenError if the admin API cannot be secured.
+    """The principals file for `--admin-listen` (None without one); AdminListenerError if it cannot be secured.
 
     Checked before anything loads or listens: an admin listener without principals would
     serve writes to anyone, so it refuses to start; a broken principals file or bad TLS
@@ -427,7 +169,7 @@ def _load_principals(config: ServeConfig) -> auth_gate.PrincipalsFile | None:
             _log.warning("--principals and --admin-tls-* are ignored without --admin-listen")
         return None
     if not config.principals:
-        raise ListenError(
+        raise AdminListenerError(
             f"--admin-listen {config.admin_listen} needs --principals FILE (or CONSENT_SIDECAR_PRINCIPALS): "
             "the admin API never runs unauthenticated; list owner and member token hashes there "
             "(consent-sidecar token hash), or drop --admin-listen to serve no admin API"
@@ -435,11 +177,11 @@ def _load_principals(config: ServeConfig) -> auth_gate.PrincipalsFile | None:
     try:
         auth_gate.admin_credentials(config)
     except auth_gate.TLSConfigError as e:
-        raise ListenError(f"cannot listen on {config.admin_listen} (admin): {e}") from None
+        raise AdminListenerError(f"cannot listen on {config.admin_listen} (admin): {e}") from None
     try:
         return auth_gate.PrincipalsFile.load(config.principals)
     except MappingError as e:
-        raise ListenError(f"--principals: the principals file is invalid:\n{e.format()}") from None
+        raise AdminListenerError(f"--principals: the principals file is invalid:\n{e.format()}") from None
 
 
 def _audit_failed(err: TextIO, db: str, message: str) -> None:
@@ -451,7 +193,7 @@ def _audit_failed(err: TextIO, db: str, message: str) -> None:
 
 @dataclass(frozen=True, slots=True)
 class _Runtime:
-    """What `serve()` has loaded and opened, handed as one down _serve_loaded -> _serve_observed -> _run_started."""
+    """What `serve()` has loaded and opened, handed as one down _serve_loaded -> _open_listeners -> _run_started."""
 
     config: ServeConfig
     store: PolicyStore
@@ -461,39 +203,36 @@ class _Runtime:
     principals: auth_gate.PrincipalsFile | None
     ready: asyncio.Event | None
     stop: asyncio.Event | None
-    err: TextIO
 
 
 async def _serve_loaded(rt: _Runtime, audit_after: int = 0) -> int:
-    config, err = rt.config, rt.err
+    config = rt.config
     workers = config.workers > 1
-    unix = tuple(a for a in config.listen if a.startswith("unix:"))
-    tcp = tuple(parse_address(a).target for a in config.listen if not a.startswith("unix:"))
+    addresses = [listen_address(a) for a in config.listen]
+    unix = tuple(a.raw for a in addresses if a.is_unix)
+    tcp = tuple(a.target for a in addresses if not a.is_unix)
     # With workers, TCP listeners are theirs (SO_REUSEPORT); unix: ones stay here, served by this process.
     decision_processes = (config.workers if tcp else 0) + (1 if unix else 0) if workers else 1
+    obs = Observability.start(
+        config, rt.store, role="parent" if workers else "single", audit=rt.audit, audit_after=audit_after,
+        decision_processes=decision_processes,
+    )
     try:
-        obs = Observability.start(
-            config, rt.store, role="parent" if workers else "single", audit=rt.audit, audit_after=audit_after,
-            decision_processes=decision_processes,
-        )
-    except ObservabilityError as e:
-        print(f"error: {e}", file=err)
-        _log.error("cannot start metrics or the decision log", error=str(e))
-        return EXIT_LISTEN
-    try:
-        return await _serve_observed(rt, obs, unix if workers else None, tcp, decision_processes)
+        sidecar, pool = await _open_listeners(rt, obs, unix if workers else None, tcp, decision_processes)
+        return await _run_started(rt, sidecar, pool)
     finally:
         await obs.aclose()
 
 
-async def _serve_observed(
+async def _open_listeners(
     rt: _Runtime,
     obs: Observability,
     decision_listen: tuple[str, ...] | None,
     tcp: tuple[str, ...],
     decision_processes: int,
-) -> int:
-    config, store, err = rt.config, rt.store, rt.err
+) -> tuple[Sidecar, WorkerPool | None]:
+    """This process's listeners and (`decision_listen` not None) the workers; all started, or a StartupError."""
+    config, store = rt.config, rt.store
     gate = auth_gate.Authenticator(rt.principals, rt.audit) if rt.principals is not None else None
     sidecar = Sidecar(
         config, store, audit=rt.audit, writer=rt.writer, gate=gate, recorder=obs.recorder,
@@ -505,27 +244,20 @@ async def _serve_observed(
         try:
             pool.reserve()
         except OSError as e:
-            message = f"cannot listen on {', '.join(tcp)} (decision workers): {e.strerror or e}"
-            print(f"error: {message}", file=err)
-            _log.error("cannot listen", error=message)
-            return EXIT_LISTEN
+            raise ListenError(f"cannot listen on {', '.join(tcp)} (decision workers): {e.strerror or e}") from None
     try:
         await sidecar.start()
-    except ListenError as e:
+    except BaseException:
         if pool is not None:
             await pool.stop(None)
-        print(f"error: {e}", file=err)
-        _log.error("cannot listen", error=str(e))
-        return EXIT_LISTEN
+        raise
     if pool is not None:
         try:
             await pool.start(decision_processes)
-        except WorkerError as e:
+        except BaseException:
             await sidecar.stop(None)
-            print(f"error: {e}", file=err)
-            _log.error("cannot start the decision workers", error=str(e))
-            return EXIT_LISTEN
-    return await _run_started(rt, sidecar, pool)
+            raise
+    return sidecar, pool
 
 
 async def _run_started(rt: _Runtime, sidecar: Sidecar, pool: WorkerPool | None) -> int:

@@ -3,7 +3,8 @@
 The parent (`WorkerPool`) checks that each TCP `--listen` port is free and holds it (a bound, not
 listening, SO_REUSEPORT socket; port 0 gets its real port here), then starts N workers
 (`python -m consent_sidecar.process.workers`). Each serves DecisionService, health and reflection on those ports
-with SO_REUSEPORT, so the kernel spreads connections across them.
+with SO_REUSEPORT, so the kernel spreads connections across them; its server is built by
+`grpc_server`, exactly as the parent's listeners are.
 
 Policy: the parent pushes every snapshot it publishes — the canonical mapping of the audited
 policy — to every worker in order over the worker's stdin; the worker compiles it in its own
@@ -37,20 +38,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-import grpc
-import grpc.aio
 import structlog
+from consent_core.errors import StartupError
 from consent_core.index import compile as compile_index
 from consent_core.limits import Limits
 from consent_core.model import ConsentMapping
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from consent_sidecar.config import ServeConfig
 from consent_sidecar.observe import logs
 from consent_sidecar.observe.metrics import MULTIPROC_ENV, mark_process_dead
 from consent_sidecar.observe.observability import Observability
-from consent_sidecar.services import decision
+from consent_sidecar.process.addresses import parse_address
+from consent_sidecar.process.grpc_server import GrpcServer, ListenError
+from consent_sidecar.process.listeners import decision_services
 from consent_sidecar.store.policy import PolicyStore, Snapshot
 
 __all__ = ["WorkerError", "WorkerPool", "main", "reserve_tcp"]
@@ -60,7 +60,7 @@ _log = logs.get_logger(__name__)
 READY_TIMEOUT: Final = 60.0  # seconds a worker may take to import, compile and bind
 
 
-class WorkerError(Exception):
+class WorkerError(StartupError):
     """A worker could not start (its message says why: usually a listener)."""
 
 
@@ -77,39 +77,33 @@ def _policy_message(snap: Snapshot) -> bytes:
 # -- ports --------------------------------------------------------------------------------------------
 
 
-def _host_port(target: str) -> tuple[str, int]:
-    host, _, port = target.rpartition(":")
-    return host.strip("[]"), int(port)
-
-
 def reserve_tcp(target: str) -> tuple[socket.socket, str]:
     """Checks that `host:port` is free and holds it for SO_REUSEPORT listeners; returns (socket, host:port).
 
     The check binds without SO_REUSEPORT (so a port held by anyone, reuseport or not, is refused
     with the OS's reason); the reservation then binds with it and never listens, so it receives
-    no connections. Port 0 becomes a real port. Raises OSError. Once the workers listen, another
-    sidecar's check fails; two sidecars started on one port within the same second (before
-    either's workers listen) could both pass it: the reservation alone is not a listener.
+    no connections. Port 0 becomes a real port. Raises OSError (AddressError, a ValueError, for
+    a malformed target). Once the workers listen, another sidecar's check fails; two sidecars
+    started on one port within the same second (before either's workers listen) could both pass
+    it: the reservation alone is not a listener.
     """
-    host, port = _host_port(target)
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    probe = socket.socket(family, socket.SOCK_STREAM)
+    address = parse_address(target, unix=False)
+    probe = socket.socket(address.family, socket.SOCK_STREAM)
     try:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT leftovers are no conflict
-        probe.bind((host, port))
+        probe.bind((address.host, address.port))
         port = probe.getsockname()[1]
     finally:
         probe.close()
-    held = socket.socket(family, socket.SOCK_STREAM)
+    held = socket.socket(address.family, socket.SOCK_STREAM)
     try:
         held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        held.bind((host, port))
+        held.bind((address.host, port))
     except BaseException:
         held.close()
         raise
-    shown = f"[{host}]" if family == socket.AF_INET6 else host
-    return held, f"{shown}:{port}"
+    return held, address.bound(port)
 
 
 # -- the parent's side -----------------------------------------------------------------------------------
@@ -152,12 +146,18 @@ class WorkerPool:
         return tuple(w.process.pid for w in self.workers)
 
     def reserve(self) -> None:
-        """Checks and holds every TCP port (OSError naming nothing: the caller adds the address)."""
+        """Checks and holds every TCP port (OSError naming nothing: the caller adds the address); all or none."""
         addresses = []
-        for target in self.targets:
-            held, bound = reserve_tcp(target)
-            self._held.append(held)
-            addresses.append(bound)
+        try:
+            for target in self.targets:
+                held, bound = reserve_tcp(target)
+                self._held.append(held)
+                addresses.append(bound)
+        except BaseException:
+            for held in self._held:
+                held.close()
+            self._held.clear()
+            raise
         self.addresses = tuple(addresses)
 
     async def start(self, decision_processes: int) -> None:
@@ -289,6 +289,8 @@ async def _pipe_reader(fd: int) -> asyncio.StreamReader:
 def _worker_spec(
     config: ServeConfig, number: int, addresses: Sequence[str], snap: Snapshot, decision_processes: int
 ) -> dict[str, Any]:
+    # Everything of ServeConfig that a worker's server and DecisionService read (grpc_server.server_options,
+    # listeners.decision_services, Observability) travels here: add a field when they read a new one.
     limits = config.limits
     return {
         "worker": number,
@@ -332,30 +334,17 @@ async def _serve_worker(spec: dict[str, Any]) -> int:
         return 1
     store.publish(index, source=spec["source"])
     obs = Observability.start(config, store, role="worker", decision_processes=spec["decision_processes"])
-    limit = limits.max_message_bytes
-    server = grpc.aio.server(options=[
-        ("grpc.max_receive_message_length", limit),
-        ("grpc.max_send_message_length", limit),
-        ("grpc.so_reuseport", 1),  # share the parent's ports with the other workers
-    ])
-    health_servicer = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    name = decision.add_to_server(
-        decision.DecisionService(store, limits, recorder=obs.recorder, decision_log=obs.decision_log), server
-    )
-    reflection.enable_server_reflection((name, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-    for target in spec["listen"]:
-        try:
-            port = server.add_insecure_port(target)
-        except RuntimeError:
-            port = 0
-        if port == 0:
-            _send({"event": "error", "message": f"cannot listen on {target} (worker {spec['worker']})"})
-            await obs.aclose()
-            return 1
+    services = decision_services(store, config, recorder=obs.recorder, decision_log=obs.decision_log)
+    addresses = [parse_address(target, unix=False) for target in config.listen]
+    server = GrpcServer(f"worker {spec['worker']}", addresses, services, config, reuseport=True)
+    try:
+        server.bind()
+    except ListenError as e:
+        _send({"event": "error", "message": str(e)})
+        await server.stop(None)
+        await obs.aclose()
+        return 1
     await server.start()
-    for service in (health.OVERALL_HEALTH, name):
-        await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -371,7 +360,7 @@ async def _serve_worker(spec: dict[str, Any]) -> int:
     control = asyncio.create_task(_follow_parent(store, stop))
     try:
         await stop.wait()
-        await health_servicer.enter_graceful_shutdown()
+        await server.enter_graceful_shutdown()
         draining = asyncio.ensure_future(server.stop(config.grace_period))
         forced = asyncio.ensure_future(force.wait())
         await asyncio.wait((draining, forced), return_when=asyncio.FIRST_COMPLETED)

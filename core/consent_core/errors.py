@@ -87,3 +87,7 @@ class Unavailable(SidecarError):
 
 class ResourceExhausted(SidecarError):
     """A limit was exceeded (message size, slow watcher buffer)."""
+
+
+class StartupError(SidecarError):
+    """The sidecar could not start: a listener, TLS file, metrics endpoint or worker failed."""

@@ -16,6 +16,7 @@ import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from consent_sidecar import cli
+from consent_sidecar.cli.health import HEALTH_TIMEOUT
 
 if TYPE_CHECKING:
     from conftest import RunningSidecar
@@ -133,5 +134,5 @@ def test_flags_have_variables_defaults_and_help() -> None:
     ref = {f.flag: f for f in cli.flag_reference() if f.verb == "health"}
     assert set(ref) == {"--address", "--timeout"}
     assert (ref["--address"].env, ref["--address"].default) == ("CONSENT_SIDECAR_ADDRESS", "127.0.0.1:50051")
-    assert (ref["--timeout"].env, ref["--timeout"].default) == ("CONSENT_SIDECAR_TIMEOUT", cli.HEALTH_TIMEOUT)
+    assert (ref["--timeout"].env, ref["--timeout"].default) == ("CONSENT_SIDECAR_TIMEOUT", HEALTH_TIMEOUT)
     assert all(f.help for f in ref.values())

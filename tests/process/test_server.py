@@ -1,4 +1,4 @@
-"""The server process: health, reflection, listeners (TCP, IPv6, unix), start failures and SIGTERM drain."""
+"""The server process: listeners (TCP, IPv6, unix) as served, start failures, run() and the SIGTERM drain."""
 
 from __future__ import annotations
 
@@ -15,28 +15,24 @@ import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import grpc
 import grpc.aio
 import pytest
 import structlog
 from consent.v1 import decision_pb2, decision_pb2_grpc
-from consent_core.limits import Limits
-from google.protobuf import descriptor_pool, message_factory
+from consent_core.errors import SidecarError, StartupError
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
+from consent_sidecar.auth.gate import TLSConfigError
 from consent_sidecar.config import ServeConfig
 from consent_sidecar.observe import logs
-from consent_sidecar.process.server import EXIT_LISTEN, EXIT_MAPPING, EXIT_OK, ListenError, parse_address, serve
-
-if TYPE_CHECKING:
-    from conftest import StartSidecar
+from consent_sidecar.observe.observability import ObservabilityError
+from consent_sidecar.process.grpc_server import ListenError
+from consent_sidecar.process.server import EXIT_LISTEN, EXIT_MAPPING, EXIT_OK, serve
+from consent_sidecar.process.workers import WorkerError
 
 DECISION = "consent.v1.DecisionService"
-HEALTH = "grpc.health.v1.Health"
-REFLECTION = "grpc.reflection.v1alpha.ServerReflection"
 SERVING = health_pb2.HealthCheckResponse.SERVING
 
 BROKEN_MAPPING = """\
@@ -56,103 +52,7 @@ async def health_status(channel: grpc.aio.Channel, service: str = "") -> int:
     return int(r.status)
 
 
-# -- health and reflection ------------------------------------------------------------------
-
-
-async def test_health_is_serving_overall_and_for_the_decision_service(start_sidecar: StartSidecar) -> None:
-    async with start_sidecar(admin=True) as sc:
-        for ch in (sc.tcp, sc.unix):
-            assert await health_status(ch) == SERVING
-            assert await health_status(ch, DECISION) == SERVING
-        assert sc.admin is not None
-        assert await health_status(sc.admin) == SERVING
-        with pytest.raises(grpc.aio.AioRpcError) as info:  # not served there
-            await health_status(sc.admin, DECISION)
-        assert info.value.code() == grpc.StatusCode.NOT_FOUND
-
-
-async def test_decision_service_is_served_only_on_the_listen_addresses(start_sidecar: StartSidecar) -> None:
-    async with start_sidecar(admin=True) as sc:
-        assert sc.admin is not None
-        with pytest.raises(grpc.aio.AioRpcError) as info:
-            await decision_pb2_grpc.DecisionServiceStub(sc.admin).Decide(decision_pb2.DecideRequest(), timeout=5)
-        assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
-
-
-def reflect(address: str) -> tuple[list[str], list[str], list[str]]:
-    """(services, DecisionService methods, allowed from a Decide call), all through reflection alone."""
-    with grpc.insecure_channel(address) as ch:
-        db = ProtoReflectionDescriptorDatabase(ch)
-        services = sorted(db.get_services())
-        if DECISION not in services:
-            return services, [], []
-        pool = descriptor_pool.DescriptorPool(db)
-        service = pool.FindServiceByName(DECISION)
-        methods = [m.name for m in service.methods]
-        # Call Decide with message classes built from the reflected descriptors: no generated code.
-        method = service.methods_by_name["Decide"]
-        request_cls = message_factory.GetMessageClass(method.input_type)
-        response_cls = message_factory.GetMessageClass(method.output_type)
-        call = ch.unary_unary(
-            f"/{DECISION}/Decide",
-            request_serializer=lambda m: m.SerializeToString(),
-            response_deserializer=response_cls.FromString,
-        )
-        response = call(request_cls(destinations=["amplitude", "google-ads"]), timeout=5)
-        return services, methods, list(response.allowed)
-
-
-async def test_reflection_lists_the_services_actually_served(start_sidecar: StartSidecar) -> None:
-    async with start_sidecar(admin=True) as sc:
-        # The sync reflection client blocks: run it off this loop, which is serving.
-        services, methods, allowed = await asyncio.to_thread(reflect, sc.tcp_address)
-        assert services == sorted([DECISION, HEALTH, REFLECTION])
-        assert methods == ["Decide", "DecideBatch", "DecideStream"]
-        assert allowed == ["amplitude", "google-ads"]
-        services, _, _ = await asyncio.to_thread(reflect, sc.unix_address)
-        assert DECISION in services
-        assert sc.sidecar.admin_address is not None
-        admin_services, _, _ = await asyncio.to_thread(reflect, sc.sidecar.admin_address)
-        assert admin_services == sorted(["consent.v1.AdminService", HEALTH, REFLECTION])
-
-
-# -- listener addresses ---------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("raw", "target", "unix_path"),
-    [
-        ("127.0.0.1:50051", "127.0.0.1:50051", None),
-        ("0.0.0.0:0", "0.0.0.0:0", None),
-        ("localhost:9000", "localhost:9000", None),
-        ("[::1]:50051", "[::1]:50051", None),
-        ("[::]:50051", "[::]:50051", None),
-        ("unix:/run/consent.sock", "unix:/run/consent.sock", "/run/consent.sock"),
-        ("unix:///run/consent.sock", "unix:/run/consent.sock", "/run/consent.sock"),
-        ("unix:relative.sock", "unix:relative.sock", "relative.sock"),
-    ],
-)
-def test_listen_addresses_parse(raw: str, target: str, unix_path: str | None) -> None:
-    address = parse_address(raw)
-    assert (address.target, address.unix_path) == (target, unix_path)
-
-
-@pytest.mark.parametrize(
-    ("raw", "why"),
-    [
-        ("50051", "expected host:port"),
-        ("localhost", "expected host:port"),
-        (":50051", "expected host:port"),
-        ("host:port", "expected host:port"),
-        ("host:70000", "expected host:port"),
-        ("::1:50051", "IPv6 host must be in brackets"),
-        ("unix:", "unix socket path is empty"),
-    ],
-)
-def test_bad_listen_addresses_are_rejected_clearly(raw: str, why: str) -> None:
-    with pytest.raises(ListenError, match=why) as info:
-        parse_address(raw)
-    assert repr(raw) in str(info.value)
+# -- listener addresses, served ------------------------------------------------------------
 
 
 def _ipv6_loopback() -> bool:
@@ -284,6 +184,17 @@ async def test_a_live_socket_is_not_stolen(tmp_path: Path, mapping_path: Path) -
     os.unlink(sock)
 
 
+async def test_a_malformed_listen_address_fails_start_with_exit_1(mapping_path: Path) -> None:
+    code, err = await serve_failing(ServeConfig(mappings=str(mapping_path), listen=("127.0.0.1:0", "nohost")))
+    assert code == EXIT_LISTEN
+    assert err == "error: listen address 'nohost': expected host:port or unix:/path\n"
+
+
+def test_every_failure_to_start_is_a_startup_error_of_the_core() -> None:
+    for error in (ListenError, WorkerError, ObservabilityError, TLSConfigError):
+        assert issubclass(error, StartupError) and issubclass(error, SidecarError), error
+
+
 async def test_a_regular_file_at_the_socket_path_is_not_deleted(tmp_path: Path, mapping_path: Path) -> None:
     sock = short_socket(tmp_path)
     write_text(sock, "precious")
@@ -291,15 +202,6 @@ async def test_a_regular_file_at_the_socket_path_is_not_deleted(tmp_path: Path, 
     assert code == EXIT_LISTEN
     assert "is not a socket" in err
     assert read_text(sock) == "precious"
-
-
-async def test_message_limit_applies_to_health_too(start_sidecar: StartSidecar) -> None:
-    # The limit is per server: a huge health request is refused like any other message.
-    async with start_sidecar(limits=Limits(max_message_bytes=1024)) as sc:
-        with pytest.raises(grpc.aio.AioRpcError) as info:
-            await health_status(sc.tcp, "x" * 4096)
-        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-        assert await health_status(sc.tcp) == SERVING
 
 
 # -- the real process: run(), signals, drain ------------------------------------------------

@@ -1,0 +1,112 @@
+"""`consent-sidecar serve`: the flags of the sidecar process, turned into one ServeConfig and run.
+
+Checks what only the whole command line can tell (an address given twice, or for two
+listeners) as usage errors; everything else is the server's (consent_sidecar.process.server).
+Must never import the server before the verb runs: every other verb works without gRPC loaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from consent_core.errors import SidecarError
+from consent_core.limits import Limits
+
+from consent_sidecar.cli import values
+from consent_sidecar.cli.flags import PROG, Verbs, verb
+from consent_sidecar.config import ServeConfig
+
+__all__ = ["register", "run_serve"]
+
+
+def register(verbs: Verbs) -> None:
+    d = ServeConfig(mappings="")
+    lim = Limits()
+    p = verb(verbs, "serve", run_serve, "run the sidecar")
+    p.add_argument("--mappings", required=True, metavar="FILE", help="the mapping file (watched and hot-reloaded)")
+    p.add_argument(
+        "--listen", action="append", type=values.address, metavar="ADDR", default=list(d.listen),
+        help="DecisionService address, host:port or unix:/path; repeat for several",
+    )
+    p.add_argument("--admin-listen", type=values.address, metavar="ADDR",
+                   help="AdminService address (default: no admin API)")
+    p.add_argument("--principals", metavar="FILE", help="admin identities (principals file) for --admin-listen")
+    p.add_argument("--admin-tls-cert", metavar="FILE",
+                   help="PEM certificate chain: serve --admin-listen over TLS (with --admin-tls-key)")
+    p.add_argument("--admin-tls-key", metavar="FILE", help="PEM private key of --admin-tls-cert")
+    p.add_argument("--admin-client-ca", metavar="FILE",
+                   help="PEM CA bundle: --admin-listen requires client certificates it signed (mTLS)")
+    p.add_argument("--audit-db", metavar="FILE", help="audit trail SQLite database (default: next to the mapping file)")
+    p.add_argument("--metrics-listen", type=values.tcp_address, metavar="ADDR",
+                   help="Prometheus metrics address, host:port (default: no metrics endpoint)")
+    p.add_argument("--workers", type=values.workers, default=d.workers, metavar="N|auto",
+                   help="decision processes sharing the TCP --listen ports; auto = one per available CPU")
+    p.add_argument("--decision-log", metavar="FILE|-",
+                   help="write sampled decisions as JSON lines to FILE (appended) or - (stdout); default: none")
+    p.add_argument("--decision-log-sample", type=values.fraction, default=d.decision_log_sample, metavar="FRACTION",
+                   help="fraction of decisions considered for the decision log, 0-1")
+    p.add_argument("--decision-log-rate", type=values.rate, default=d.decision_log_rate, metavar="N[/s|/m|/h]",
+                   help="decision-log lines per second at most, all processes together; 0 = unlimited")
+    p.add_argument("--grace-period", type=values.seconds, default=d.grace_period, metavar="SECONDS",
+                   help="how long SIGTERM waits for in-flight RPCs")
+    p.add_argument("--log-format", choices=("auto", "json", "console"), default=d.log_format,
+                   help="auto = console on a terminal, JSON otherwise")
+    p.add_argument("--log-level", type=str.lower, choices=("debug", "info", "warning", "error", "critical"),
+                   default=d.log_level, help="minimum level logged")
+    limits = p.add_argument_group("request limits")
+    for flag, default, what in (
+        ("--max-destinations", lim.max_destinations, "destinations per request"),
+        ("--max-batch", lim.max_batch, "entries per DecideBatch"),
+        ("--max-destination-id-bytes", lim.max_destination_id_bytes, "bytes per destination id"),
+        ("--max-event-bytes", lim.max_event_bytes, "bytes per segment_event"),
+        ("--max-event-depth", lim.max_event_depth, "JSON nesting of a segment_event (the event object is 1)"),
+        ("--max-message-bytes", lim.max_message_bytes, "bytes per gRPC message"),
+    ):
+        limits.add_argument(flag, type=values.positive_int, default=default, metavar="N", help=f"maximum {what}")
+
+
+def run_serve(ns: argparse.Namespace) -> int:
+    parser: argparse.ArgumentParser = ns.parser
+    listen = tuple(ns.listen)
+    for i, addr in enumerate(listen):
+        if addr in listen[:i]:
+            parser.error(f"argument --listen: {addr} given twice")
+    if ns.admin_listen is not None and ns.admin_listen in listen:
+        parser.error(f"argument --admin-listen: {ns.admin_listen} is also a --listen address")
+    if ns.metrics_listen is not None and ns.metrics_listen in (*listen, ns.admin_listen):
+        parser.error(f"argument --metrics-listen: {ns.metrics_listen} is also a gRPC address")
+    config = ServeConfig(
+        mappings=ns.mappings,
+        listen=listen,
+        admin_listen=ns.admin_listen,
+        principals=ns.principals,
+        admin_tls_cert=ns.admin_tls_cert,
+        admin_tls_key=ns.admin_tls_key,
+        admin_client_ca=ns.admin_client_ca,
+        audit_db=ns.audit_db,
+        metrics_listen=ns.metrics_listen,
+        workers=ns.workers,
+        decision_log=ns.decision_log,
+        decision_log_sample=ns.decision_log_sample,
+        decision_log_rate=ns.decision_log_rate,
+        grace_period=ns.grace_period,
+        log_format=ns.log_format,
+        log_level=ns.log_level,
+        limits=Limits(
+            max_destination_id_bytes=ns.max_destination_id_bytes,
+            max_destinations=ns.max_destinations,
+            max_batch=ns.max_batch,
+            max_event_bytes=ns.max_event_bytes,
+            max_event_depth=ns.max_event_depth,
+            max_message_bytes=ns.max_message_bytes,
+        ),
+    )
+    # Imported here so that every other verb works without the server's dependencies loaded.
+    from consent_sidecar.process.server import run
+
+    try:
+        return run(config)
+    except (OSError, SidecarError) as e:  # StartupErrors are reported by run() itself, with exit 1
+        print(f"{PROG} serve: error: {e}", file=sys.stderr)
+        return 1
