@@ -20,6 +20,8 @@ from .google import (
     google_gcs_to_preferences,
 )
 from .gpc import gpc_enabled, gpc_to_preferences
+from .gpp import GPPString, decode_gpp, gpp_to_preferences
+from .gpp_sections import RangeEntry
 from .ketch import ketch_from_consent_cookie, ketch_from_purposes
 from .merge import merge_preferences
 from .onetrust import onetrust_from_active_groups, onetrust_from_optanon_cookie
@@ -30,15 +32,19 @@ from .usprivacy import USPrivacy, decode_us_privacy, us_privacy_to_preferences
 __all__ = [
     "CONSENT_MODE_SIGNALS",
     "ConsentFormatError",
+    "GPPString",
+    "RangeEntry",
     "TCString",
     "USPrivacy",
     "decode_gcs",
+    "decode_gpp",
     "decode_tc_string",
     "decode_us_privacy",
     "google_consent_mode_to_preferences",
     "google_gcs_to_preferences",
     "gpc_enabled",
     "gpc_to_preferences",
+    "gpp_to_preferences",
     "ketch_from_consent_cookie",
     "ketch_from_purposes",
     "merge_preferences",
