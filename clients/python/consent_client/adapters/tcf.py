@@ -30,13 +30,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from itertools import compress
 
 from ._common import ConsentFormatError, combine, require_category, require_str
 
 __all__ = ["TCString", "decode_tc_string", "tcf_to_preferences"]
 
 _ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
-_SEXTETS = {ch: format(i, "06b") for i, ch in enumerate(_ALPHABET)}
+_SEXTETS = {ord(ch): format(i, "06b") for i, ch in enumerate(_ALPHABET)}  # a str.translate table
+_AS_FLAGS = bytes.maketrans(b"01", b"\x00\x01")  # bit characters -> bytes itertools.compress reads
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _NUM_PURPOSES = 24
 _NUM_SPECIAL_FEATURES = 12
@@ -94,8 +96,9 @@ class _BitReader:
         return self._take(1, field) == "1"
 
     def id_set(self, width: int, field: str) -> frozenset[int]:
-        chunk = self._take(width, field)
-        return frozenset(i + 1 for i, bit in enumerate(chunk) if bit == "1")
+        # In C, not bit by bit in Python: a vendor bitfield can hold tens of thousands of bits.
+        flags = self._take(width, field).encode("ascii").translate(_AS_FLAGS)
+        return frozenset(compress(range(1, width + 1), flags))
 
     def letters(self, field: str) -> str:
         out = []
@@ -141,12 +144,12 @@ def _segment_bits(segment: str, index: int) -> str:
         raise ConsentFormatError(f"TC string segment {index + 1} is empty")
     if len(body) % 4 == 1:
         raise ConsentFormatError(f"TC string segment {index + 1} has an impossible base64 length (truncated?)")
-    try:
-        bits = "".join(_SEXTETS[ch] for ch in body)
-    except KeyError as exc:
+    bits = body.translate(_SEXTETS)
+    if len(bits) != 6 * len(body):  # a character outside the table stayed one character long
+        bad = next(ch for ch in body if ord(ch) not in _SEXTETS)
         raise ConsentFormatError(
-            f"TC string segment {index + 1} contains {exc.args[0]!r}, which is not base64url (A-Z a-z 0-9 - _)"
-        ) from None
+            f"TC string segment {index + 1} contains {bad!r}, which is not base64url (A-Z a-z 0-9 - _)"
+        )
     # The encoded data is whole bytes; bits of the last character beyond them are base64 filler.
     return bits[: len(bits) // 8 * 8]
 
