@@ -595,6 +595,9 @@ USNAT = "CVVVkkkkkpFY.YA"
         pytest.param(gpp("usmd", "BV"), ["usmd", "SaleOptOutNotice", "truncated"], id="usmd-truncated"),
         pytest.param(gpp("usin", "BVVV.k"), ["usin", "SensitiveDataProcessing", "truncated"],
                      id="usin-truncated-sensitive-segment"),
+        # The October 2025 draft layout: SectionID 25, Version 1, SubSections, then the core.
+        pytest.param(gpp("usin", "ZBAA.BVVV"), ["usin", "MspaVersion", "draft section header"],
+                     id="usin-draft-section-header"),
         pytest.param("DBABLA~" + USNAT + "~", ["header", "SectionIds", "lists 1", "2 sections"],
                      id="trailing-tilde"),
         pytest.param("DBABLA~~" + USNAT, ["header", "SectionIds", "lists 1", "2 sections"], id="double-tilde"),
@@ -657,6 +660,8 @@ _GPP_CHARS = _B64 + "~.=!1YN- "
 def _no_other_error(text: str) -> None:
     with contextlib.suppress(ConsentFormatError):
         decoded = decode_gpp(text)
+        # Fibonacci offsets are >= 1, so decoded ids can only be strictly increasing.
+        assert all(a < b for a, b in zip(decoded.section_ids, decoded.section_ids[1:], strict=False))
         # A decoded string also maps without error (every field the table may name).
         gpp_to_preferences(decoded, {"SaleOptOut": "a", "Gpc": ["b"], "SensitiveDataProcessing.2": "c",
                                      "OptOutSale": "d"}, tcf_purposes={1: "e"}, tcf_vendors={755: "f"})

@@ -22,6 +22,9 @@ header and one *section* per privacy signal, joined by ``~``::
   (16 and 3 entries, 70 bits). The IAB decoders choose by the segment's *length*, not by its
   Version field, because iabgpp-java up to 3.2 wrote Version 1 with the current layout; so does
   this one. The first layout is reported with its 12 and 2 entries.
+* usmd, usin, usky and usri are read as ``iabgpp-es`` 3.2 writes them (MspaVersion first). The
+  October 2025 drafts of their specifications put a section header (SectionID, Version,
+  SubSections) first; a core whose first field equals the section's id is refused as that.
 * Ids this module has no format for (1 tcfeuv1, 3, 4, and ids above 27 that later states will
   take) are listed in ``section_ids`` and kept as text in ``undecoded``, not guessed at: a new
   state must not make the whole string unreadable.
@@ -149,6 +152,10 @@ def _decode_us(spec: USSectionSpec, text: str) -> dict[str, FieldValue]:
     plan = _USNAT_SHORT_PLAN if spec.id == 7 and len(core) in (10, 11) else _CORE_PLANS[spec.id]
     out: dict[str, FieldValue] = {}
     _read(name, "core segment", core, plan, out)
+    if out.get("MspaVersion") == spec.id:
+        # The October 2025 drafts for usmd-usri put a section header (SectionID first) before the
+        # core; no IAB implementation writes it. Read as a core it would be nonsense, so refuse it.
+        raise fail(name, "MspaVersion", f"is {spec.id}, the section's own id: a draft section header, not supported")
     allowed = 1 if spec.sub is None else 2
     if len(segments) > allowed:
         what = "no sub-segment" if spec.sub is None else "one sub-segment"

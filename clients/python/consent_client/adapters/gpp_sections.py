@@ -26,9 +26,9 @@ A US section is a *core* segment and optionally one sub-segment after a ``.``:
   sections marked ``GPC`` below;
 * a **sensitive-data consent** sub-segment (``SensitiveDataProcessing`` N-Bitfield(2, 8), no
   type bits) for usin, usky and usri, the layout ``iabgpp-es`` 3.2 (the IAB's reference
-  implementation) reads and writes. The October 2025 public-comment drafts of those four newest
+  implementation) reads and writes. The October 2025 public-comment drafts of the four newest
   sections (usmd, usin, usky, usri) describe an extra section header in front of the core; no
-  IAB implementation emits it yet, so it is not accepted (see :mod:`.gpp`).
+  IAB implementation emits it yet, so :mod:`.gpp` refuses a core that starts like one.
 
 Two-bit fields hold 0, 1 or 2 (3 is undefined). For opt-outs 1 means *opted out* and 2 *did
 not opt out*; for consents 1 means *no consent* and 2 *consent*; 0 is *not applicable*.
