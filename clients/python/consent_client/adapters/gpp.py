@@ -101,48 +101,59 @@ class GPPString:
 
 # -- bit-packed US sections -------------------------------------------------------------------
 
-# A segment's plan: (name, kind, start bit, width, count) per field, and the bits it needs.
-_Plan = tuple[tuple[tuple[str, str, int, int, int], ...], int]
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """A segment's fields precomputed for decoding: the segment's first ``needed`` bits become
+    one small int, and each field is ``(value >> shift) & mask``, a list field one shift per
+    entry; no per-field slicing or parsing."""
+
+    fields: tuple[FieldSpec, ...]
+    needed: int
+    extract: tuple[tuple[str, str, tuple[int, ...], int], ...]  # name, kind, shifts, mask
 
 
 def _plan(specs: Iterable[FieldSpec]) -> _Plan:
-    out = []
+    specs = tuple(specs)
+    needed = sum(f.bits for f in specs)
+    extract = []
     pos = 0
     for f in specs:
-        out.append((f.name, f.kind, pos, f.width, f.count))
+        shifts = tuple(needed - pos - f.width * (i + 1) for i in range(f.count))
+        extract.append((f.name, f.kind, shifts, (1 << f.width) - 1))
         pos += f.bits
-    return tuple(out), pos
+    return _Plan(specs, needed, tuple(extract))
 
 
 _CORE_PLANS: Final[dict[int, _Plan]] = {sid: _plan(spec.core) for sid, spec in US_SECTIONS.items()}
 _USNAT_SHORT_PLAN: Final = _plan(USNAT_SHORT_CORE)
 _GPC_PLAN: Final = _plan(GPC_SUB)
 _SENSITIVE_PLAN: Final = _plan(SENSITIVE_SUB)
-_PAIRS: Final = {"00": 0, "01": 1, "10": 2, "11": 3}  # a dict lookup beats int(s, 2) per entry
 
 
 def _read(section: str, segment: str, text: str, plan: _Plan, out: dict[str, FieldValue]) -> None:
     """Decodes one segment's fields into ``out`` (trailing filler bits ignored)."""
-    fields, needed = plan
     bits = segment_bits(text, section, segment)
-    if len(bits) < needed:
-        for name, _kind, start, width, count in fields:
-            if start + width * count > len(bits):
+    if len(bits) < plan.needed:
+        start = 0
+        for f in plan.fields:
+            if start + f.bits > len(bits):
                 raise fail(
-                    section, name,
-                    f"truncated: needs {width * count} bits at bit {start}, only {max(len(bits) - start, 0)} left",
+                    section, f.name,
+                    f"truncated: needs {f.bits} bits at bit {start}, only {max(len(bits) - start, 0)} left",
                 )
-    for name, kind, start, width, count in fields:
+            start += f.bits
+    value = int(bits[: plan.needed], 2)
+    for name, kind, shifts, mask in plan.extract:
         if kind == "list":
-            values = [_PAIRS[bits[i : i + 2]] for i in range(start, start + 2 * count, 2)]
+            values = [(value >> shift) & 3 for shift in shifts]
             if 3 in values:
                 raise fail(section, f"{name}[{values.index(3)}]", "is 3, which no US field defines (0, 1 or 2)")
             out[name] = values
         else:
-            value = int(bits[start : start + width], 2)
-            if kind == "enum" and value == 3:
+            field_value = (value >> shifts[0]) & mask
+            if kind == "enum" and field_value == 3:
                 raise fail(section, name, "is 3, which no US field defines (0, 1 or 2)")
-            out[name] = value
+            out[name] = field_value
 
 
 def _decode_us(spec: USSectionSpec, text: str) -> dict[str, FieldValue]:
