@@ -24,6 +24,7 @@ from consent_client.adapters import (
     TCString,
     USPrivacy,
     decode_gpp,
+    gpp_tcfca,
     gpp_to_preferences,
 )
 from consent_client.adapters._common import MAX_INPUT_CHARS
@@ -503,6 +504,22 @@ def test_tcfcav1_legacy_and_fibonacci_spellings_of_the_same_consent_decode_alike
         "BQliWsAQliWsAPoABAELC9CoAKgAAJIAAApNAOBMZZGDDAxMmWskIahojBMGBYoGiOJ4FlhahgNZUxMZiYDUwllGgYGJpYyBjLIwZFqasFll"
         "NGqaMhisVpTU1DyeAAA.YAAAAAAAAAA")))
     assert legacy.sections["tcfcav1"] == fibonacci.sections["tcfcav1"]
+
+
+def test_tcfcav1_vendor_expansion_is_capped() -> None:
+    # 17 legacy PubRestrictions entries each naming vendors 1-65535: 33 bits apiece, 1.1 million
+    # ids in all. The legacy reading stops at the cap; the Fibonacci reading fails on its own,
+    # and that error is the one decode_gpp raises, at once.
+    core = "000001" + "0" * 193 + "0" * 17 * 2 + format(17, "012b")
+    core += ("0" * 8 + format(1, "012b") + "1" + format(1, "016b") + format(65535, "016b")) * 17
+    core += "0" * (-len(core) % 6)
+    text = "".join(_B64[int(core[i : i + 6], 2)] for i in range(0, len(core), 6))
+    with pytest.raises(ConsentFormatError, match="PubRestrictions entry 17 ids: expands to more than 1048576"):
+        gpp_tcfca._core(core, gpp_tcfca._INT)
+    started = time.perf_counter()
+    with pytest.raises(ConsentFormatError, match="tcfcav1 PubRestrictions"):
+        decode_gpp(gpp("tcfcav1", text))
+    assert time.perf_counter() - started < 5.0
 
 
 def test_unknown_section_ids_are_kept_undecoded() -> None:

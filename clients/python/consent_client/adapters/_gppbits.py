@@ -73,11 +73,6 @@ class BitCursor:
     def flag(self, field: str) -> bool:
         return self.take(1, field) == "1"
 
-    def fibonacci(self, field: str) -> int:
-        """One Fibonacci-coded integer (>= 1): data bits for 1, 2, 3, 5, ... ended by ``11``."""
-        value, self.pos = _fibonacci(self.bits, self.pos, self.section, field)
-        return value
-
     def fibonacci_spans(self, field: str) -> list[tuple[int, int]]:
         """A Range(Fibonacci) as (first, last) spans: Int(12) entries, each a flag (single id or
         group), a Fibonacci offset from the previous id and, for a group, a Fibonacci length.
@@ -108,7 +103,8 @@ class BitCursor:
 
 
 def _fibonacci(bits: str, start: int, section: str, field: str, n: int = 0, part: str = "") -> tuple[int, int]:
-    """(value, position after it) of the Fibonacci integer at ``start``."""
+    """(value, position after it) of the Fibonacci integer at ``start``: data bits for 1, 2, 3,
+    5, ... (smallest first), ended by ``11``; always >= 1."""
     end = bits.find("11", start, start + _MAX_FIB_BITS + 1)
     if end == start:  # "11" = 1, the commonest code by far
         return 1, start + 2
@@ -129,7 +125,7 @@ def _fibonacci(bits: str, start: int, section: str, field: str, n: int = 0, part
 
 
 def encode_fibonacci(value: int) -> str:
-    """The Fibonacci code of ``value`` >= 1 (the inverse of :meth:`BitCursor.fibonacci`)."""
+    """The Fibonacci code of ``value`` >= 1 (the inverse of :func:`_fibonacci`)."""
     marks = []
     for f in reversed(_FIB):
         if f <= value:
