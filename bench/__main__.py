@@ -1,4 +1,4 @@
-"""`python -m bench [index] [grpc] [workers] [scale] [reload] [client]`: the named parts (default all).
+"""`python -m bench [index] [grpc] [workers] [scale] [reload] [client] [adapters]`: the named parts (default all).
 
 Pins this process (the in-process benchmark and the gRPC load generator) to core 1 before gRPC
 starts any thread, so the servers, pinned to core 0, never share a core with it.
@@ -12,7 +12,7 @@ import sys
 import time
 
 CLIENT_CPU = 1
-ALL_PARTS = ("index", "grpc", "workers", "scale", "reload", "client")
+ALL_PARTS = ("index", "grpc", "workers", "scale", "reload", "client", "adapters")
 
 
 def _pin() -> str:
@@ -107,6 +107,12 @@ def main(argv: list[str] | None = None) -> int:
 
         print("\n(h) Python client: stream() and decide_many() vs unary decide(), and embedded mode", flush=True)
         bench_client.run(seconds=0.3 if args.quick else (args.seconds or 1.5), rounds=rounds)
+
+    if "adapters" in parts:
+        from bench import bench_adapters
+
+        print("\n(i) CMP adapters: decode_gpp per call vs the TC / US Privacy decoders inside it", flush=True)
+        print(bench_adapters.format_rows(bench_adapters.run(passes=1 if args.quick else 7)), flush=True)
 
     print(f"\ntotal {time.monotonic() - started:.0f} s")
     return 0
