@@ -7,6 +7,7 @@ the open store (`AuditLog`), `tokens` its page tokens, `watchers` its live fan-o
 
 from consent_sidecar.audit.records import (
     GENESIS_HASH,
+    AuditAction,
     AuditRecord,
     NewEvent,
     PublishedPolicy,
@@ -24,6 +25,7 @@ __all__ = [
     "DEFAULT_PAGE_SIZE",
     "GENESIS_HASH",
     "MAX_PAGE_SIZE",
+    "AuditAction",
     "AuditError",
     "AuditLog",
     "AuditRecord",

@@ -1,10 +1,11 @@
 """The audit vocabulary and the hash chain: what an event is, how it is encoded, how it is hashed.
 
-Owns `NewEvent` (what is appended), `AuditRecord` (what is stored), `PublishedPolicy`, the
-canonical encoding below, the sha256 chain (`GENESIS_HASH`, `event_hash`), the checks an
-entry must pass before it may be appended, and `changes_to_events` (a core `diff` as
-events). Pure: must never do I/O, read clocks, log, or import generated protobuf code; the
-SQLite store and the services are the shells around it.
+Owns `AuditAction` (values equal consent.v1.AuditAction), `NewEvent` (what is appended),
+`AuditRecord` (what is stored), `PublishedPolicy`, the canonical encoding below, the sha256
+chain (`GENESIS_HASH`, `event_hash`), the checks an entry must pass before it may be
+appended, and `changes_to_events` with `action_of`: the one place a core `ChangeKind`
+becomes an `AuditAction`. Pure: must never do I/O, read clocks, log, or import generated
+protobuf code; the SQLite store and the services are the shells around it.
 
 Canonical encoding (what `hash` covers; reproducible in any language). For each event,
 the UTF-8 bytes of the JSON object with exactly these ten keys, serialised with keys
@@ -37,14 +38,15 @@ beside the event, content-addressed, and is not part of its hash (see `sqlite`).
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from consent_core.diff import AuditAction, Change
+from consent_core.diff import Change, ChangeKind
 
 __all__ = [
     "GENESIS_HASH",
@@ -52,6 +54,7 @@ __all__ = [
     "AuditRecord",
     "NewEvent",
     "PublishedPolicy",
+    "action_of",
     "canonical_bytes",
     "canonical_json",
     "changes_to_events",
@@ -62,6 +65,45 @@ __all__ = [
 ]
 
 GENESIS_HASH: Final = "0" * 64
+
+
+class AuditAction(enum.IntEnum):
+    """What an audit event records; values equal consent.v1.AuditAction (names without the prefix)."""
+
+    UNSPECIFIED = 0  # never recorded
+    CATEGORY_CREATED = 1
+    CATEGORY_UPDATED = 2  # id, name, destinations (incl. their order) or shadow changed
+    CATEGORY_DISABLED = 3
+    CATEGORY_ENABLED = 4
+    CATEGORY_DELETED = 5
+    MAPPING_CREATED = 6  # a destination was mapped to a category
+    MAPPING_REMOVED = 7  # a destination was unmapped from a category
+    POLICY_RELOADED = 8
+    POLICY_RELOAD_FAILED = 9
+    PERMISSION_DENIED = 10
+
+    @property
+    def proto_name(self) -> str:
+        """The consent.v1 enum value name, e.g. `AUDIT_ACTION_CATEGORY_CREATED`."""
+        return f"AUDIT_ACTION_{self.name}"
+
+
+# Spelled out rather than matched by name: the core may rename or add kinds without
+# silently changing what the trail records (a test checks every kind is here).
+_ACTION_OF: Final[Mapping[ChangeKind, AuditAction]] = {
+    ChangeKind.CATEGORY_CREATED: AuditAction.CATEGORY_CREATED,
+    ChangeKind.CATEGORY_UPDATED: AuditAction.CATEGORY_UPDATED,
+    ChangeKind.CATEGORY_DISABLED: AuditAction.CATEGORY_DISABLED,
+    ChangeKind.CATEGORY_ENABLED: AuditAction.CATEGORY_ENABLED,
+    ChangeKind.CATEGORY_DELETED: AuditAction.CATEGORY_DELETED,
+    ChangeKind.MAPPING_CREATED: AuditAction.MAPPING_CREATED,
+    ChangeKind.MAPPING_REMOVED: AuditAction.MAPPING_REMOVED,
+}
+
+
+def action_of(kind: ChangeKind) -> AuditAction:
+    """The audit action recording a core change of this kind."""
+    return _ACTION_OF[kind]
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,7 +220,7 @@ def changes_to_events(changes: Sequence[Change], actor: str) -> list[NewEvent]:
     return [
         NewEvent(
             actor=actor,
-            action=c.action,
+            action=action_of(c.kind),
             category_id=c.category_id,
             destination=c.destination,
             before_json="" if c.before is None else canonical_json(c.before),

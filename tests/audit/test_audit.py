@@ -17,11 +17,12 @@ from typing import Any
 
 import pytest
 from consent_core import errors
-from consent_core.diff import AuditAction, diff
+from consent_core.diff import ChangeKind, diff
 from consent_core.model import Category, ConsentMapping
 
 from consent_sidecar.audit import (
     GENESIS_HASH,
+    AuditAction,
     AuditError,
     AuditLog,
     AuditRecord,
@@ -30,6 +31,7 @@ from consent_sidecar.audit import (
     changes_to_events,
     verify,
 )
+from consent_sidecar.audit.records import action_of
 
 A = AuditAction
 T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
@@ -249,6 +251,19 @@ def test_changes_to_events_writes_canonical_before_and_after() -> None:
         (A.MAPPING_CREATED, "b", ""),
         (A.MAPPING_CREATED, "a", ""),
     ]
+
+
+def test_every_change_kind_is_recorded_as_the_action_of_the_same_name() -> None:
+    for kind in ChangeKind:
+        assert action_of(kind) is AuditAction[kind.name]
+
+
+def test_audit_action_values_match_consent_v1() -> None:
+    from consent.v1 import admin_pb2
+
+    for action in AuditAction:
+        assert admin_pb2.AuditAction.Value(action.proto_name) == action.value
+    assert len(AuditAction) == len(admin_pb2.AuditAction.keys())
 
 
 # ---------------------------------------------------------------------------- storage
