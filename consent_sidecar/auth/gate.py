@@ -20,10 +20,9 @@ from typing import Any
 
 import grpc
 import grpc.aio
-from consent_core.diff import AuditAction
 from consent_core.errors import MappingError, PermissionDenied, SidecarError, StartupError, Unauthenticated
 
-from consent_sidecar.audit import AuditLog, NewEvent
+from consent_sidecar.audit import AuditAction, AuditLog, NewEvent
 from consent_sidecar.auth.principals import Principal, Principals, bearer_token, load_principals
 from consent_sidecar.config import ServeConfig
 from consent_sidecar.observe import logs

@@ -13,11 +13,10 @@ import grpc
 import grpc.aio
 import pytest
 from consent.v1 import admin_pb2, admin_pb2_grpc, decision_pb2, decision_pb2_grpc
-from consent_core.diff import AuditAction
 from consent_core.model import Category, category_etag
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from consent_sidecar.audit import GENESIS_HASH, AuditLog, NewEvent, verify
+from consent_sidecar.audit import GENESIS_HASH, AuditAction, AuditLog, NewEvent, verify
 
 if TYPE_CHECKING:
     from conftest import RunningSidecar, StartSidecar

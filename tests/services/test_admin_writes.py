@@ -24,14 +24,13 @@ import grpc.aio
 import pytest
 from consent.v1 import admin_pb2, admin_pb2_grpc, decision_pb2, decision_pb2_grpc
 from consent_core import errors, mapping_file
-from consent_core.diff import AuditAction
 from consent_core.mapping_file import load_mapping
 from google.protobuf import field_mask_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from consent_sidecar.audit import AuditLog, AuditRecord, verify
+from consent_sidecar.audit import AuditAction, AuditLog, AuditRecord, verify
 from consent_sidecar.auth.gate import Authenticator, PrincipalsFile
 from consent_sidecar.auth.principals import Principal, Principals, Role, hash_token
 from consent_sidecar.cli import run_cli
