@@ -30,7 +30,7 @@ from typing import Final, TextIO
 import grpc
 import grpc.aio
 from consent.v1 import admin_pb2_grpc
-from consent_core.errors import MappingError, SidecarError
+from consent_core.errors import MappingError, PrincipalsError, SidecarError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -438,7 +438,7 @@ def _load_principals(config: ServeConfig) -> auth_gate.PrincipalsFile | None:
         raise ListenError(f"cannot listen on {config.admin_listen} (admin): {e}") from None
     try:
         return auth_gate.PrincipalsFile.load(config.principals)
-    except MappingError as e:
+    except PrincipalsError as e:
         raise ListenError(f"--principals: the principals file is invalid:\n{e.format()}") from None
 
 

@@ -1,6 +1,6 @@
 """Decision cases for `consent-sidecar test`: parse a cases file (with positions) and run it against an Index.
 
-Owns the cases-file format (API.md §5, plus `expect.reasons`) and the verdict of each case;
+Owns the cases-file format (docs/reference.md, "Command line", plus `expect.reasons`) and the verdict of each case;
 `parse_cases` and `run_cases` are pure (`load_cases` only reads the file). Never prints: the
 CLI formats the results.
 
@@ -31,7 +31,7 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from consent_core.documents import node_position as _pos
 from consent_core.documents import read_utf8
-from consent_core.errors import DocumentError, InvalidArgument, Problem
+from consent_core.errors import CasesError, InvalidArgument, Problem
 from consent_core.event import decide_one
 from consent_core.index import Index, Reason
 from consent_core.limits import Limits
@@ -69,10 +69,6 @@ class CaseResult:
     case: Case
     passed: bool
     why: str = ""
-
-
-class CasesError(DocumentError):
-    """A malformed cases file; carries every problem found, each located where possible."""
 
 
 # -- parsing ---------------------------------------------------------------------------------
