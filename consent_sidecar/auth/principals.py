@@ -14,11 +14,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from consent_core.documents import load_yaml, read_utf8
 from consent_core.documents import node_position as _pos
-from consent_core.documents import read_utf8
 from consent_core.errors import PermissionDenied, PrincipalsError, Problem, Unauthenticated
-from ruamel.yaml import YAML
-from ruamel.yaml.error import MarkedYAMLError
 
 __all__ = ["Principal", "Principals", "Role", "bearer_token", "hash_token", "load_principals", "parse_principals"]
 
@@ -87,13 +85,7 @@ class Principals:
 
 def parse_principals(text: str, source: str) -> Principals:
     """Parses and validates a principals file (docs/reference.md, "Principals file"); reports every problem."""
-    try:
-        doc = YAML(typ="rt").load(text)
-    except MarkedYAMLError as e:
-        mark = e.problem_mark
-        line = mark.line + 1 if mark is not None else None
-        col = mark.column + 1 if mark is not None else None
-        raise PrincipalsError([Problem("", f"invalid YAML: {e.problem}", line, col)], source) from None
+    doc = load_yaml(text, source, PrincipalsError)
     problems: list[Problem] = []
     if not isinstance(doc, dict) or not isinstance(doc.get("principals"), list):
         where = _pos(doc, "principals", value=True) if isinstance(doc, dict) and "principals" in doc else (1, 1)

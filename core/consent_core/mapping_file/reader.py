@@ -5,9 +5,10 @@ Owns the file format's shapes and types (docs/reference.md, "Mapping file") and 
 `consent_core.model` (`mapping_problems`) and are only called here, never restated. Never
 writes, decides, watches, logs or audits anything.
 
-Problems are located on ruamel.yaml's round-trip node tree (`YAML().compose`): every node
-carries its start and end mark, and a node tree keeps every duplicate key (the constructor
-would stop at the first one), so all of them are reported with positions.
+Problems are located on ruamel.yaml's round-trip node tree (`consent_core.documents`, the
+reader every hand-edited document shares): every node carries its start and end mark, and
+a node tree keeps every duplicate key (the constructor would stop at the first one), so all
+of them are reported with positions.
 
 When ruamel.yaml.clib is importable, `parse_mapping` first composes with libyaml (the C
 composer of `YAML(typ="safe", pure=False)`: parsing is about 6-7x faster end to end, so
@@ -32,11 +33,9 @@ from dataclasses import dataclass
 
 import ruamel.yaml.main
 from ruamel.yaml import YAML
-from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
-from ruamel.yaml.reader import ReaderError
 
-from consent_core.documents import read_utf8
+from consent_core.documents import compose_yaml, read_utf8
 from consent_core.errors import MappingError, Problem
 from consent_core.mapping_file.nodes import (
     BOOL,
@@ -154,24 +153,8 @@ def _valid_mapping_by_c_composer(text: str) -> ConsentMapping | None:
 
 
 def _compose(text: str, source: str) -> Node | None:
-    try:
-        node: Node | None = YAML(typ="rt").compose(text)
-    except MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        what = e.problem or e.context or "malformed document"
-        if e.context and e.problem:
-            what = f"{e.problem} ({e.context})"
-        line, column = (mark.line + 1, mark.column + 1) if mark is not None else (None, None)
-        raise MappingError([Problem("", f"invalid YAML: {what}", line, column)], source) from e
-    except ReaderError as e:  # a character YAML does not allow: located by its offset
-        pos = int(e.position)
-        line, column = text.count("\n", 0, pos) + 1, pos - text.rfind("\n", 0, pos)
-        what = f"character U+{e.character:04X} is not allowed" if isinstance(e.character, int) else str(e.reason)
-        raise MappingError([Problem("", f"invalid YAML: {what}", line, column)], source) from e
-    except YAMLError as e:
-        message = " ".join(str(e).split())
-        raise MappingError([Problem("", f"invalid YAML: {message}")], source) from e
-    return node
+    """The round-trip composer (the shared document reader): the only way to the pure path's nodes."""
+    return compose_yaml(text, source, MappingError)
 
 
 def parse_with_nodes(text: str, source: str) -> tuple[ConsentMapping, MappingNode]:
