@@ -116,6 +116,8 @@ def _parse(text: str, source: str | None, error: type[DocumentError], *, constru
         return yaml.load(text)
     except YAMLError as e:
         raise error([_yaml_problem(e, text)], source) from e
+    except RecursionError as e:  # ruamel recurses once per nesting level: `[[[[...` is an error, not a crash
+        raise error([Problem("", "invalid YAML: nested too deeply")], source) from e
 
 
 def _yaml_problem(e: YAMLError, text: str) -> Problem:

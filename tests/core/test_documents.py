@@ -98,3 +98,13 @@ def test_a_value_its_yaml_tag_cannot_hold_is_a_located_error_not_a_crash(
         parse(text, "d.yaml")
     assert type(info.value) is error
     assert str(info.value).startswith(expected), str(info.value)
+
+
+@pytest.mark.parametrize(("parse", "load", "error", "what"), DOCUMENTS)
+def test_nesting_deeper_than_the_reader_recurses_is_an_error_of_its_own_type(
+    parse: Parse, load: Load, error: type[DocumentError], what: str
+) -> None:
+    with pytest.raises(DocumentError) as info:
+        parse("x: " + "[" * 700 + "]" * 700 + "\n", "d.yaml")  # the round-trip composer gives up near 500
+    assert type(info.value) is error
+    assert str(info.value) == "d.yaml: invalid YAML: nested too deeply"

@@ -16,11 +16,11 @@ far less time holding the GIL) and keeps the result only when the document is va
 `ConsentMapping` carries no positions, and the C nodes resolve tags with the same YAML 1.2
 resolver, so it is the same `ConsentMapping`. Anything else -- a syntax error, any problem, a `%`
 directive (the C path ignores `%YAML 1.1`), a tab, NEL/LS/PS or a BOM past the start
-(libyaml scans those differently) or no clib -- is read again by the round-trip composer,
-so every message, line and column is exactly the pure path's (libyaml words syntax errors
-differently and marks implicit nulls elsewhere). `parse_with_nodes` (what the editor uses)
-always takes the round-trip composer: its splices need the pure nodes' marks, styles and
-anchors (the C nodes carry no anchors).
+(libyaml scans those differently), nesting that could overflow libyaml's composer or no
+clib -- is read again by the round-trip composer, so every message, line and column is
+exactly the pure path's (libyaml words syntax errors differently and marks implicit nulls
+elsewhere). `parse_with_nodes` (what the editor uses) always takes the round-trip composer:
+its splices need the pure nodes' marks, styles and anchors (the C nodes carry no anchors).
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 import ruamel.yaml.main
 from ruamel.yaml import YAML
+from ruamel.yaml.events import CollectionEndEvent, CollectionStartEvent
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from consent_core.documents import compose_yaml, read_utf8
@@ -132,6 +133,32 @@ _C_COMPOSER_AVAILABLE = _c_composer_available()
 _PURE_ONLY = re.compile(r"[\t\x85\u2028\u2029]|(?:\A\ufeff?|[\r\n])%|(?<=[\s\S])\ufeff")
 
 
+# libyaml's composer (in ruamel.yaml.clib) recurses on the C stack once per nesting level and
+# kills the process (SIGSEGV) somewhere past 10,000 levels, which 20 KB of `[` can reach. A
+# valid mapping nests 4 deep, so text that might nest deeper than _C_MAX_DEPTH never reaches
+# it. Nesting needs `[`/`{` (flow) or columns (block: a level is at least as far right as its
+# parent), so few of those prove the text shallow for free; otherwise libyaml's parser, which
+# keeps its own stack, measures it (about a tenth of the C composer's time).
+_C_MAX_DEPTH = 64
+_FEW_OPENERS = 500
+_LONG_LINE = re.compile(r"^[^\n]{500}", re.MULTILINE)  # anchored: one pass, not one per column
+
+
+def _shallow(text: str) -> bool:
+    """True when libyaml's composer can take the text: it nests well below the depth that overflows it."""
+    if text.count("[") + text.count("{") < _FEW_OPENERS and _LONG_LINE.search(text) is None:
+        return True  # depth <= openers + widest column + 2 < 1,002
+    depth = 0
+    for event in YAML(typ="safe", pure=False).parse(text):
+        if isinstance(event, CollectionStartEvent):
+            depth += 1
+            if depth > _C_MAX_DEPTH:
+                return False
+        elif isinstance(event, CollectionEndEvent):
+            depth -= 1
+    return True
+
+
 def _compose_c(text: str) -> Node | None:
     node: Node | None = YAML(typ="safe", pure=False).compose(text)
     return node
@@ -140,6 +167,8 @@ def _compose_c(text: str) -> Node | None:
 def _valid_mapping_by_c_composer(text: str) -> ConsentMapping | None:
     """The document's `ConsentMapping` when it is valid, else None (the round-trip composer then reports it)."""
     try:
+        if not _shallow(text):
+            return None
         root = _compose_c(text)
         if not isinstance(root, MappingNode):
             return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import textwrap
 
@@ -128,6 +129,68 @@ def test_without_ruamel_yaml_clib_everything_takes_the_pure_path(monkeypatch: py
     assert problems(doc("  - id: 4C\n    name: Ads\n    destinations: [a]\n")) == [
         "m.yaml:3:9: categories[0].id: must not start with a digit"
     ]
+
+
+def _flow_nest(depth: int, pad: int = 0) -> str:
+    """A document `depth` + 1 collections deep (the top mapping and `depth` flow lists), after `pad` flow maps."""
+    return "version: 1\ncategories: []\n" + "".join(f"k{i}: {{}}\n" for i in range(pad)) + (
+        "x: " + "[" * depth + "]" * depth + "\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "shallow"),
+    [
+        ((EXAMPLES / "mappings.yaml").read_text(), True),
+        (_flow_nest(100), True),  # few openers, short lines: shallow enough without measuring
+        (_flow_nest(63, pad=600), True),  # past the free bound: measured by libyaml's parser
+        (_flow_nest(64, pad=600), False),
+        ("version: 1\ncategories: []\nx:\n" + "  " + "- " * 600 + "y\n", False),  # a long line, no brackets
+        ("version: 1\ncategories: [" + ", ".join(f"{{id: C{i}, name: N{i}, destinations: [d]}}" for i in range(300))
+         + "]\n", True),
+    ],
+)  # fmt: skip
+def test_only_shallow_text_reaches_libyamls_composer(text: str, shallow: bool) -> None:
+    assert reader._shallow(text) is shallow
+    if not shallow:
+        assert reader._valid_mapping_by_c_composer(text) is None
+
+
+def test_a_large_valid_file_still_takes_the_c_composer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hundreds of flow maps and a long destinations line: shallow, so no round-trip composer."""
+    def no_pure(text: str, source: str) -> None:
+        raise AssertionError("the round-trip composer ran")
+
+    dests = [f"dest-{i}" for i in range(400)]
+    text = doc(f"  - id: C1\n    name: Ads\n    destinations: [{', '.join(dests)}]\n") + "destinations:\n" + "".join(
+        f"  {d}: {{enforce: false}}\n" for d in dests
+    )
+    monkeypatch.setattr(reader, "_compose", no_pure)
+    assert len(parse_mapping(text, "m.yaml").destinations) == 400
+
+
+@pytest.mark.parametrize(
+    "value",
+    # (`[[[...` crashes libyaml the same way, but the round-trip scanner takes ~5 s to refuse it.)
+    ["\n  " + "- " * 100_000 + "x", "{a: " * 100_000 + "b" + "}" * 100_000],
+    ids=["compact block lists", "flow maps"],
+)
+def test_nesting_deep_enough_to_overflow_libyaml_is_an_error_not_a_crash(value: str) -> None:
+    """libyaml's composer recurses on the C stack (SIGSEGV near 20,000 levels): a child process shows a crash."""
+    script = (
+        "import sys\n"
+        "from consent_core.errors import MappingError\n"
+        "from consent_core.mapping_file import parse_mapping\n"
+        "try:\n"
+        "    parse_mapping(sys.stdin.read(), 'm.yaml')\n"
+        "except MappingError as e:\n"
+        "    print(e)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], input=f"version: 1\ncategories: []\nx: {value}\n",
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert (done.returncode, done.stdout, done.stderr) == (0, "m.yaml: invalid YAML: nested too deeply\n", "")
 
 
 # Documents built from YAML tokens that resolve differently, in block and flow style, with
