@@ -23,8 +23,8 @@ import grpc
 import grpc.aio
 import pytest
 from consent.v1 import admin_pb2, admin_pb2_grpc, decision_pb2, decision_pb2_grpc
-from consent_core import errors, mapping_file
-from consent_core.mapping_file import load_mapping
+from consent_core import errors
+from consent_core.mapping_file import load_mapping, saver
 from google.protobuf import field_mask_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import given, settings
@@ -529,16 +529,16 @@ async def test_a_write_that_cannot_be_persisted_is_unavailable_and_changes_nothi
     before = admin.path.read_bytes()
     snap = admin.store.current
     if target == "mkstemp":
-        monkeypatch.setattr(mapping_file.tempfile, "mkstemp", _refuse(error))
+        monkeypatch.setattr(saver.tempfile, "mkstemp", _refuse(error))
     else:
-        real = getattr(mapping_file.os, target)
+        real = getattr(saver.os, target)
 
         def fail_on_mapping(*args: Any, **kwargs: Any) -> Any:  # SQLite's own fsyncs do not come through here
             if target == "replace" or _is_temp_of(args[0], admin.path):
                 raise OSError(error, "injected: " + errno.errorcode[error])
             return real(*args, **kwargs)
 
-        monkeypatch.setattr(mapping_file.os, target, fail_on_mapping)
+        monkeypatch.setattr(saver.os, target, fail_on_mapping)
     await expect(
         Code.UNAVAILABLE,
         admin.call("DisableCategory",
