@@ -1,21 +1,25 @@
 """Builds one grpc.aio server the way every sidecar process serves: options, health, reflection, listeners.
 
-The one place that knows the server options (message-size limits, SO_REUSEPORT), registers
-grpc.health.v1 and server reflection beside the given services, binds TCP and unix listeners
-with the operating system's reason when a bind fails, and replaces a stale unix socket file
-without ever deleting a live socket or a non-socket. Used by the main process (`listeners`) and
-by every `--workers` process (`workers`), so both serve exactly the same way.
+The one place that knows the server options (message-size limits, SO_REUSEPORT), registers grpc.health.v1 and server reflection beside the given
+services (theirs behind the drain `Gate`), binds TCP and unix listeners with the operating
+system's reason when a bind fails, replaces a stale unix socket file without ever deleting a
+live socket or a non-socket, and drains: health NOT_SERVING, refuse what arrives after the
+fence, finish what arrived before it (`drain`). Used by the main process (`listeners`) and by
+every `--workers` process (`workers`), so both serve and drain exactly the same way.
 Must never decide which services a listener serves (the callers do) nor touch the policy.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
+import secrets
 import socket
 import stat
+import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import grpc
 import grpc.aio
@@ -24,7 +28,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from consent_sidecar.config import ServeConfig
-from consent_sidecar.process.addresses import Address, AddressError, parse_address
+from consent_sidecar.process.addresses import Address, AddressError, format_host_port, parse_address
+from consent_sidecar.process.drain import Gate, GatedRegistrar
 
 __all__ = ["GrpcServer", "ListenError", "ServiceAdder", "listen_address", "server_options"]
 
@@ -60,7 +65,8 @@ class GrpcServer:
     """One grpc.aio server with its health servicer and reflection; the services are known before it starts.
 
     `bind` opens every address or raises ListenError; `start` serves and marks everything
-    SERVING; `stop` drains for the grace period and removes the unix socket files it created.
+    SERVING; `enter_graceful_shutdown` turns health NOT_SERVING and closes the gate; `stop`
+    drains for the grace period and removes the unix socket files it created.
     """
 
     def __init__(
@@ -80,12 +86,16 @@ class GrpcServer:
         self.server = grpc.aio.server(options=server_options(config, reuseport=reuseport))
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        self.service_names = tuple(add(self.server) for add in services)
+        self.gate = Gate(name)
+        registrar = cast(grpc.aio.Server, GatedRegistrar(self.server, self.gate))  # has what the adders call
+        self.service_names = tuple(add(registrar) for add in services)
         reflection.enable_server_reflection(
             (*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
         )
         self.bound: list[str] = []  # the addresses as bound, real ports filled in
         self._sockets: list[str] = []
+        self._fence_target: str | None = None  # where this server's drain fences are sent (bind decides)
+        self._stopping: asyncio.Task[None] | None = None
 
     def bind(self) -> None:
         """Opens every address (not yet serving); raises ListenError with the OS's reason."""
@@ -107,6 +117,34 @@ class GrpcServer:
             if address.unix_path is not None:
                 self._sockets.append(address.unix_path)
             self.bound.append(address.bound(port))
+        self._fence_target = self._bind_fence()
+
+    def _bind_fence(self) -> str | None:
+        """Where the drain's fences reach this very server (None: nowhere; the drain then does without).
+
+        A plaintext server is dialled on its own address (a unix socket if it has one). A shared
+        SO_REUSEPORT port could hand the fence to another worker, and a TLS server cannot be
+        dialled without a client certificate: those get a private abstract unix socket
+        (Linux), on which the TLS server's gate answers nothing but fences.
+        """
+        if self.credentials is None and not self.reuseport:
+            unix = next((a for a in self.addresses if a.unix_path is not None), None)
+            if unix is not None:
+                return unix.target
+            tcp = self.addresses[0]
+            host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(tcp.host, tcp.host)
+            return format_host_port(host, int(self.bound[0].rpartition(":")[2]))
+        if self.credentials is not None and any(a.unix_path is not None for a in self.addresses):
+            return None  # its own clients are unix peers too: the gate could not tell fences' port apart
+        private = f"unix-abstract:consent-sidecar-{os.getpid()}-{secrets.token_hex(8)}"
+        try:
+            if self.server.add_insecure_port(private) == 0:
+                return None
+        except RuntimeError:
+            return None
+        if self.credentials is not None:
+            self.gate.guard_fence_port()
+        return private
 
     async def start(self) -> None:
         await self.server.start()
@@ -115,13 +153,46 @@ class GrpcServer:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
 
     async def enter_graceful_shutdown(self) -> None:
-        """Health NOT_SERVING for every service, so balancers move away before the drain."""
+        """Closes the gate, then health NOT_SERVING for every service (balancers move away first).
+
+        The gate's fences are on the wire before health changes, so a call made by anyone who
+        saw NOT_SERVING lines up behind them. From here calls that arrived before are still
+        served and new ones are refused with UNAVAILABLE; health keeps answering, NOT_SERVING.
+        """
+        await self.gate.close(self._fence_target)
         await self.health.enter_graceful_shutdown()
+        self.gate.arm()
 
     async def stop(self, grace: float | None) -> None:
-        """Stops accepting, drains in-flight RPCs up to `grace` seconds (None: at once), removes sockets."""
-        await self.server.stop(grace)
+        """Drains up to `grace` seconds (None: cancels at once), stops, removes sockets.
+
+        Waits for the gate's fences (every call received before `enter_graceful_shutdown` is then
+        running) and for those calls to end, refusing new ones, then stops the core server with
+        what is left of `grace` and cancels whatever still runs after it. Calling it again with None while it drains
+        cuts the drain short.
+        """
+        if grace is None:
+            self.gate.force()  # nothing is waited for: whatever is still queued is refused
+            await self.server.stop(None)
+            if self._stopping is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._stopping
+        else:
+            if not self.gate.closing:
+                await self.enter_graceful_shutdown()
+            self._stopping = asyncio.ensure_future(self._drain(grace))
+            try:
+                await asyncio.shield(self._stopping)
+            except asyncio.CancelledError:
+                self._stopping.cancel()
+                raise
+        await self.gate.aclose()
         self.remove_sockets()
+
+    async def _drain(self, grace: float) -> None:
+        deadline = time.monotonic() + grace
+        await self.gate.wait_drained(grace)
+        await self.server.stop(max(0.0, deadline - time.monotonic()))
 
     def remove_sockets(self) -> None:
         for path in self._sockets:
