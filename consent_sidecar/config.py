@@ -27,6 +27,8 @@ class ServeConfig:
     decision_log_sample: float = 1.0  # fraction of decisions considered for the decision log
     decision_log_rate: float | None = 100.0  # lines per second, all processes together; None = no limit
     grace_period: float = 5.0  # seconds SIGTERM waits for in-flight RPCs
+    max_connection_idle: float = 300.0  # seconds before an idle gRPC connection is closed
+    max_concurrent_streams: int = 100  # concurrent streams (calls) per gRPC connection
     log_format: str = "auto"  # auto (console on a TTY, else JSON) | json | console
     log_level: str = "info"
     limits: Limits = field(default_factory=Limits)

@@ -50,6 +50,10 @@ def register(verbs: Verbs) -> None:
                    help="decision-log lines per second at most, all processes together; 0 = unlimited")
     p.add_argument("--grace-period", type=values.seconds, default=d.grace_period, metavar="SECONDS",
                    help="how long SIGTERM waits for in-flight RPCs")
+    p.add_argument("--max-connection-idle", type=values.positive_seconds, default=d.max_connection_idle,
+                   metavar="SECONDS", help="close a gRPC connection (every listener) after this long without calls")
+    p.add_argument("--max-concurrent-streams", type=values.positive_int, default=d.max_concurrent_streams,
+                   metavar="N", help="concurrent calls (streams) per gRPC connection, every listener")
     p.add_argument("--log-format", choices=("auto", "json", "console"), default=d.log_format,
                    help="auto = console on a terminal, JSON otherwise")
     p.add_argument("--log-level", type=str.lower, choices=("debug", "info", "warning", "error", "critical"),
@@ -91,6 +95,8 @@ def run_serve(ns: argparse.Namespace) -> int:
         decision_log_sample=ns.decision_log_sample,
         decision_log_rate=ns.decision_log_rate,
         grace_period=ns.grace_period,
+        max_connection_idle=ns.max_connection_idle,
+        max_concurrent_streams=ns.max_concurrent_streams,
         log_format=ns.log_format,
         log_level=ns.log_level,
         limits=Limits(

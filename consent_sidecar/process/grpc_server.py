@@ -1,6 +1,7 @@
 """Builds one grpc.aio server the way every sidecar process serves: options, health, reflection, listeners.
 
-The one place that knows the server options (message-size limits, SO_REUSEPORT), registers grpc.health.v1 and server reflection beside the given
+The one place that knows the server options (message-size limits, idle connections, streams
+per connection, SO_REUSEPORT), registers grpc.health.v1 and server reflection beside the given
 services (theirs behind the drain `Gate`), binds TCP and unix listeners with the operating
 system's reason when a bind fails, replaces a stale unix socket file without ever deleting a
 live socket or a non-socket, and drains: health NOT_SERVING, refuse what arrives after the
@@ -55,6 +56,10 @@ def server_options(config: ServeConfig, *, reuseport: bool = False) -> list[tupl
     return [
         ("grpc.max_receive_message_length", limit),
         ("grpc.max_send_message_length", limit),
+        # An idle connection costs a file descriptor and buffers for nothing: closed (GOAWAY) after
+        # --max-connection-idle; a connection may not open more than --max-concurrent-streams at once.
+        ("grpc.max_connection_idle_ms", max(1, round(config.max_connection_idle * 1000))),
+        ("grpc.max_concurrent_streams", config.max_concurrent_streams),
         # gRPC sets SO_REUSEPORT by default: a second sidecar would then "bind" a taken port.
         # Workers turn it on deliberately, to share the parent's reserved ports.
         ("grpc.so_reuseport", 1 if reuseport else 0),

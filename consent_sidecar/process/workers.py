@@ -301,6 +301,8 @@ def _worker_spec(
         "mapping": snap.index.mapping.to_json_dict(),
         "limits": {f: getattr(limits, f) for f in Limits.__dataclass_fields__},
         "grace_period": config.grace_period,
+        "max_connection_idle": config.max_connection_idle,
+        "max_concurrent_streams": config.max_concurrent_streams,
         "log_level": config.log_level,
         "log_format": config.log_format,
         "decision_log": config.decision_log,
@@ -324,6 +326,7 @@ async def _serve_worker(spec: dict[str, Any]) -> int:
     limits = Limits(**spec["limits"])
     config = ServeConfig(
         mappings=spec["source"], listen=tuple(spec["listen"]), grace_period=spec["grace_period"],
+        max_connection_idle=spec["max_connection_idle"], max_concurrent_streams=spec["max_concurrent_streams"],
         decision_log=spec["decision_log"], decision_log_sample=spec["decision_log_sample"],
         decision_log_rate=spec["decision_log_rate"], limits=limits,
     )

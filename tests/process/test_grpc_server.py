@@ -99,11 +99,15 @@ async def test_message_limit_applies_to_health_too(start_sidecar: StartSidecar) 
 # -- options and binding ---------------------------------------------------------------------
 
 
-def test_options_carry_the_message_limit_and_turn_reuseport_on_only_when_asked() -> None:
-    config = ServeConfig(mappings="m.yaml", limits=Limits(max_message_bytes=1234))
+def test_options_carry_the_limits_and_turn_reuseport_on_only_when_asked() -> None:
+    config = ServeConfig(
+        mappings="m.yaml", limits=Limits(max_message_bytes=1234), max_connection_idle=2.5, max_concurrent_streams=7,
+    )
     assert dict(server_options(config)) == {
         "grpc.max_receive_message_length": 1234,
         "grpc.max_send_message_length": 1234,
+        "grpc.max_connection_idle_ms": 2500,
+        "grpc.max_concurrent_streams": 7,
         "grpc.so_reuseport": 0,
     }
     assert dict(server_options(config, reuseport=True))["grpc.so_reuseport"] == 1
@@ -155,3 +159,43 @@ async def test_stop_marks_nothing_serving_first_and_removes_its_socket_file() ->
         finally:
             await server.stop(None)
         assert not path.exists()
+
+
+# -- idle connections and streams per connection, on every listener ----------------------------
+
+
+async def wait_connectivity(channel: grpc.aio.Channel, state: grpc.ChannelConnectivity, within: float) -> None:
+    """Waits (bounded) until the channel reaches `state` without asking it to connect."""
+    async with asyncio.timeout(within):
+        while (now := channel.get_state(try_to_connect=False)) != state:
+            await channel.wait_for_state_change(now)
+
+
+async def test_idle_connections_are_closed_on_every_listener(start_sidecar: StartSidecar) -> None:
+    async with start_sidecar(admin=True, max_connection_idle=0.5) as sc:
+        assert sc.admin is not None
+        for ch in (sc.tcp, sc.unix, sc.admin):
+            assert await health_status(ch) == SERVING
+            assert ch.get_state() == grpc.ChannelConnectivity.READY
+            # The server closes it (GOAWAY) once no call has run for 0.5 s; the client goes idle.
+            await wait_connectivity(ch, grpc.ChannelConnectivity.IDLE, within=10)
+            assert await health_status(ch) == SERVING  # and simply reconnects for the next call
+
+
+async def test_concurrent_streams_per_connection_are_capped_on_every_listener(start_sidecar: StartSidecar) -> None:
+    async with start_sidecar(admin=True, max_concurrent_streams=2) as sc:
+        assert sc.admin is not None
+        for ch in (sc.tcp, sc.admin):
+            health = health_pb2_grpc.HealthStub(ch)
+            request = health_pb2.HealthCheckRequest()
+            open_streams = [health.Watch(request, timeout=30) for _ in range(2)]
+            for stream in open_streams:
+                assert (await stream.read()).status == SERVING  # two streams run on the one connection
+            third = health.Watch(request, timeout=30)
+            read = asyncio.ensure_future(third.read())
+            done, _ = await asyncio.wait([read], timeout=1.0)
+            assert not done, "a third concurrent stream ran on a connection capped at two"
+            open_streams[0].cancel()  # a stream ends: the waiting one starts
+            assert (await asyncio.wait_for(read, timeout=10)).status == SERVING
+            for stream in (open_streams[1], third):
+                stream.cancel()
