@@ -61,8 +61,9 @@ _DEFAULT_CHANNEL_OPTIONS: Final[tuple[tuple[str, Any], ...]] = (
 
 
 class FailurePolicy(enum.StrEnum):
-    """What answers when the sidecar is unreachable: UNAVAILABLE after the retries, or
-    DEADLINE_EXCEEDED (every other error is raised).
+    """What answers when the sidecar is unreachable: UNAVAILABLE after the retries (a call the
+    sidecar cancelled counts as UNAVAILABLE: `sidecar_error`), or DEADLINE_EXCEEDED (every other
+    error is raised).
 
     - ``fail_closed`` (default): every requested destination that may require consent is
       blocked. Without a local mapping nothing is known about the destinations, so every

@@ -2,7 +2,10 @@
 
 Shared by the sync and async clients: `Attempts` holds every step of a retry loop (count the
 attempt, give it the time left, translate its gRPC error, choose the backoff or raise), so
-each client's loop differs only in `time.sleep` vs `await asyncio.sleep`. Never sleeps, never
+each client's loop differs only in `time.sleep` vs `await asyncio.sleep`. `sidecar_error` is
+the translation of every error a call gets on the wire: a CANCELLED the sidecar sent (a
+server shutting down cancels what it cannot finish) is a sidecar failure like UNAVAILABLE,
+which the failure policy answers, not the caller's own cancellation. Never sleeps, never
 does I/O, never retries anything but UNAVAILABLE.
 """
 
@@ -12,13 +15,15 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeAlias
+from typing import Final, TypeAlias
 
 import grpc
 
-from consent_client.errors import ConsentError, DeadlineExceeded, Unavailable, from_rpc_error
+from consent_client.errors import Cancelled, ConsentError, DeadlineExceeded, Unavailable, from_rpc_error
 
-__all__ = ["Attempts", "RetryHook", "RetryPolicy", "retry_delay"]
+__all__ = ["LOCALLY_CANCELLED", "Attempts", "RetryHook", "RetryPolicy", "retry_delay", "sidecar_error"]
+
+LOCALLY_CANCELLED: Final = "Locally cancelled by application!"  # gRPC's details when this process cancelled a call
 
 RetryHook: TypeAlias = Callable[[int, ConsentError, float], None]
 """Called before each retry with (attempt that failed, its error, seconds until the next one)."""
@@ -51,6 +56,24 @@ class RetryPolicy:
         """Seconds to wait before retry number `retry` (1-based)."""
         base = min(self.max_backoff, self.initial_backoff * self.multiplier ** (retry - 1))
         return max(0.0, base * (1.0 + self.jitter * (2.0 * rand() - 1.0)))
+
+
+def sidecar_error(error: grpc.RpcError, *, attempts: int = 1) -> ConsentError:
+    """A call's gRPC error as the client's: `from_rpc_error`, but a CANCELLED from the sidecar is `Unavailable`.
+
+    The sidecar cancels a call only when it cannot finish it (shutting down past its grace
+    period, or a proxy resetting the stream): the caller did nothing wrong, and the call may be
+    retried (decisions are reads) and answered by the failure policy. A call cancelled by this
+    process stays `Cancelled`.
+    """
+    err = from_rpc_error(error, attempts=attempts)
+    if isinstance(err, Cancelled) and err.message != LOCALLY_CANCELLED:
+        unavailable = Unavailable(
+            f"the sidecar cancelled the call ({err.message}): it is shutting down or restarting", attempts=attempts
+        )
+        unavailable.__cause__ = error
+        return unavailable
+    return err
 
 
 def retry_delay(
@@ -102,7 +125,7 @@ class Attempts:
 
     def failed(self, error: grpc.RpcError) -> ConsentError:
         """The current attempt's gRPC error, as the client's error (counting the attempts made)."""
-        return from_rpc_error(error, attempts=self.attempt)
+        return sidecar_error(error, attempts=self.attempt)
 
     def backoff(self, err: ConsentError) -> float:
         """Seconds to wait before the next attempt; raises `err` when there is none to make."""

@@ -24,6 +24,7 @@ import grpc.aio
 from consent.v1 import decision_pb2, decision_pb2_grpc
 
 from consent_client._policy import DEFAULT_WINDOW, ClientBase, round_robin
+from consent_client._retry import sidecar_error
 from consent_client._wire import RequestLike, as_request, batches, to_proto
 from consent_client.errors import (
     ClientClosedError,
@@ -32,7 +33,6 @@ from consent_client.errors import (
     Internal,
     InvalidArgument,
     Unavailable,
-    from_rpc_error,
 )
 from consent_client.results import DecideResult, Request, as_destinations
 
@@ -309,7 +309,7 @@ class AsyncDecisionStream(_AsyncShortcuts):
                 if not entry.future.done():
                     entry.future.set_result(response)
         except grpc.RpcError as e:
-            err = from_rpc_error(e, attempts=self._attempt + 1)
+            err = sidecar_error(e, attempts=self._attempt + 1)
         except asyncio.CancelledError:
             if _task_cancelling():
                 raise

@@ -23,6 +23,7 @@ import grpc
 from consent.v1 import decision_pb2, decision_pb2_grpc
 
 from consent_client._policy import DEFAULT_WINDOW, ClientBase, round_robin
+from consent_client._retry import sidecar_error
 from consent_client._wire import RequestLike, as_request, batches, to_proto
 from consent_client.errors import (
     ClientClosedError,
@@ -31,7 +32,6 @@ from consent_client.errors import (
     Internal,
     InvalidArgument,
     Unavailable,
-    from_rpc_error,
 )
 from consent_client.results import DecideResult, Request, as_destinations
 
@@ -307,7 +307,7 @@ class _SyncStream:
                 yield DecideResult.from_proto(answer)
                 continue
             if isinstance(answer, grpc.RpcError):
-                err = from_rpc_error(answer, attempts=attempt + 1)
+                err = sidecar_error(answer, attempts=attempt + 1)
             elif isinstance(answer, ConsentError):
                 err = answer
             else:  # the sidecar ended the stream with requests unanswered
