@@ -49,7 +49,7 @@ def register(verbs: Verbs) -> None:
     p.add_argument("--decision-log-rate", type=values.rate, default=d.decision_log_rate, metavar="N[/s|/m|/h]",
                    help="decision-log lines per second at most, all processes together; 0 = unlimited")
     p.add_argument("--grace-period", type=values.seconds, default=d.grace_period, metavar="SECONDS",
-                   help="how long SIGTERM waits for in-flight RPCs")
+                   help="how long SIGTERM waits for in-flight RPCs (the process exits 2 s later at most, stuck or not)")
     p.add_argument("--max-connection-idle", type=values.positive_seconds, default=d.max_connection_idle,
                    metavar="SECONDS", help="close a gRPC connection (every listener) after this long without calls")
     p.add_argument("--max-concurrent-streams", type=values.positive_int, default=d.max_concurrent_streams,

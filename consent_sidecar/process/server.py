@@ -2,8 +2,10 @@
 
 Owns the start sequence and its exit codes, the wiring of the one write path (PolicyWriter,
 fed by the MappingWatcher and SIGHUP), signals, and the shutdown order: health NOT_SERVING ->
-end WatchAuditEvents streams -> stop accepting -> drain in-flight RPCs for the grace period
--> remove sockets -> stop the watcher -> finish audit appends -> close the audit log. What each
+end WatchAuditEvents streams -> refuse new calls -> drain in-flight RPCs for the grace period
+-> remove sockets -> flush the decision log -> stop the watcher -> finish audit appends ->
+close the audit log; `run()` ends the process anyway `--grace-period` + 2 s after SIGTERM
+(`deadline`), whatever is stuck. What each
 address serves is `listeners` (built by `grpc_server`); `--workers` processes are `workers`.
 The admin API sits behind bearer tokens from the hot-reloaded `--principals` file and
 optionally TLS/mTLS (`--admin-tls-cert/--admin-tls-key/--admin-client-ca`). The audit
@@ -21,6 +23,7 @@ import contextlib
 import os
 import signal
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, TextIO
 
@@ -31,6 +34,7 @@ from consent_sidecar.auth import gate as auth_gate
 from consent_sidecar.config import ServeConfig
 from consent_sidecar.observe import logs
 from consent_sidecar.observe.observability import Observability, ObservabilityError
+from consent_sidecar.process.deadline import EXIT_MARGIN, ExitDeadline
 from consent_sidecar.process.grpc_server import ListenError, listen_address
 from consent_sidecar.process.listeners import Sidecar
 from consent_sidecar.process.workers import WorkerError, WorkerPool
@@ -101,6 +105,7 @@ async def serve(
     ready: asyncio.Event | None = None,
     stop: asyncio.Event | None = None,
     stderr: TextIO | None = None,
+    on_shutdown: Callable[[], None] | None = None,
 ) -> int:
     """Loads the policy, serves until `stop` is set (or SIGTERM/SIGINT when `stop` is None), drains.
 
@@ -111,18 +116,22 @@ async def serve(
     cannot be secured (no --principals, a broken principals file, unusable --admin-tls-*
     flags: checked before anything loads). `ready` is set once every listener is up and
     healthy. With signals of its own (`stop` None), SIGHUP forces a reload of the mapping file
-    (and of the principals file).
+    (and of the principals file). `on_shutdown` is called when the shutdown begins (`run` arms
+    the exit deadline there).
     """
     err = stderr if stderr is not None else sys.stderr
     try:
-        return await _serve(config, ready, stop, err)
+        return await _serve(config, ready, stop, err, on_shutdown)
     except StartupError as e:  # the listeners, workers and endpoints opened so far are closed again
         print(f"error: {e}", file=err)
         _log.error(_startup_event(e), error=str(e))
         return EXIT_LISTEN
 
 
-async def _serve(config: ServeConfig, ready: asyncio.Event | None, stop: asyncio.Event | None, err: TextIO) -> int:
+async def _serve(
+    config: ServeConfig, ready: asyncio.Event | None, stop: asyncio.Event | None, err: TextIO,
+    on_shutdown: Callable[[], None] | None,
+) -> int:
     principals = _load_principals(config)
     store = PolicyStore()
     try:
@@ -151,7 +160,7 @@ async def _serve(config: ServeConfig, ready: asyncio.Event | None, stop: asyncio
             _audit_failed(err, db, f"cannot write the start event to the audit database: {e}")
             return EXIT_AUDIT
         audit_after = started[0].sequence - 1 if started else 0  # metrics count this run's events from here
-        rt = _Runtime(config, store, snap, audit, writer, principals, ready, stop)
+        rt = _Runtime(config, store, snap, audit, writer, principals, ready, stop, on_shutdown)
         return await _serve_loaded(rt, audit_after)
     finally:
         await asyncio.to_thread(audit.close)  # ends any WatchAuditEvents stream still open
@@ -203,6 +212,7 @@ class _Runtime:
     principals: auth_gate.PrincipalsFile | None
     ready: asyncio.Event | None
     stop: asyncio.Event | None
+    on_shutdown: Callable[[], None] | None = None
 
 
 async def _serve_loaded(rt: _Runtime, audit_after: int = 0) -> int:
@@ -219,7 +229,7 @@ async def _serve_loaded(rt: _Runtime, audit_after: int = 0) -> int:
     )
     try:
         sidecar, pool = await _open_listeners(rt, obs, unix if workers else None, tcp, decision_processes)
-        return await _run_started(rt, sidecar, pool)
+        return await _run_started(rt, sidecar, pool, obs)
     finally:
         await obs.aclose()
 
@@ -260,7 +270,7 @@ async def _open_listeners(
     return sidecar, pool
 
 
-async def _run_started(rt: _Runtime, sidecar: Sidecar, pool: WorkerPool | None) -> int:
+async def _run_started(rt: _Runtime, sidecar: Sidecar, pool: WorkerPool | None, obs: Observability) -> int:
     config, snap, audit, writer, principals, ready = rt.config, rt.snap, rt.audit, rt.writer, rt.principals, rt.ready
     stop = rt.stop
     watcher = MappingWatcher(writer, config.mappings)
@@ -311,6 +321,8 @@ async def _run_started(rt: _Runtime, sidecar: Sidecar, pool: WorkerPool | None) 
         await asyncio.wait(ending, return_when=asyncio.FIRST_COMPLETED)
         for f in ending:
             f.cancel()
+        if rt.on_shutdown is not None:
+            rt.on_shutdown()
         _log.info("shutting down", grace_period=config.grace_period)
 
         async def drain(grace: float | None) -> None:
@@ -327,6 +339,8 @@ async def _run_started(rt: _Runtime, sidecar: Sidecar, pool: WorkerPool | None) 
             await drain(None)
             await draining
         forced.cancel()
+        if obs.decision_log is not None:  # no decision comes after the drain: its lines go out now
+            await asyncio.to_thread(obs.decision_log.flush)
     finally:
         if own_signals:
             for sig in (*signals, signal.SIGHUP):
@@ -346,13 +360,21 @@ async def _run_started(rt: _Runtime, sidecar: Sidecar, pool: WorkerPool | None) 
 
 
 def run(config: ServeConfig) -> int:
-    """Runs the sidecar until SIGTERM/SIGINT; blocking. Returns the process exit code."""
+    """Runs the sidecar until SIGTERM/SIGINT; blocking. Returns the process exit code.
+
+    From the first signal on, the process has `--grace-period` + 2 s to exit; past that it
+    ends itself (`ExitDeadline`), even if a stuck thread would hold asyncio.run() or the
+    interpreter's exit for ever.
+    """
     try:
         logs.configure(config.log_level, config.log_format)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_LISTEN
+    deadline = ExitDeadline(config.grace_period + EXIT_MARGIN)
     try:
-        return asyncio.run(serve(config))
+        code = asyncio.run(serve(config, on_shutdown=deadline.arm))
     except KeyboardInterrupt:  # Ctrl-C before the signal handlers were installed (during the first load)
-        return 130
+        code = 130
+    deadline.code = code  # the interpreter's exit may still wait for a stuck thread: leave with this
+    return code
