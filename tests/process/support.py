@@ -107,7 +107,7 @@ class ServeProcess:
 def serve_process(
     tmp_path: Path, *flags: str, env: dict[str, str] | None = None, mapping: str = SAMPLE_MAPPING
 ) -> Iterator[ServeProcess]:
-    """`consent-sidecar serve --mappings tmp_path/mappings.yaml --audit-db tmp_path/audit.db --log-format json FLAGS`."""
+    """`serve --mappings tmp_path/mappings.yaml --audit-db tmp_path/audit.db --log-format json FLAGS`."""
     path = tmp_path / "mappings.yaml"
     if not path.exists():
         path.write_text(mapping)

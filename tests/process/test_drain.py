@@ -1,4 +1,4 @@
-"""SIGTERM with calls in flight: every call received before it completes, health turns NOT_SERVING, new calls get UNAVAILABLE.
+"""SIGTERM with calls in flight: those received before it complete; health NOT_SERVING; new calls get UNAVAILABLE.
 
 Real `serve` processes. The first test keeps the server busy with large DecideBatch calls sent
 as raw bytes (no client-side encoding delays their arrival): once one is answered the others
@@ -9,11 +9,13 @@ holds a stream open so that the drain is still under way while it looks.
 
 from __future__ import annotations
 
+import itertools
 import json
 import signal
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -85,15 +87,13 @@ def test_health_turns_not_serving_and_new_calls_are_refused_while_the_drain_goes
         requests: list[decision_pb2.DecideRequest] = [grant]
         more = threading.Condition()
 
-        def feed() -> object:
-            sent = 0
-            while True:
+        def feed() -> Iterator[decision_pb2.DecideRequest]:
+            for sent in itertools.count():
                 with more:
-                    more.wait_for(lambda: len(requests) > sent, timeout=60)
+                    more.wait_for(lambda sent=sent: len(requests) > sent, timeout=60)
                     if len(requests) <= sent or requests[sent] is None:
                         return
                     request = requests[sent]
-                sent += 1
                 yield request
 
         with grpc.insecure_channel(sc.tcp) as channel:
