@@ -29,6 +29,7 @@ class ServeConfig:
     grace_period: float = 5.0  # seconds SIGTERM waits for in-flight RPCs
     max_connection_idle: float = 300.0  # seconds before an idle gRPC connection is closed
     max_concurrent_streams: int = 100  # concurrent streams (calls) per gRPC connection
+    worker_timeout: float = 10.0  # seconds a --workers process may stay silent before it is replaced
     log_format: str = "auto"  # auto (console on a TTY, else JSON) | json | console
     log_level: str = "info"
     limits: Limits = field(default_factory=Limits)

@@ -42,6 +42,8 @@ def register(verbs: Verbs) -> None:
                    help="Prometheus metrics address, host:port (default: no metrics endpoint)")
     p.add_argument("--workers", type=values.workers, default=d.workers, metavar="N|auto",
                    help="decision processes sharing the TCP --listen ports; auto = one per available CPU")
+    p.add_argument("--worker-timeout", type=values.positive_seconds, default=d.worker_timeout, metavar="SECONDS",
+                   help="with --workers: a worker silent this long (stopped, wedged) is killed and replaced")
     p.add_argument("--decision-log", metavar="FILE|-",
                    help="write sampled decisions as JSON lines to FILE (appended) or - (stdout); default: none")
     p.add_argument("--decision-log-sample", type=values.fraction, default=d.decision_log_sample, metavar="FRACTION",
@@ -91,6 +93,7 @@ def run_serve(ns: argparse.Namespace) -> int:
         audit_db=ns.audit_db,
         metrics_listen=ns.metrics_listen,
         workers=ns.workers,
+        worker_timeout=ns.worker_timeout,
         decision_log=ns.decision_log,
         decision_log_sample=ns.decision_log_sample,
         decision_log_rate=ns.decision_log_rate,

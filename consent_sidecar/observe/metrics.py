@@ -150,6 +150,15 @@ class Metrics:
         self.decision_log_written = Counter(
             "consent_sidecar_decision_log_written", "Decision-log lines written.", registry=r,
         )
+        self.workers_serving = Gauge(
+            "consent_sidecar_workers_serving",
+            "--workers processes up and answering (the parent's count; equal to --workers when healthy).",
+            registry=r, multiprocess_mode="livemax",
+        )
+        self.worker_restarts = Counter(
+            "consent_sidecar_worker_restarts", "--workers processes killed and replaced by the parent, by why.",
+            ["reason"], registry=r,
+        )
         self._digest: str | None = None
         self._lock = threading.Lock()
 

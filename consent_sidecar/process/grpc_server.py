@@ -157,6 +157,11 @@ class GrpcServer:
         for name in (health.OVERALL_HEALTH, *self.service_names):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
 
+    async def set_health(self, name: str, serving: bool) -> None:
+        """Reports `name` SERVING or NOT_SERVING (ignored once the drain has begun: all is NOT_SERVING)."""
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        await self.health.set(name, status)
+
     async def enter_graceful_shutdown(self) -> None:
         """Closes the gate, then health NOT_SERVING for every service (balancers move away first).
 

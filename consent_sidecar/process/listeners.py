@@ -143,6 +143,11 @@ class Sidecar:
             await listener.start()
         self._listeners = listeners
 
+    async def set_health(self, name: str, serving: bool) -> None:
+        """Reports health `name` on every listener of this process (e.g. the workers' state, from the parent)."""
+        for listener in self._listeners:
+            await listener.set_health(name, serving)
+
     async def stop(self, grace: float | None) -> None:
         """Health NOT_SERVING everywhere, end audit watch streams, then stop accepting and drain.
 

@@ -37,7 +37,7 @@ from consent_sidecar.observe.observability import Observability, ObservabilityEr
 from consent_sidecar.process.deadline import EXIT_MARGIN, ExitDeadline
 from consent_sidecar.process.grpc_server import ListenError, listen_address
 from consent_sidecar.process.listeners import Sidecar
-from consent_sidecar.process.workers import WorkerError, WorkerPool
+from consent_sidecar.process.workers import WORKERS_HEALTH, WorkerError, WorkerPool
 from consent_sidecar.store.policy import PolicyStore, Snapshot
 from consent_sidecar.store.watch import MappingWatcher
 from consent_sidecar.store.writer import PolicyWriter
@@ -250,7 +250,19 @@ async def _open_listeners(
     )
     pool: WorkerPool | None = None
     if decision_listen is not None and tcp:  # workers: check and hold their ports before anything listens
-        pool = WorkerPool(config, store, tcp, config.workers)
+        metrics = obs.metrics
+
+        async def workers_changed(serving: int, wanted: int) -> None:
+            # Every TCP connection lands on some live worker; what is down shows here, not in "".
+            await sidecar.set_health(WORKERS_HEALTH, serving == wanted)
+            if metrics is not None:
+                metrics.workers_serving.set(serving)
+
+        def worker_restarted(reason: str) -> None:
+            if metrics is not None:
+                metrics.worker_restarts.labels(reason).inc()
+
+        pool = WorkerPool(config, store, tcp, config.workers, on_change=workers_changed, on_restart=worker_restarted)
         try:
             pool.reserve()
         except OSError as e:
@@ -267,6 +279,7 @@ async def _open_listeners(
         except BaseException:
             await sidecar.stop(None)
             raise
+        await workers_changed(config.workers, config.workers)
     return sidecar, pool
 
 
