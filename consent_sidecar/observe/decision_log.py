@@ -156,8 +156,16 @@ class DecisionLog:
         self._stream: IO[bytes] | None = None
         self._fd = 1 if target == "-" else -1
         if target != "-":
-            self._stream = open(target, "ab", buffering=0)  # noqa: SIM115 - closed in close()
-            self._fd = self._stream.fileno()
+            # Created 0600 whatever the umask (it names policies and destinations); a file that
+            # exists already keeps the mode its owner gave it.
+            flags = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC
+            try:
+                fd = os.open(target, flags | os.O_CREAT | os.O_EXCL, 0o600)
+                os.fchmod(fd, 0o600)  # the umask may have taken more away than that
+            except FileExistsError:
+                fd = os.open(target, flags)
+            self._stream = os.fdopen(fd, "ab", buffering=0)
+            self._fd = fd
         self._thread = threading.Thread(target=self._run, name="decision-log", daemon=True)
         self._thread.start()
 

@@ -7,8 +7,10 @@ memo hit costs the same whether it blocked one destination or twenty, and counti
 would-block outcomes costs nothing per decision beyond that one increment.
 
 With `--workers`, every process writes its own files under one per-run directory
-(`enable_multiprocess`, wiped at start) and the parent's endpoint aggregates them; gauges say
-how (`liveall`: one series per live process, so each worker reports its own generation).
+(`RunDirectory`: created by the parent, mode 0700, inside an operator's
+PROMETHEUS_MULTIPROC_DIR, which is used and never deleted, or the temporary directory; removed
+at exit) and the parent's endpoint (`endpoint`) aggregates them; gauges say how (`liveall`:
+one series per live process, so each worker reports its own generation).
 Label values are bounded by the mapping (outcomes, reasons, known category and destination
 ids): nothing a client sends becomes a label. Never logs, never reads event content.
 """
@@ -17,30 +19,31 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import fcntl
 import os
 import shutil
+import tempfile
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Final
-from wsgiref.simple_server import WSGIServer
 
 from consent_core.index import Decision, Reason
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess
 from prometheus_client import values as prometheus_values
 
 __all__ = [
     "BATCH_SIZE_BUCKETS",
     "MULTIPROC_ENV",
     "RPC_BUCKETS",
+    "RUN_DIR_PREFIX",
     "Metrics",
-    "MetricsServer",
     "Recorder",
+    "RunDirectory",
     "Tally",
     "enable_multiprocess",
     "mark_process_dead",
     "multiprocess_registry",
-    "serve_metrics",
     "tally",
 ]
 
@@ -256,15 +259,61 @@ class Recorder:
 # -- multiprocess mode ------------------------------------------------------------------------
 
 
-def enable_multiprocess(directory: str, *, wipe: bool = True) -> None:
+RUN_DIR_PREFIX: Final = "consent-sidecar-metrics-"
+_LOCK: Final = ".lock"  # held (flock) by the parent for the run's lifetime: a free lock means a dead run
+
+
+class RunDirectory:
+    """One run's metrics directory, which the sidecar creates (0700 whatever the umask) and removes.
+
+    `base` is the operator's PROMETHEUS_MULTIPROC_DIR (None: the temporary directory): it is
+    used, never emptied or deleted. Directories of earlier runs killed before they could remove
+    theirs (their lock free) are removed first; nothing else in `base` is touched.
+    """
+
+    def __init__(self, base: str | None) -> None:
+        if base is not None:
+            os.makedirs(base, exist_ok=True)
+            _remove_dead_runs(base)
+        self.path = tempfile.mkdtemp(prefix=RUN_DIR_PREFIX, dir=base)
+        os.chmod(self.path, 0o700)  # mkdtemp asks for 0700, but the umask may have taken more away
+        self._lock = os.open(os.path.join(self.path, _LOCK), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+    def remove(self) -> None:
+        """Deletes this run's directory (never its base). Idempotent."""
+        if self._lock < 0:
+            return
+        shutil.rmtree(self.path, ignore_errors=True)
+        os.close(self._lock)
+        self._lock = -1
+
+
+def _remove_dead_runs(base: str) -> None:
+    with contextlib.suppress(OSError), os.scandir(base) as entries:
+        for entry in entries:
+            if not entry.name.startswith(RUN_DIR_PREFIX) or not entry.is_dir(follow_symlinks=False):
+                continue
+            try:
+                fd = os.open(os.path.join(entry.path, _LOCK), os.O_RDWR | os.O_CLOEXEC)
+            except OSError:
+                continue  # not one of ours, or not ours to touch
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                continue  # a live run holds it
+            finally:
+                os.close(fd)
+            shutil.rmtree(entry.path, ignore_errors=True)
+
+
+def enable_multiprocess(directory: str) -> None:
     """Puts this process (and children started later, through the environment) in multiprocess mode.
 
-    Call before any `Metrics` is built. `wipe` empties the directory first (the parent, once per
-    run: files of an earlier run would be summed in); workers pass wipe=False.
+    Call before any `Metrics` is built, with the run's directory (`RunDirectory.path`; workers:
+    the one in their environment).
     """
-    if wipe:
-        shutil.rmtree(directory, ignore_errors=True)
-    os.makedirs(directory, exist_ok=True)
+    os.makedirs(directory, mode=0o700, exist_ok=True)
     os.environ[MULTIPROC_ENV] = directory
     # prometheus_client picks its value class when it is first imported, from this variable; a
     # process that imported it before the variable was set switches here (what it would have chosen).
@@ -282,38 +331,3 @@ def multiprocess_registry(directory: str) -> CollectorRegistry:
 def mark_process_dead(pid: int, directory: str) -> None:
     """Drops a dead worker's live gauges (its counters stay summed in)."""
     multiprocess.mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
-
-
-# -- the endpoint ---------------------------------------------------------------------------------
-
-
-@dataclass
-class MetricsServer:
-    """The running /metrics endpoint (a WSGI server on a daemon thread)."""
-
-    address: str  # host:port as bound (the real port when 0 was asked)
-    _httpd: WSGIServer
-    _thread: threading.Thread
-
-    def close(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        with contextlib.suppress(RuntimeError):
-            self._thread.join(5)
-
-
-def parse_listen(address: str) -> tuple[str, int]:
-    """`host:port` or `[v6]:port` -> (host, port); raises ValueError naming the address."""
-    host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise ValueError(f"metrics address {address!r}: expected host:port or [ipv6]:port")
-    return host.strip("[]"), int(port)
-
-
-def serve_metrics(address: str, registry: CollectorRegistry) -> MetricsServer:
-    """Serves `registry` in the Prometheus text format on `address` (any path); raises OSError if taken."""
-    host, port = parse_listen(address)
-    httpd, thread = start_http_server(port, host, registry)
-    bound_port = httpd.server_address[1]
-    shown = f"[{host}]" if ":" in host else host
-    return MetricsServer(f"{shown}:{bound_port}", httpd, thread)

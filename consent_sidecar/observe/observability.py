@@ -14,8 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -25,14 +23,14 @@ from consent_sidecar.audit import AuditLog
 from consent_sidecar.config import ServeConfig
 from consent_sidecar.observe import logs
 from consent_sidecar.observe.decision_log import DecisionLog
+from consent_sidecar.observe.endpoint import MetricsServer, serve_metrics
 from consent_sidecar.observe.metrics import (
     MULTIPROC_ENV,
     Metrics,
-    MetricsServer,
     Recorder,
+    RunDirectory,
     enable_multiprocess,
     multiprocess_registry,
-    serve_metrics,
 )
 from consent_sidecar.store.policy import PolicyStore, Snapshot
 
@@ -56,7 +54,8 @@ class Observability:
     decision_log: DecisionLog | None = None
     endpoint: MetricsServer | None = None
     multiproc_dir: str | None = None  # the per-run directory, in multiprocess mode
-    _owns_dir: bool = False
+    _run_dir: RunDirectory | None = None  # the parent's: created here, removed at close
+    _env_before: str | None = None  # PROMETHEUS_MULTIPROC_DIR as it was before the run's replaced it
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _store: PolicyStore | None = None
     _seen_reloads: int = 0
@@ -101,15 +100,19 @@ class Observability:
             directory = os.environ.get(MULTIPROC_ENV)
             want_metrics = directory is not None
             if directory is not None:
-                enable_multiprocess(directory, wipe=False)
+                enable_multiprocess(directory)
                 self.multiproc_dir = directory
         elif role == "parent" and want_metrics:
-            directory = os.environ.get(MULTIPROC_ENV)
-            if directory is None:
-                directory = tempfile.mkdtemp(prefix="consent-sidecar-metrics-")
-                self._owns_dir = True
-            enable_multiprocess(directory, wipe=True)  # files of an earlier run would be summed in
-            self.multiproc_dir = directory
+            # A directory of this run's own (files of an earlier run would be summed in), inside the
+            # operator's PROMETHEUS_MULTIPROC_DIR if one is set: that one is used, never deleted.
+            self._env_before = os.environ.get(MULTIPROC_ENV)
+            try:
+                self._run_dir = RunDirectory(self._env_before)
+            except OSError as e:
+                where = self._env_before or "the temporary directory"
+                raise ObservabilityError(f"cannot create the metrics directory in {where}: {e.strerror or e}") from e
+            enable_multiprocess(self._run_dir.path)
+            self.multiproc_dir = self._run_dir.path
         if want_metrics:
             metrics = self.metrics = Metrics()
             self.recorder = Recorder(metrics)
@@ -211,6 +214,10 @@ class Observability:
         if self.endpoint is not None:
             self.endpoint.close()
             self.endpoint = None
-        if self._owns_dir and self.multiproc_dir is not None:
-            shutil.rmtree(self.multiproc_dir, ignore_errors=True)
-            self._owns_dir = False
+        if self._run_dir is not None:
+            self._run_dir.remove()
+            self._run_dir = None
+            if self._env_before is None:  # as it was: a later run in this process starts afresh
+                os.environ.pop(MULTIPROC_ENV, None)
+            else:
+                os.environ[MULTIPROC_ENV] = self._env_before

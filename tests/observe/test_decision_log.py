@@ -330,3 +330,21 @@ def test_serve_flags_parse_sample_and_rate(capsys: pytest.CaptureFixture[str]) -
     assert "invalid fraction '1.5'" in capsys.readouterr().err
     assert cli.run_cli(["serve", "--mappings", "m.yaml", "--decision-log-rate", "fast"], {}) == 2
     assert "decision log rate 'fast'" in capsys.readouterr().err
+
+
+def test_a_decision_log_file_it_creates_is_private_whatever_the_umask(tmp_path: Path) -> None:
+    import os
+
+    path = tmp_path / "decisions.jsonl"
+    old = os.umask(0)
+    try:
+        log = DecisionLog(str(path))
+    finally:
+        os.umask(old)
+    log.close()
+    assert path.stat().st_mode & 0o777 == 0o600
+    existing = tmp_path / "theirs.jsonl"
+    existing.write_text("")
+    existing.chmod(0o640)
+    DecisionLog(str(existing)).close()  # appended to: its owner's mode is kept
+    assert existing.stat().st_mode & 0o777 == 0o640

@@ -24,7 +24,16 @@ from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.parser import text_string_to_metric_families
 from samples import SAMPLE_MAPPING as MAPPING  # the same policy; settings spelled out
 
-from consent_sidecar.observe.metrics import RPC_BUCKETS, Metrics, Recorder, multiprocess_registry, serve_metrics, tally
+from consent_sidecar.observe.endpoint import serve_metrics
+from consent_sidecar.observe.metrics import (
+    RPC_BUCKETS,
+    RUN_DIR_PREFIX,
+    Metrics,
+    Recorder,
+    RunDirectory,
+    multiprocess_registry,
+    tally,
+)
 from consent_sidecar.services import decision
 from consent_sidecar.store.policy import PolicyStore
 
@@ -230,7 +239,7 @@ _WORKER = textwrap.dedent(
     """
     import json, sys
     from consent_sidecar.observe import metrics as m
-    m.enable_multiprocess(sys.argv[1], wipe=False)
+    m.enable_multiprocess(sys.argv[1])
     metrics = m.Metrics()
     rec = m.Recorder(metrics)
     t = m.Tally(((3 * 2 + 1, 5),), (("C0003", "amplitude", 2),))
@@ -368,3 +377,85 @@ async def test_serve_exposes_metrics_on_metrics_listen_and_counts_reloads_and_au
     finally:
         stop.set()
         assert await asyncio.wait_for(task, 20) == 0
+
+
+# -- the endpoint under idle connections ----------------------------------------------------------------
+
+
+def test_idle_connections_cost_no_thread_and_are_closed_after_the_idle_timeout() -> None:
+    import contextlib
+    import socket
+    import threading
+    import time
+
+    endpoint = serve_metrics("127.0.0.1:0", CollectorRegistry(), idle_timeout=1.0, max_connections=64)
+    host, _, port = endpoint.address.rpartition(":")
+    threads = threading.active_count()
+    idle = []
+    try:
+        for _ in range(300):  # more than max_connections: the ones idle longest make room
+            idle.append(socket.create_connection((host, int(port)), timeout=10))
+        with urllib.request.urlopen(f"http://{endpoint.address}/metrics", timeout=10) as r:
+            assert r.status == 200  # a scraper still gets in
+        assert threading.active_count() <= threads  # one thread serves them all, none per connection
+        assert endpoint.connections <= 64
+        # Silent connections are closed by the endpoint: each one reads EOF (bounded waits).
+        deadline = time.monotonic() + 20
+        for sock in idle:
+            sock.settimeout(max(0.1, deadline - time.monotonic()))
+            with contextlib.suppress(ConnectionResetError):  # closed with data unread: a reset is a close too
+                assert sock.recv(1) == b""
+    finally:
+        for sock in idle:
+            sock.close()
+        endpoint.close()
+
+
+def test_the_endpoint_keeps_a_connection_alive_between_scrapes() -> None:
+    import http.client
+
+    endpoint = serve_metrics("127.0.0.1:0", CollectorRegistry(), idle_timeout=5.0)
+    host, _, port = endpoint.address.rpartition(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        for _ in range(3):
+            conn.request("GET", "/metrics", headers={"Accept-Encoding": "gzip"})
+            r = conn.getresponse()
+            assert r.status == 200 and r.getheader("Content-Encoding") == "gzip"
+            r.read()
+        conn.request("POST", "/metrics", body=b"")
+        assert conn.getresponse().status == 405
+    finally:
+        conn.close()
+        endpoint.close()
+
+
+# -- the metrics directory of a run -----------------------------------------------------------------------
+
+
+def test_an_operators_multiproc_dir_is_used_and_never_deleted(tmp_path: Path) -> None:
+    import fcntl
+    import os
+
+    base = tmp_path / "operator"
+    base.mkdir(mode=0o755)
+    (base / "theirs.txt").write_text("keep me")
+    dead = base / f"{RUN_DIR_PREFIX}dead"  # a run killed before it could remove its directory
+    dead.mkdir()
+    (dead / ".lock").touch()
+    live = RunDirectory(str(base))  # another sidecar's run, still going
+    old_umask = os.umask(0)
+    try:
+        run = RunDirectory(str(base))
+    finally:
+        os.umask(old_umask)
+    try:
+        assert Path(run.path).parent == base and Path(run.path).stat().st_mode & 0o777 == 0o700
+        assert (base / "theirs.txt").read_text() == "keep me"
+        assert not dead.exists() and Path(live.path).exists()
+        with open(Path(run.path) / ".lock") as f, pytest.raises(OSError):
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held while the run lives
+    finally:
+        run.remove()
+        live.remove()
+    assert base.exists() and (base / "theirs.txt").exists() and not Path(run.path).exists()

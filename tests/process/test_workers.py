@@ -143,7 +143,7 @@ def decide_fresh(target: str, request: decision_pb2.DecideRequest) -> decision_p
 def per_pid_decisions(prom: Path, pids: list[int]) -> dict[int, float]:
     out = {}
     for pid in pids:
-        files = [str(p) for p in prom.glob(f"counter_{pid}.db")]
+        files = [str(p) for p in prom.glob(f"consent-sidecar-metrics-*/counter_{pid}.db")]  # the run's own directory
         total = 0.0
         for metric in MultiProcessCollector.merge(files, accumulate=False) if files else []:
             if metric.name == "consent_sidecar_decisions":
@@ -353,3 +353,18 @@ def test_workers_write_decision_logs_to_the_parents_stdout(tmp_path: Path) -> No
     lines = [json.loads(line) for line in out.read_text().splitlines()]  # every line whole JSON
     assert sorted(line["allowed"][0] for line in lines) == sorted(f"x-{i}" for i in range(30))
     assert {line["rpc"] for line in lines} == {"Decide"}
+
+
+def test_an_operators_metrics_directory_is_used_and_survives_the_run(tmp_path: Path) -> None:
+    prom = tmp_path / "prom"
+    prom.mkdir()
+    (prom / "keep.txt").write_text("the operator's")
+    with start(tmp_path) as sc:
+        started(sc)
+        runs = list(prom.glob("consent-sidecar-metrics-*"))  # the run's own directory, inside theirs
+        assert len(runs) == 1 and runs[0].stat().st_mode & 0o777 == 0o700
+        assert (prom / "keep.txt").read_text() == "the operator's"
+        sc.process.send_signal(signal.SIGTERM)
+        assert sc.process.wait(20) == 0
+    assert (prom / "keep.txt").read_text() == "the operator's"
+    assert not list(prom.glob("consent-sidecar-metrics-*"))
