@@ -2,7 +2,12 @@
 # The consent-sidecar image: build wheels in one stage, install only them into a slim runtime.
 #
 #   docker build -t consent-sidecar:0.2.0 .
-#   docker run --read-only -p 50051:50051 consent-sidecar:0.2.0
+#   docker run --read-only -p 50051:50051 -e CONSENT_SIDECAR_LISTEN=0.0.0.0:50051 consent-sidecar:0.2.0
+#
+# The decision API listens on 127.0.0.1:50051 by default: pod-local, which is what a sidecar
+# needs (the containers of a pod share one network namespace) and all the unauthenticated
+# decision port should ever offer. `docker run -p` publishes a port only to a container that
+# listens on every interface, hence the -e above: use it on a trusted host only.
 #
 # No container engine runs on our machines, so `make test` lints this file (hadolint) and
 # tests/test_packaging.py repeats its steps outside a container: build the wheels, install them
@@ -50,7 +55,7 @@ COPY examples/mappings.yaml /etc/consent-sidecar/mappings.yaml
 # CONSENT_SIDECAR_ADMIN_LISTEN=0.0.0.0:50052 plus CONSENT_SIDECAR_PRINCIPALS, metrics with
 # CONSENT_SIDECAR_METRICS_LISTEN=0.0.0.0:9464 (both off by default).
 ENV CONSENT_SIDECAR_MAPPINGS=/etc/consent-sidecar/mappings.yaml \
-    CONSENT_SIDECAR_LISTEN=0.0.0.0:50051 \
+    CONSENT_SIDECAR_LISTEN=127.0.0.1:50051 \
     CONSENT_SIDECAR_AUDIT_DB=/var/lib/consent-sidecar/audit.db \
     CONSENT_SIDECAR_LOG_FORMAT=json \
     CONSENT_SIDECAR_ADDRESS=127.0.0.1:50051 \

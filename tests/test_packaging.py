@@ -170,6 +170,8 @@ def test_dockerfile_builds_a_wheel_and_runs_it_as_a_non_root_user_on_slim_python
     exposed = {int(p) for p in runtime.one("EXPOSE").split()}
     assert {50051, 50052, 9464} <= exposed
     assert int(env["CONSENT_SIDECAR_LISTEN"].rpartition(":")[2]) in exposed
+    # Pod-local by default (the decision port has no authentication): `docker run -p` opts in with -e.
+    assert env["CONSENT_SIDECAR_LISTEN"].startswith("127.0.0.1:")
     assert env["CONSENT_SIDECAR_ADDRESS"].rpartition(":")[2] == env["CONSENT_SIDECAR_LISTEN"].rpartition(":")[2]
 
 
