@@ -11,8 +11,10 @@ Must never load the policy, open the audit log or install signal handlers (`serv
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Sequence
 
+import grpc
 import grpc.aio
 from consent.v1 import admin_pb2_grpc
 
@@ -26,7 +28,36 @@ from consent_sidecar.services import admin, decision
 from consent_sidecar.store.policy import PolicyStore
 from consent_sidecar.store.writer import PolicyWriter
 
-__all__ = ["Sidecar", "admin_services", "decision_services"]
+__all__ = ["Sidecar", "admin_credentials", "admin_services", "decision_services"]
+
+
+def admin_credentials(config: ServeConfig) -> grpc.ServerCredentials | None:
+    """`auth.gate.admin_credentials`, and the certificate and key checked to be a pair before any bind.
+
+    gRPC takes a mismatched pair without a word and then fails to bind ("could not bind"),
+    which sends operators after ports; this names both files. Raises TLSConfigError.
+    """
+    credentials = auth_gate.admin_credentials(config)
+    cert, key = config.admin_tls_cert, config.admin_tls_key
+    if credentials is not None and cert is not None and key is not None:
+        _check_key_pair(cert, key)
+    return credentials
+
+
+def _check_key_pair(cert: str, key: str) -> None:
+    def no_password() -> str:
+        raise auth_gate.TLSConfigError(f"--admin-tls-key {key} is encrypted: give it unencrypted (a mounted secret)")
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(cert, key, password=no_password)
+    except ssl.SSLError as e:
+        why = "they do not match" if "KEY_VALUES_MISMATCH" in str(e) else (e.reason or str(e)).lower().replace("_", " ")
+        raise auth_gate.TLSConfigError(
+            f"--admin-tls-key {key} is not the private key of --admin-tls-cert {cert}: {why}"
+        ) from None
+    except OSError as e:
+        raise auth_gate.TLSConfigError(f"--admin-tls-cert {cert} / --admin-tls-key {key}: {e.strerror or e}") from None
 
 
 def decision_services(
@@ -117,9 +148,9 @@ class Sidecar:
         admin_addresses = []
         if config.admin_listen:
             try:
-                credentials = auth_gate.admin_credentials(config)
+                credentials = admin_credentials(config)
             except auth_gate.TLSConfigError as e:
-                raise ListenError(f"cannot listen on {config.admin_listen} (admin): {e}") from None
+                raise ListenError(f"--admin-listen {config.admin_listen}: TLS configuration error: {e}") from None
             admin_addresses.append(listen_address(config.admin_listen))
         listeners = []
         if decision_addresses:

@@ -36,7 +36,7 @@ from consent_sidecar.observe import logs
 from consent_sidecar.observe.observability import Observability, ObservabilityError
 from consent_sidecar.process.deadline import EXIT_MARGIN, ExitDeadline
 from consent_sidecar.process.grpc_server import ListenError, listen_address
-from consent_sidecar.process.listeners import Sidecar
+from consent_sidecar.process.listeners import Sidecar, admin_credentials
 from consent_sidecar.process.workers import WORKERS_HEALTH, WorkerError, WorkerPool
 from consent_sidecar.store.policy import PolicyStore, Snapshot
 from consent_sidecar.store.watch import MappingWatcher
@@ -184,9 +184,9 @@ def _load_principals(config: ServeConfig) -> auth_gate.PrincipalsFile | None:
             "(consent-sidecar token hash), or drop --admin-listen to serve no admin API"
         )
     try:
-        auth_gate.admin_credentials(config)
+        admin_credentials(config)  # the files, and that the certificate and key are a pair
     except auth_gate.TLSConfigError as e:
-        raise AdminListenerError(f"cannot listen on {config.admin_listen} (admin): {e}") from None
+        raise AdminListenerError(f"--admin-listen {config.admin_listen}: TLS configuration error: {e}") from None
     try:
         return auth_gate.PrincipalsFile.load(config.principals)
     except PrincipalsError as e:

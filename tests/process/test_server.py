@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import io
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -377,3 +379,36 @@ def test_bad_log_settings_are_refused() -> None:
         logs.configure("loud", "json", stream=io.StringIO())
     with pytest.raises(ValueError, match="unknown log format"):
         logs.configure("info", "xml", stream=io.StringIO())
+
+
+# -- TLS of the admin listener ---------------------------------------------------------------------
+
+
+def _self_signed(directory: Path, name: str) -> tuple[Path, Path]:
+    cert, key = directory / f"{name}.pem", directory / f"{name}.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-days", "1", "-keyout", str(key), "-out", str(cert), "-subj", "/CN=localhost"],
+        check=True, capture_output=True, timeout=30,
+    )  # fmt: skip
+    return cert, key
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl makes the test certificates")
+async def test_a_certificate_and_key_that_do_not_pair_are_a_tls_error_naming_both_before_anything_opens(
+    tmp_path: Path, mapping_path: Path
+) -> None:
+    cert, _ = _self_signed(tmp_path, "one")
+    _, other_key = _self_signed(tmp_path, "two")
+    principals = tmp_path / "p.yaml"
+    digest = hashlib.sha256(b"owner-token").hexdigest()
+    principals.write_text(f"principals:\n  - id: a\n    role: owner\n    token_sha256: {digest}\n")
+    config = ServeConfig(
+        mappings=str(mapping_path), listen=("127.0.0.1:0",), admin_listen="127.0.0.1:0", principals=str(principals),
+        admin_tls_cert=str(cert), admin_tls_key=str(other_key), audit_db=str(tmp_path / "audit.db"),
+    )
+    code, err = await serve_failing(config)
+    assert code == EXIT_LISTEN
+    assert "TLS configuration error" in err and str(cert) in err and str(other_key) in err
+    assert "do not match" in err and "bind" not in err
+    assert not exists(tmp_path / "audit.db")  # refused before anything was opened
