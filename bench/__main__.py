@@ -1,4 +1,7 @@
-"""`python -m bench [index] [grpc] [workers] [scale] [reload] [client] [adapters]`: the named parts (default all).
+"""`python -m bench [index] [grpc] [workers] [scale] [reload] [client] [adapters] [soak]`: the named parts.
+
+Default: every part but `soak`, which runs for minutes (180 s; `--seconds` changes it) and is
+asked for by name.
 
 Pins this process (the in-process benchmark and the gRPC load generator) to core 1 before gRPC
 starts any thread, so the servers, pinned to core 0, never share a core with it.
@@ -12,7 +15,8 @@ import sys
 import time
 
 CLIENT_CPU = 1
-ALL_PARTS = ("index", "grpc", "workers", "scale", "reload", "client", "adapters")
+ALL_PARTS = ("index", "grpc", "workers", "scale", "reload", "client", "adapters", "soak")
+DEFAULT_PARTS = ALL_PARTS[:-1]  # the soak takes minutes: only when named
 
 
 def _pin() -> str:
@@ -31,14 +35,14 @@ def _pin() -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("parts", nargs="*", choices=[*ALL_PARTS, []],
-                        metavar="|".join(ALL_PARTS), help="what to run (default: all)")
+                        metavar="|".join(ALL_PARTS), help="what to run (default: all but soak)")
     parser.add_argument("--rounds", type=int, default=5,
                         help="interleaved rounds per row (default 5: one round here can be off by 15%%)")
     parser.add_argument("--seconds", type=float, default=None,
                         help="measured seconds per round (default 1.0 in-process, 1.5 gRPC)")
     parser.add_argument("--quick", action="store_true", help="one short round per row: a smoke test")
     args = parser.parse_args(argv)
-    parts = args.parts or list(ALL_PARTS)
+    parts = args.parts or list(DEFAULT_PARTS)
     rounds = 1 if args.quick else args.rounds
 
     pinning = _pin()  # before anything imports grpc
@@ -113,6 +117,15 @@ def main(argv: list[str] | None = None) -> int:
 
         print("\n(i) CMP adapters: decode_gpp per call vs the TC / US Privacy decoders inside it", flush=True)
         print(bench_adapters.format_rows(bench_adapters.run(passes=1 if args.quick else 7)), flush=True)
+
+    if "soak" in parts:
+        from bench import bench_soak
+
+        seconds = 10.0 if args.quick else (args.seconds or 180.0)
+        print(f"\n(j) soak: {seconds:g} s of valid and hostile traffic, admin writes and hand edits", flush=True)
+        report = bench_soak.run(workload, seconds=seconds, warmup=min(10.0, seconds / 6),
+                                log=lambda line: print(line, file=sys.stderr, flush=True))
+        print(bench_soak.format_report(report), flush=True)
 
     print(f"\ntotal {time.monotonic() - started:.0f} s")
     return 0
