@@ -67,7 +67,10 @@ def _fresh_venv(path: Path, *requirements: str) -> Path:
 
 
 def _installed(python: Path) -> dict[str, str]:
-    code = "import importlib.metadata as m, json; print(json.dumps({d.metadata['Name']: d.version for d in m.distributions()}))"
+    code = (
+        "import importlib.metadata as m, json;"
+        "print(json.dumps({d.metadata['Name']: d.version for d in m.distributions()}))"
+    )
     done = subprocess.run([str(python), "-c", code], capture_output=True, text=True, timeout=60, cwd=python.parent)
     assert done.returncode == 0, done.stderr
     return {_normalise(k): v for k, v in json.loads(done.stdout).items() if _normalise(k) not in ("pip", "setuptools")}
