@@ -2,8 +2,7 @@
 
 `bind` opens the listening socket first (so port 0 works and the real address is known),
 `serve` runs the app on it until SIGTERM/SIGINT or `stop` is set, draining open requests.
-Request lines are logged by `RequestLog` as method, path, status and milliseconds: no query
-string, headers, cookies or form fields, so neither a token nor a session id can reach a log.
+Request lines are logged by the app (`consent_sidecar.console.app.RequestLog`).
 Must never serve plain HTTP on a non-loopback address without saying so in the log.
 """
 
@@ -11,49 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import time
 from collections.abc import Callable
 from typing import Final
 
 import uvicorn
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from consent_sidecar.console.app import create_app
 from consent_sidecar.console.settings import ConsoleConfig, is_loopback, split_host_port
 from consent_sidecar.observe import logs
 
-__all__ = ["RequestLog", "bind", "serve", "url_of"]
+__all__ = ["bind", "serve", "url_of"]
 
 _log = logs.get_logger("consent_sidecar.console")
 _GRACE: Final = 5  # seconds open requests may take to finish at shutdown
-
-
-class RequestLog:
-    """One log line per request: method, path (never the query), status, duration."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-
-        async def watch(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-            await send(message)
-
-        try:
-            await self.app(scope, receive, watch)
-        finally:
-            _log.info(
-                "console request", method=scope["method"], path=scope["path"], status=status,
-                ms=round((time.perf_counter() - started) * 1000, 1),
-            )
 
 
 def bind(listen: str) -> socket.socket:
@@ -119,11 +88,11 @@ async def serve(
 
     server = _Server(
         uvicorn.Config(
-            RequestLog(create_app(config)),
+            create_app(config),
             loop="asyncio",
             lifespan="on",
             log_config=None,  # our logging (structlog) is configured by the caller
-            access_log=False,  # RequestLog instead: no query strings
+            access_log=False,  # the app logs requests itself, without query strings
             server_header=False,
             proxy_headers=False,
             ssl_certfile=config.tls_cert,

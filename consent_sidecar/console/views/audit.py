@@ -38,7 +38,7 @@ async def audit(request: Request, session: Session) -> Response:
         return render(
             request, "audit.html",
             {"filters": TrailFilters(), "raw": request.query_params, "actions": ACTIONS, "rows": [], "older": None,
-             "error": str(e), "page_size": PAGE_SIZE},
+             "newest": None, "error": str(e), "page_size": PAGE_SIZE},
             session=session, status=400,
         )
     trail = await newest_first(console_of(request).gateway, session.token, filters)
