@@ -20,13 +20,12 @@ from typing import Any, TypeVar
 
 import httpx
 import pytest
-from starlette.applications import Starlette
 
 from consent_sidecar.audit import AuditLog, AuditRecord
 from consent_sidecar.auth.gate import Authenticator, PrincipalsFile
 from consent_sidecar.auth.principals import hash_token
 from consent_sidecar.config import ServeConfig
-from consent_sidecar.console.app import create_app
+from consent_sidecar.console.app import ConsoleApp, create_app
 from consent_sidecar.console.server import bind, serve
 from consent_sidecar.console.settings import ConsoleConfig
 from consent_sidecar.process.server import Sidecar
@@ -51,6 +50,10 @@ categories:
   - id: C0004
     name: Targeting Cookies
     destinations: [google-ads, braze]
+  - id: C0006
+    name: Legacy Cookies
+    enabled: false
+    destinations: [doubleclick]
 """
 
 
@@ -96,7 +99,7 @@ class RunningAdmin:
 
 
 @contextlib.asynccontextmanager
-async def admin_sidecar(directory: Path, mapping: str = MAPPING, **serve: Any) -> AsyncIterator[RunningAdmin]:
+async def admin_sidecar(directory: Path, mapping: str = MAPPING, **serve_config: Any) -> AsyncIterator[RunningAdmin]:
     """The sidecar as `serve` builds it with --admin-listen and --principals, on 127.0.0.1:0."""
     path = directory / "mappings.yaml"
     path.write_text(mapping, encoding="utf-8")
@@ -104,7 +107,7 @@ async def admin_sidecar(directory: Path, mapping: str = MAPPING, **serve: Any) -
     principals_path.write_text(principals_yaml(), encoding="utf-8")
     cfg = ServeConfig(
         mappings=str(path), listen=("127.0.0.1:0",), admin_listen="127.0.0.1:0", principals=str(principals_path),
-        grace_period=1.0, **serve,
+        grace_period=1.0, **serve_config,
     )
     store = PolicyStore()
     store.load_initial(cfg.mappings)
@@ -181,7 +184,7 @@ class Stack:
     """The sidecar, the console app in front of it, and the clock its sessions use."""
 
     sidecar: RunningAdmin
-    app: Starlette
+    app: ConsoleApp
     clock: FakeClock
     config: ConsoleConfig
     clients: list[ConsoleClient] = field(default_factory=list)
@@ -192,15 +195,17 @@ class Stack:
         self.clients.append(c)
         return c
 
-    async def owner(self) -> ConsoleClient:
+    async def client_for(self, token: str) -> ConsoleClient:
+        """A fresh browser, signed in with `token`."""
         c = self.client()
-        await c.login(OWNER_TOKEN)
+        await c.login(token)
         return c
 
+    async def owner(self) -> ConsoleClient:
+        return await self.client_for(OWNER_TOKEN)
+
     async def member(self) -> ConsoleClient:
-        c = self.client()
-        await c.login(MEMBER_TOKEN)
-        return c
+        return await self.client_for(MEMBER_TOKEN)
 
 
 @contextlib.asynccontextmanager
@@ -215,7 +220,7 @@ async def console_stack(directory: Path, *, mapping: str = MAPPING, **config: An
         finally:
             for c in stack.clients:
                 await c.http.aclose()
-            await app.state.console.gateway.close()
+            await app.console.gateway.close()
 
 
 @pytest.fixture
@@ -292,3 +297,32 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedStack]:
         yield stack
     finally:
         stack.stop()
+
+
+@contextlib.asynccontextmanager
+async def served_console(config: ConsoleConfig) -> AsyncIterator[str]:
+    """The console served by uvicorn in this event loop (port 0); yields its URL, stops (draining) after."""
+    stop = asyncio.Event()
+    ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    task = asyncio.ensure_future(serve(config, bind(config.listen), stop=stop, ready=ready.set_result))
+    try:
+        yield await asyncio.wait_for(asyncio.shield(ready), timeout=30)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=30)
+
+
+@pytest.fixture
+def serve_console() -> Callable[[ConsoleConfig], contextlib.AbstractAsyncContextManager[str]]:
+    """`async with serve_console(config) as url:` the console on a real socket in this test's loop."""
+    return served_console
+
+
+@pytest.fixture
+def start_admin(tmp_path: Path) -> Callable[..., contextlib.AbstractAsyncContextManager[RunningAdmin]]:
+    """`admin_sidecar` bound to tmp_path: `async with start_admin(admin_tls_cert=...) as sidecar:`."""
+
+    def start(**kwargs: Any) -> contextlib.AbstractAsyncContextManager[RunningAdmin]:
+        return admin_sidecar(tmp_path, **kwargs)
+
+    return start
