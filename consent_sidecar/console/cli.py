@@ -160,12 +160,12 @@ def run(ns: argparse.Namespace) -> int:
         return 1
     from consent_sidecar.observe import logs
 
-    logs.configure(config.log_level, config.log_format)
     try:
         sock = server.bind(config.listen)
     except OSError as e:
         _err(f"--listen {config.listen}: cannot listen: {e.strerror or e}")
         return 1
+    logs.configure(config.log_level, config.log_format)
     # uvicorn drains on SIGTERM, then re-raises it to whatever handler was there before: make
     # that one harmless, so a drained shutdown exits 0 (SIGINT still ends in KeyboardInterrupt).
     previous = signal.signal(signal.SIGTERM, lambda *_: None)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 import pytest
+from consent_core.diff import AuditAction
 
 from consent_sidecar.console.security import CONTENT_SECURITY_POLICY
 from consent_sidecar.observe import logs
@@ -291,3 +292,15 @@ async def test_tokens_never_appear_in_pages_urls_headers_or_logs(stack: Stack, t
         json.loads(line)
         for secret in secrets:
             assert secret not in line
+
+
+async def test_signing_in_asks_the_api_what_the_token_may_do_and_changes_nothing(stack: Stack) -> None:
+    # There is no "who am I" RPC: the console sends EnableCategory of the empty id, which an owner's
+    # token gets refused as INVALID_ARGUMENT and a member's as PERMISSION_DENIED (recorded once).
+    mapping, generation, length = stack.sidecar.state()
+    await stack.owner()
+    assert stack.sidecar.state() == (mapping, generation, length), "an owner's sign-in leaves no trace"
+    await stack.member()
+    assert stack.sidecar.state()[:2] == (mapping, generation)
+    [probe] = stack.sidecar.events(after=length)
+    assert (probe.action, probe.actor, probe.detail) == (AuditAction.PERMISSION_DENIED, "bob", "EnableCategory")
