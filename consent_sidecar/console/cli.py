@@ -122,7 +122,12 @@ def standalone_parser(environ: Mapping[str, str] | None = None) -> argparse.Argu
         if action.choices is not None and value not in action.choices:
             p.error(f"argument {longs[0]} (from {name}): invalid choice {value!r}")
         action.default, action.required = value, False
-        action.help = f"{action.help} [env {name}]"
+    for action in p._actions:
+        longs = [o for o in action.option_strings if o.startswith("--")]
+        if longs and not isinstance(action, argparse._HelpAction):
+            name = _ENV_PREFIX + longs[0][2:].upper().replace("-", "_")
+            shown = "" if action.default is None else f" (default: {action.default})"
+            action.help = f"{action.help} [env {name}]{shown}"
     return p
 
 

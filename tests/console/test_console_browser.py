@@ -245,6 +245,20 @@ def test_owner_creates_edits_and_disables_a_category_by_keyboard(
     assert generation == str(served.sidecar.store.current.generation)
     shots(driver, "09-status")
 
+    # Turn it back on with its switch; the delete dialog asks for the name too, and Escape leaves it.
+    driver.find_element(By.LINK_TEXT, "Categories").send_keys(Keys.ENTER)
+    wait_url(driver, "/categories")
+    row(driver, "C0005").find_element(By.CSS_SELECTOR, "button.switch.off").send_keys(Keys.ENTER)
+    assert flash(driver) == "Enabled Social Media Cookies (C0005)."
+    assert row(driver, "C0005").find_elements(By.CSS_SELECTOR, "a.switch.on")
+    row(driver, "C0005").find_element(By.PARTIAL_LINK_TEXT, "Delete").send_keys(Keys.ENTER)
+    assert wait_for(driver, "#dialog-title").text == "Delete Social Media Cookies?"
+    assert not driver.find_element(By.ID, "confirm-submit").is_enabled()
+    shots(driver, "11-delete-dialog")
+    press(driver, Keys.ESCAPE)
+    wait_url(driver, "/categories")
+    assert row(driver, "C0005")  # still there
+
     assert console_errors(driver) == [], "no CSP violation or script error on any page"
     driver.find_element(By.CSS_SELECTOR, ".account button").send_keys(Keys.ENTER)
     wait_url(driver, "/login")
