@@ -304,3 +304,22 @@ async def test_signing_in_asks_the_api_what_the_token_may_do_and_changes_nothing
     assert stack.sidecar.state()[:2] == (mapping, generation)
     [probe] = stack.sidecar.events(after=length)
     assert (probe.action, probe.actor, probe.detail) == (AuditAction.PERMISSION_DENIED, "bob", "EnableCategory")
+
+
+def demote(path: Path, principal: str) -> None:
+    lines = path.read_text(encoding="utf-8").splitlines()
+    path.write_text("\n".join(ln.replace("role: owner", "role: member") if principal in ln else ln
+                              for ln in lines) + "\n", encoding="utf-8")
+
+
+async def test_an_owner_demoted_meanwhile_is_refused_by_the_api_and_loses_the_write_controls(stack: Stack) -> None:
+    owner = await stack.owner()
+    csrf = await owner.csrf()
+    demote(Path(stack.sidecar.principals.path), "alice")
+    assert stack.sidecar.principals.reload()
+    before = stack.sidecar.state()[:2]
+    r = await owner.post("/categories", {"id": "C0009", "name": "n", "destinations": "x", "csrf_token": csrf})
+    assert r.status_code == 403 and "CreateCategory requires role owner; principal &#39;alice&#39; is member" in r.text
+    assert stack.sidecar.state()[:2] == before
+    page = (await owner.get("/categories")).text
+    assert 'href="/categories/new"' not in page and "/disable" not in page
