@@ -303,5 +303,6 @@ def test_member_sees_every_page_without_write_controls_and_a_forged_post_is_refu
     message = wait_for(driver, "main .error")
     assert "DisableCategory requires role owner; principal 'bob' is member" in message.text
     assert driver.find_element(By.CSS_SELECTOR, "main h1").text == "Not allowed"
+    shots(driver, "12-member-refused")
     assert (served.sidecar.path.read_bytes(), served.sidecar.store.current.generation) == before
     assert console_errors(driver) == []
