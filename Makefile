@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 # test-fast: the pure and in-process tests (markers in tests/conftest.py), for the edit-test loop.
-.PHONY: run test test-fast lint typecheck lint-deploy lint-proto unit docs bench proto dist clean
+.PHONY: run test test-fast lint typecheck lint-deploy lint-proto unit browser docs bench proto dist clean
 
 $(STAMP): pyproject.toml core/pyproject.toml clients/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,8 +22,21 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy consent_sidecar core/consent_core clients/python/consent_client
 
+# The console's browser tests drive Debian's Chromium and ChromeDriver (nothing is downloaded at
+# test time). As root with apt (these machines, CI) they are installed when missing; anywhere
+# else this fails with the one command to run.
+browser:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing chromium and chromium-driver for the console's browser tests"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	else \
+	  echo "the console's browser tests need Debian's chromium and chromium-driver: run  sudo apt-get install -y chromium chromium-driver" >&2; \
+	  exit 1; \
+	fi
+
 # pytest exits 5 when it collects nothing: that is a failure here, not a pass.
-unit: $(STAMP)
+unit: $(STAMP) browser
 	@$(BIN)/pytest; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; fi; exit $$rc
 
