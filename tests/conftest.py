@@ -163,6 +163,8 @@ def channel(request: pytest.FixtureRequest, sidecar: RunningSidecar) -> grpc.aio
 INTEGRATION_MODULES = frozenset(
     {
         "cli/test_main.py",  # the console script in child processes
+        "console/test_console_browser.py",  # headless Chromium
+        "console/test_console_cli.py",  # the console verb's processes, HTTPS and admin TLS
         "clients/test_route_events.py",  # the example pipeline against a child-process sidecar
         "process/test_server.py",  # run() in child processes: signals, drain, exit codes
         "process/test_workers.py",  # serve --workers N

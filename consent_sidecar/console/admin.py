@@ -113,7 +113,7 @@ class AdminGateway:
     """AdminService over one channel, opened on first use in the running event loop.
 
     `target` is the admin listener (host:port or unix:/path); `credentials` None = plaintext.
-    Every method takes the caller's token and makes one call (`role` excepted, see there).
+    Every method takes the caller's token and makes one call.
     """
 
     def __init__(self, target: str, credentials: grpc.ChannelCredentials | None = None, *, timeout: float = 10.0):
@@ -179,18 +179,9 @@ class AdminGateway:
         return r
 
     async def role(self, token: str) -> Role:
-        """Whether `token` may write, asked of the AdminService itself.
-
-        The API has no "who am I" call, so this sends a write that cannot change anything
-        (EnableCategory of the empty id): an owner's is refused as INVALID_ARGUMENT, a member's
-        as PERMISSION_DENIED, which the sidecar records in the audit trail like any refused
-        write. Anything else (a listener without authentication, an outage) counts as read-only.
-        """
-        try:
-            await self._call("EnableCategory", admin_pb2.EnableCategoryRequest(category_id=""), token)
-        except AdminError as e:
-            return Role.OWNER if e.code in (Code.INVALID_ARGUMENT, Code.NOT_FOUND) else Role.MEMBER
-        return Role.OWNER  # unreachable while an empty id is never a category; an answer means it may write
+        """What `token` may do, asked of the AdminService (GetCaller: a read, nothing recorded)."""
+        caller: admin_pb2.Caller = await self._call("GetCaller", admin_pb2.GetCallerRequest(), token)
+        return Role.OWNER if caller.role == admin_pb2.ROLE_OWNER else Role.MEMBER
 
     # -- writes (owners; the AdminService refuses members) -------------------------------------
 

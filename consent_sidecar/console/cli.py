@@ -1,8 +1,8 @@
 """The `console` verb: its flags (defined once, in `add_flags`), its registration and its handler.
 
 `register(verbs)` adds `console` to the main command line's sub-parsers (which bind each flag
-to its CONSENT_SIDECAR_<FLAG> variable); `standalone_parser()` is the same flags for
-`python -m consent_sidecar.console`, reading the same variables by itself. `run(namespace)`
+to its CONSENT_SIDECAR_<FLAG> variable); `python -m consent_sidecar.console` runs that same
+verb through the main command line. `run(namespace)`
 serves until SIGTERM (exit 0) or SIGINT (130). Importing this module imports no web stack, so
 the main CLI works without the `console` extra; `run` says how to install it when it is missing.
 Must never take a token as a flag or variable: tokens are typed into the sign-in page.
@@ -16,8 +16,9 @@ import os
 import signal
 import sys
 from collections.abc import Mapping, Sequence
-from typing import Any, Final
+from typing import Final
 
+from consent_sidecar.cli.flags import Verbs, resolve_env, verb
 from consent_sidecar.console.settings import (
     DEFAULT_LISTEN,
     DEFAULT_SESSION_IDLE,
@@ -25,21 +26,20 @@ from consent_sidecar.console.settings import (
     ConsoleConfigError,
     split_host_port,
 )
+from consent_sidecar.process.addresses import AddressError, parse_address
 
-__all__ = ["DESCRIPTION", "add_flags", "config_from", "main", "register", "run", "standalone_parser"]
+__all__ = ["DESCRIPTION", "add_flags", "config_from", "main", "parse", "register", "run"]
 
 DESCRIPTION: Final = "serve the owner console (web) in front of a running sidecar's AdminService"
-_ENV_PREFIX: Final = "CONSENT_SIDECAR_"
 _UNITS: Final = {"s": 1.0, "m": 60.0, "h": 3600.0}
 _INSTALL: Final = "pip install 'consent-sidecar[console]'"
 
 
 def _admin_address(value: str) -> str:
-    if value.startswith("unix:"):
-        if len(value) > len("unix:"):
-            return value
-        raise argparse.ArgumentTypeError(f"invalid address {value!r}: unix: needs a path, e.g. unix:/run/admin.sock")
-    _listen(value)
+    try:
+        parse_address(value)
+    except AddressError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
     return value
 
 
@@ -91,44 +91,18 @@ def add_flags(p: argparse.ArgumentParser) -> None:
                    default="info", help="minimum level logged")
 
 
-def register(verbs: argparse._SubParsersAction[Any]) -> argparse.ArgumentParser:
-    """Adds the `console` verb to the main command line's sub-parsers; returns its parser."""
-    p: argparse.ArgumentParser = verbs.add_parser("console", help=DESCRIPTION, description=DESCRIPTION)
-    add_flags(p)
-    p.set_defaults(handler=run, parser=p)
-    return p
+def register(verbs: Verbs) -> None:
+    """Adds the `console` verb to the main command line (which binds each flag to its variable)."""
+    add_flags(verb(verbs, "console", run, DESCRIPTION))
 
 
-def standalone_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
-    """`python -m consent_sidecar.console`: the same flags, each defaulting to its CONSENT_SIDECAR_ variable.
+def parse(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> argparse.Namespace:
+    """`consent-sidecar console ARGV` parsed as the main command line parses it, variables included."""
+    from consent_sidecar.cli import build_parser  # the package imports this module: not at import time
 
-    A variable set to "" counts as unset; a flag on the command line beats its variable.
-    """
-    env = os.environ if environ is None else environ
-    p = argparse.ArgumentParser(prog="python -m consent_sidecar.console", description=DESCRIPTION)
-    add_flags(p)
-    for action in p._actions:
-        longs = [o for o in action.option_strings if o.startswith("--")]
-        if not longs or isinstance(action, argparse._HelpAction):
-            continue
-        name = _ENV_PREFIX + longs[0][2:].upper().replace("-", "_")
-        raw = env.get(name, "")
-        if not raw:
-            continue
-        try:
-            value = action.type(raw) if callable(action.type) else raw
-        except argparse.ArgumentTypeError as e:
-            p.error(f"argument {longs[0]} (from {name}): {e}")
-        if action.choices is not None and value not in action.choices:
-            p.error(f"argument {longs[0]} (from {name}): invalid choice {value!r}")
-        action.default, action.required = value, False
-    for action in p._actions:
-        longs = [o for o in action.option_strings if o.startswith("--")]
-        if longs and not isinstance(action, argparse._HelpAction):
-            name = _ENV_PREFIX + longs[0][2:].upper().replace("-", "_")
-            shown = "" if action.default is None else f" (default: {action.default})"
-            action.help = f"{action.help} [env {name}]{shown}"
-    return p
+    ns = build_parser().parse_args(["console", *argv])
+    resolve_env(ns.parser, ns, os.environ if environ is None else environ)
+    return ns
 
 
 def config_from(ns: argparse.Namespace) -> ConsoleConfig:
@@ -185,9 +159,7 @@ def run(ns: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m consent_sidecar.console [flags]`: returns the exit code."""
-    try:
-        ns = standalone_parser().parse_args(argv)
-    except SystemExit as e:
-        return e.code if isinstance(e.code, int) else 2
-    return run(ns)
+    """`python -m consent_sidecar.console [flags]`: `consent-sidecar console [flags]`; returns the exit code."""
+    from consent_sidecar.cli import run_cli
+
+    return run_cli(["console", *(sys.argv[1:] if argv is None else argv)])

@@ -15,6 +15,8 @@ from typing import Final
 
 import grpc
 
+from consent_sidecar.process.addresses import AddressError, parse_address
+
 __all__ = [
     "DEFAULT_LISTEN",
     "DEFAULT_SESSION_IDLE",
@@ -102,15 +104,13 @@ def admin_channel_credentials(config: ConsoleConfig) -> grpc.ChannelCredentials 
 
 
 def split_host_port(address: str) -> tuple[str, int]:
-    """`host:port` (IPv6 in brackets) as (host, port); ConsoleConfigError naming --listen otherwise."""
-    host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise ConsoleConfigError(f"--listen {address!r}: expected host:port, e.g. 127.0.0.1:8080")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    elif ":" in host:
-        raise ConsoleConfigError(f"--listen {address!r}: put an IPv6 host in brackets, e.g. [::1]:8080")
-    return host, int(port)
+    """`host:port` (IPv6 in brackets) as (host, port), through the sidecar's one address parser;
+    ConsoleConfigError naming --listen otherwise (the console serves TCP only)."""
+    try:
+        parsed = parse_address(address, unix=False)
+    except AddressError as e:
+        raise ConsoleConfigError(f"--listen {address!r}: {e.reason}") from None
+    return parsed.host, parsed.port
 
 
 def is_loopback(host: str) -> bool:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 
-from consent_sidecar.console.cli import add_flags, config_from, main, register, standalone_parser
+from consent_sidecar.console.cli import add_flags, config_from, main, parse, register
 from consent_sidecar.console.settings import ConsoleConfig, ConsoleConfigError, is_loopback
 
 if TYPE_CHECKING:
@@ -63,7 +63,7 @@ def test_every_flag_is_a_plain_option_the_main_clis_variables_can_bind() -> None
 def test_variables_fill_flags_and_a_flag_beats_its_variable() -> None:
     env = {"CONSENT_SIDECAR_ADMIN_ADDRESS": "unix:/run/admin.sock", "CONSENT_SIDECAR_SESSION_IDLE": "15m",
            "CONSENT_SIDECAR_LISTEN": "127.0.0.1:9000", "CONSENT_SIDECAR_TLS_CERT": ""}
-    ns = standalone_parser(env).parse_args(["--listen", "127.0.0.1:9100"])
+    ns = parse(["--listen", "127.0.0.1:9100"], env)
     config = config_from(ns)
     assert (config.admin_address, config.session_idle, config.listen) == ("unix:/run/admin.sock", 900.0,
                                                                           "127.0.0.1:9100")
@@ -85,14 +85,14 @@ def test_usage_errors_exit_2_naming_the_flag(
     capsys: pytest.CaptureFixture[str], argv: list[str], env: dict[str, str], message: str
 ) -> None:
     with pytest.raises(SystemExit) as exit_:
-        standalone_parser(env).parse_args(argv)
+        parse(argv, env)
     assert exit_.value.code == 2
     assert message in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(("raw", "seconds"), [("90", 90.0), ("30m", 1800.0), ("1h", 3600.0), ("2.5s", 2.5)])
 def test_session_idle_reads_seconds_minutes_or_hours(raw: str, seconds: float) -> None:
-    ns = standalone_parser({}).parse_args(["--admin-address", "a:1", "--session-idle", raw])
+    ns = parse(["--admin-address", "a:1", "--session-idle", raw], {})
     assert ns.session_idle == seconds
 
 

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING
 
 import httpx
 import pytest
-from consent_core.diff import AuditAction
 
+from consent_sidecar.audit import AuditAction
 from consent_sidecar.console.app import create_app
 from consent_sidecar.console.settings import ConsoleConfig
 
