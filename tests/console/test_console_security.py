@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING
 import httpx
 import pytest
 
-from consent_sidecar.audit import AuditAction
 from consent_sidecar.console.security import CONTENT_SECURITY_POLICY
 from consent_sidecar.observe import logs
 
