@@ -1,0 +1,140 @@
+"""A cache of a pure function, bounded in bytes, that steps aside when it does not pay; pure.
+
+Owns the memos of one compiled index. Never holds more than its byte budget (an estimate
+per entry from its key's and value's sizes, given by the caller), never does I/O, never decides.
+
+- Two generations (young, old): a hit in old moves to young; when young's share of the budget
+  is full it becomes old and the previous old is dropped (counted in `evictions`). Entries in
+  steady use survive a rotation, and memory stays under the budget.
+- Keyed by the key's hash: a probe hashes the key once (a destination list is a tuple of
+  20 strings: hashing it is most of a probe's cost), each generation is an int-keyed dict,
+  and an entry keeps its key to be compared on a hit. A collision only costs a miss.
+- Traffic that never repeats (a destination list per event) would pay a probe and a store per
+  event, and churn memory (and the garbage collector) for nothing: when fewer than one lookup in
+  `_MIN_HIT_SHARE` hits over a window, the memo turns off. Off, it is bypassed (`skip`, a
+  countdown) except for one call in `_SAMPLE_EVERY`, whose key's hash it remembers in a set of
+  ints; when enough sampled keys repeat, the memo turns back on.
+
+Threads may race on it and lose an entry or a count; never get a wrong answer.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import Final, Generic, TypeVar
+
+__all__ = ["DEFAULT_MEMO_BYTES", "Memo", "MemoStats"]
+
+DEFAULT_MEMO_BYTES: Final = 32 << 20  # per compiled index (one policy snapshot)
+
+_WINDOW: Final = 512  # lookups (on) or sampled calls (off) per look at the hit rate
+_MIN_HIT_SHARE: Final = 8  # below 1 hit in 8 lookups the memo does not pay for its probes
+_SAMPLE_EVERY: Final = 8  # off: one call in 8 is sampled
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+@dataclass(frozen=True, slots=True)
+class MemoStats:
+    """What a memo (or an index's memos together) holds and has dropped."""
+
+    entries: int
+    bytes: int  # estimated
+    budget: int
+    evictions: int  # entries dropped to stay within the budget, since compile
+
+
+class Memo(Generic[K, V]):
+    """key -> value in two generations, at most `budget` estimated bytes in all.
+
+    The hot path reads `young` inline: `e = memo.young.get(h)` then `e[0] == key` (h = hash(key));
+    `get` (young then old) and `put` are the general path. Entries are (key, value, size).
+    """
+
+    __slots__ = (
+        "budget", "evictions", "hits", "misses", "old", "old_bytes", "seen", "skip", "young", "young_bytes",
+    )
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self.young: dict[int, tuple[K, V, int]] = {}
+        self.old: dict[int, tuple[K, V, int]] = {}
+        self.young_bytes = 0
+        self.old_bytes = 0
+        self.evictions = 0  # entries dropped with an old generation (a promoted one counts too)
+        self.hits = 0
+        self.misses = 0
+        self.skip = 0  # off: calls left to bypass before the next sample; on: 0
+        self.seen: set[int] | None = None  # off: hashes of the sampled keys; on: None
+        if budget <= 0:
+            self.skip = sys.maxsize  # no budget: off for good
+
+    def get(self, h: int, key: K) -> V | None:
+        """The value memoised for `key` (whose hash is `h`), or None; counts the hit or miss."""
+        e = self.young.get(h)
+        if e is not None and e[0] == key:
+            self.hits += 1
+            return e[1]
+        e = self.old.get(h)
+        if e is not None and e[0] == key:
+            self.hits += 1
+            self.put(h, key, e[1], e[2])  # promoted: used in this generation too
+            return e[1]
+        self.misses += 1
+        return None
+
+    def sample(self, h: int) -> None:
+        """Off: a sampled call's key hash (the caller bypassed the memo `skip` times before it)."""
+        seen = self.seen
+        self.skip = _SAMPLE_EVERY - 1
+        if seen is None:
+            return
+        if h in seen:
+            self.hits += 1
+        else:
+            self.misses += 1
+            if len(seen) < _WINDOW * 4:
+                seen.add(h)
+        if self.hits + self.misses >= _WINDOW:
+            if self.hits * _MIN_HIT_SHARE >= _WINDOW:  # keys repeat: on again
+                self.seen = None
+                self.skip = 0
+            else:
+                seen.clear()
+            self.hits = self.misses = 0
+
+    def put(self, h: int, key: K, value: V, size: int) -> None:
+        """Remembers `value` for `key`; `size` estimates the bytes the entry keeps alive."""
+        lookups = self.misses + self.hits
+        if lookups >= _WINDOW:
+            if self.hits * _MIN_HIT_SHARE < lookups:  # off: keys do not repeat enough to pay
+                self.seen = set()
+                self.skip = _SAMPLE_EVERY - 1
+            self.hits = self.misses = 0
+        half = self.budget >> 1
+        if size > half >> 4:  # one huge entry must not flush everything else
+            return
+        if self.young_bytes + size > half:
+            self.evictions += len(self.old)
+            self.old = self.young
+            self.old_bytes = self.young_bytes
+            self.young = {}
+            self.young_bytes = 0
+        self.young[h] = (key, value, size)
+        self.young_bytes += size
+
+    def clear(self) -> None:
+        """Forgets everything (counted as evictions) and samples the hit rate afresh."""
+        self.evictions += len(self.young) + len(self.old)
+        self.young = {}
+        self.old = {}
+        self.young_bytes = self.old_bytes = 0
+        self.hits = self.misses = 0
+        self.skip = sys.maxsize if self.budget <= 0 else 0
+        self.seen = None
+
+    def stats(self) -> MemoStats:
+        entries = len(self.young) + len(self.old)
+        return MemoStats(entries, self.young_bytes + self.old_bytes, self.budget, self.evictions)
