@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import gc
+import tracemalloc
+
+from consent_core.index import compile
 from consent_core.memo import Memo
+
+from .test_index import table_mapping
 
 
 def _put(memo: Memo[str, int], key: str, size: int) -> None:
@@ -72,3 +78,27 @@ def test_no_budget_means_always_off() -> None:
     assert memo.skip > 1 << 40
     memo.clear()
     assert memo.skip > 1 << 40
+
+
+def test_many_distinct_large_consent_maps_keep_the_index_within_its_budget() -> None:
+    """Hostile traffic: 64 KB consent maps, each one new, with varying destination lists."""
+    budget = 1 << 20
+    index = compile(table_mapping(), memo_bytes=budget)
+    filler = {f"unknown-category-{j:05d}-{'x' * 12}": j % 2 == 0 for j in range(2_000)}  # ~64 KB of ids
+    dests = ["amplitude", "google-ads", "braze", "aws-s3", "hotjar"]
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(600):  # ~38 MB of consent maps in all, each dropped after its decision
+            prefs = {**filler, f"C000{i % 10}": True, f"nonce-{i}": True}
+            index.decide(prefs, [*dests[: 1 + i % 5], f"tool-{i}"])
+            index.decide(prefs, [*dests[: 1 + i % 5], f"tool-{i}"], explain=True)
+            index.decide(prefs, dests)
+        del prefs
+        gc.collect()
+        retained = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert index.memo_stats().bytes <= budget
+    assert retained < 2 * budget  # coarse: what the memos hold (estimates) plus allocator slack
