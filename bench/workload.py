@@ -8,9 +8,10 @@ naming an instance (`dest-007/eu`) or a destination the mapping does not know. C
 C0001 (strictly necessary), 20% a random choice per category. Pure; no I/O but `write_mapping`.
 
 `build_varying()` is the same mapping under traffic whose destination lists do not repeat: each
-event asks about 20 destinations drawn at random from the 200 (so a memo keyed on the list
-misses), consent ~55% grant all, ~25% C0001 only, ~15% random, ~5% absent. With `lists=N` the
-events draw from N fixed lists instead (what a batch from a few sources looks like).
+event asks about 20 destinations drawn at random from the 200, consent ~55% grant all, ~25%
+C0001 only, ~15% random, ~5% absent. 20,000 events, more than the default memos hold (in the
+index or the server), so replaying them in a loop cannot turn into memo hits. With `lists=N`
+the events draw from N fixed lists instead (what a batch from a few sources looks like).
 """
 
 from __future__ import annotations
@@ -194,6 +195,7 @@ def build(n_events: int = N_EVENTS, seed: int = SEED) -> Workload:
 VARYING_NO_CONSENT_SHARE = 0.05
 VARYING_GRANT_ALL_SHARE = 0.55
 VARYING_NECESSARY_ONLY_SHARE = 0.25  # the rest (15%) is random
+VARYING_EVENTS = 20_000  # ~37 MB of (consent, destinations) memo entries: over any default budget
 
 
 def _varying_preferences(rng: random.Random) -> dict[str, bool] | None:
@@ -208,7 +210,7 @@ def _varying_preferences(rng: random.Random) -> dict[str, bool] | None:
     return {cid: cid == "C0001" or rng.random() < 0.5 for cid in ids}
 
 
-def build_varying(n_events: int = N_EVENTS, seed: int = SEED + 16, *, lists: int | None = None) -> Workload:
+def build_varying(n_events: int = VARYING_EVENTS, seed: int = SEED + 16, *, lists: int | None = None) -> Workload:
     """`build()`'s mapping; each event asks about 20 destinations drawn at random from the 200
     (or, with `lists`, one of that many fixed random lists); the varying consent mix."""
     mapping = _mapping(random.Random(SEED))  # the very mapping of build(): one file serves both
