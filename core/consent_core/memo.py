@@ -30,7 +30,7 @@ DEFAULT_MEMO_BYTES: Final = 32 << 20  # per compiled index (one policy snapshot)
 
 _WINDOW: Final = 512  # lookups (on) or sampled calls (off) per look at the hit rate
 _MIN_HIT_SHARE: Final = 8  # below 1 hit in 8 lookups the memo does not pay for its probes
-_SAMPLE_EVERY: Final = 8  # off: one call in 8 is sampled
+_SAMPLE_EVERY: Final = 16  # off: one call in 16 is sampled
 
 K = TypeVar("K")
 V = TypeVar("V")

@@ -157,8 +157,14 @@ class Split:
                     tables.put(granted, granted, e[1], e[2])  # promoted
             if e is not None:
                 table = e[1]
-        if table is not None and self._known.issuperset(dests):
+        if table is not None:
             is_blocked, ids = table
+            if is_blocked and not ids and limits is None and not self._unknown_need:
+                # No known id blocked, unknown ones allowed, nothing to check: every id is allowed.
+                return _tuple_new(Outcome, (dests, (), None))
+            if not self._known.issuperset(dests):
+                table = None  # an instance, unknown or invalid id: the pass resolves it
+        if table is not None:
             if not ids:
                 return _tuple_new(Outcome, ((dests, (), None) if is_blocked else ((), dests, None)))
             contains = ids.__contains__
