@@ -119,11 +119,10 @@ class Explainer:
         """The explained outcome by consent alone, memoised per snapshot."""
         memo = self._outcomes
         key = (granted, dests)
-        h = hash(key)
-        hit = memo.get(h, key)
+        hit = memo.get(key)
         if hit is None:
             hit = finish(self.decisions(granted, dests), None)
-            memo.put(h, key, hit, ENTRY_BYTES + (ID_BYTES + _DECISION_BYTES) * len(dests) + sum(map(len, dests)))
+            memo.put(key, hit, ENTRY_BYTES + (ID_BYTES + _DECISION_BYTES) * len(dests) + sum(map(len, dests)))
         return hit
 
     def decisions(self, granted: int | None, dests: tuple[str, ...]) -> list[Decision]:
@@ -140,15 +139,14 @@ class Explainer:
                     base = self._base(d)
                     r = 0 if base is None else relevant[base]
                 key = (d, granted & r)
-            h = hash(key)
-            e = memo.young.get(h)
-            if e is not None and e[0] == key:
-                dec = e[1]
+            e = memo.young.get(key)
+            if e is not None:
+                dec = e[0]
             else:
-                got = memo.get(h, key)
+                got = memo.get(key)
                 if got is None:
                     got = self.explain(granted, d)
-                    memo.put(h, key, got, _DECISION_BYTES + 2 * len(d) + 100)
+                    memo.put(key, got, _DECISION_BYTES + 2 * len(d) + 100)
                 dec = got
             out.append(dec)
         return out

@@ -197,12 +197,20 @@ class Index:
                     if b is not None:
                         granted |= b
         if not (explain or integrations or preference_event):  # the common case
-            memo = self._memo
-            if memo.skip and destinations:  # `decide_plain` with the memo off, inlined
-                memo.skip -= 1
+            if destinations:
+                memo = self._memo
                 dests = destinations if type(destinations) is tuple else tuple(destinations)
-                return self._split.split(granted, dests, limits, field)
-            return self.decide_plain(granted, destinations, limits=limits, field=field)
+                if memo.skip:  # off (traffic that does not repeat): the compiled pass alone
+                    memo.skip -= 1
+                    return self._split.split(granted, dests, limits, field)
+                if memo.seen is None:  # on: a hit, inlined (repeated lists and consents)
+                    e = memo.young.get((granted, dests))
+                    if e is not None:
+                        memo.hits += 1
+                        out, checked = e[0]
+                        if limits is None or checked is limits:
+                            return out
+            return self._plain(granted, destinations, limits, field)
         if limits is not None:
             self._split.check(destinations, limits, field)
         return self.decide_mask(
@@ -231,12 +239,20 @@ class Index:
                     return None
                 if type(k) is not str:
                     return None
-        memo = self._memo
-        if memo.skip and destinations:  # as in `decide`
-            memo.skip -= 1
+        if destinations:  # as in `decide`
+            memo = self._memo
             dests = destinations if type(destinations) is tuple else tuple(destinations)
-            return self._split.split(granted, dests, limits, field)
-        return self.decide_plain(granted, destinations, limits=limits, field=field)
+            if memo.skip:
+                memo.skip -= 1
+                return self._split.split(granted, dests, limits, field)
+            if memo.seen is None:
+                e = memo.young.get((granted, dests))
+                if e is not None:
+                    memo.hits += 1
+                    out, checked = e[0]
+                    if checked is limits:
+                        return out
+        return self._plain(granted, destinations, limits, field)
 
     def decide_plain(
         self,
@@ -251,6 +267,9 @@ class Index:
         granted: `granted_mask` of the consent; None = no consent object. `destinations` as in
         `decide`, validated against `limits` when given.
         """
+        return self._plain(granted, destinations, limits, field)
+
+    def _plain(self, granted: int | None, destinations: Sequence[str], limits: Limits | None, field: str) -> Outcome:
         if destinations:
             dests = destinations if type(destinations) is tuple else tuple(destinations)
         else:
@@ -261,21 +280,15 @@ class Index:
             memo.skip -= 1
             return self._split.split(granted, dests, limits, field)
         key = (granted, dests)
-        h = hash(key)
         if memo.seen is not None:  # off, and this call is sampled
-            memo.sample(h)
+            memo.sample(key)
             return self._split.split(granted, dests, limits, field)
-        e = memo.young.get(h)
-        if e is not None and e[0] == key:
-            memo.hits += 1
-            out, checked = e[1]
-        else:
-            got = memo.get(h, key)
-            if got is None:
-                out = self._split.split(granted, dests, limits, field)
-                memo.put(h, key, (out, limits), ENTRY_BYTES + ID_BYTES * len(dests) + sum(map(len, dests)))
-                return out
-            out, checked = got
+        got = memo.get(key)
+        if got is None:
+            out = self._split.split(granted, dests, limits, field)
+            memo.put(key, (out, limits), ENTRY_BYTES + ID_BYTES * len(dests) + sum(map(len, dests)))
+            return out
+        out, checked = got
         if limits is not None and checked is not limits:
             self._split.check(dests, limits, field)  # memoised unchecked, or under other limits
         return out

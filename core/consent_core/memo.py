@@ -6,10 +6,10 @@ per entry from its key's and value's sizes, given by the caller), never does I/O
 - Two generations (young, old): a hit in old moves to young; when young's share of the budget
   is full it becomes old and the previous old is dropped (counted in `evictions`). Entries in
   steady use survive a rotation, and memory stays under the budget.
-- Keyed by the key's hash: a probe hashes the key once (a destination list is a tuple of
-  20 strings: hashing it is most of a probe's cost), each generation is an int-keyed dict,
-  and an entry keeps its key to be compared on a hit. A collision only costs a miss.
-- Traffic that never repeats (a destination list per event) would pay a probe and a store per
+- Entries are (value, size), keyed by the key itself: a hit (the case that matters) hashes it
+  once, inside the dict. Misses hash it again for the old generation and the store, which is
+  why the memo steps aside when it mostly misses:
+- traffic that never repeats (a destination list per event) would pay a probe and a store per
   event, and churn memory (and the garbage collector) for nothing: when fewer than one lookup in
   `_MIN_HIT_SHARE` hits over a window, the memo turns off. Off, it is bypassed (`skip`, a
   countdown) except for one call in `_SAMPLE_EVERY`, whose key's hash it remembers in a set of
@@ -49,8 +49,9 @@ class MemoStats:
 class Memo(Generic[K, V]):
     """key -> value in two generations, at most `budget` estimated bytes in all.
 
-    The hot path reads `young` inline: `e = memo.young.get(h)` then `e[0] == key` (h = hash(key));
-    `get` (young then old) and `put` are the general path. Entries are (key, value, size).
+    The hot path reads `young` inline (`e = memo.young.get(key)`, then `e[0]` is the value, and
+    `memo.hits += 1`); `get` (young then old) and `put` are the general path; when `skip` is
+    set the memo is off and the caller bypasses it, calling `sample` instead once it runs out.
     """
 
     __slots__ = (
@@ -59,8 +60,8 @@ class Memo(Generic[K, V]):
 
     def __init__(self, budget: int) -> None:
         self.budget = budget
-        self.young: dict[int, tuple[K, V, int]] = {}
-        self.old: dict[int, tuple[K, V, int]] = {}
+        self.young: dict[K, tuple[V, int]] = {}
+        self.old: dict[K, tuple[V, int]] = {}
         self.young_bytes = 0
         self.old_bytes = 0
         self.evictions = 0  # entries dropped with an old generation (a promoted one counts too)
@@ -71,26 +72,27 @@ class Memo(Generic[K, V]):
         if budget <= 0:
             self.skip = sys.maxsize  # no budget: off for good
 
-    def get(self, h: int, key: K) -> V | None:
-        """The value memoised for `key` (whose hash is `h`), or None; counts the hit or miss."""
-        e = self.young.get(h)
-        if e is not None and e[0] == key:
+    def get(self, key: K) -> V | None:
+        """The value memoised for `key`, or None; counts the hit or miss."""
+        e = self.young.get(key)
+        if e is not None:
             self.hits += 1
-            return e[1]
-        e = self.old.get(h)
-        if e is not None and e[0] == key:
+            return e[0]
+        e = self.old.get(key)
+        if e is not None:
             self.hits += 1
-            self.put(h, key, e[1], e[2])  # promoted: used in this generation too
-            return e[1]
+            self.put(key, e[0], e[1])  # promoted: used in this generation too
+            return e[0]
         self.misses += 1
         return None
 
-    def sample(self, h: int) -> None:
-        """Off: a sampled call's key hash (the caller bypassed the memo `skip` times before it)."""
+    def sample(self, key: K) -> None:
+        """Off: a sampled call's key (the caller bypassed the memo `skip` times before it)."""
         seen = self.seen
         self.skip = _SAMPLE_EVERY - 1
         if seen is None:
             return
+        h = hash(key)
         if h in seen:
             self.hits += 1
         else:
@@ -105,7 +107,7 @@ class Memo(Generic[K, V]):
                 seen.clear()
             self.hits = self.misses = 0
 
-    def put(self, h: int, key: K, value: V, size: int) -> None:
+    def put(self, key: K, value: V, size: int) -> None:
         """Remembers `value` for `key`; `size` estimates the bytes the entry keeps alive."""
         lookups = self.misses + self.hits
         if lookups >= _WINDOW:
@@ -122,7 +124,7 @@ class Memo(Generic[K, V]):
             self.old_bytes = self.young_bytes
             self.young = {}
             self.young_bytes = 0
-        self.young[h] = (key, value, size)
+        self.young[key] = (value, size)
         self.young_bytes += size
 
     def clear(self) -> None:

@@ -147,16 +147,16 @@ class Split:
         tables = self.tables
         counted = False  # whether the mask has no entry in `tables` yet (its work is counted)
         table: _Table | None = None
-        if tables is not None:  # keyed by the mask itself; an entry's table is None when too large
+        if tables is not None:  # an entry's table is None when it would be too large
             e = tables.young.get(granted)
             if e is None:
                 e = tables.old.get(granted)
                 if e is None:
                     counted = True
                 else:
-                    tables.put(granted, granted, e[1], e[2])  # promoted
+                    tables.put(granted, e[0], e[1])  # promoted
             if e is not None:
-                table = e[1]
+                table = e[0]
         if table is not None:
             is_blocked, ids = table
             if is_blocked and not ids and limits is None and not self._unknown_need:
@@ -205,7 +205,7 @@ class Split:
             return
         work.pop(granted, None)
         table = self._table(granted)  # None: too large, remembered as such (the pass it is)
-        tables.put(granted, granted, table, _NO_TABLE_BYTES if table is None else sys.getsizeof(table[1]) + 100)
+        tables.put(granted, table, _NO_TABLE_BYTES if table is None else sys.getsizeof(table[1]) + 100)
 
     def _table(self, granted: int) -> _Table | None:
         """The few known ids `granted` blocks (True) or allows (False); None when neither side is few."""

@@ -574,8 +574,8 @@ def test_integrations_do_not_leak_into_the_memo() -> None:
 
 def _held(index: Index) -> tuple[int, int]:
     """(entries, characters of destination ids) the plain outcome memo really holds."""
-    entries = [*index._memo.young.values(), *index._memo.old.values()]
-    return len(entries), sum(len(d) for (_, dests), _, _ in entries for d in dests)
+    keys = [*index._memo.young, *index._memo.old]
+    return len(keys), sum(len(d) for _, dests in keys for d in dests)
 
 
 def test_memo_stays_within_its_byte_budget_and_counts_evictions() -> None:

@@ -12,7 +12,7 @@ from .test_index import table_mapping
 
 
 def _put(memo: Memo[str, int], key: str, size: int) -> None:
-    memo.put(hash(key), key, len(key), size)
+    memo.put(key, len(key), size)
 
 
 def test_a_full_generation_rotates_and_counts_what_it_drops() -> None:
@@ -25,8 +25,8 @@ def test_a_full_generation_rotates_and_counts_what_it_drops() -> None:
     stats = memo.stats()
     assert stats.bytes <= 2_000
     assert stats.evictions == 50 - stats.entries > 0
-    assert memo.get(hash("k49"), "k49") == 3  # the newest survive
-    assert memo.get(hash("k0"), "k0") is None
+    assert memo.get("k49") == 3  # the newest survive
+    assert memo.get("k0") is None
 
 
 def test_a_hit_in_the_old_generation_survives_the_next_rotation() -> None:
@@ -34,34 +34,27 @@ def test_a_hit_in_the_old_generation_survives_the_next_rotation() -> None:
     _put(memo, "hot", 50)
     for i in range(20):  # young fills and becomes old
         _put(memo, f"k{i}", 50)
-    assert memo.get(hash("hot"), "hot") == 3  # found in old: promoted to young
+    assert memo.get("hot") == 3  # found in old: promoted to young
     for i in range(20, 38):  # the next rotation drops the old generation
         _put(memo, f"k{i}", 50)
-    assert memo.get(hash("hot"), "hot") == 3
+    assert memo.get("hot") == 3
 
 
 def test_an_entry_larger_than_a_sixteenth_of_a_generation_is_not_kept() -> None:
     memo: Memo[str, int] = Memo(budget=32_000)
     _put(memo, "small", 500)
     _put(memo, "huge", 1_001)
-    assert memo.get(hash("small"), "small") == 5
-    assert memo.get(hash("huge"), "huge") is None
+    assert memo.get("small") == 5
+    assert memo.get("huge") is None
     assert memo.stats().bytes == 500
-
-
-def test_a_colliding_hash_is_a_miss_never_a_wrong_value() -> None:
-    memo: Memo[str, int] = Memo(budget=1 << 20)
-    memo.put(7, "a", 1, 10)
-    assert memo.get(7, "b") is None
-    assert memo.get(7, "a") == 1
 
 
 def test_traffic_that_never_repeats_turns_the_memo_off_and_repeats_turn_it_on() -> None:
     memo: Memo[int, int] = Memo(budget=1 << 30)
     n = 0
     while not memo.skip:  # every lookup misses: after a window the memo is off
-        assert memo.get(n, n) is None
-        memo.put(n, n, n, 100)
+        assert memo.get(n) is None
+        memo.put(n, n, 100)
         n += 1
     assert n <= 1_024 and memo.seen is not None
     while memo.seen is not None:  # off, sampled calls see the same few keys again and again
