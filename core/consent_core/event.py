@@ -30,7 +30,7 @@ class ParsedEvent:
 
 def check_destinations(destinations: Sequence[str], limits: Limits, field: str = "destinations") -> None:
     """Raises InvalidArgument unless every id is 1..max bytes, none starts with '/', and there are
-    not too many. `Index.decide(..., limits=...)` checks the same, inside its decision pass."""
+    not too many. `Index.decide_validated` checks the same, inside its decision pass."""
     check_destination_ids(destinations, limits, field)
 
 
@@ -129,4 +129,4 @@ def decide_one(
             ev.preferences, destinations, integrations=ev.integrations,
             preference_event=ev.preference_event, explain=explain,
         )
-    return index.decide(preferences, destinations, explain=explain, limits=limits, field=f"{field}destinations")
+    return index.decide_validated(preferences, destinations, limits, f"{field}destinations", explain=explain)

@@ -96,9 +96,9 @@ class Index:
         self._explainer = Explainer(
             rows, self._cat_names, deny_unknown, memo_bytes // _EXPLAINED_SHARE, memo_bytes // _DECISIONS_SHARE
         )
-        # (granted, destinations) -> (Outcome without decisions, the Limits its ids were checked
-        # against or None); granted None = no consent object.
-        self._memo: Memo[tuple[int | None, tuple[str, ...]], tuple[Outcome, Limits | None]] = Memo(
+        # (granted, destinations) -> Outcome without decisions, tagged with the Limits its ids were
+        # checked against (None: unchecked); granted None = no consent object.
+        self._memo: Memo[tuple[int | None, tuple[str, ...]], Outcome] = Memo(
             memo_bytes // _PLAIN_SHARE
         )
 
@@ -173,8 +173,6 @@ class Index:
         integrations: Mapping[str, object] | None = None,
         preference_event: bool = False,
         explain: bool = False,
-        limits: Limits | None = None,
-        field: str = "destinations",
     ) -> Outcome:
         """Decides one event (docs/reference.md, decision semantics).
 
@@ -182,48 +180,49 @@ class Index:
         destinations: as requested (instances allowed); empty = every known destination.
         integrations: the event's `integrations` object, applied after consent.
         preference_event: a "Segment Consent Preference Updated" track event.
-        limits: validate `destinations` against them first (InvalidArgument naming `field[i]`,
-            as consent_core.event.check_destinations); without, they are assumed valid.
-        Preferences are assumed valid (see consent_core.event); this is the hot path.
+        Inputs are assumed valid (see consent_core.event, or `decide_validated`); the hot path.
         """
-        if preferences is None:
-            granted = None
-        else:  # granted_mask, inlined: the per-event loop every decision pays
-            get = self._bits.get
-            granted = 0
-            for k, v in preferences.items():
-                if v is True:
-                    b = get(k)
-                    if b is not None:
-                        granted |= b
+        granted = None if preferences is None else self.granted_mask(preferences)
         if not (explain or integrations or preference_event):  # the common case
             if destinations:
                 memo = self._memo
                 dests = destinations if type(destinations) is tuple else tuple(destinations)
                 if memo.skip:  # off (traffic that does not repeat): the compiled pass alone
                     memo.skip -= 1
-                    return self._split.split(granted, dests, limits, field)
+                    return self._split.split(granted, dests)
                 if memo.seen is None:  # on: a hit, inlined (repeated lists and consents)
                     e = memo.young.get((granted, dests))
-                    if e is not None:
+                    if e is not None:  # checked or not, its ids were valid: nothing to check here
                         memo.hits += 1
-                        out, checked = e[0]
-                        if limits is None or checked is limits:
-                            return out
-            return self._plain(granted, destinations, limits, field)
-        if limits is not None:
-            self._split.check(destinations, limits, field)
+                        return e[0]
+            return self._plain(granted, destinations, None, "")
         return self.decide_mask(
             granted, tuple(destinations), integrations=integrations, preference_event=preference_event,
             explain=explain,
         )
 
+    def decide_validated(
+        self,
+        preferences: Mapping[str, bool] | None,
+        destinations: Sequence[str],
+        limits: Limits,
+        field: str = "destinations",
+        *,
+        explain: bool = False,
+    ) -> Outcome:
+        """`decide` (no `integrations`) with the destination ids validated against `limits` on the
+        way, InvalidArgument naming `field[i]` as consent_core.event.check_destinations does."""
+        if explain:
+            self._split.check(destinations, limits, field)
+            return self.decide(preferences, destinations, explain=True)
+        granted = None if preferences is None else self.granted_mask(preferences)
+        return self._limited(granted, destinations, limits, field)
+
     def decide_checked(
         self, preferences: Mapping[Any, object] | None, destinations: Sequence[str], limits: Limits, field: str
     ) -> Outcome | None:
-        """`decide` (no explain, no `integrations`) of untrusted input: the preferences checked in the
-        pass that reduces them, the destination ids against `limits` (InvalidArgument naming
-        `field[i]`). None when a preference is not a bool or an id not a str: the caller says why."""
+        """`decide_validated` of untrusted input: the preferences checked in the pass that reduces
+        them (None when a preference is not a bool or an id not a str: the caller says why)."""
         if preferences is None:
             granted = None
         else:  # granted_mask_strict, inlined
@@ -239,7 +238,11 @@ class Index:
                     return None
                 if type(k) is not str:
                     return None
-        if destinations:  # as in `decide`
+        return self._limited(granted, destinations, limits, field)
+
+    def _limited(self, granted: int | None, destinations: Sequence[str], limits: Limits, field: str) -> Outcome:
+        """`decide_plain` with limits: `decide`'s inlined paths, plus the check of a memoised entry."""
+        if destinations:
             memo = self._memo
             dests = destinations if type(destinations) is tuple else tuple(destinations)
             if memo.skip:
@@ -247,11 +250,9 @@ class Index:
                 return self._split.split(granted, dests, limits, field)
             if memo.seen is None:
                 e = memo.young.get((granted, dests))
-                if e is not None:
+                if e is not None and e[2] is limits:  # its ids were checked against these very limits
                     memo.hits += 1
-                    out, checked = e[0]
-                    if checked is limits:
-                        return out
+                    return e[0]
         return self._plain(granted, destinations, limits, field)
 
     def decide_plain(
@@ -283,15 +284,14 @@ class Index:
         if memo.seen is not None:  # off, and this call is sampled
             memo.sample(key)
             return self._split.split(granted, dests, limits, field)
-        got = memo.get(key)
-        if got is None:
+        e = memo.entry(key)
+        if e is None:
             out = self._split.split(granted, dests, limits, field)
-            memo.put(key, (out, limits), ENTRY_BYTES + ID_BYTES * len(dests) + sum(map(len, dests)))
+            memo.put(key, out, ENTRY_BYTES + ID_BYTES * len(dests) + sum(map(len, dests)), limits)
             return out
-        out, checked = got
-        if limits is not None and checked is not limits:
+        if limits is not None and e[2] is not limits:
             self._split.check(dests, limits, field)  # memoised unchecked, or under other limits
-        return out
+        return e[0]
 
     def split(
         self,

@@ -6,9 +6,10 @@ per entry from its key's and value's sizes, given by the caller), never does I/O
 - Two generations (young, old): a hit in old moves to young; when young's share of the budget
   is full it becomes old and the previous old is dropped (counted in `evictions`). Entries in
   steady use survive a rotation, and memory stays under the budget.
-- Entries are (value, size), keyed by the key itself: a hit (the case that matters) hashes it
-  once, inside the dict. Misses hash it again for the old generation and the store, which is
-  why the memo steps aside when it mostly misses:
+- Entries are (value, size, tag), keyed by the key itself (`tag`: what the caller needs to
+  know about how the value was made, e.g. the limits its ids were checked against): a hit (the
+  case that matters) hashes it once, inside the dict. Misses hash it again for the old
+  generation and the store, which is why the memo steps aside when it mostly misses:
 - traffic that never repeats (a destination list per event) would pay a probe and a store per
   event, and churn memory (and the garbage collector) for nothing: when fewer than one lookup in
   `_MIN_HIT_SHARE` hits over a window, the memo turns off. Off, it is bypassed (`skip`, a
@@ -50,7 +51,7 @@ class Memo(Generic[K, V]):
     """key -> value in two generations, at most `budget` estimated bytes in all.
 
     The hot path reads `young` inline (`e = memo.young.get(key)`, then `e[0]` is the value, and
-    `memo.hits += 1`); `get` (young then old) and `put` are the general path; when `skip` is
+    `memo.hits += 1`); `entry` (young then old) and `put` are the general path; when `skip` is
     set the memo is off and the caller bypasses it, calling `sample` instead once it runs out.
     """
 
@@ -60,8 +61,8 @@ class Memo(Generic[K, V]):
 
     def __init__(self, budget: int) -> None:
         self.budget = budget
-        self.young: dict[K, tuple[V, int]] = {}
-        self.old: dict[K, tuple[V, int]] = {}
+        self.young: dict[K, tuple[V, int, object]] = {}
+        self.old: dict[K, tuple[V, int, object]] = {}
         self.young_bytes = 0
         self.old_bytes = 0
         self.evictions = 0  # entries dropped with an old generation (a promoted one counts too)
@@ -74,15 +75,20 @@ class Memo(Generic[K, V]):
 
     def get(self, key: K) -> V | None:
         """The value memoised for `key`, or None; counts the hit or miss."""
+        e = self.entry(key)
+        return None if e is None else e[0]
+
+    def entry(self, key: K) -> tuple[V, int, object] | None:
+        """(value, size, tag) memoised for `key`, or None; counts the hit or miss."""
         e = self.young.get(key)
         if e is not None:
             self.hits += 1
-            return e[0]
+            return e
         e = self.old.get(key)
         if e is not None:
             self.hits += 1
-            self.put(key, e[0], e[1])  # promoted: used in this generation too
-            return e[0]
+            self.put(key, *e)  # promoted: used in this generation too
+            return e
         self.misses += 1
         return None
 
@@ -107,8 +113,8 @@ class Memo(Generic[K, V]):
                 seen.clear()
             self.hits = self.misses = 0
 
-    def put(self, key: K, value: V, size: int) -> None:
-        """Remembers `value` for `key`; `size` estimates the bytes the entry keeps alive."""
+    def put(self, key: K, value: V, size: int, tag: object = None) -> None:
+        """Remembers `value` (and `tag`) for `key`; `size` estimates the bytes the entry keeps alive."""
         lookups = self.misses + self.hits
         if lookups >= _WINDOW:
             if self.hits * _MIN_HIT_SHARE < lookups:  # off: keys do not repeat enough to pay
@@ -124,7 +130,7 @@ class Memo(Generic[K, V]):
             self.old_bytes = self.young_bytes
             self.young = {}
             self.young_bytes = 0
-        self.young[key] = (value, size)
+        self.young[key] = (value, size, tag)
         self.young_bytes += size
 
     def clear(self) -> None:

@@ -154,7 +154,7 @@ class Split:
                 if e is None:
                     counted = True
                 else:
-                    tables.put(granted, e[0], e[1])  # promoted
+                    tables.put(granted, e[0], e[1])  # promoted (tables carry no tag)
             if e is not None:
                 table = e[0]
         if table is not None:

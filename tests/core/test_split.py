@@ -126,12 +126,12 @@ def test_validation_in_the_pass_raises_what_check_destinations_raises(
     indexes = [bare, _with_tables(mapping, _granted(bare, prefs)), compile(mapping)]
     for index in indexes:
         for _ in range(2):  # the second time from the memo, where there is one
-            got = _error(lambda index=index: index.decide(
-                prefs, dests, limits=LIMITS, field="requests[2].destinations", explain=explain
+            got = _error(lambda index=index: index.decide_validated(
+                prefs, dests, LIMITS, "requests[2].destinations", explain=explain
             ))
             assert got == want
         if want is None:
-            out = index.decide(prefs, dests, limits=LIMITS)
+            out = index.decide_validated(prefs, dests, LIMITS)
             assert (out.allowed, out.blocked) == reference_split(mapping, prefs, dests)
 
 
@@ -139,20 +139,20 @@ def test_known_ids_longer_than_the_limit_are_refused_even_from_a_table() -> None
     index = _with_tables(table_mapping(), 0)
     for _ in range(2):
         with pytest.raises(InvalidArgument, match=r"destinations\[1\]: destination id longer than 8 bytes"):
-            index.decide({}, ["braze", "google-ads"], limits=LIMITS)
+            index.decide_validated({}, ["braze", "google-ads"], LIMITS)
 
 
 def test_a_memoised_answer_is_checked_against_other_limits() -> None:
     index = compile(table_mapping())
     assert index.decide({}, ["google-ads"]).blocked == ("google-ads",)  # memoised unchecked
     with pytest.raises(InvalidArgument, match="longer than 8 bytes"):
-        index.decide({}, ["google-ads"], limits=LIMITS)
-    assert index.decide({}, ["google-ads"], limits=Limits()).blocked == ("google-ads",)
+        index.decide_validated({}, ["google-ads"], LIMITS)
+    assert index.decide_validated({}, ["google-ads"], Limits()).blocked == ("google-ads",)
 
 
 def test_too_many_destinations_is_one_error_for_the_field() -> None:
     with pytest.raises(InvalidArgument, match=r"^destinations: too many destinations: 7 > 6$"):
-        compile(table_mapping()).decide(None, ["amplitude"] * 7, limits=LIMITS)
+        compile(table_mapping()).decide_validated(None, ["amplitude"] * 7, LIMITS)
 
 
 @pytest.mark.parametrize("granted", range(0, 1 << 4))

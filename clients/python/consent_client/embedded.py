@@ -107,7 +107,7 @@ def _decide_plain(
         assert consent is not None
         if (problem := consent_problem(consent)) is not None:
             raise InvalidArgument(problem)
-        out = index.decide(consent, destinations, limits=limits, field=field)  # a str subclass as an id
+        out = index.decide_validated(consent, destinations, limits, field)  # a str subclass as an id
     return decided(out.allowed, out.blocked, policy)
 
 
