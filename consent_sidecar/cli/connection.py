@@ -1,7 +1,7 @@
 """The one connection every admin verb uses: flags, channel, credentials, token, and refusals as `CODE: message`.
 
 `add_flags` gives a verb the common flags of the operator commands (`--address`, `--token-file`,
-`--tls-ca`, `--tls-cert`, `--tls-key`, `--output`, `--timeout`); `AdminConnection.open` turns
+`--tls-ca`, `--tls-cert`, `--tls-key`, `--tls-server-name`, `--output`, `--timeout`); `AdminConnection.open` turns
 them into a channel to the AdminService with the bearer token as call metadata; `run` calls a
 verb's body with it and turns a refusal (`grpc.RpcError`) into one `CODE: message` line on
 stderr and exit 1. Usage problems (no token, an unreadable token or certificate file, a key
@@ -65,6 +65,8 @@ def add_flags(p: Parser) -> None:
                    help="PEM CA bundle to verify the admin listener's certificate: speak TLS (default: plaintext)")
     p.add_argument("--tls-cert", metavar="FILE", help="PEM client certificate chain for mTLS (with --tls-key)")
     p.add_argument("--tls-key", metavar="FILE", help="PEM private key of --tls-cert")
+    p.add_argument("--tls-server-name", metavar="NAME",
+                   help="the name the admin listener's certificate must carry (default: the host of --address)")
     add_output_flag(p)
     p.add_argument("--timeout", type=values.positive_seconds, default=ADMIN_TIMEOUT, metavar="SECONDS",
                    help="give up (exit 1) when a call gets no answer within this many seconds, connecting included")
@@ -129,7 +131,8 @@ class AdminConnection:
             chain = _read(parser, "--tls-cert", ns.tls_cert) if ns.tls_cert else None
             key = _read(parser, "--tls-key", ns.tls_key) if ns.tls_key else None
             creds = grpc.ssl_channel_credentials(root_certificates=roots, private_key=key, certificate_chain=chain)
-            channel = grpc.secure_channel(ns.address, creds)
+            options = [("grpc.ssl_target_name_override", ns.tls_server_name)] if ns.tls_server_name else []
+            channel = grpc.secure_channel(ns.address, creds, options=options)
         else:
             channel = grpc.insecure_channel(ns.address)
         stub = admin_pb2_grpc.AdminServiceStub(channel)  # type: ignore[no-untyped-call]
