@@ -76,7 +76,13 @@ def _progress_bar(paths: list[str]) -> Any:
     if "-" not in paths:
         with contextlib.suppress(OSError):
             total = sum(os.path.getsize(p) for p in paths)
-    return tqdm(total=total, unit="B", unit_scale=True, file=sys.stderr, desc="inspect", leave=False)
+    try:  # a terminal that reports no size (0 x 0) would get no bar at all
+        size = os.get_terminal_size(sys.stderr.fileno())
+        columns, rows = size.columns or 80, size.lines or 24
+    except OSError:
+        columns, rows = 80, 24
+    return tqdm(total=total, unit="B", unit_scale=True, file=sys.stderr, desc="inspect", leave=False,
+                ncols=columns, nrows=rows)
 
 
 def run_inspect(ns: argparse.Namespace) -> int:

@@ -43,8 +43,8 @@ def run_principals_add(ns: argparse.Namespace) -> int:
         print(f"{PROG} principals add: {ns.principals}: cannot write: {e.strerror or e}", file=sys.stderr)
         return 1
     print(added.token)
-    made = "created " if added.created else ""
-    print(f"{PROG}: added {added.id} ({added.role.value}) to {made}{ns.principals}; "
+    made = " (created)" if added.created else ""
+    print(f"{PROG}: added {added.id} ({added.role.value}) to {ns.principals}{made}; "
           "the token above is shown only this once", file=sys.stderr)
     return 0
 
