@@ -83,11 +83,35 @@ def test_test_verb_names_expected_and_got_for_a_failing_case(
     )
     assert run(["test", "mappings.yaml", "bad-cases.yaml"]) == 1
     assert capsys.readouterr().out.splitlines() == [
-        'FAIL wrong: allowed: expected ["google-ads", "amplitude"], got ["amplitude"]; '
+        "FAIL wrong: google-ads expected allowed, got blocked (REASON_DENIED; missing: C0004); "
         "reasons.google-ads: expected REASON_GRANTED, got REASON_DENIED",
         "PASS right",
         "1 passed, 1 failed",
     ]
+
+
+@pytest.mark.parametrize(
+    ("expect", "why"),
+    [
+        ("{blocked: [google-ads]}",
+         "google-ads expected blocked, got allowed (REASON_GRANTED)"),
+        ("{allowed: [amplitude]}",
+         "google-ads expected blocked, got allowed (REASON_GRANTED)"),
+        ("{allowed: [amplitude, google-ads, mixpanel]}",
+         "mixpanel expected allowed, got no decision (not in the case's destinations)"),
+        ("{allowed: [google-ads]}",
+         "amplitude expected blocked, got allowed (REASON_GRANTED; shadow missing: C0005)"),
+    ],
+)
+def test_a_fail_line_names_each_wrong_destination_with_its_reason_and_missing_categories(
+    workdir: Path, capsys: pytest.CaptureFixture[str], expect: str, why: str
+) -> None:
+    (workdir / "c.yaml").write_text(
+        "cases:\n  - name: c\n    consent: {C0002: true, C0004: true}\n"
+        f"    destinations: [amplitude, google-ads]\n    expect: {expect}\n"
+    )
+    assert run(["test", "mappings.yaml", "c.yaml"]) == 1
+    assert capsys.readouterr().out.splitlines()[0] == f"FAIL c: {why}"
 
 
 def test_test_verb_compares_lists_in_request_order(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
