@@ -59,9 +59,16 @@ def load_index(path: str) -> Index | None:
 
 
 def run_check(ns: argparse.Namespace) -> int:
-    index = load_index(ns.file)
-    if index is None:
+    from consent_core.lint import warnings
+
+    try:
+        loaded = load_mapping(ns.file)
+    except MappingError as e:  # reading problems included
+        print(str(e), file=sys.stderr)
         return 1
+    index = compile(loaded.mapping)
+    for w in warnings(loaded.mapping, loaded.text):  # legal, but almost certainly a mistake: exit 0 all the same
+        print(w.format(ns.file), file=sys.stderr)
     categories = len(index.mapping.categories)
     print(f"{ns.file}: ok ({categories} categories, {len(index.known_destinations)} destinations, "
           f"digest {index.digest[:12]})")

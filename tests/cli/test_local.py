@@ -353,3 +353,26 @@ def test_decide_reads_mappings_consent_and_explain_from_variables(
 def test_decide_with_a_missing_mapping_file_fails_cleanly(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert run(["decide", "--mappings", "gone.yaml"]) == 1
     assert capsys.readouterr().err == "gone.yaml: cannot read the mapping file: no such file\n"
+
+
+@pytest.mark.parametrize(
+    ("categories", "warnings"),
+    [
+        ("  - id: C0004\n    name: Ads\n    destinations: [a]\n  - id: c0004\n    name: More Ads\n"
+         "    destinations: [b]\n",
+         ["m.yaml:6:9: categories[1].id: warning: 'c0004' differs from categories[0].id 'C0004' only in case"]),
+        ("  - id: C0001\n    name: Targeting\n    destinations: [a]\n  - id: C0002\n    name: TARGETING\n"
+         "    destinations: [b]\n",
+         ["m.yaml:7:11: categories[1].name: warning: 'TARGETING' differs from categories[0].name 'Targeting' "
+          "only in case"]),
+        ("  - id: C0001\n    name: A\n    destinations: [a]\n", []),
+    ],
+)
+def test_check_warns_about_ids_or_names_differing_only_in_case_and_still_passes(
+    workdir: Path, capsys: pytest.CaptureFixture[str], categories: str, warnings: list[str]
+) -> None:
+    (workdir / "m.yaml").write_text("version: 1\ncategories:\n" + categories)
+    assert run(["check", "m.yaml"]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("m.yaml: ok")
+    assert [line.split(" (")[0] for line in err.splitlines()] == warnings
