@@ -14,8 +14,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from consent_core import mapping_file
-from consent_core.mapping_file import parse_mapping
+from consent_core.mapping_file import parse_mapping, reader
 
 from bench.workload import build, build_scale
 
@@ -38,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=0.5, help="measured seconds per row and round")
     args = parser.parse_args(argv)
-    if not mapping_file._C_COMPOSER_AVAILABLE:
+    if not reader._C_COMPOSER_AVAILABLE:
         print("ruamel.yaml.clib is not importable: both rows would be the pure path")
         return 1
     files = {
@@ -53,11 +52,11 @@ def main(argv: list[str] | None = None) -> int:
         fast: list[float] = []
         seconds = args.seconds if len(text) < 100_000 else 0.0  # the big one: 3 calls per round
         for _ in range(args.rounds):
-            mapping_file._C_COMPOSER_AVAILABLE = False
+            reader._C_COMPOSER_AVAILABLE = False
             try:
                 pure.append(_time(lambda text=text, name=name: parse_mapping(text, name), seconds))
             finally:
-                mapping_file._C_COMPOSER_AVAILABLE = True
+                reader._C_COMPOSER_AVAILABLE = True
             fast.append(_time(lambda text=text, name=name: parse_mapping(text, name), seconds))
         p, f = statistics.median(pure), statistics.median(fast)
         print(f"{name:<24} {len(text) / 1024:>6.0f} {p * 1e3:>9.2f} {f * 1e3:>9.2f} {p / f:>8.1f}x")

@@ -236,7 +236,7 @@ def test_the_readme_owner_walkthrough_runs_from_an_empty_directory(tmp_path: Pat
     section = text.split("\n## Managing categories\n", 1)[1].split("\n## ", 1)[0]
     runnable = [b for b in blocks(README, section) if b.runs]
     assert len(runnable) >= 6, "the owner walkthrough lost its commands"
-    assert not any("python" == b.lang for b in runnable), "owners use the verbs, not Python"
+    assert not any(b.lang == "python" for b in runnable), "owners use the verbs, not Python"
     with reader(tmp_path, empty=True) as r:
         for block in blocks(README, section):
             r.run(block)

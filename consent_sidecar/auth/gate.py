@@ -1,6 +1,6 @@
 """Who is calling the AdminService: bearer token -> Principal, role checks, denied writes audited.
 
-Owns the per-RPC authentication of the admin API (API.md §2, §4) and the hot reload of the
+Owns the per-RPC authentication of the admin API (docs/reference.md) and the hot reload of the
 principals file. `Authenticator.principal(context, rpc, write=...)` is the one gate every
 AdminService RPC passes first: no or unknown token ends the RPC with UNAUTHENTICATED, a
 member calling a write ends it with PERMISSION_DENIED after recording an
@@ -20,10 +20,9 @@ from typing import Any
 
 import grpc
 import grpc.aio
-from consent_core.diff import AuditAction
-from consent_core.errors import MappingError, PermissionDenied, SidecarError, StartupError, Unauthenticated
+from consent_core.errors import PermissionDenied, PrincipalsError, SidecarError, StartupError, Unauthenticated
 
-from consent_sidecar.audit import AuditLog, NewEvent
+from consent_sidecar.audit import AuditAction, AuditLog, NewEvent
 from consent_sidecar.auth.principals import Principal, Principals, bearer_token, load_principals
 from consent_sidecar.config import ServeConfig
 from consent_sidecar.observe import logs
@@ -68,7 +67,7 @@ class PrincipalsFile(DirectoryWatch):
 
     @classmethod
     def load(cls, path: str, **tunables: Any) -> PrincipalsFile:
-        """Loads the file once; raises MappingError (every problem, `file:line:column`) if it is unusable."""
+        """Loads the file once; raises PrincipalsError (every problem, `file:line:column`) if it is unusable."""
         return cls(path, load_principals(path), **tunables)
 
     @property
@@ -79,14 +78,14 @@ class PrincipalsFile(DirectoryWatch):
         """Re-reads the file (blocking); True if it was good and is now current, False if the last good stays."""
         return self._commit(self._read())
 
-    def _read(self) -> Principals | MappingError:
+    def _read(self) -> Principals | PrincipalsError:
         try:
             return load_principals(self.path)
-        except MappingError as e:
+        except PrincipalsError as e:
             return e
 
-    def _commit(self, loaded: Principals | MappingError) -> bool:
-        if isinstance(loaded, MappingError):
+    def _commit(self, loaded: Principals | PrincipalsError) -> bool:
+        if isinstance(loaded, PrincipalsError):
             self.failed_reloads += 1
             self.last_error = loaded.format()
             _log.error(
@@ -109,7 +108,7 @@ class PrincipalsFile(DirectoryWatch):
                 loaded = await asyncio.to_thread(self._read)
                 if stat_key(self.path) != before:
                     continue  # written to while we read it: what we read may be torn
-                if isinstance(loaded, MappingError) and attempt < self._max_retries:
+                if isinstance(loaded, PrincipalsError) and attempt < self._max_retries:
                     attempt += 1
                     await asyncio.sleep(self._retry)
                     if stat_key(self.path) != before or self._dirty.is_set():

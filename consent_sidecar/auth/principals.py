@@ -14,11 +14,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from consent_core.documents import load_yaml, read_utf8
 from consent_core.documents import node_position as _pos
-from consent_core.documents import read_utf8
-from consent_core.errors import MappingError, PermissionDenied, Problem, Unauthenticated
-from ruamel.yaml import YAML
-from ruamel.yaml.error import MarkedYAMLError
+from consent_core.errors import PermissionDenied, PrincipalsError, Problem, Unauthenticated
 
 __all__ = ["Principal", "Principals", "Role", "bearer_token", "hash_token", "load_principals", "parse_principals"]
 
@@ -86,18 +84,12 @@ class Principals:
 
 
 def parse_principals(text: str, source: str) -> Principals:
-    """Parses and validates a principals file (API.md §4); every problem reported at once."""
-    try:
-        doc = YAML(typ="rt").load(text)
-    except MarkedYAMLError as e:
-        mark = e.problem_mark
-        line = mark.line + 1 if mark is not None else None
-        col = mark.column + 1 if mark is not None else None
-        raise MappingError([Problem("", f"invalid YAML: {e.problem}", line, col)], source) from None
+    """Parses and validates a principals file (docs/reference.md, "Principals file"); reports every problem."""
+    doc = load_yaml(text, source, PrincipalsError)
     problems: list[Problem] = []
     if not isinstance(doc, dict) or not isinstance(doc.get("principals"), list):
         where = _pos(doc, "principals", value=True) if isinstance(doc, dict) and "principals" in doc else (1, 1)
-        raise MappingError([Problem("principals", "must be a list of principals", *where)], source)
+        raise PrincipalsError([Problem("principals", "must be a list of principals", *where)], source)
     for key in doc:
         if key != "principals":
             problems.append(Problem(str(key), "unknown key", *_pos(doc, key)))
@@ -135,11 +127,11 @@ def parse_principals(text: str, source: str) -> Principals:
             hashes.add(digest)
             out.append(Principal(pid, Role(role), digest))
     if problems:
-        raise MappingError(problems, source)
+        raise PrincipalsError(problems, source)
     return Principals(out)
 
 
 def load_principals(path: str) -> Principals:
-    """Reads and parses the principals file at `path` (errors name the path as given)."""
-    _, text, _ = read_utf8(path, "the principals file", MappingError)
+    """Reads and parses the principals file at `path`; raises PrincipalsError naming the path as given."""
+    _, text, _ = read_utf8(path, "the principals file", PrincipalsError)
     return parse_principals(text, path)

@@ -24,7 +24,7 @@ import sys
 from dataclasses import dataclass
 from typing import Final, TextIO
 
-from consent_core.errors import MappingError, SidecarError, StartupError
+from consent_core.errors import MappingError, PrincipalsError, SidecarError, StartupError
 
 from consent_sidecar.audit import AuditError, AuditLog
 from consent_sidecar.auth import gate as auth_gate
@@ -180,7 +180,7 @@ def _load_principals(config: ServeConfig) -> auth_gate.PrincipalsFile | None:
         raise AdminListenerError(f"cannot listen on {config.admin_listen} (admin): {e}") from None
     try:
         return auth_gate.PrincipalsFile.load(config.principals)
-    except MappingError as e:
+    except PrincipalsError as e:
         raise AdminListenerError(f"--principals: the principals file is invalid:\n{e.format()}") from None
 
 

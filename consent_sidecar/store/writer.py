@@ -50,7 +50,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Final, NoReturn
 
-from consent_core.diff import AuditAction, diff
+from consent_core.diff import diff
 from consent_core.edits import Edit, EditResult, apply_edit
 from consent_core.errors import Aborted, MappingError, SidecarError, Unavailable
 from consent_core.index import Index
@@ -58,7 +58,7 @@ from consent_core.index import compile as compile_index
 from consent_core.mapping_file import MappingDocument, atomic_write, load_mapping, parse_mapping
 from consent_core.model import ConsentMapping
 
-from consent_sidecar.audit import AuditLog, AuditRecord, NewEvent, changes_to_events
+from consent_sidecar.audit import AuditAction, AuditLog, AuditRecord, NewEvent, changes_to_events
 from consent_sidecar.observe import logs
 from consent_sidecar.store.policy import Candidate, PolicyStore, ReloadResult, Snapshot
 

@@ -1,6 +1,6 @@
 """Decision cases for `consent-sidecar test`: parse a cases file (with positions) and run it against an Index.
 
-Owns the cases-file format (API.md §5, plus `expect.reasons`) and the verdict of each case;
+Owns the cases-file format (docs/reference.md, "Command line", plus `expect.reasons`) and the verdict of each case;
 `parse_cases` and `run_cases` are pure (`load_cases` only reads the file). Never prints: the
 CLI formats the results.
 
@@ -26,12 +26,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ruamel.yaml import YAML
-from ruamel.yaml.error import MarkedYAMLError, YAMLError
-
+from consent_core.documents import load_yaml, read_utf8
 from consent_core.documents import node_position as _pos
-from consent_core.documents import read_utf8
-from consent_core.errors import DocumentError, InvalidArgument, Problem
+from consent_core.errors import CasesError, InvalidArgument, Problem
 from consent_core.event import decide_one
 from consent_core.index import Decision, Index, Reason
 from consent_core.limits import Limits
@@ -69,10 +66,6 @@ class CaseResult:
     case: Case
     passed: bool
     why: str = ""
-
-
-class CasesError(DocumentError):
-    """A malformed cases file; carries every problem found, each located where possible."""
 
 
 # -- parsing ---------------------------------------------------------------------------------
@@ -271,16 +264,7 @@ def _parse_reason(value: object) -> Reason | None:
 
 def parse_cases(text: str, source: str | None = None) -> tuple[Case, ...]:
     """Parses a cases document; raises CasesError listing every problem with its line and column."""
-    try:
-        doc = YAML(typ="rt").load(text)
-    except MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        message = " ".join(str(p) for p in (e.context, e.problem) if p) or "invalid YAML"
-        line = mark.line + 1 if mark is not None else None
-        column = mark.column + 1 if mark is not None else None
-        raise CasesError([Problem("", f"invalid YAML: {message}", line, column)], source) from None
-    except YAMLError as e:
-        raise CasesError([Problem("", f"invalid YAML: {e}")], source) from None
+    doc = load_yaml(text, source, CasesError)
     p = _Parser()
     if not isinstance(doc, dict):
         where = _pos(doc) if doc is not None else (1, 1)

@@ -1,9 +1,9 @@
-"""What changed between two mappings, as audit-ready `Change`s: `diff(old, new)`; pure.
+"""What changed between two mappings, as ordered `Change`s: `diff(old, new)`; pure.
 
-Owns the audit vocabulary (`AuditAction`, values equal to consent.v1.AuditAction) and the
-rules turning two validated `ConsentMapping`s into an ordered list of changes. Must never do I/O,
-read clocks, log, or import generated protobuf code: the audit store and the services are
-the shells that persist and translate what this module computes.
+Owns the kinds of change (`ChangeKind`) and the rules turning two validated
+`ConsentMapping`s into an ordered list of changes. Must never do I/O, read clocks, log,
+import generated protobuf code, or know how changes are recorded: the sidecar's audit
+trail translates each `ChangeKind` to its own vocabulary and persists it.
 """
 
 from __future__ import annotations
@@ -15,57 +15,48 @@ from typing import Any
 
 from consent_core.model import Category, ConsentMapping
 
-__all__ = ["AuditAction", "Change", "diff"]
+__all__ = ["Change", "ChangeKind", "diff"]
 
 
-class AuditAction(enum.IntEnum):
-    """What an audit event records; values equal consent.v1.AuditAction (names without the prefix)."""
+class ChangeKind(enum.Enum):
+    """What happened to one category (or to one destination's mapping to it)."""
 
-    UNSPECIFIED = 0  # never recorded
-    CATEGORY_CREATED = 1
-    CATEGORY_UPDATED = 2  # id, name, destinations (incl. their order) or shadow changed
-    CATEGORY_DISABLED = 3
-    CATEGORY_ENABLED = 4
-    CATEGORY_DELETED = 5
-    MAPPING_CREATED = 6  # a destination was mapped to a category
-    MAPPING_REMOVED = 7  # a destination was unmapped from a category
-    POLICY_RELOADED = 8
-    POLICY_RELOAD_FAILED = 9
-    PERMISSION_DENIED = 10
-
-    @property
-    def proto_name(self) -> str:
-        """The consent.v1 enum value name, e.g. `AUDIT_ACTION_CATEGORY_CREATED`."""
-        return f"AUDIT_ACTION_{self.name}"
+    CATEGORY_CREATED = "category_created"
+    CATEGORY_UPDATED = "category_updated"  # id, name, destinations (incl. their order) or shadow changed
+    CATEGORY_DISABLED = "category_disabled"
+    CATEGORY_ENABLED = "category_enabled"
+    CATEGORY_DELETED = "category_deleted"
+    MAPPING_CREATED = "mapping_created"  # a destination was mapped to a category
+    MAPPING_REMOVED = "mapping_removed"  # a destination was unmapped from a category
 
 
 @dataclass(frozen=True, slots=True)
 class Change:
-    """One audit-worthy change to one category (and, for mapping events, one destination).
+    """One change to one category (and, for mapping changes, one destination).
 
     `before` / `after` are the whole category as `Category.to_json_dict()` before and after
     the change set (None where the category does not exist on that side). Every change of a
-    kept category carries the same before/after pair, so any one event shows the full edit.
+    kept category carries the same before/after pair, so any one change shows the full edit.
     """
 
-    action: AuditAction
+    kind: ChangeKind
     category_id: str
-    destination: str = ""  # mapping events only
+    destination: str = ""  # mapping changes only
     before: dict[str, Any] | None = None
     after: dict[str, Any] | None = None
 
 
 def _created(c: Category) -> list[Change]:
     after = c.to_json_dict()
-    out = [Change(AuditAction.CATEGORY_CREATED, c.id, "", None, after)]
-    out.extend(Change(AuditAction.MAPPING_CREATED, c.id, d, None, after) for d in c.destinations)
+    out = [Change(ChangeKind.CATEGORY_CREATED, c.id, "", None, after)]
+    out.extend(Change(ChangeKind.MAPPING_CREATED, c.id, d, None, after) for d in c.destinations)
     return out
 
 
 def _deleted(c: Category) -> list[Change]:
     before = c.to_json_dict()
-    out = [Change(AuditAction.CATEGORY_DELETED, c.id, "", before, None)]
-    out.extend(Change(AuditAction.MAPPING_REMOVED, c.id, d, before, None) for d in c.destinations)
+    out = [Change(ChangeKind.CATEGORY_DELETED, c.id, "", before, None)]
+    out.extend(Change(ChangeKind.MAPPING_REMOVED, c.id, d, before, None) for d in c.destinations)
     return out
 
 
@@ -79,16 +70,16 @@ def _kept(old: Category, new: Category) -> list[Change]:
     before, after = old.to_json_dict(), new.to_json_dict()
     out: list[Change] = []
     if (old.id, old.name, old.shadow, old.destinations) != (new.id, new.name, new.shadow, new.destinations):
-        out.append(Change(AuditAction.CATEGORY_UPDATED, new.id, "", before, after))
+        out.append(Change(ChangeKind.CATEGORY_UPDATED, new.id, "", before, after))
     if old.enabled != new.enabled:
-        action = AuditAction.CATEGORY_ENABLED if new.enabled else AuditAction.CATEGORY_DISABLED
-        out.append(Change(action, new.id, "", before, after))
+        kind = ChangeKind.CATEGORY_ENABLED if new.enabled else ChangeKind.CATEGORY_DISABLED
+        out.append(Change(kind, new.id, "", before, after))
     old_dests, new_dests = set(old.destinations), set(new.destinations)
     out.extend(
-        Change(AuditAction.MAPPING_CREATED, new.id, d, before, after) for d in new.destinations if d not in old_dests
+        Change(ChangeKind.MAPPING_CREATED, new.id, d, before, after) for d in new.destinations if d not in old_dests
     )
     out.extend(
-        Change(AuditAction.MAPPING_REMOVED, new.id, d, before, after) for d in old.destinations if d not in new_dests
+        Change(ChangeKind.MAPPING_REMOVED, new.id, d, before, after) for d in old.destinations if d not in new_dests
     )
     return out
 
@@ -122,7 +113,7 @@ def diff(old: ConsentMapping, new: ConsentMapping, *, renamed: Mapping[str, str]
 
     Deletions and updates come first, in the old mapping's order; creations follow, in the
     new mapping's order. Settings and the `destinations:` block are not category changes
-    and produce nothing here (a reload records them as POLICY_RELOADED).
+    and produce nothing here (the caller records a reload of them its own way).
 
     Raises ValueError if `renamed` names an id missing on its side or renames two
     categories to the same id.

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True, slots=True)
 class Problem:
-    """One thing wrong with a mapping (or principals) document, located where possible."""
+    """One thing wrong with a hand-edited document (mapping, cases, principals), located where possible."""
 
     path: str  # e.g. "categories[1].id"; "" for the document itself
     message: str
@@ -42,7 +42,10 @@ class InvalidArgument(SidecarError):
 
 
 class DocumentError(SidecarError):
-    """A hand-edited document broke one or more rules; carries every problem found, not just the first."""
+    """A hand-edited document broke one or more rules; carries every problem found, not just the first.
+
+    Each document has its own subclass, so a caller catches exactly the document it read.
+    """
 
     def __init__(self, problems: Iterable[Problem], source: str | None = None) -> None:
         self.problems = tuple(problems)
@@ -54,7 +57,15 @@ class DocumentError(SidecarError):
 
 
 class MappingError(DocumentError):
-    """A mapping (or principals) document broke one or more rules."""
+    """A mapping document (file, or an admin edit of one) broke one or more rules."""
+
+
+class CasesError(DocumentError):
+    """A malformed cases file (`consent-sidecar test`)."""
+
+
+class PrincipalsError(DocumentError):
+    """A malformed principals file (admin identities)."""
 
 
 class NotFound(SidecarError):

@@ -8,9 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from consent_core.diff import AuditAction
 
-from consent_sidecar.audit import AuditLog, NewEvent
+from consent_sidecar.audit import AuditAction, AuditLog, NewEvent
 from consent_sidecar.cli import run_cli
 
 

@@ -17,7 +17,7 @@ import grpc
 import grpc.aio
 import pytest
 from consent.v1 import admin_pb2, admin_pb2_grpc
-from consent_core.errors import MappingError, Unauthenticated
+from consent_core.errors import PrincipalsError, Unauthenticated
 
 from consent_sidecar.audit import AuditLog
 from consent_sidecar.auth.gate import Authenticator, PrincipalsFile, TLSConfigError, admin_credentials
@@ -51,7 +51,7 @@ def knows(pf: PrincipalsFile, pid: str) -> bool:
 def test_a_broken_principals_file_fails_to_load_with_positions(tmp_path: Path) -> None:
     path = tmp_path / "principals.yaml"
     path.write_text("principals:\n  - id: alice\n    role: admin\n    token_sha256: abc\n")
-    with pytest.raises(MappingError) as e:
+    with pytest.raises(PrincipalsError) as e:
         PrincipalsFile.load(str(path))
     text = e.value.format()
     assert f"{path}:3:11: principals[0].role: must be owner or member" in text

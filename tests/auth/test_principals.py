@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from consent_core.errors import MappingError, PermissionDenied, Unauthenticated
+from consent_core.errors import PermissionDenied, PrincipalsError, Unauthenticated
 
 from consent_sidecar.auth.principals import Principals, Role, bearer_token, hash_token, parse_principals
 
@@ -78,6 +78,6 @@ def test_bearer_token_parsing(metadata: list[tuple[str, str | bytes]], expected:
     ],
 )
 def test_bad_principals_files_are_reported_with_positions(text: str, expected: str) -> None:
-    with pytest.raises(MappingError) as e:
+    with pytest.raises(PrincipalsError) as e:
         parse_principals(text, "p.yaml")
     assert expected in str(e.value)

@@ -116,7 +116,7 @@ def test_the_verb_groups_register_every_verb_in_reference_order() -> None:
     [verbs] = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
     assert list(verbs.choices) == [
         "serve", "check", "test", "decide", "token", "audit", "health", "categories", "status", "fleet", "principals",
-        "inspect",
+        "inspect", "console",
     ]
     assert all(callable(group.register) for group in cli.VERB_GROUPS)
 

@@ -699,6 +699,62 @@ def test_tcf_to_preferences_bad_mapping(mapping: Any) -> None:
         tcf_to_preferences(PERL_RANGE, mapping)
 
 
+# TCF vendor consent as categories: expected vendor sets are those the named suites assert.
+IABTCF_JAVA_BITFIELDS = (
+    "COrEAV4OrXx94ACABBENAHCIAD-AAAAAAACAAxAAAAgAIAwgAgAAAAEAgQAAAAAEAYQAQAAAACAAAABAAA"
+    ".IBAgAAAgAIAwgAgAAAAEAAAACA.QAagAQAgAIAwgA.cAAAAAAAITg="
+)  # iabtcf-java TCStringV2Test.testConstructConsentsFromBitFields: vendors 23 37 47 48 53 65 98
+
+
+@pytest.mark.parametrize(
+    ("tc", "vendors", "expected"),
+    [
+        pytest.param(IABTCF_JAVA_BITFIELDS, {23: "TCFV23", 24: "TCFV24", 98: "TCFV98"},
+                     {"TCFV23": True, "TCFV24": False, "TCFV98": True},
+                     id="iabtcf-java-testConstructConsentsFromBitFields"),
+        pytest.param("COwBOpCOwBOpCLqAAAENAPCAAAAAAAAAAAAAFfwAYFfAV-BVkAGBVYFWAAA" + IAB_GVL_SUFFIX,
+                     {701: "V701", 702: "V702", 703: "V703"}, {"V701": False, "V702": True, "V703": True},
+                     id="iabtcf-java-testRange-two-entries"),
+        pytest.param("COwBOpCOwBOpCLqAAAENAPCAAAAAAAAAAAAAFfwAQFfgUbABAUaAAA" + IAB_GVL_SUFFIX,
+                     {702: "V702", 703: "V703"}, {"V702": False, "V703": True},
+                     id="iabtcf-java-testRange-one-entry"),
+        pytest.param(PERL_RANGE, {626: "V626", 628: "V628"}, {"V626": True, "V628": False},
+                     id="perl-GDPR-IAB-TCFv2-range-628-is-LI-only"),
+        pytest.param(GO_IABTCF_V22, {755: "TCFV755", 4202: "V4202", 4203: "V4203", 65535: "VMAX"},
+                     {"TCFV755": GO_IABTCF_V22_VENDOR_BITS[754] == "1", "V4202": True, "V4203": False, "VMAX": False},
+                     id="go-iabtcf-v2.2-bitfield"),
+    ],
+)
+def test_tcf_vendor_categories(tc: str, vendors: dict[int, str], expected: dict[str, bool]) -> None:
+    assert tcf_to_preferences(tc, {}, vendors=vendors) == expected
+    assert tcf_to_preferences(decode_tc_string(tc), {}, vendors=vendors) == expected
+
+
+def test_tcf_purpose_and_vendor_together() -> None:
+    # iabtcf-java testConstructConsentsFromBitFields: purposes 3-9 consented, vendor 23 yes, 24 no.
+    purposes = {1: "C0001", 4: "C0004"}
+    assert tcf_to_preferences(IABTCF_JAVA_BITFIELDS, purposes, vendors={23: "TCFV23", 24: "TCFV24"}) == {
+        "C0001": False, "C0004": True, "TCFV23": True, "TCFV24": False,
+    }
+    # A category fed by a purpose and a vendor needs both with require_all, either without.
+    assert tcf_to_preferences(IABTCF_JAVA_BITFIELDS, {4: "ads"}, vendors={24: "ads"}) == {"ads": False}
+    assert tcf_to_preferences(IABTCF_JAVA_BITFIELDS, {4: "ads"}, vendors={24: "ads"}, require_all=False) == {
+        "ads": True
+    }
+    # Several vendors, one category.
+    assert tcf_to_preferences(IABTCF_JAVA_BITFIELDS, {}, vendors={23: "v", 37: "v"}) == {"v": True}
+    assert tcf_to_preferences(IABTCF_JAVA_BITFIELDS, {}, vendors={23: "v", 24: "v"}) == {"v": False}
+    # Backward compatible: positional purposes, no vendors.
+    assert tcf_to_preferences(IABTCF_JAVA_BITFIELDS, {4: "C0004"}) == {"C0004": True}
+
+
+@pytest.mark.parametrize("vendors", [{0: "x"}, {65536: "x"}, {"755": "x"}, {True: "x"}, {755: ""}, {755: None},
+                                     [755]])
+def test_tcf_bad_vendor_table(vendors: Any) -> None:
+    with pytest.raises(ConsentFormatError, match="vendors"):
+        tcf_to_preferences(PERL_RANGE, {}, vendors=vendors)
+
+
 # --------------------------------------------------------------------------------------------
 # Google Consent Mode
 # --------------------------------------------------------------------------------------------

@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import pytest
-from consent_core.diff import AuditAction, Change, diff
+from consent_core.diff import Change, ChangeKind, diff
 from consent_core.model import Category, ConsentMapping, DestinationSettings
 
-A = AuditAction
+K = ChangeKind
 
 PERF = Category("C0002", "Performance Cookies", ("amplitude", "mixpanel"))
 TARGET = Category("C0004", "Targeting Cookies", ("google-ads", "braze"))
@@ -29,7 +29,7 @@ class Case:
     name: str
     old: ConsentMapping
     new: ConsentMapping
-    expected: list[tuple[AuditAction, str, str]]  # (action, category_id, destination)
+    expected: list[tuple[ChangeKind, str, str]]  # (kind, category_id, destination)
     renamed: dict[str, str] | None = None
 
 
@@ -51,9 +51,9 @@ CASES = [
         BASE,
         m(PERF, TARGET, FUNC, NEW),
         [
-            (A.CATEGORY_CREATED, "C0005", ""),
-            (A.MAPPING_CREATED, "C0005", "facebook-pixel"),
-            (A.MAPPING_CREATED, "C0005", "tiktok"),
+            (K.CATEGORY_CREATED, "C0005", ""),
+            (K.MAPPING_CREATED, "C0005", "facebook-pixel"),
+            (K.MAPPING_CREATED, "C0005", "tiktok"),
         ],
     ),
     Case(
@@ -61,16 +61,16 @@ CASES = [
         BASE,
         m(PERF, FUNC),
         [
-            (A.CATEGORY_DELETED, "C0004", ""),
-            (A.MAPPING_REMOVED, "C0004", "google-ads"),
-            (A.MAPPING_REMOVED, "C0004", "braze"),
+            (K.CATEGORY_DELETED, "C0004", ""),
+            (K.MAPPING_REMOVED, "C0004", "google-ads"),
+            (K.MAPPING_REMOVED, "C0004", "braze"),
         ],
     ),
     Case(
         "admin id rename via renamed",
         BASE,
         m(PERF_RENAMED_ID, TARGET, FUNC),
-        [(A.CATEGORY_UPDATED, "C0009", "")],
+        [(K.CATEGORY_UPDATED, "C0009", "")],
         renamed={"C0002": "C0009"},
     ),
     Case(
@@ -78,56 +78,56 @@ CASES = [
         BASE,
         m(PERF_RENAMED_ID, TARGET, FUNC),
         [
-            (A.CATEGORY_DELETED, "C0002", ""),
-            (A.MAPPING_REMOVED, "C0002", "amplitude"),
-            (A.MAPPING_REMOVED, "C0002", "mixpanel"),
-            (A.CATEGORY_CREATED, "C0009", ""),
-            (A.MAPPING_CREATED, "C0009", "amplitude"),
-            (A.MAPPING_CREATED, "C0009", "mixpanel"),
+            (K.CATEGORY_DELETED, "C0002", ""),
+            (K.MAPPING_REMOVED, "C0002", "amplitude"),
+            (K.MAPPING_REMOVED, "C0002", "mixpanel"),
+            (K.CATEGORY_CREATED, "C0009", ""),
+            (K.MAPPING_CREATED, "C0009", "amplitude"),
+            (K.MAPPING_CREATED, "C0009", "mixpanel"),
         ],
     ),
-    Case("name change", BASE, m(PERF_RENAMED, TARGET, FUNC), [(A.CATEGORY_UPDATED, "C0002", "")]),
+    Case("name change", BASE, m(PERF_RENAMED, TARGET, FUNC), [(K.CATEGORY_UPDATED, "C0002", "")]),
     Case(
         "destinations added",
         BASE,
         m(PERF_MORE, TARGET, FUNC),
         [
-            (A.CATEGORY_UPDATED, "C0002", ""),
-            (A.MAPPING_CREATED, "C0002", "heap"),
-            (A.MAPPING_CREATED, "C0002", "fullstory"),
+            (K.CATEGORY_UPDATED, "C0002", ""),
+            (K.MAPPING_CREATED, "C0002", "heap"),
+            (K.MAPPING_CREATED, "C0002", "fullstory"),
         ],
     ),
     Case(
         "destination removed",
         BASE,
         m(PERF_LESS, TARGET, FUNC),
-        [(A.CATEGORY_UPDATED, "C0002", ""), (A.MAPPING_REMOVED, "C0002", "amplitude")],
+        [(K.CATEGORY_UPDATED, "C0002", ""), (K.MAPPING_REMOVED, "C0002", "amplitude")],
     ),
     Case(
         "destinations added and removed",
         BASE,
         m(PERF_SWAPPED, TARGET, FUNC),
         [
-            (A.CATEGORY_UPDATED, "C0002", ""),
-            (A.MAPPING_CREATED, "C0002", "heap"),
-            (A.MAPPING_REMOVED, "C0002", "amplitude"),
+            (K.CATEGORY_UPDATED, "C0002", ""),
+            (K.MAPPING_CREATED, "C0002", "heap"),
+            (K.MAPPING_REMOVED, "C0002", "amplitude"),
         ],
     ),
     Case(
         "destinations reordered only",
         BASE,
         m(replace(PERF, destinations=("mixpanel", "amplitude")), TARGET, FUNC),
-        [(A.CATEGORY_UPDATED, "C0002", "")],
+        [(K.CATEGORY_UPDATED, "C0002", "")],
     ),
-    Case("disable", BASE, m(PERF_OFF, TARGET, FUNC), [(A.CATEGORY_DISABLED, "C0002", "")]),
-    Case("enable", m(PERF_OFF, TARGET, FUNC), BASE, [(A.CATEGORY_ENABLED, "C0002", "")]),
-    Case("shadow on", BASE, m(PERF_SHADOW, TARGET, FUNC), [(A.CATEGORY_UPDATED, "C0002", "")]),
-    Case("shadow off", BASE, m(PERF, TARGET, replace(FUNC, shadow=False)), [(A.CATEGORY_UPDATED, "C0003", "")]),
+    Case("disable", BASE, m(PERF_OFF, TARGET, FUNC), [(K.CATEGORY_DISABLED, "C0002", "")]),
+    Case("enable", m(PERF_OFF, TARGET, FUNC), BASE, [(K.CATEGORY_ENABLED, "C0002", "")]),
+    Case("shadow on", BASE, m(PERF_SHADOW, TARGET, FUNC), [(K.CATEGORY_UPDATED, "C0002", "")]),
+    Case("shadow off", BASE, m(PERF, TARGET, replace(FUNC, shadow=False)), [(K.CATEGORY_UPDATED, "C0003", "")]),
     Case(
         "disabled and renamed yields both",
         BASE,
         m(replace(PERF, name="Perf", enabled=False), TARGET, FUNC),
-        [(A.CATEGORY_UPDATED, "C0002", ""), (A.CATEGORY_DISABLED, "C0002", "")],
+        [(K.CATEGORY_UPDATED, "C0002", ""), (K.CATEGORY_DISABLED, "C0002", "")],
     ),
     Case(
         "category order change alone is nothing",
@@ -146,19 +146,19 @@ CASES = [
         BASE,
         m(NEW, replace(TARGET, destinations=("braze", "appsflyer"), enabled=False), FUNC, PERF_RENAMED_ID),
         [
-            (A.CATEGORY_DELETED, "C0002", ""),
-            (A.MAPPING_REMOVED, "C0002", "amplitude"),
-            (A.MAPPING_REMOVED, "C0002", "mixpanel"),
-            (A.CATEGORY_UPDATED, "C0004", ""),
-            (A.CATEGORY_DISABLED, "C0004", ""),
-            (A.MAPPING_CREATED, "C0004", "appsflyer"),
-            (A.MAPPING_REMOVED, "C0004", "google-ads"),
-            (A.CATEGORY_CREATED, "C0005", ""),
-            (A.MAPPING_CREATED, "C0005", "facebook-pixel"),
-            (A.MAPPING_CREATED, "C0005", "tiktok"),
-            (A.CATEGORY_CREATED, "C0009", ""),
-            (A.MAPPING_CREATED, "C0009", "amplitude"),
-            (A.MAPPING_CREATED, "C0009", "mixpanel"),
+            (K.CATEGORY_DELETED, "C0002", ""),
+            (K.MAPPING_REMOVED, "C0002", "amplitude"),
+            (K.MAPPING_REMOVED, "C0002", "mixpanel"),
+            (K.CATEGORY_UPDATED, "C0004", ""),
+            (K.CATEGORY_DISABLED, "C0004", ""),
+            (K.MAPPING_CREATED, "C0004", "appsflyer"),
+            (K.MAPPING_REMOVED, "C0004", "google-ads"),
+            (K.CATEGORY_CREATED, "C0005", ""),
+            (K.MAPPING_CREATED, "C0005", "facebook-pixel"),
+            (K.MAPPING_CREATED, "C0005", "tiktok"),
+            (K.CATEGORY_CREATED, "C0009", ""),
+            (K.MAPPING_CREATED, "C0009", "amplitude"),
+            (K.MAPPING_CREATED, "C0009", "mixpanel"),
         ],
     ),
     Case(
@@ -166,10 +166,10 @@ CASES = [
         m(PERF_OFF, TARGET),
         m(replace(PERF, id="C0009", destinations=("amplitude", "heap")), TARGET),
         [
-            (A.CATEGORY_UPDATED, "C0009", ""),
-            (A.CATEGORY_ENABLED, "C0009", ""),
-            (A.MAPPING_CREATED, "C0009", "heap"),
-            (A.MAPPING_REMOVED, "C0009", "mixpanel"),
+            (K.CATEGORY_UPDATED, "C0009", ""),
+            (K.CATEGORY_ENABLED, "C0009", ""),
+            (K.MAPPING_CREATED, "C0009", "heap"),
+            (K.MAPPING_REMOVED, "C0009", "mixpanel"),
         ],
         renamed={"C0002": "C0009"},
     ),
@@ -178,10 +178,10 @@ CASES = [
         m(PERF, TARGET),
         m(replace(PERF, id="C0004")),
         [
-            (A.CATEGORY_UPDATED, "C0004", ""),
-            (A.CATEGORY_DELETED, "C0004", ""),
-            (A.MAPPING_REMOVED, "C0004", "google-ads"),
-            (A.MAPPING_REMOVED, "C0004", "braze"),
+            (K.CATEGORY_UPDATED, "C0004", ""),
+            (K.CATEGORY_DELETED, "C0004", ""),
+            (K.MAPPING_REMOVED, "C0004", "google-ads"),
+            (K.MAPPING_REMOVED, "C0004", "braze"),
         ],
         renamed={"C0002": "C0004"},
     ),
@@ -189,7 +189,7 @@ CASES = [
         "ids swapped by two renames",
         m(PERF, TARGET),
         m(replace(PERF, id="C0004"), replace(TARGET, id="C0002")),
-        [(A.CATEGORY_UPDATED, "C0004", ""), (A.CATEGORY_UPDATED, "C0002", "")],
+        [(K.CATEGORY_UPDATED, "C0004", ""), (K.CATEGORY_UPDATED, "C0002", "")],
         renamed={"C0002": "C0004", "C0004": "C0002"},
     ),
 ]
@@ -198,7 +198,7 @@ CASES = [
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_diff_reports_each_kind_of_edit_in_order(case: Case) -> None:
     got = diff(case.old, case.new, renamed=case.renamed)
-    assert [(c.action, c.category_id, c.destination) for c in got] == case.expected
+    assert [(c.kind, c.category_id, c.destination) for c in got] == case.expected
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
@@ -208,13 +208,13 @@ def test_diff_is_deterministic(case: Case) -> None:
 
 def test_created_and_its_mappings_carry_only_after() -> None:
     got = diff(BASE, m(PERF, TARGET, FUNC, NEW))
-    assert got[0] == Change(A.CATEGORY_CREATED, "C0005", "", None, j(NEW))
+    assert got[0] == Change(K.CATEGORY_CREATED, "C0005", "", None, j(NEW))
     assert all(c.before is None and c.after == j(NEW) for c in got)
 
 
 def test_deleted_and_its_mappings_carry_only_before() -> None:
     got = diff(BASE, m(PERF, FUNC))
-    assert got[0] == Change(A.CATEGORY_DELETED, "C0004", "", j(TARGET), None)
+    assert got[0] == Change(K.CATEGORY_DELETED, "C0004", "", j(TARGET), None)
     assert all(c.before == j(TARGET) and c.after is None for c in got)
 
 
@@ -258,12 +258,5 @@ def test_inputs_are_not_mutated_and_changes_are_frozen() -> None:
     (change,) = diff(BASE, m(PERF_RENAMED, TARGET, FUNC))
     assert BASE.to_json_dict() == before
     with pytest.raises(AttributeError):
-        change.action = A.CATEGORY_DELETED  # type: ignore[misc]
+        change.kind = K.CATEGORY_DELETED  # type: ignore[misc]
 
-
-def test_audit_action_values_match_consent_v1() -> None:
-    from consent.v1 import admin_pb2
-
-    for action in AuditAction:
-        assert admin_pb2.AuditAction.Value(action.proto_name) == action.value
-    assert len(AuditAction) == len(admin_pb2.AuditAction.keys())

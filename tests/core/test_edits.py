@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from consent_core import errors
-from consent_core.diff import AuditAction, diff
+from consent_core.diff import ChangeKind, diff
 from consent_core.edits import CategoryFields, Create, Delete, Disable, Enable, Update, apply_edit
 from consent_core.model import Category, ConsentMapping, category_etag, mapping_problems
 from hypothesis import given, settings
@@ -114,8 +114,8 @@ def test_update_to_the_same_values_changes_nothing() -> None:
 
 def test_renamed_table_makes_diff_an_update_not_delete_and_create() -> None:
     r = apply_edit(MAPPING, Update("C0004", fields(TARGET, id="C0040"), paths=("id",)))
-    actions = [c.action for c in diff(MAPPING, r.mapping, renamed=r.renamed)]
-    assert actions == [AuditAction.CATEGORY_UPDATED]
+    kinds = [c.kind for c in diff(MAPPING, r.mapping, renamed=r.renamed)]
+    assert kinds == [ChangeKind.CATEGORY_UPDATED]
 
 
 def test_update_with_an_unknown_mask_path_names_update_mask() -> None:
@@ -167,14 +167,14 @@ def test_disable_needs_the_exact_name() -> None:
             apply_edit(MAPPING, Disable("C0004", wrong))
     r = apply_edit(MAPPING, Disable("C0004", "Targeting Cookies"))
     assert r.category == Category("C0004", "Targeting Cookies", TARGET.destinations, enabled=False)
-    assert [c.action for c in diff(MAPPING, r.mapping)] == [AuditAction.CATEGORY_DISABLED]
+    assert [c.kind for c in diff(MAPPING, r.mapping)] == [ChangeKind.CATEGORY_DISABLED]
 
 
 def test_enable_turns_a_disabled_category_back_on_without_confirmation() -> None:
     off = apply_edit(MAPPING, Disable("C0004", "Targeting Cookies")).mapping
     r = apply_edit(off, Enable("C0004"))
     assert r.mapping == MAPPING
-    assert [c.action for c in diff(off, r.mapping)] == [AuditAction.CATEGORY_ENABLED]
+    assert [c.kind for c in diff(off, r.mapping)] == [ChangeKind.CATEGORY_ENABLED]
 
 
 def test_enabling_an_enabled_category_changes_nothing() -> None:
@@ -210,8 +210,8 @@ def test_delete_removes_the_category_and_returns_it() -> None:
     r = apply_edit(MAPPING, Delete("C0004", "Targeting Cookies", etag=category_etag(TARGET)))
     assert r.mapping.categories == (PERF, FUNC)
     assert r.category == TARGET
-    actions = [c.action for c in diff(MAPPING, r.mapping)]
-    assert actions == [AuditAction.CATEGORY_DELETED, AuditAction.MAPPING_REMOVED, AuditAction.MAPPING_REMOVED]
+    kinds = [c.kind for c in diff(MAPPING, r.mapping)]
+    assert kinds == [ChangeKind.CATEGORY_DELETED, ChangeKind.MAPPING_REMOVED, ChangeKind.MAPPING_REMOVED]
 
 
 def test_delete_needs_the_exact_name() -> None:

@@ -13,11 +13,10 @@ import grpc
 import grpc.aio
 import pytest
 from consent.v1 import admin_pb2, admin_pb2_grpc, decision_pb2, decision_pb2_grpc
-from consent_core.diff import AuditAction
 from consent_core.model import Category, category_etag
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from consent_sidecar.audit import GENESIS_HASH, AuditLog, NewEvent, verify
+from consent_sidecar.audit import GENESIS_HASH, AuditAction, AuditLog, NewEvent, verify
 
 if TYPE_CHECKING:
     from conftest import RunningSidecar, StartSidecar
@@ -425,3 +424,10 @@ async def test_admin_service_only_on_the_admin_listener(sc: RunningSidecar) -> N
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await decision_pb2_grpc.DecisionServiceStub(sc.admin).Decide(decision_pb2.DecideRequest(), timeout=5)
     assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+async def test_get_caller_without_principals_is_unauthenticated(sc: RunningSidecar) -> None:
+    # A listener built without a gate (tests only: serve refuses --admin-listen without --principals).
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await stub(sc.admin).GetCaller(admin_pb2.GetCallerRequest(), timeout=5)
+    assert e.value.code() is grpc.StatusCode.UNAUTHENTICATED

@@ -23,15 +23,14 @@ import grpc
 import grpc.aio
 import pytest
 from consent.v1 import admin_pb2, admin_pb2_grpc, decision_pb2, decision_pb2_grpc
-from consent_core import errors, mapping_file
-from consent_core.diff import AuditAction
-from consent_core.mapping_file import load_mapping
+from consent_core import errors
+from consent_core.mapping_file import load_mapping, saver
 from google.protobuf import field_mask_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from consent_sidecar.audit import AuditLog, AuditRecord, verify
+from consent_sidecar.audit import AuditAction, AuditLog, AuditRecord, verify
 from consent_sidecar.auth.gate import Authenticator, PrincipalsFile
 from consent_sidecar.auth.principals import Principal, Principals, Role, hash_token
 from consent_sidecar.cli import run_cli
@@ -220,6 +219,15 @@ async def test_calls_without_a_valid_token_are_unauthenticated(
 async def test_members_and_owners_read(admin: Admin, rpc: str, request_: Any) -> None:
     await admin.call(rpc, request_, MEMBER)
     await admin.call(rpc, request_, OWNER)
+
+
+async def test_get_caller_names_the_principal_and_its_role_and_records_nothing(admin: Admin) -> None:
+    owner = await admin.call("GetCaller", admin_pb2.GetCallerRequest(), OWNER)
+    member = await admin.call("GetCaller", admin_pb2.GetCallerRequest(), MEMBER)
+    assert (owner.principal_id, owner.role) == ("alice", admin_pb2.ROLE_OWNER)
+    assert (member.principal_id, member.role) == ("bob", admin_pb2.ROLE_MEMBER)
+    await expect(Code.UNAUTHENTICATED, admin.call("GetCaller", admin_pb2.GetCallerRequest(), ()))
+    assert [e.action for e in admin.events()] == [A.POLICY_RELOADED]  # only the start event
 
 
 async def test_a_member_may_watch_the_audit_trail(admin: Admin) -> None:
@@ -530,16 +538,16 @@ async def test_a_write_that_cannot_be_persisted_is_unavailable_and_changes_nothi
     before = admin.path.read_bytes()
     snap = admin.store.current
     if target == "mkstemp":
-        monkeypatch.setattr(mapping_file.tempfile, "mkstemp", _refuse(error))
+        monkeypatch.setattr(saver.tempfile, "mkstemp", _refuse(error))
     else:
-        real = getattr(mapping_file.os, target)
+        real = getattr(saver.os, target)
 
         def fail_on_mapping(*args: Any, **kwargs: Any) -> Any:  # SQLite's own fsyncs do not come through here
             if target == "replace" or _is_temp_of(args[0], admin.path):
                 raise OSError(error, "injected: " + errno.errorcode[error])
             return real(*args, **kwargs)
 
-        monkeypatch.setattr(mapping_file.os, target, fail_on_mapping)
+        monkeypatch.setattr(saver.os, target, fail_on_mapping)
     await expect(
         Code.UNAVAILABLE,
         admin.call("DisableCategory",

@@ -25,12 +25,11 @@ from pathlib import Path
 import grpc
 import pytest
 from consent.v1 import admin_pb2, admin_pb2_grpc
-from consent_core.diff import AuditAction
 from consent_core.mapping_file import load_mapping
 from google.protobuf import field_mask_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from consent_sidecar.audit import AuditLog
+from consent_sidecar.audit import AuditAction, AuditLog
 from consent_sidecar.auth.principals import hash_token
 from consent_sidecar.cli import run_cli
 

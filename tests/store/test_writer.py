@@ -12,10 +12,9 @@ from pathlib import Path
 
 import pytest
 from consent_core import errors
-from consent_core.diff import AuditAction
 from consent_core.model import ConsentMapping
 
-from consent_sidecar.audit import GENESIS_HASH, AuditLog, AuditRecord, NewEvent, verify
+from consent_sidecar.audit import GENESIS_HASH, AuditAction, AuditLog, AuditRecord, NewEvent, verify
 from consent_sidecar.store.policy import PolicyStore, load_mapping_file
 from consent_sidecar.store.writer import PolicyWriter, file_actor
 

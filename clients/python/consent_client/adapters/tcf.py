@@ -30,16 +30,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from itertools import compress
 
 from ._common import ConsentFormatError, combine, require_category, require_str
 
 __all__ = ["TCString", "decode_tc_string", "tcf_to_preferences"]
 
 _ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
-_SEXTETS = {ch: format(i, "06b") for i, ch in enumerate(_ALPHABET)}
+_SEXTETS = {ord(ch): format(i, "06b") for i, ch in enumerate(_ALPHABET)}  # a str.translate table
+_AS_FLAGS = bytes.maketrans(b"01", b"\x00\x01")  # bit characters -> bytes itertools.compress reads
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _NUM_PURPOSES = 24
 _NUM_SPECIAL_FEATURES = 12
+_MAX_VENDOR_ID = 65_535  # vendor ids are Int(16)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,8 +96,9 @@ class _BitReader:
         return self._take(1, field) == "1"
 
     def id_set(self, width: int, field: str) -> frozenset[int]:
-        chunk = self._take(width, field)
-        return frozenset(i + 1 for i, bit in enumerate(chunk) if bit == "1")
+        # In C, not bit by bit in Python: a vendor bitfield can hold tens of thousands of bits.
+        flags = self._take(width, field).encode("ascii").translate(_AS_FLAGS)
+        return frozenset(compress(range(1, width + 1), flags))
 
     def letters(self, field: str) -> str:
         out = []
@@ -140,12 +144,12 @@ def _segment_bits(segment: str, index: int) -> str:
         raise ConsentFormatError(f"TC string segment {index + 1} is empty")
     if len(body) % 4 == 1:
         raise ConsentFormatError(f"TC string segment {index + 1} has an impossible base64 length (truncated?)")
-    try:
-        bits = "".join(_SEXTETS[ch] for ch in body)
-    except KeyError as exc:
+    bits = body.translate(_SEXTETS)
+    if len(bits) != 6 * len(body):  # a character outside the table stayed one character long
+        bad = next(ch for ch in body if ord(ch) not in _SEXTETS)
         raise ConsentFormatError(
-            f"TC string segment {index + 1} contains {exc.args[0]!r}, which is not base64url (A-Z a-z 0-9 - _)"
-        ) from None
+            f"TC string segment {index + 1} contains {bad!r}, which is not base64url (A-Z a-z 0-9 - _)"
+        )
     # The encoded data is whole bytes; bits of the last character beyond them are base64 filler.
     return bits[: len(bits) // 8 * 8]
 
@@ -192,25 +196,47 @@ def decode_tc_string(tc: str) -> TCString:
 
 
 def tcf_to_preferences(
-    tc: str | TCString, purpose_to_category: Mapping[int, str], *, require_all: bool = True
+    tc: str | TCString,
+    purpose_to_category: Mapping[int, str],
+    *,
+    require_all: bool = True,
+    vendors: Mapping[int, str] | None = None,
 ) -> dict[str, bool]:
-    """Map a TC string's *purpose consents* to category preferences.
+    """Map a TC string's *purpose consents*, and optionally its *vendor consents*, to category
+    preferences.
 
     ``purpose_to_category`` maps TCF purpose ids (1-24; e.g. 1 = store and/or access
     information on a device, 7 = measure advertising performance, 8 = measure content
     performance, 9 = understand audiences, 10 = develop and improve services) to category ids;
-    several purposes may map to one category. Every mapped category is reported: with
-    ``require_all`` (default) it is ``True`` iff *all* its purposes are consented, otherwise iff
-    *any* is. Only the user's consent bits count: legitimate-interest transparency, vendor
-    consents and publisher restrictions are not considered.
+    several purposes may map to one category; it may be empty. Every mapped category is
+    reported: with ``require_all`` (default) it is ``True`` iff *all* its purposes are consented,
+    otherwise iff *any* is. Only the user's consent bits count: legitimate-interest
+    transparency and publisher restrictions are not considered.
+
+    ``vendors`` maps IAB Global Vendor List ids to category ids (keyword only), typically one
+    synthetic category per vendor, e.g. ``{755: "TCFV755"}`` (755 is Google Advertising
+    Products): the category is ``True`` iff the user consented to that vendor
+    (``vendor_consents``). Several vendors may share a category, combined like purposes (all
+    of them with ``require_all``, else any). A mapping then needs a destination in both a
+    purpose category and its vendor category (``google-ads`` under ``C0004`` and ``TCFV755``,
+    resolution ``all``) to send only when the user consented to the purpose *and* the vendor.
+    A category fed by both a purpose and a vendor is combined the same way.
     """
     decoded = tc if isinstance(tc, TCString) else decode_tc_string(tc)
     if not isinstance(purpose_to_category, Mapping):
         raise ConsentFormatError("purpose_to_category must be a mapping of purpose id to category id")
-    pairs: list[tuple[int, str]] = []
+    if vendors is not None and not isinstance(vendors, Mapping):
+        raise ConsentFormatError("vendors must be a mapping of IAB vendor id to category id")
+    pairs: list[tuple[tuple[str, int], str]] = []
+    states: dict[tuple[str, int], bool] = {}
     for purpose, category in purpose_to_category.items():
         if isinstance(purpose, bool) or not isinstance(purpose, int) or not 1 <= purpose <= _NUM_PURPOSES:
             raise ConsentFormatError(f"purpose_to_category keys must be TCF purpose ids 1-24, got {purpose!r}")
-        pairs.append((purpose, require_category(category, "purpose_to_category")))
-    states = {purpose: purpose in decoded.purpose_consents for purpose, _ in pairs}
+        pairs.append((("purpose", purpose), require_category(category, "purpose_to_category")))
+        states["purpose", purpose] = purpose in decoded.purpose_consents
+    for vendor, category in (vendors or {}).items():
+        if isinstance(vendor, bool) or not isinstance(vendor, int) or not 1 <= vendor <= _MAX_VENDOR_ID:
+            raise ConsentFormatError(f"vendors keys must be IAB vendor ids 1-{_MAX_VENDOR_ID}, got {vendor!r}")
+        pairs.append((("vendor", vendor), require_category(category, "vendors")))
+        states["vendor", vendor] = vendor in decoded.vendor_consents
     return combine(pairs, states, require_all=require_all)

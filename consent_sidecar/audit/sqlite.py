@@ -1,0 +1,463 @@
+"""The tamper-evident audit trail on SQLite: append (hash chain), page, watch.
+
+Owns the open audit database: the durability settings (WAL, synchronous=FULL), the one
+writer extending the chain (`records`) in one transaction per batch, keyset paging with
+opaque tokens (`tokens`), live fan-out to asyncio watchers (`watchers`), and the
+content-addressed store of published policies. Must never rewrite or delete an event,
+decide policy, touch the mapping file, import generated protobuf code, or configure
+structlog: services translate `AuditRecord`s to consent.v1.AuditEvent and map the errors.
+The schema is `schema`'s; checking a whole trail is `verify`'s.
+
+Published policies (not part of the chain, content-addressed instead). A POLICY_RELOADED
+`NewEvent` may carry the policy it published, `policy=(digest, canonical)`: the canonical
+JSON of the mapping and its sha256 hex, which the event's detail must name ("digest <hex>",
+so the chain commits to it). It is stored in the event's transaction in two more tables:
+`policies(digest PRIMARY KEY, canonical)`, one row per distinct policy, and
+`published(sequence PRIMARY KEY, digest)`, one row per event that published one. A start
+diffs the last published policy (`last_published_policy`) against the file, so edits made
+while the sidecar was stopped, or written just before a crash, still get their category
+events. Trails written before these tables existed simply have no rows: the tables are
+added, empty, when such a database is opened (the schema version stays 1: older binaries
+ignore them), and `verify` checks them only where rows exist.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sqlite3
+import threading
+from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final, Protocol
+
+import structlog
+from consent_core import errors
+
+from consent_sidecar.audit.records import (
+    GENESIS_HASH,
+    AuditAction,
+    AuditRecord,
+    NewEvent,
+    PublishedPolicy,
+    canonical_bytes,
+    check_new_event,
+    event_hash,
+    format_time,
+)
+from consent_sidecar.audit.schema import (
+    COLUMNS,
+    POLICIES,
+    POLICY_SCHEMA,
+    PUBLISHED,
+    SELECT,
+    TABLE,
+    TRIGGERS,
+    AuditError,
+    check_schema,
+    connect,
+    create_schema,
+    row_to_record,
+)
+from consent_sidecar.audit.tokens import decode_token, encode_token, filters_fingerprint
+from consent_sidecar.audit.watchers import Watcher, cut_off
+
+__all__ = ["DEFAULT_PAGE_SIZE", "MAX_PAGE_SIZE", "WATCH_CHUNK", "AuditLog"]
+
+DEFAULT_PAGE_SIZE: Final = 100
+MAX_PAGE_SIZE: Final = 1000
+WATCH_CHUNK: Final = 500  # backlog rows read per query while a watcher catches up
+
+
+class _Logger(Protocol):
+    def info(self, event: str, **kw: Any) -> Any: ...
+
+
+class AuditLog:
+    """An open audit database: one writer (thread-safe), any number of readers and watchers.
+
+    Every method but `watch` blocks on SQLite (and `append` on fsync): from asyncio code call
+    them through `asyncio.to_thread`. Build with `AuditLog.open(path)`; `close()` when done.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        conn: sqlite3.Connection,
+        *,
+        clock: Callable[[], datetime],
+        logger: _Logger | None,
+    ) -> None:
+        self._path = path
+        self._conn = conn  # the writer connection, used only under _write_lock
+        self._clock = clock
+        self._logger: _Logger = (
+            logger
+            if logger is not None
+            else structlog.get_logger("consent_sidecar.audit", logger_name="consent_sidecar.audit")
+        )
+        self._write_lock = threading.Lock()  # one writer; also orders the hand-off to watchers
+        self._readers: list[sqlite3.Connection] = []  # idle read connections
+        self._readers_lock = threading.Lock()
+        self._watchers: set[Watcher] = set()
+        self._watchers_lock = threading.Lock()
+        self._closed = False
+
+    @classmethod
+    def open(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        clock: Callable[[], datetime] | None = None,
+        logger: _Logger | None = None,
+    ) -> AuditLog:
+        """Open (creating if absent) the audit database at `path`.
+
+        The parent directory must exist (AuditError otherwise: no directory is created).
+        An existing file that is not a consent-sidecar audit database is refused with
+        AuditError. `clock` returns the aware time of each batch (default: now, UTC);
+        `logger` receives one "audit" line per event (default: structlog.get_logger()).
+        """
+        p = Path(path)
+        if not p.parent.is_dir():
+            raise AuditError(f"{p}: directory {str(p.parent)!r} does not exist")
+        if p.is_dir():
+            raise AuditError(f"{p}: is a directory")
+        try:
+            conn = connect(p, read_only=False)
+        except sqlite3.Error as exc:
+            raise AuditError(f"{p}: cannot open audit database: {exc}") from exc
+        try:
+            ours = check_schema(conn, p)  # before writing anything: a foreign file stays untouched
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]  # persistent, in the file
+            if str(mode).lower() != "wal":
+                raise AuditError(f"{p}: cannot use WAL journal mode (got {mode!r})")
+            conn.execute("PRAGMA synchronous = FULL")  # per connection: every commit fsyncs the WAL
+            if not ours:
+                create_schema(conn)
+                check_schema(conn, p)
+            conn.executescript(POLICY_SCHEMA)  # adds the policy tables to a database from before them
+            conn.executescript(TRIGGERS)  # restores them if someone dropped them
+        except sqlite3.Error as exc:
+            conn.close()
+            raise AuditError(f"{p}: cannot open audit database: {exc}") from exc
+        except BaseException:
+            conn.close()
+            raise
+        return cls(p, conn, clock=clock or (lambda: datetime.now(UTC)), logger=logger)
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    def __enter__(self) -> AuditLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ append
+
+    def append(self, entries: Sequence[NewEvent]) -> list[AuditRecord]:
+        """Append `entries` in one transaction: all durable (committed, fsynced) or none.
+
+        Returns the stored records once committed. Sequences continue from the last event,
+        each `prev_hash` is the previous event's hash; all events of one call share one
+        time from the clock. The policy a POLICY_RELOADED entry carries (`NewEvent.policy`)
+        is stored in the same transaction (module docstring). ValueError for an unrecordable
+        entry, or a policy on another action, not hashing to its digest or not named in the
+        event's detail (nothing appended); errors.Unavailable if SQLite fails (nothing
+        appended); AuditError once closed.
+        """
+        if not entries:
+            return []
+        for i, e in enumerate(entries):
+            check_new_event(i, e)
+        with self._write_lock:
+            if self._closed:
+                raise AuditError(f"{self._path}: audit log is closed")
+            time = format_time(self._clock())  # under the lock: times never go backwards along sequences
+            records = self._append_locked(entries, time)
+            self._hand_off(records)
+        self._log(records)
+        return records
+
+    def _append_locked(self, entries: Sequence[NewEvent], time: str) -> list[AuditRecord]:
+        conn = self._conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise errors.Unavailable(f"audit log {self._path}: cannot start a transaction: {exc}") from exc
+        try:
+            head = conn.execute(f"SELECT sequence, hash FROM {TABLE} ORDER BY sequence DESC LIMIT 1").fetchone()
+            seq, prev = (0, GENESIS_HASH) if head is None else (int(head[0]), str(head[1]))
+            records: list[AuditRecord] = []
+            for e in entries:
+                seq += 1
+                action = AuditAction(e.action)
+                digest = event_hash(
+                    canonical_bytes(
+                        sequence=seq,
+                        time=time,
+                        actor=e.actor,
+                        action=action,
+                        category_id=e.category_id,
+                        destination=e.destination,
+                        before_json=e.before_json,
+                        after_json=e.after_json,
+                        detail=e.detail,
+                        prev_hash=prev,
+                    )
+                )
+                row = (seq, time, e.actor, int(action), e.category_id, e.destination,
+                       e.before_json, e.after_json, e.detail, prev, digest)  # fmt: skip
+                conn.execute(f"INSERT INTO {TABLE} ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * 11)})", row)
+                records.append(row_to_record(row))
+                prev = digest
+                if e.policy is not None:  # content-addressed: a policy published again is stored once
+                    conn.execute(f"INSERT OR IGNORE INTO {POLICIES} (digest, canonical) VALUES (?, ?)", e.policy)
+                    conn.execute(f"INSERT INTO {PUBLISHED} (sequence, digest) VALUES (?, ?)", (seq, e.policy[0]))
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise errors.Unavailable(f"audit log {self._path}: append failed, nothing written: {exc}") from exc
+            raise
+        return records
+
+    def _hand_off(self, records: list[AuditRecord]) -> None:
+        """Under the write lock (so every loop gets batches in commit order): schedule delivery, never block."""
+        with self._watchers_lock:
+            watchers = list(self._watchers)
+        for w in watchers:
+            try:
+                w.loop.call_soon_threadsafe(w.deliver, records)
+            except RuntimeError:  # its loop is closed: nobody is listening any more
+                self._forget(w)
+
+    def _log(self, records: list[AuditRecord]) -> None:
+        logger = self._logger
+        for r in records:
+            # The events are durable already: a failing log sink must not turn the append into an error.
+            with contextlib.suppress(Exception):
+                logger.info(
+                    "audit",
+                    sequence=r.sequence,
+                    time=format_time(r.time),
+                    actor=r.actor,
+                    action=r.action.proto_name,
+                    category_id=r.category_id,
+                    destination=r.destination,
+                    detail=r.detail,
+                    prev_hash=r.prev_hash,
+                    hash=r.hash,
+                )
+
+    # ------------------------------------------------------------------ reading
+
+    @contextlib.contextmanager
+    def _reader(self) -> Iterator[sqlite3.Connection]:
+        with self._readers_lock:
+            if self._closed:
+                raise AuditError(f"{self._path}: audit log is closed")
+            conn = self._readers.pop() if self._readers else None
+        if conn is None:
+            try:
+                conn = connect(self._path, read_only=True)
+            except sqlite3.Error as exc:
+                raise errors.Unavailable(f"audit log {self._path}: cannot open a reader: {exc}") from exc
+        try:
+            yield conn
+        finally:
+            with self._readers_lock:
+                if self._closed:
+                    conn.close()
+                else:
+                    self._readers.append(conn)
+
+    def _select(self, where: str, params: Sequence[Any], limit: int) -> list[AuditRecord]:
+        sql = f"{SELECT} WHERE {where} ORDER BY sequence LIMIT ?"
+        with self._reader() as conn:
+            try:
+                rows = conn.execute(sql, (*params, limit)).fetchall()
+            except sqlite3.Error as exc:
+                raise errors.Unavailable(f"audit log {self._path}: read failed: {exc}") from exc
+        return [row_to_record(r) for r in rows]
+
+    def last_published_policy(self) -> PublishedPolicy | None:
+        """The policy the newest POLICY_RELOADED event published, if it was stored with it.
+
+        None for an empty trail, or when that event has no stored policy (written before
+        policies were kept, or by a writer that did not pass one): then nothing is known
+        about what was serving last. errors.Unavailable if SQLite fails.
+        """
+        with self._reader() as conn:
+            try:
+                head = conn.execute(
+                    f"SELECT sequence FROM {TABLE} WHERE action = ? ORDER BY sequence DESC LIMIT 1",
+                    (int(AuditAction.POLICY_RELOADED),),
+                ).fetchone()
+                if head is None:
+                    return None
+                row = conn.execute(
+                    f"SELECT p.digest, p.canonical FROM {PUBLISHED} AS pub JOIN {POLICIES} AS p "
+                    "ON p.digest = pub.digest WHERE pub.sequence = ?",
+                    (head[0],),
+                ).fetchone()
+            except sqlite3.Error as exc:
+                raise errors.Unavailable(f"audit log {self._path}: read failed: {exc}") from exc
+        if row is None:
+            return None
+        return PublishedPolicy(sequence=int(head[0]), digest=str(row[0]), canonical=str(row[1]))
+
+    def page(
+        self,
+        *,
+        page_size: int = 0,
+        page_token: str = "",
+        category_id: str = "",
+        action: int = 0,
+        after_sequence: int = 0,
+    ) -> tuple[list[AuditRecord], str]:
+        """One page of events in sequence order, and the token of the next page.
+
+        Filters (each optional, combined with AND): `category_id`, `action` (0 = any),
+        `after_sequence` (only greater sequences). `page_size` 0 means 100, at most 1000.
+        Keyset pagination on sequence: events appended between calls are neither lost
+        nor repeated. The next token is "" when no further event matches right now (a
+        page shorter than page_size always ends with ""); it is only valid with the same
+        filters. errors.InvalidArgument names page_size, page_token, action or
+        after_sequence when one is unusable.
+        """
+        if page_size < 0:
+            raise errors.InvalidArgument("page_size", f"must not be negative (got {page_size})")
+        if page_size > MAX_PAGE_SIZE:
+            raise errors.InvalidArgument("page_size", f"must be at most {MAX_PAGE_SIZE} (got {page_size})")
+        if after_sequence < 0:
+            raise errors.InvalidArgument("after_sequence", f"must not be negative (got {after_sequence})")
+        if action:
+            try:
+                AuditAction(action)
+            except ValueError:
+                raise errors.InvalidArgument("action", f"unknown AuditAction value {action}") from None
+        size = page_size or DEFAULT_PAGE_SIZE
+        fingerprint = filters_fingerprint(category_id, int(action), after_sequence)
+        start = after_sequence
+        if page_token:
+            start = max(start, decode_token(page_token, fingerprint))
+        where: list[str] = ["sequence > ?"]
+        params: list[Any] = [start]
+        if category_id:
+            where.append("category_id = ?")
+            params.append(category_id)
+        if action:
+            where.append("action = ?")
+            params.append(int(action))
+        records = self._select(" AND ".join(where), params, size + 1)  # one extra: are there more?
+        if len(records) <= size:
+            return records, ""
+        records = records[:size]
+        return records, encode_token(records[-1].sequence, fingerprint)
+
+    # ------------------------------------------------------------------ watching
+
+    @property
+    def watchers(self) -> int:
+        """How many watch() iterators are currently registered (for metrics and tests)."""
+        with self._watchers_lock:
+            return len(self._watchers)
+
+    def _forget(self, w: Watcher) -> None:
+        with self._watchers_lock:
+            self._watchers.discard(w)
+
+    async def watch(
+        self,
+        after_sequence: int,
+        *,
+        buffer: int = 1024,
+        on_live: Callable[[], object] | None = None,
+    ) -> AsyncGenerator[AuditRecord, None]:
+        """Every event after `after_sequence` in order, then live events as they are appended.
+
+        The backlog is read from the database in chunks (off the event loop); then the
+        iterator follows appends from any thread without gap or duplicate at the seam.
+        Up to `buffer` live events wait for a slow consumer; one more cuts it off with
+        errors.ResourceExhausted (the appender and other watchers never wait). Ends
+        cleanly when the log is closed. Any number of watchers, on any event loops.
+        `on_live` is called once, on the loop, when the backlog is read and appends are
+        followed live (from then on a consumer that stops reading can be cut off).
+        Leave early with `aclose()` (or let the generator be collected).
+        """
+        if after_sequence < 0:
+            raise errors.InvalidArgument("after_sequence", f"must not be negative (got {after_sequence})")
+        if buffer < 1:
+            raise ValueError(f"buffer must be at least 1 (got {buffer})")
+        w = Watcher(asyncio.get_running_loop(), buffer, self._forget)
+        with self._watchers_lock:
+            if self._closed:
+                return
+            self._watchers.add(w)
+        try:
+            last = after_sequence
+            # Catch up from the database; while not live, deliveries are dropped (the database has them).
+            # Then go live and read once more: anything committed before the switch is in the database,
+            # anything handed off after it is in the queue, and sequences <= last are skipped.
+            for live in (False, True):
+                w.live = live
+                if live and on_live is not None:
+                    on_live()
+                while True:
+                    try:
+                        chunk = await asyncio.to_thread(self._select, "sequence > ?", (last,), WATCH_CHUNK)
+                    except AuditError:
+                        if w.closed or self._closed:
+                            return
+                        raise
+                    for r in chunk:
+                        if w.closed:
+                            return
+                        if w.dropped:
+                            raise cut_off(w, last)
+                        yield r
+                        last = r.sequence
+                    if len(chunk) < WATCH_CHUNK:
+                        break
+            while True:
+                if w.closed:
+                    return
+                if w.dropped:
+                    raise cut_off(w, last)
+                item = await w.queue.get()
+                if w.dropped:
+                    raise cut_off(w, last)
+                if item is None or w.closed:
+                    return
+                if item.sequence <= last:
+                    continue
+                yield item
+                last = item.sequence
+        finally:
+            self._forget(w)
+
+    # ------------------------------------------------------------------ closing
+
+    def close(self) -> None:
+        """End every watcher cleanly and close the database; idempotent, callable from any thread."""
+        with self._write_lock:
+            if self._closed:
+                return
+            with self._readers_lock:
+                self._closed = True
+                readers, self._readers = self._readers, []
+            with self._watchers_lock:
+                watchers, self._watchers = list(self._watchers), set()
+            self._conn.close()
+        for conn in readers:
+            conn.close()
+        for w in watchers:
+            with contextlib.suppress(RuntimeError):  # loop already closed
+                w.loop.call_soon_threadsafe(w.close)

@@ -1,0 +1,450 @@
+"""The SQLite store: appending, logging, durability, append-only storage, paging and published policies."""
+
+from __future__ import annotations
+
+import base64
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from consent_core import errors
+
+from consent_sidecar.audit import (
+    GENESIS_HASH,
+    AuditAction,
+    AuditError,
+    AuditLog,
+    AuditRecord,
+    NewEvent,
+    PublishedPolicy,
+    verify,
+)
+
+from .support import (
+    M1,
+    M2,
+    WAIT,
+    Captured,
+    all_records,
+    ev,
+    policy_of,
+    published,
+    raw,
+    tamper,
+)
+
+A = AuditAction
+
+
+# ---------------------------------------------------------------------------- appending
+
+
+def test_one_batch_shares_one_time_and_batches_never_go_back_in_time(log: AuditLog) -> None:
+    a = log.append([ev(), ev(), ev()])
+    b = log.append([ev()])
+    assert len({r.time for r in a}) == 1
+    assert b[0].time > a[0].time
+
+
+def test_empty_append_is_a_no_op(log: AuditLog) -> None:
+    assert log.append([]) == []
+    assert log.page() == ([], "")
+
+
+def test_each_event_is_logged_once_without_category_bodies(log: AuditLog, captured: Captured) -> None:
+    records = log.append([ev(A.CATEGORY_CREATED, "alice", category_id="C1", after_json='{"secret":1}')])
+    ((event, fields),) = captured.lines
+    assert event == "audit"
+    assert fields == {
+        "sequence": 1,
+        "time": records[0].time.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "actor": "alice",
+        "action": "AUDIT_ACTION_CATEGORY_CREATED",
+        "category_id": "C1",
+        "destination": "",
+        "detail": "",
+        "prev_hash": GENESIS_HASH,
+        "hash": records[0].hash,
+    }
+
+
+def test_a_failing_logger_does_not_undo_an_acknowledged_append(db: Path) -> None:
+    class Broken:
+        def info(self, event: str, **kw: Any) -> None:
+            raise OSError("log pipe closed")
+
+    with AuditLog.open(db, logger=Broken()) as log:
+        (r,) = log.append([ev()])
+        assert log.page()[0] == [r]
+
+
+# ---------------------------------------------------------------------------- storage
+
+
+def test_durability_settings_are_wal_and_synchronous_full(log: AuditLog, db: Path) -> None:
+    log.append([ev()])
+    conn = raw(db)
+    try:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"  # persistent, seen by any connection
+    finally:
+        conn.close()
+    assert log._conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL, on the writer connection
+
+
+def test_batch_append_is_atomic_when_the_transaction_fails_midway(log: AuditLog, db: Path) -> None:
+    log.append([ev()])
+    conn = raw(db)
+    conn.execute(
+        "CREATE TRIGGER inject_failure BEFORE INSERT ON audit_events WHEN NEW.actor = 'boom' "
+        "BEGIN SELECT RAISE(ABORT, 'injected failure'); END"
+    )
+    with pytest.raises(errors.Unavailable, match="injected failure"):
+        log.append([ev(detail="a"), ev(detail="b"), ev(actor="boom"), ev(detail="d")])
+    assert [r.sequence for r in all_records(log)] == [1]
+    conn.execute("DROP TRIGGER inject_failure")
+    conn.close()
+    (r,) = log.append([ev()])
+    assert r.sequence == 2
+    assert verify(db).ok
+
+
+def test_update_and_delete_are_refused_by_triggers(log: AuditLog, db: Path) -> None:
+    log.append([ev(), ev()])
+    conn = raw(db)
+    try:
+        with pytest.raises(sqlite3.DatabaseError, match="append-only: UPDATE refused"):
+            conn.execute("UPDATE audit_events SET detail = 'x' WHERE sequence = 1")
+        with pytest.raises(sqlite3.DatabaseError, match="append-only: DELETE refused"):
+            conn.execute("DELETE FROM audit_events WHERE sequence = 2")
+    finally:
+        conn.close()
+    assert len(all_records(log)) == 2
+
+
+def test_reopening_restores_dropped_triggers(db: Path) -> None:
+    with AuditLog.open(db) as log:
+        log.append([ev()])
+    tamper(db)
+    AuditLog.open(db).close()
+    conn = raw(db)
+    try:
+        with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+            conn.execute("DELETE FROM audit_events")
+    finally:
+        conn.close()
+
+
+def test_missing_directory_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(AuditError, match="does not exist"):
+        AuditLog.open(tmp_path / "nope" / "audit.db")
+    assert not (tmp_path / "nope").exists()
+
+
+def test_a_directory_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(AuditError, match="is a directory"):
+        AuditLog.open(tmp_path)
+
+
+def test_a_file_that_is_not_sqlite_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "notes.txt"
+    path.write_text("hello, I am not a database, but long enough to look like a header" * 10)
+    with pytest.raises(AuditError, match="not a consent-sidecar audit database"):
+        AuditLog.open(path)
+    assert path.read_text().startswith("hello")
+
+
+def test_a_foreign_sqlite_database_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "other.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE users (id INTEGER)")
+    conn.commit()
+    conn.close()
+    with pytest.raises(AuditError, match=r"not a consent-sidecar audit database .*users"):
+        AuditLog.open(path)
+    with pytest.raises(AuditError, match="not a consent-sidecar audit database"):
+        verify(path)
+
+
+def test_closed_log_refuses_appends_and_reads(log: AuditLog) -> None:
+    log.close()
+    log.close()  # idempotent
+    with pytest.raises(AuditError, match="closed"):
+        log.append([ev()])
+    with pytest.raises(AuditError, match="closed"):
+        log.page()
+
+
+# ---------------------------------------------------------------------------- paging
+
+
+@pytest.fixture
+def mixed(log: AuditLog) -> list[AuditRecord]:
+    """250 events over three categories and three actions."""
+    events = []
+    for i in range(250):
+        action = (A.CATEGORY_UPDATED, A.MAPPING_CREATED, A.POLICY_RELOADED)[i % 3]
+        events.append(ev(action, "alice", category_id=("C1", "C2", "C3", "")[i % 4]))
+    return log.append(events)
+
+
+def walk(log: AuditLog, page_size: int, **filters: Any) -> tuple[list[int], list[int]]:
+    """Every page's sequences (flattened) and the page lengths."""
+    seqs: list[int] = []
+    sizes: list[int] = []
+    records, token = log.page(page_size=page_size, **filters)
+    while True:
+        seqs.extend(r.sequence for r in records)
+        sizes.append(len(records))
+        if not token:
+            return seqs, sizes
+        records, token = log.page(page_size=page_size, page_token=token, **filters)
+
+
+def test_page_size_zero_means_100(log: AuditLog, mixed: list[AuditRecord]) -> None:
+    records, token = log.page()
+    assert [r.sequence for r in records] == list(range(1, 101))
+    assert token
+    assert records == mixed[:100]
+
+
+@pytest.mark.parametrize(("page_size", "sizes"), [(1000, [250]), (7, [7] * 35 + [5]), (50, [50] * 5), (1, [1] * 250)])
+def test_walking_pages_yields_every_event_once(
+    log: AuditLog, mixed: list[AuditRecord], page_size: int, sizes: list[int]
+) -> None:
+    seqs, got_sizes = walk(log, page_size)
+    assert seqs == list(range(1, 251))
+    assert got_sizes == sizes  # a full last page already ends with "": no empty page to fetch
+
+
+def test_page_size_over_1000_names_page_size(log: AuditLog) -> None:
+    with pytest.raises(errors.InvalidArgument, match="page_size: must be at most 1000") as info:
+        log.page(page_size=1001)
+    assert info.value.field == "page_size"
+    with pytest.raises(errors.InvalidArgument, match="page_size"):
+        log.page(page_size=-1)
+
+
+def test_filter_by_category(log: AuditLog, mixed: list[AuditRecord]) -> None:
+    seqs, _ = walk(log, 9, category_id="C2")
+    assert seqs == [r.sequence for r in mixed if r.category_id == "C2"]
+    assert len(seqs) == 63
+
+
+def test_filter_by_action(log: AuditLog, mixed: list[AuditRecord]) -> None:
+    seqs, _ = walk(log, 10, action=A.MAPPING_CREATED)
+    assert seqs == [r.sequence for r in mixed if r.action is A.MAPPING_CREATED]
+    seqs_int, _ = walk(log, 10, action=6)  # the wire sends a plain int
+    assert seqs_int == seqs
+
+
+def test_filters_combine(log: AuditLog, mixed: list[AuditRecord]) -> None:
+    seqs, _ = walk(log, 4, category_id="C1", action=A.POLICY_RELOADED, after_sequence=100)
+    assert seqs == [
+        r.sequence for r in mixed if r.category_id == "C1" and r.action is A.POLICY_RELOADED and r.sequence > 100
+    ]
+    assert seqs
+
+
+def test_after_sequence(log: AuditLog, mixed: list[AuditRecord]) -> None:
+    seqs, _ = walk(log, 30, after_sequence=200)
+    assert seqs == list(range(201, 251))
+    assert log.page(after_sequence=250) == ([], "")
+    assert log.page(after_sequence=10_000) == ([], "")
+
+
+def test_no_match_is_an_empty_last_page(log: AuditLog, mixed: list[AuditRecord]) -> None:
+    assert log.page(category_id="C404") == ([], "")
+    assert log.page(action=A.PERMISSION_DENIED) == ([], "")
+
+
+def test_unknown_action_filter_names_action(log: AuditLog) -> None:
+    with pytest.raises(errors.InvalidArgument, match="action: unknown AuditAction value 99"):
+        log.page(action=99)
+
+
+def test_negative_after_sequence_is_invalid(log: AuditLog) -> None:
+    with pytest.raises(errors.InvalidArgument, match="after_sequence"):
+        log.page(after_sequence=-1)
+
+
+def test_page_token_is_opaque_urlsafe_text(log: AuditLog, mixed: list[AuditRecord]) -> None:
+    _, token = log.page(page_size=10, category_id="C1")
+    assert token and set(token) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
+@pytest.mark.parametrize(
+    "filters",
+    [{"category_id": "C2"}, {"action": A.CATEGORY_UPDATED}, {"after_sequence": 5}, {"category_id": ""}],
+)
+def test_a_token_used_with_other_filters_names_page_token(
+    log: AuditLog, mixed: list[AuditRecord], filters: dict[str, Any]
+) -> None:
+    _, token = log.page(page_size=10, category_id="C1")
+    if filters == {"category_id": ""}:
+        filters = {}
+    with pytest.raises(errors.InvalidArgument, match="page_token: was issued for other filters") as info:
+        log.page(page_size=10, page_token=token, **filters)
+    assert info.value.field == "page_token"
+
+
+def test_page_size_may_change_between_pages(log: AuditLog, mixed: list[AuditRecord]) -> None:
+    first, token = log.page(page_size=10)
+    second, _ = log.page(page_size=25, page_token=token)
+    assert [r.sequence for r in first + second] == list(range(1, 36))
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        "garbage!",
+        "abc",
+        "====",
+        _b64(b"not json"),
+        _b64(b"\xff\xfe"),
+        _b64(b"[1, 2]"),
+        _b64(b'{"v": 2, "last": 3, "f": "x"}'),
+        _b64(b'{"v": 1, "last": "3", "f": "x"}'),
+        _b64(b'{"v": 1, "last": -3, "f": "x"}'),
+        _b64(b'{"v": 1, "last": true, "f": "x"}'),
+        _b64(b'{"v": 1, "last": 3}'),
+    ],
+)
+def test_garbage_tokens_name_page_token(log: AuditLog, token: str) -> None:
+    with pytest.raises(errors.InvalidArgument, match="page_token") as info:
+        log.page(page_token=token)
+    assert info.value.field == "page_token"
+
+
+def test_paging_neither_loses_nor_repeats_events_while_another_thread_appends(log: AuditLog) -> None:
+    log.append([ev(category_id="C1") for _ in range(50)])
+    total = 50 + 150 * 4
+    done = threading.Event()
+    failures: list[BaseException] = []
+
+    def writer() -> None:
+        try:
+            for _ in range(150):
+                log.append([ev(category_id="C1") for _ in range(4)])
+        except BaseException as exc:  # surfaced by the assertion below
+            failures.append(exc)
+        finally:
+            done.set()
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    seen: list[int] = []
+    try:
+        # Page with tokens; when a walk ends ("" token), resume with after_sequence = the last seen.
+        deadline = time.monotonic() + WAIT
+        while True:
+            assert time.monotonic() < deadline, "writer did not finish in time"
+            finished = done.is_set()  # read before the walk: if set, the walk sees every event
+            after = seen[-1] if seen else 0
+            records, token = log.page(page_size=7, category_id="C1", after_sequence=after)
+            seen.extend(r.sequence for r in records)
+            while token:
+                records, token = log.page(page_size=7, page_token=token, category_id="C1", after_sequence=after)
+                seen.extend(r.sequence for r in records)
+            if finished:
+                break
+    finally:
+        thread.join(WAIT)
+    assert not failures
+    assert seen == list(range(1, total + 1))
+
+
+# ---------------------------------------------------------------------------- published policies
+
+
+def test_a_published_policy_is_stored_with_its_event_and_is_the_last_one(log: AuditLog, db: Path) -> None:
+    assert log.last_published_policy() is None  # empty trail
+    log.append([ev(A.CATEGORY_CREATED, category_id="C1"), published(M1)])
+    assert log.last_published_policy() == PublishedPolicy(2, *policy_of(M1))
+    log.append([ev(A.PERMISSION_DENIED, actor="member"), ev(A.POLICY_RELOAD_FAILED)])
+    assert log.last_published_policy() == PublishedPolicy(2, *policy_of(M1))  # only POLICY_RELOADED counts
+    log.append([published(M2), ev(A.MAPPING_CREATED), published(M1, " again")])
+    assert log.last_published_policy() == PublishedPolicy(7, *policy_of(M1))
+    conn = raw(db)
+    try:  # content-addressed: M1 stored once though published twice
+        assert conn.execute("SELECT count(*) FROM policies").fetchone()[0] == 2
+        assert conn.execute("SELECT sequence FROM published ORDER BY sequence").fetchall() == [(2,), (5,), (7,)]
+        with pytest.raises(sqlite3.DatabaseError, match="append-only: UPDATE refused"):
+            conn.execute("UPDATE policies SET canonical = '{}'")
+        with pytest.raises(sqlite3.DatabaseError, match="append-only: DELETE refused"):
+            conn.execute("DELETE FROM published")
+    finally:
+        conn.close()
+    assert verify(db).ok and verify(db).count == 7
+
+
+def test_the_last_policy_reloaded_without_a_policy_means_nothing_is_known(log: AuditLog) -> None:
+    log.append([published(M1)])
+    log.append([ev(detail="generation 2 digest unknown")])  # e.g. an older binary's start event
+    assert log.last_published_policy() is None
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        (NewEvent("system", A.CATEGORY_CREATED, detail=f"digest {M1.digest()}", policy=policy_of(M1)),
+         r"entries\[1\]\.policy: only a POLICY_RELOADED"),
+        (NewEvent("system", A.POLICY_RELOADED, detail=f"digest {M1.digest()}", policy=(M1.digest(), "{}")),
+         "does not|not to its digest"),
+        (NewEvent("system", A.POLICY_RELOADED, detail="generation 1", policy=policy_of(M1)),
+         "detail must name 'digest "),
+        (NewEvent("system", A.POLICY_RELOADED, detail="x", policy=("a", 1)),  # type: ignore[arg-type]
+         "pair of str"),
+    ],
+)
+def test_a_bad_policy_appends_nothing(log: AuditLog, db: Path, bad: NewEvent, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        log.append([ev(), bad])
+    assert all_records(log) == []
+    conn = raw(db)
+    try:
+        assert conn.execute("SELECT count(*) FROM policies").fetchone()[0] == 0
+    finally:
+        conn.close()
+
+
+def test_a_failed_transaction_stores_no_policy(log: AuditLog, db: Path) -> None:
+    conn = raw(db)
+    conn.execute(
+        "CREATE TRIGGER inject_failure BEFORE INSERT ON audit_events WHEN NEW.actor = 'boom' "
+        "BEGIN SELECT RAISE(ABORT, 'injected failure'); END"
+    )
+    with pytest.raises(errors.Unavailable, match="injected failure"):
+        log.append([published(M1), ev(actor="boom")])
+    conn.execute("DROP TRIGGER inject_failure")
+    try:
+        assert conn.execute("SELECT count(*) FROM policies").fetchone()[0] == 0
+        assert conn.execute("SELECT count(*) FROM published").fetchone()[0] == 0
+    finally:
+        conn.close()
+    assert log.last_published_policy() is None
+
+
+def test_a_database_from_before_policies_gains_the_tables_and_verifies(db: Path) -> None:
+    with AuditLog.open(db) as log:
+        log.append([ev(), ev(A.CATEGORY_CREATED)])
+    conn = raw(db)
+    try:  # make it look like a trail written before policies were kept
+        for t in ("policies", "published"):
+            conn.execute(f"DROP TRIGGER {t}_no_update")
+            conn.execute(f"DROP TRIGGER {t}_no_delete")
+            conn.execute(f"DROP TABLE {t}")
+    finally:
+        conn.close()
+    assert verify(db).ok  # read-only, without the tables
+    with AuditLog.open(db) as log:
+        assert log.last_published_policy() is None
+        log.append([published(M1)])
+        assert log.last_published_policy() == PublishedPolicy(3, *policy_of(M1))
+    assert verify(db).ok
