@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from consent_core.documents import read_utf8
-from consent_core.errors import MappingError, Problem
+from consent_core.errors import DocumentError, PrincipalsError, Problem
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import YAMLError
@@ -34,7 +34,7 @@ _NEW_FILE: Final = (
 )
 
 
-class PrincipalsEditError(MappingError):
+class PrincipalsEditError(PrincipalsError):
     """The edit cannot be made (unknown or duplicate id, a broken file); the file is left as it was."""
 
 
@@ -67,7 +67,7 @@ def _load(path: str) -> tuple[Any, bool]:
         created = False
     try:
         parse_principals(text, path)  # the sidecar's own checks: never edit a file it would reject
-    except MappingError as e:
+    except DocumentError as e:
         raise PrincipalsEditError(e.problems, path) from None
     try:
         doc = _yaml().load(text)

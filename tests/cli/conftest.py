@@ -44,7 +44,7 @@ destinations:
   braze: {resolution: any}
 """
 
-# categories[1].id sits at line 7, column 9: the example of API.md §3.
+# categories[1].id sits at line 7, column 9: the example of docs/reference.md, "4. Mapping file".
 BROKEN = """\
 version: 1
 categories:
