@@ -1,4 +1,4 @@
-"""`python -m bench [index] [grpc] [workers] [scale] [reload] [client] [adapters] [soak]`: the named parts.
+"""`python -m bench [PART]...`: index grpc workers scale reload client adapters inspect principals soak.
 
 Default: every part but `soak`, which runs for minutes (180 s; `--seconds` changes it) and is
 asked for by name.
@@ -15,7 +15,7 @@ import sys
 import time
 
 CLIENT_CPU = 1
-ALL_PARTS = ("index", "grpc", "workers", "scale", "reload", "client", "adapters", "soak")
+ALL_PARTS = ("index", "grpc", "workers", "scale", "reload", "client", "adapters", "inspect", "principals", "soak")
 DEFAULT_PARTS = ALL_PARTS[:-1]  # the soak takes minutes: only when named
 
 
@@ -66,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
 
         seconds = 0.5 if args.quick else (args.seconds or 1.5)
         rows_g = bench_grpc.run(
-            workload, seconds=seconds, warmup=0.2 if args.quick else 0.3, rounds=rounds,
+            workload, varying=workload_module.build_varying(), seconds=seconds,
+            warmup=0.2 if args.quick else 0.3, rounds=rounds,
             log=lambda line: print(line, file=sys.stderr, flush=True),
         )
         print(f"(b)-(d) gRPC vs the empty-handler floor, interleaved floor/sidecar x {rounds} rounds of {seconds:g} s; "
@@ -118,11 +119,25 @@ def main(argv: list[str] | None = None) -> int:
         print("\n(i) CMP adapters: decode_gpp per call vs the TC / US Privacy decoders inside it", flush=True)
         print(bench_adapters.format_rows(bench_adapters.run(passes=1 if args.quick else 7)), flush=True)
 
+    if "inspect" in parts:
+        from bench import bench_inspect
+
+        sizes = (20_000, 100_000) if args.quick else (100_000, 1_000_000)
+        print(f"\n(j) consent-sidecar inspect, one core, best of {rounds} runs: events/s and the child's peak RSS",
+              flush=True)
+        print(bench_inspect.format_rows(bench_inspect.run(sizes, rounds=rounds)), flush=True)
+
+    if "principals" in parts:
+        from bench import bench_principals
+
+        print("\n(k) a removed principal's token, refused by a running sidecar", flush=True)
+        print(bench_principals.format_result(bench_principals.run(5 if args.quick else 20)), flush=True)
+
     if "soak" in parts:
         from bench import bench_soak
 
         seconds = 10.0 if args.quick else (args.seconds or 180.0)
-        print(f"\n(j) soak: {seconds:g} s of valid and hostile traffic, admin writes and hand edits", flush=True)
+        print(f"\n(l) soak: {seconds:g} s of valid and hostile traffic, admin writes and hand edits", flush=True)
         report = bench_soak.run(workload, seconds=seconds, warmup=min(10.0, seconds / 6),
                                 log=lambda line: print(line, file=sys.stderr, flush=True))
         print(bench_soak.format_report(report), flush=True)
