@@ -20,7 +20,7 @@ import socket
 import stat
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, cast
+from typing import Any, Final, cast
 
 import grpc
 import grpc.aio
@@ -36,6 +36,9 @@ __all__ = ["GrpcServer", "ListenError", "ServiceAdder", "listen_address", "serve
 
 # A service registration: adds a servicer to a server and returns the service's full name.
 ServiceAdder = Callable[[grpc.aio.Server], str]
+
+
+LINGER: Final = 0.25  # seconds the gate keeps answering UNAVAILABLE after the last call ended
 
 
 class ListenError(StartupError):
@@ -101,6 +104,7 @@ class GrpcServer:
         self._sockets: list[str] = []
         self._fence_target: str | None = None  # where this server's drain fences are sent (bind decides)
         self._stopping: asyncio.Task[None] | None = None
+        self._forced = asyncio.Event()  # stop(None): no more waiting of any kind
 
     def bind(self) -> None:
         """Opens every address (not yet serving); raises ListenError with the OS's reason."""
@@ -182,6 +186,7 @@ class GrpcServer:
         cuts the drain short.
         """
         if grace is None:
+            self._forced.set()
             self.gate.force()  # nothing is waited for: whatever is still queued is refused
             await self.server.stop(None)
             if self._stopping is not None:
@@ -201,7 +206,13 @@ class GrpcServer:
 
     async def _drain(self, grace: float) -> None:
         deadline = time.monotonic() + grace
-        await self.gate.wait_drained(grace)
+        if await self.gate.wait_drained(grace):
+            # A client often sends its next call the moment it has an answer; once the core server
+            # stops, a call on a connection that has not yet seen its GOAWAY is CANCELLED. Until
+            # then the gate answers UNAVAILABLE, so it lingers that moment longer.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.0, min(LINGER, deadline - time.monotonic()))):
+                    await self._forced.wait()
         await self.server.stop(max(0.0, deadline - time.monotonic()))
 
     def remove_sockets(self) -> None:

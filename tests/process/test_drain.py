@@ -122,4 +122,9 @@ def test_health_turns_not_serving_and_new_calls_are_refused_while_the_drain_goes
                 requests.append(None)  # type: ignore[arg-type]
                 more.notify_all()
             assert list(stream) == []
+            # The client's next call, made the moment its last answer came, is refused cleanly too
+            # (UNAVAILABLE, which clients retry elsewhere), not cancelled by a server that stops.
+            with pytest.raises(grpc.RpcError) as last:
+                decision_pb2_grpc.DecisionServiceStub(channel).Decide(grant, timeout=10)
+            assert last.value.code() == grpc.StatusCode.UNAVAILABLE
         assert sc.process.wait(GRACE) == 0
