@@ -12,6 +12,11 @@ and the calls taken before them have ended (or the grace period is over) the cor
 cancelling whatever still runs; until then new calls keep getting the gate's clean UNAVAILABLE
 rather than core's CANCELLED.
 
+The fences are written from a thread of their own (a busy event loop cannot hold them back)
+before health turns NOT_SERVING, so a call made by anyone who saw NOT_SERVING lines up behind
+them. The drain begins when the event loop handles SIGTERM: a call arriving while a handler
+holds the loop at that moment still gets in ahead of the fences, and is served.
+
 `GatedRegistrar` stands in for the grpc.aio server while services are added, so that each of
 their method handlers checks the gate first (an attribute read while open); health and
 reflection are added to the server directly and never refused (health answers NOT_SERVING).
