@@ -229,7 +229,11 @@ async def _serve_loaded(rt: _Runtime, audit_after: int = 0) -> int:
     )
     try:
         sidecar, pool = await _open_listeners(rt, obs, unix if workers else None, tcp, decision_processes)
-        return await _run_started(rt, sidecar, pool, obs)
+        try:
+            return await _run_started(rt, sidecar, pool, obs)
+        finally:
+            if pool is not None:  # leaving by an exception must not leave the workers behind either
+                await pool.stop(None)
     finally:
         await obs.aclose()
 

@@ -170,8 +170,9 @@ async def _follow_parent(
     while True:
         line = await stdin.readline()
         if not line:
-            log.info("parent gone: stopping")
-            stop.set()
+            stop.set()  # first: not even a log line that cannot be written may keep an orphan alive
+            with contextlib.suppress(Exception):  # structlog raises when stderr is a broken pipe
+                log.info("parent gone: stopping")
             return
         try:
             msg, index = await asyncio.to_thread(_decode, line)

@@ -194,6 +194,7 @@ class WorkerPool:
         self.on_change = on_change
         self.on_restart = on_restart
         self._stopping = False
+        self._stopped = False  # every worker has exited
         self._held: list[socket.socket] = []
         self._changed = asyncio.Event()
         self._decision_processes = 1
@@ -378,6 +379,8 @@ class WorkerPool:
         exit, killing any still there 1.5 s after the grace period (the parent's own exit
         deadline is 2 s after it).
         """
+        if self._stopped:
+            return
         first = not self._stopping
         self._stopping = True
         if self._supervisor is not None:  # no replacement starts (or stays half started) from here
@@ -408,6 +411,7 @@ class WorkerPool:
         for held in self._held:
             held.close()
         self._held.clear()
+        self._stopped = True
 
 
 async def _pipe_reader(fd: int) -> asyncio.StreamReader:

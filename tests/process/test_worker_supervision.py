@@ -6,9 +6,13 @@ wedged event loop would), the kernel spreading fresh connections across the work
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import signal
 import socket
+import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -129,3 +133,31 @@ def test_an_unresponsive_worker_is_killed_replaced_and_reported(tmp_path: Path) 
         assert time.monotonic() - started < 30
         sc.process.send_signal(signal.SIGTERM)
         assert sc.process.wait(30) == 0
+
+
+def test_workers_outlive_no_parent_even_when_their_logs_cannot_be_written(tmp_path: Path) -> None:
+    (tmp_path / "mappings.yaml").write_text("version: 1\ncategories: []\n")
+    argv = [
+        sys.executable, "-m", "consent_sidecar", "serve", "--mappings", str(tmp_path / "mappings.yaml"),
+        "--listen", "127.0.0.1:0", "--workers", "2", "--audit-db", str(tmp_path / "audit.db"), "--log-format", "json",
+    ]
+    process = subprocess.Popen(argv, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    workers: list[int] = []
+    try:
+        assert process.stderr is not None
+        for line in process.stderr:
+            if '"sidecar started"' in line:
+                workers = json.loads(line)["workers"]
+                break
+        assert len(workers) == 2
+        process.stderr.close()  # whoever read the logs is gone: every log line now hits a broken pipe
+        process.kill()  # and so is the parent, without a word to its workers
+        process.wait(10)
+        for pid in workers:
+            assert poll(lambda pid=pid: not alive(pid), timeout=20), f"worker {pid} outlived its parent"
+    finally:
+        for pid in workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if process.poll() is None:
+            process.kill()
