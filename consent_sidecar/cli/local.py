@@ -17,6 +17,7 @@ from consent_core.event import decide_one
 from consent_core.index import Decision, Index, compile
 from consent_core.limits import Limits
 from consent_core.mapping_file import load_mapping
+from consent_core.mapping_file.reader import DEFAULT_MAX_MAPPING_BYTES
 
 from consent_sidecar.cli import values
 from consent_sidecar.cli.flags import Verbs, verb
@@ -27,6 +28,8 @@ __all__ = ["decision_json", "load_index", "register", "run_check", "run_decide",
 def register(verbs: Verbs) -> None:
     p = verb(verbs, "check", run_check, "validate a mapping file")
     p.add_argument("file", metavar="F", help="the mapping file")
+    p.add_argument("--max-mapping-bytes", type=values.positive_int, default=DEFAULT_MAX_MAPPING_BYTES, metavar="N",
+                   help="largest mapping file accepted, in bytes; a larger one is a mapping error")
 
     p = verb(verbs, "test", run_test, "run decision cases against a mapping file")
     p.add_argument("file", metavar="F", help="the mapping file")
@@ -40,10 +43,10 @@ def register(verbs: Verbs) -> None:
     p.add_argument("destinations", nargs="*", metavar="DEST", help="destinations to decide (default: every known one)")
 
 
-def load_index(path: str) -> Index | None:
+def load_index(path: str, max_bytes: int = DEFAULT_MAX_MAPPING_BYTES) -> Index | None:
     """The compiled mapping, or None after printing why it could not be loaded."""
     try:
-        return compile(load_mapping(path).mapping)
+        return compile(load_mapping(path, max_bytes=max_bytes).mapping)
     except MappingError as e:  # reading problems included
         print(str(e), file=sys.stderr)
     except OSError as e:  # not expected from load_mapping; still never a traceback
@@ -52,7 +55,7 @@ def load_index(path: str) -> Index | None:
 
 
 def run_check(ns: argparse.Namespace) -> int:
-    index = load_index(ns.file)
+    index = load_index(ns.file, ns.max_mapping_bytes)
     if index is None:
         return 1
     categories = len(index.mapping.categories)

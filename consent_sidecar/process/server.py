@@ -124,7 +124,7 @@ async def serve(
 
 async def _serve(config: ServeConfig, ready: asyncio.Event | None, stop: asyncio.Event | None, err: TextIO) -> int:
     principals = _load_principals(config)
-    store = PolicyStore()
+    store = PolicyStore(max_mapping_bytes=config.max_mapping_bytes)
     try:
         # Compile off the loop: nothing else runs yet, but a caller's loop (tests) may be busy.
         snap = await asyncio.to_thread(store.load_initial, config.mappings)

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from consent_core.errors import MappingError
 from consent_core.index import Index
 from consent_core.index import compile as compile_index
+from consent_core.mapping_file.reader import DEFAULT_MAX_MAPPING_BYTES
 from consent_core.model import ConsentMapping
 
 __all__ = ["Candidate", "Listener", "PolicyStore", "ReloadResult", "Snapshot"]
@@ -65,12 +66,12 @@ Loader = Callable[[str], ConsentMapping]
 """Reads and validates a mapping file; raises MappingError (or OSError) when it cannot."""
 
 
-def load_mapping_file(path: str) -> ConsentMapping:
-    """The default loader: consent_core.mapping_file, validated, positions in its errors."""
+def load_mapping_file(path: str, max_bytes: int = DEFAULT_MAX_MAPPING_BYTES) -> ConsentMapping:
+    """The default loader: consent_core.mapping_file, validated, positions in its errors; at most `max_bytes`."""
     # Imported here so the core (and tests with their own loader) never pull in the YAML stack.
     from consent_core.mapping_file import load_mapping
 
-    return load_mapping(path).mapping
+    return load_mapping(path, max_bytes=max_bytes).mapping
 
 
 def _utcnow() -> datetime:
@@ -87,10 +88,12 @@ class PolicyStore:
     def __init__(
         self,
         *,
-        loader: Loader = load_mapping_file,
+        loader: Loader | None = None,
         clock: Callable[[], datetime] = _utcnow,
+        max_mapping_bytes: int = DEFAULT_MAX_MAPPING_BYTES,
     ) -> None:
-        self._loader = loader
+        self.max_mapping_bytes = max_mapping_bytes  # the mapping file's size limit (the default loader's too)
+        self._loader: Loader = loader or (lambda path: load_mapping_file(path, max_mapping_bytes))
         self._clock = clock
         self._current: Snapshot | None = None
         self._source: str | None = None
