@@ -235,16 +235,23 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
     # path, `PolicyWriter.apply_edit`, which returns once the change is on disk, live and
     # audited (read-your-writes); its errors carry their status (consent_sidecar.services.status).
 
-    async def _apply(self, edit: edits.Edit, actor: str) -> tuple[edits.EditResult, Snapshot]:
+    async def _apply(self, edit: edits.Edit, actor: str, context: _Context) -> tuple[edits.EditResult, Snapshot]:
         if self._writer is None:
             raise Unavailable("admin writes are not enabled on this listener")
-        return await self._writer.apply_edit(edit, actor)
+
+        def alive() -> bool:  # asked by the writer before its point of no return
+            if context.done():
+                return False
+            remaining = context.time_remaining()
+            return remaining is None or remaining > 0
+
+        return await self._writer.apply_edit(edit, actor, alive=alive)
 
     @_write
     async def CreateCategory(
         self, request: admin_pb2.CreateCategoryRequest, context: _Context, actor: str
     ) -> admin_pb2.Category:
-        result, _ = await self._apply(edits.Create(_fields(request.category)), actor)
+        result, _ = await self._apply(edits.Create(_fields(request.category)), actor, context)
         return category_message(result.category)
 
     @_write
@@ -254,28 +261,30 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         edit = edits.Update(
             request.category_id, _fields(request.category), tuple(request.update_mask.paths), request.etag
         )
-        result, _ = await self._apply(edit, actor)
+        result, _ = await self._apply(edit, actor, context)
         return category_message(result.category)
 
     @_write
     async def DisableCategory(
         self, request: admin_pb2.DisableCategoryRequest, context: _Context, actor: str
     ) -> admin_pb2.Category:
-        result, _ = await self._apply(edits.Disable(request.category_id, request.confirm_name, request.etag), actor)
+        edit = edits.Disable(request.category_id, request.confirm_name, request.etag)
+        result, _ = await self._apply(edit, actor, context)
         return category_message(result.category)
 
     @_write
     async def EnableCategory(
         self, request: admin_pb2.EnableCategoryRequest, context: _Context, actor: str
     ) -> admin_pb2.Category:
-        result, _ = await self._apply(edits.Enable(request.category_id, request.etag), actor)
+        result, _ = await self._apply(edits.Enable(request.category_id, request.etag), actor, context)
         return category_message(result.category)
 
     @_write
     async def DeleteCategory(
         self, request: admin_pb2.DeleteCategoryRequest, context: _Context, actor: str
     ) -> admin_pb2.DeleteCategoryResponse:
-        _, snap = await self._apply(edits.Delete(request.category_id, request.confirm_name, request.etag), actor)
+        edit = edits.Delete(request.category_id, request.confirm_name, request.etag)
+        _, snap = await self._apply(edit, actor, context)
         return admin_pb2.DeleteCategoryResponse(policy=_version(snap))
 
     # ------------------------------------------------------------------ status
