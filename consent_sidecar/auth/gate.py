@@ -7,9 +7,9 @@ member calling a write ends it with PERMISSION_DENIED after recording an
 AUDIT_ACTION_PERMISSION_DENIED event (actor = principal id, detail = the RPC name).
 
 `PrincipalsFile` keeps the last good principals file: it watches the file's directory like
-the mapping watcher does (so editor renames and ConfigMap `..data` swaps are seen), and a
-broken or missing file logs its `file:line:column` problems and keeps the previous
-principals serving. Never logs or stores a token; only sha256 hashes are held (consent_sidecar.auth.principals).
+the mapping watcher does (so editor renames and ConfigMap `..data` swaps are seen, and an
+edit within the mtime granularity is found by the content check), and a broken or missing
+file logs its `file:line:column` problems and keeps the previous principals serving. Never logs or stores a token; only sha256 hashes are held (consent_sidecar.auth.principals).
 """
 
 from __future__ import annotations
@@ -23,11 +23,17 @@ import grpc.aio
 from consent_core.errors import PermissionDenied, PrincipalsError, SidecarError, StartupError, Unauthenticated
 
 from consent_sidecar.audit import AuditAction, AuditLog, NewEvent
-from consent_sidecar.auth.principals import Principal, Principals, bearer_token, load_principals
+from consent_sidecar.auth.principals import (
+    MAX_PRINCIPALS_BYTES,
+    Principal,
+    Principals,
+    bearer_token,
+    load_principals,
+)
 from consent_sidecar.config import ServeConfig
 from consent_sidecar.observe import logs
 from consent_sidecar.services.status import abort
-from consent_sidecar.store.watch import DirectoryWatch, stat_key
+from consent_sidecar.store.watch import CHECK_MS, DirectoryWatch, stat_key
 
 __all__ = ["Authenticator", "PrincipalsFile", "TLSConfigError", "admin_credentials"]
 
@@ -53,11 +59,13 @@ class PrincipalsFile(DirectoryWatch):
         retry_ms: int = 100,
         max_retries: int = 3,
         force_polling: bool | None = None,
+        check_ms: int = CHECK_MS,
     ) -> None:
         super().__init__(
             path, debounce_ms=debounce_ms, step_ms=step_ms, settle_ms=settle_ms, retry_ms=retry_ms,
             max_retries=max_retries, force_polling=force_polling, what="principals",
-        )
+            max_bytes=MAX_PRINCIPALS_BYTES, check_ms=check_ms,
+        )  # fmt: skip
         self.path = path
         self._current = principals
         self.reloads = 0  # loads that replaced the principals
@@ -98,6 +106,10 @@ class PrincipalsFile(DirectoryWatch):
         self.last_error = None
         _log.info("principals reloaded", source=self.path, principals=len(loaded.principals))
         return True
+
+    def reload_failed(self, error: str) -> None:
+        self.failed_reloads += 1
+        self.last_error = error
 
     async def reload_settled(self) -> bool:
         """One reload of a settled file; a file that fails to load while still changing is retried first."""

@@ -186,3 +186,31 @@ async def test_edit_storm_ends_on_the_last_content(harness: Harness) -> None:
     await harness.wait_for(lambda: harness.destinations() == ("amplitude", "dest-199"))
     gens = [r.snapshot.generation for r in harness.results if r.snapshot is not None]
     assert gens == sorted(gens) and len(set(gens)) == len(gens)
+
+
+async def test_an_unexpected_error_in_a_reload_is_reported_and_the_watch_goes_on(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writer = harness.watcher._writer
+    real = writer.reload_if
+    calls = 0
+
+    async def failing_once(actor: str, accept: Callable[..., bool] | None) -> ReloadResult | None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise MemoryError("injected: a reload ran out of memory")
+        return await real(actor, accept)
+
+    monkeypatch.setattr(writer, "reload_if", failing_once)
+    harness.path.write_text(mapping_with("amplitude", "braze"))
+    deadline = asyncio.get_running_loop().time() + 10
+    while harness.store.last_error is None:
+        assert asyncio.get_running_loop().time() < deadline, "the failure was never reported"
+        await asyncio.sleep(0.02)  # polling a bounded condition
+    assert harness.store.last_error == (
+        f"{harness.path}: internal error while reloading: MemoryError: injected: a reload ran out of memory"
+    )
+    harness.path.write_text(mapping_with("amplitude", "heap"))  # hot reload still works
+    await harness.wait_for(lambda: "heap" in harness.destinations())
+    assert harness.store.last_error is None
