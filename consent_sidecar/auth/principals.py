@@ -87,6 +87,14 @@ class Principals:
             raise Unauthenticated("invalid bearer token")
         return found
 
+    def find(self, token_sha256: str) -> Principal | None:
+        """The principal holding the token with this hash, if any (for re-checking who holds an open stream)."""
+        found: Principal | None = None
+        for digest, principal in self._by_hash:
+            if hmac.compare_digest(digest, token_sha256.encode()):
+                found = principal
+        return found
+
     @staticmethod
     def authorize_write(principal: Principal, rpc: str) -> None:
         if not principal.can_write:

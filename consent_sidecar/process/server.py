@@ -337,6 +337,8 @@ async def _run_started(rt: _Runtime, sidecar: Sidecar, pool: WorkerPool | None) 
         for task in watching:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if sidecar.admin is not None:
+            await sidecar.admin.aclose()  # counted refusals still open go to the trail
         await writer.aclose()
     if pool is not None and pool.failed.is_set():
         _log.error("stopped: a decision worker exited on its own")
