@@ -380,6 +380,10 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
             store="file",
             store_connected=True,
         )
+        head = self._audit.head
+        if head is not None:  # compare with a head kept elsewhere: a cut trail shows here
+            status.audit_head_sequence = head.sequence
+            status.audit_head_hash = head.hash
         if last_error is not None and last_error_at is not None:
             status.last_error_at.CopyFrom(_timestamp(last_error_at))
         return status
