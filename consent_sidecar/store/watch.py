@@ -114,6 +114,11 @@ class DirectoryWatch:
         self._max_bytes = max_bytes  # the file's size limit: the content check hashes at most this + 1
         self._check = check_ms / 1000
         self._dirty = asyncio.Event()
+        self._reloading = False
+        # The file as the last reload was about to read it; first, as it is when the watcher is built
+        # (right after the first load: an edit from then on is found, whatever its stat says).
+        self._seen: tuple[_StatKey, str | None] = (stat_key(path), content_hash(path, max_bytes))
+        self.checks = 0  # content checks done (tests wait on it)
         self._unwatched = stat_key(path)  # the file as it was before the watch was armed
         self.watching = asyncio.Event()  # set once the directory watch is armed (tests wait on it)
 
@@ -161,23 +166,30 @@ class DirectoryWatch:
                 log.warning("watch failed, retrying", file=self._what, error=str(e), directory=self._dir)
                 await asyncio.sleep(1.0)
 
+    def _observe(self) -> tuple[_StatKey, str | None]:
+        """(blocking) The file's (inode, size, mtime_ns) and content hash, now."""
+        return stat_key(self._path), content_hash(self._path, self._max_bytes)
+
     async def _content_check(self) -> None:
-        """The safety net: every `check_ms`, a reload if the file's stat or content hash moved (module docstring)."""
-        key = stat_key(self._path)
-        digest = await asyncio.to_thread(content_hash, self._path, self._max_bytes)
+        """The safety net: every `check_ms`, a reload if the file is not what the last reload read.
+
+        Compared with the state recorded just before the last reload read the file (`_wait_settled`),
+        not with the previous check: an edit watchfiles reported is not reloaded a second time.
+        """
         while True:
             await asyncio.sleep(self._check)
+            if self._reloading or self._dirty.is_set():
+                continue  # a reload is due or running: it reads (and records) the file itself
             try:
-                now_key = stat_key(self._path)
-                now = await asyncio.to_thread(content_hash, self._path, self._max_bytes)
+                now = await asyncio.to_thread(self._observe)
             except Exception as e:  # a check that fails is tried again next period
                 log.warning("content check failed", file=self._what, error=str(e))
                 continue
-            if (now_key, now) != (key, digest):
-                key, digest = now_key, now
-                if not self._dirty.is_set():
-                    log.info("change found by the content check", file=self._what, source=self._path)
+            if now != self._seen and not (self._reloading or self._dirty.is_set()):
+                log.info("change found by the content check", file=self._what, source=self._path)
+                self._seen = now
                 self._dirty.set()
+            self.checks += 1
 
     async def _reload_loop(self) -> None:
         while True:
@@ -187,12 +199,15 @@ class DirectoryWatch:
 
     async def _reload_once(self) -> object:
         """`reload_settled`, surviving any error: logged, reported through `reload_failed`, the watch goes on."""
+        self._reloading = True
         try:
             return await self.reload_settled()
         except Exception as e:  # one bad reload must never end hot reload for good
             log.exception("reload failed unexpectedly; still watching", file=self._what, source=self._path)
             self.reload_failed(f"{self._path}: internal error while reloading: {type(e).__name__}: {e}")
             return None
+        finally:
+            self._reloading = False
 
     async def reload_settled(self) -> object:
         raise NotImplementedError
@@ -202,14 +217,17 @@ class DirectoryWatch:
 
     async def _wait_settled(self, interval: float) -> _StatKey:
         """Waits (bounded: 50 intervals) until the file's identity, size and mtime stop moving for
-        `interval` seconds; returns the last stat."""
+        `interval` seconds; returns the last stat, and records it with the content's hash as `_seen`
+        (every reload calls this right before it reads)."""
         key = stat_key(self._path)
         for _ in range(50):
             await asyncio.sleep(interval)
             again = stat_key(self._path)
             if again == key:
-                return key
+                break
             key = again
+        # What the reload about to read is: the content check compares the file with this.
+        self._seen = (key, await asyncio.to_thread(content_hash, self._path, self._max_bytes))
         return key
 
 

@@ -214,3 +214,36 @@ async def test_an_unexpected_error_in_a_reload_is_reported_and_the_watch_goes_on
     harness.path.write_text(mapping_with("amplitude", "heap"))  # hot reload still works
     await harness.wait_for(lambda: "heap" in harness.destinations())
     assert harness.store.last_error is None
+
+
+async def test_an_edit_the_events_reported_is_not_reloaded_again_by_the_content_check(tmp_path: Path) -> None:
+    path = tmp_path / "mappings.yaml"
+    path.write_text(BASE)
+    store = PolicyStore()
+    store.load_initial(str(path))
+    results: list[ReloadResult] = []
+    with AuditLog.open(tmp_path / "audit.db") as audit:
+        watcher = MappingWatcher(PolicyWriter(store, audit), str(path), debounce_ms=50, step_ms=10, settle_ms=10,
+                                 retry_ms=50, check_ms=500, on_result=results.append)  # fmt: skip
+        stop = asyncio.Event()
+        task = asyncio.create_task(watcher.run(stop))
+        try:
+            await asyncio.wait_for(watcher.watching.wait(), 10)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 20
+            first = watcher.checks
+            while watcher.checks == first:  # edit right after a check: the events' reload comes before the next
+                assert loop.time() < deadline, "the content check never ran"
+                await asyncio.sleep(0.005)
+            path.write_text(BASE.replace("id: C0002", "id: 2C"))  # broken: every reload of it counts
+            while store.failed_reloads == 0:
+                assert loop.time() < deadline, "the broken edit was never read"
+                await asyncio.sleep(0.01)  # polling a bounded condition
+            seen = watcher.checks
+            while watcher.checks < seen + 3:  # three content checks after it: none may read it again
+                assert loop.time() < deadline, "the content check stopped"
+                await asyncio.sleep(0.01)
+            assert store.failed_reloads == 1 and len(results) == 1
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 10)
