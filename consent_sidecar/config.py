@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from consent_core.limits import Limits
+from consent_core.mapping_file.reader import DEFAULT_MAX_MAPPING_BYTES
 
 __all__ = ["Limits", "ServeConfig"]
 
@@ -33,3 +34,4 @@ class ServeConfig:
     log_format: str = "auto"  # auto (console on a TTY, else JSON) | json | console
     log_level: str = "info"
     limits: Limits = field(default_factory=Limits)
+    max_mapping_bytes: int = DEFAULT_MAX_MAPPING_BYTES  # the mapping file's size limit (larger: a mapping error)

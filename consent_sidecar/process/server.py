@@ -133,7 +133,7 @@ async def _serve(
     on_shutdown: Callable[[], None] | None,
 ) -> int:
     principals = _load_principals(config)
-    store = PolicyStore()
+    store = PolicyStore(max_mapping_bytes=config.max_mapping_bytes)
     try:
         # Compile off the loop: nothing else runs yet, but a caller's loop (tests) may be busy.
         snap = await asyncio.to_thread(store.load_initial, config.mappings)
@@ -368,6 +368,8 @@ async def _run_started(rt: _Runtime, sidecar: Sidecar, pool: WorkerPool | None, 
         for task in watching:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if sidecar.admin is not None:
+            await sidecar.admin.aclose()  # counted refusals still open go to the trail
         await writer.aclose()
     if pool is not None and pool.failed.is_set():
         _log.error("stopped: a decision worker exited on its own")

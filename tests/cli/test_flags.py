@@ -94,7 +94,7 @@ def test_flag_reference_lists_every_flag_with_variable_and_default() -> None:
         "--decision-log", "--decision-log-sample", "--decision-log-rate",
         "--grace-period", "--log-format", "--log-level", "--max-destinations", "--max-batch",
         "--max-destination-id-bytes", "--max-event-bytes", "--max-event-depth", "--max-message-bytes",
-        "--max-connection-idle", "--max-concurrent-streams", "--worker-timeout",
+        "--max-connection-idle", "--max-concurrent-streams", "--worker-timeout", "--max-mapping-bytes",
     }  # fmt: skip
     assert {flag for verb, flag in ref if verb == "serve"} == expected
     assert all(f.env == cli.env_var(f.flag) and f.help for f in ref.values())
