@@ -124,7 +124,7 @@ async def serve(
 
 async def _serve(config: ServeConfig, ready: asyncio.Event | None, stop: asyncio.Event | None, err: TextIO) -> int:
     principals = _load_principals(config)
-    store = PolicyStore()
+    store = PolicyStore(mapping_limits=config.mapping_limits, memo_bytes=config.memo_bytes)
     try:
         # Compile off the loop: nothing else runs yet, but a caller's loop (tests) may be busy.
         snap = await asyncio.to_thread(store.load_initial, config.mappings)

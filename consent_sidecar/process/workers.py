@@ -40,7 +40,6 @@ from typing import Any, Final
 
 import structlog
 from consent_core.errors import StartupError
-from consent_core.index import compile as compile_index
 from consent_core.limits import Limits
 from consent_core.model import ConsentMapping
 
@@ -306,6 +305,8 @@ def _worker_spec(
         "decision_log": config.decision_log,
         "decision_log_sample": config.decision_log_sample,
         "decision_log_rate": config.decision_log_rate,
+        "decision_log_bytes_rate": config.decision_log_bytes_rate,
+        "memo_bytes": config.memo_bytes,
         "decision_processes": decision_processes,
     }
 
@@ -325,10 +326,11 @@ async def _serve_worker(spec: dict[str, Any]) -> int:
     config = ServeConfig(
         mappings=spec["source"], listen=tuple(spec["listen"]), grace_period=spec["grace_period"],
         decision_log=spec["decision_log"], decision_log_sample=spec["decision_log_sample"],
-        decision_log_rate=spec["decision_log_rate"], limits=limits,
+        decision_log_rate=spec["decision_log_rate"], decision_log_bytes_rate=spec["decision_log_bytes_rate"],
+        limits=limits, memo_bytes=spec["memo_bytes"],
     )
-    store = PolicyStore()
-    index = await asyncio.to_thread(compile_index, ConsentMapping.from_json_dict(spec["mapping"]))
+    store = PolicyStore(memo_bytes=config.memo_bytes)
+    index = await asyncio.to_thread(store.compile, ConsentMapping.from_json_dict(spec["mapping"]))
     if index.digest != spec["digest"]:
         _send({"event": "error", "message": "the policy sent by the parent compiles to another digest"})
         return 1
@@ -392,7 +394,7 @@ async def _follow_parent(store: PolicyStore, stop: asyncio.Event) -> None:
             msg = json.loads(line)
             if msg.get("op") != "policy":
                 continue
-            index = await asyncio.to_thread(compile_index, ConsentMapping.from_json_dict(msg["mapping"]))
+            index = await asyncio.to_thread(store.compile, ConsentMapping.from_json_dict(msg["mapping"]))
         except Exception as e:  # a broken message must not take the serving policy down
             log.error("policy from the parent rejected", error=str(e))
             continue

@@ -11,14 +11,16 @@ never compile on the event loop when called from async code, and never log paylo
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from consent_core.errors import MappingError
-from consent_core.index import Index
+from consent_core.index import DEFAULT_MEMO_BYTES, Index
 from consent_core.index import compile as compile_index
+from consent_core.limits import MappingLimits
 from consent_core.model import ConsentMapping
 
 __all__ = ["Candidate", "Listener", "PolicyStore", "ReloadResult", "Snapshot"]
@@ -65,12 +67,12 @@ Loader = Callable[[str], ConsentMapping]
 """Reads and validates a mapping file; raises MappingError (or OSError) when it cannot."""
 
 
-def load_mapping_file(path: str) -> ConsentMapping:
-    """The default loader: consent_core.mapping_file, validated, positions in its errors."""
+def load_mapping_file(path: str, limits: MappingLimits | None = None) -> ConsentMapping:
+    """The default loader: consent_core.mapping_file, validated (its size against `limits`), positions in its errors."""
     # Imported here so the core (and tests with their own loader) never pull in the YAML stack.
     from consent_core.mapping_file import load_mapping
 
-    return load_mapping(path).mapping
+    return load_mapping(path, limits).mapping
 
 
 def _utcnow() -> datetime:
@@ -87,10 +89,20 @@ class PolicyStore:
     def __init__(
         self,
         *,
-        loader: Loader = load_mapping_file,
+        loader: Loader | None = None,
         clock: Callable[[], datetime] = _utcnow,
+        mapping_limits: MappingLimits | None = None,
+        memo_bytes: int = DEFAULT_MEMO_BYTES,
     ) -> None:
-        self._loader = loader
+        """loader: reads a mapping file (default: `load_mapping_file` with `mapping_limits`).
+        mapping_limits: how large a mapping may be (default: the documented limits); every
+        reader of the mapping through this store (reloads, admin writes) uses them.
+        memo_bytes: each compiled snapshot's memo budget (`consent_core.index.compile`)."""
+        self.mapping_limits = mapping_limits if mapping_limits is not None else MappingLimits()
+        self.memo_bytes = memo_bytes
+        self._loader = loader if loader is not None else functools.partial(
+            load_mapping_file, limits=self.mapping_limits
+        )
         self._clock = clock
         self._current: Snapshot | None = None
         self._source: str | None = None
@@ -130,11 +142,15 @@ class PolicyStore:
 
         Unlike reloads this raises: a sidecar that cannot load its first policy must not serve.
         """
-        index = compile_index(self._loader(path))
+        index = self.compile(self._loader(path))
         self._source = path
         snap = self.publish(index)
         assert snap is not None  # the first publish always changes something
         return snap
+
+    def compile(self, mapping: ConsentMapping) -> Index:
+        """`mapping` compiled as this store's snapshots are (its memo budget)."""
+        return compile_index(mapping, memo_bytes=self.memo_bytes)
 
     def publish(self, index: Index, *, source: str | None = None) -> Snapshot | None:
         """Makes `index` the serving policy, unless its digest equals the current one.
@@ -185,7 +201,7 @@ class PolicyStore:
         if path is None:
             raise RuntimeError("no policy loaded yet: call load_initial first")
         try:
-            return Candidate(compile_index(self._loader(path)))
+            return Candidate(self.compile(self._loader(path)))
         except MappingError as e:
             return Candidate(None, e.format(), e)
         except OSError as e:

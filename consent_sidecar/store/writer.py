@@ -54,7 +54,6 @@ from consent_core.diff import diff
 from consent_core.edits import Edit, EditResult, apply_edit
 from consent_core.errors import Aborted, MappingError, SidecarError, Unavailable
 from consent_core.index import Index
-from consent_core.index import compile as compile_index
 from consent_core.mapping_file import MappingDocument, atomic_write, load_mapping, parse_mapping
 from consent_core.model import ConsentMapping
 
@@ -302,7 +301,7 @@ class PolicyWriter:
         async with self._lock:
             old = self._store.current
             doc = await asyncio.to_thread(self._read_document, old)
-            result = apply_edit(doc.mapping, edit)
+            result = apply_edit(doc.mapping, edit, self._store.mapping_limits)
             if not result.changed:
                 return result, old
             text, index = await asyncio.to_thread(self._render, doc, result)
@@ -330,7 +329,7 @@ class PolicyWriter:
         """
         path = serving.source
         try:
-            loaded = load_mapping(path)
+            loaded = load_mapping(path, self._store.mapping_limits)
         except MappingError as e:
             raise Aborted(
                 "the mapping file changed on disk since it was loaded and does not load now; "
@@ -339,12 +338,11 @@ class PolicyWriter:
         if loaded.mapping.digest() != serving.digest:
             raise Aborted("the mapping file changed on disk since it was loaded; retry")
         try:
-            return MappingDocument.parse(loaded.text, loaded.source)
+            return MappingDocument.parse(loaded.text, loaded.source, self._store.mapping_limits)
         except MappingError as e:  # it just loaded: only a concurrent replace gets here
             raise Aborted(f"the mapping file changed on disk while it was read; retry ({e.format()})") from None
 
-    @staticmethod
-    def _render(doc: MappingDocument, result: EditResult) -> tuple[str, Index]:
+    def _render(self, doc: MappingDocument, result: EditResult) -> tuple[str, Index]:
         """The edited file text and its compiled index; an internal error if the text would not re-read exactly."""
         try:
             text = doc.with_mapping(result.mapping, result.renamed)
@@ -352,12 +350,12 @@ class PolicyWriter:
             raise SidecarError(f"internal error: cannot write this edit into the mapping file: {e}") from e
         # Defence in depth (with_mapping checks too): only the intended mapping may reach the disk.
         try:
-            reread = parse_mapping(text, doc.source)
+            reread = parse_mapping(text, doc.source, self._store.mapping_limits)
         except MappingError as e:
             raise SidecarError(f"internal error: the edited mapping file would not load: {e}") from e
         if reread != result.mapping:
             raise SidecarError("internal error: the edited mapping file would not re-read as the edit; nothing written")
-        return text, compile_index(result.mapping)
+        return text, self._store.compile(result.mapping)
 
     def _persist(self, path: str, text: str, previous: str, digest: str) -> None:
         """atomic_write, remembering what we wrote; Unavailable (nothing changed) if the disk refuses."""
