@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from consent_core.limits import Limits, MappingLimits
+from consent_core.mapping_file.reader import DEFAULT_MAX_MAPPING_BYTES
 from consent_core.memo import DEFAULT_MEMO_BYTES
 
 __all__ = ["DEFAULT_DECISION_LOG_BYTES_RATE", "Limits", "MappingLimits", "ServeConfig"]
@@ -37,5 +38,6 @@ class ServeConfig:
     log_format: str = "auto"  # auto (console on a TTY, else JSON) | json | console
     log_level: str = "info"
     limits: Limits = field(default_factory=Limits)
+    max_mapping_bytes: int = DEFAULT_MAX_MAPPING_BYTES  # the mapping file's size limit (larger: a mapping error)
     mapping_limits: MappingLimits = field(default_factory=MappingLimits)  # how large a mapping may be
     memo_bytes: int = DEFAULT_MEMO_BYTES  # each policy snapshot's memo budget (estimated bytes); 0 = no memo

@@ -5,15 +5,17 @@ bucket of lines (`--decision-log-rate`) and one of bytes (`--decision-log-bytes-
 naming 10,000 destinations is ~500 KB, so lines alone bound nothing), and goes onto a queue
 bounded in entries and in bytes as its inputs (policy snapshot, granted mask, destinations):
 a thread drains the queue, re-derives the reasons from the pure index and writes the lines.
-A line's bytes are estimated when it is queued (from its destinations) and the writer
+A line's bytes are estimated when it is queued (from its destinations and the mapping's
+categories; the queue also counts the encoded request a line is read from) and the writer
 charges the difference once it knows them exactly, so the byte rate holds over time. Under
 pressure lines are dropped, never queued without bound, and every drop is counted by why
 (`consent_sidecar_decision_log_dropped_total{why="rate_limit"|"bytes"|"queue_full"}`); the
 audit trail is a different thing and never drops.
 
 A line holds the request id, the RPC (and entry or message number), the policy generation and
-digest, the allowed and blocked destinations, one reason per destination and the consent
-reduced to the mapping's enabled category ids it granted or denied. Never any other event
+digest, the allowed and blocked destinations, each destination with its reason, and the
+consent reduced to the mapping's enabled category ids: granted (`true`), denied (`false`) and
+absent (not in the event, which is not granted either). Never any other event
 content: no `categoryPreferences` keys the mapping does not know, no `integrations`, no event
 fields, no tokens.
 """
@@ -40,9 +42,11 @@ __all__ = ["DEFAULT_QUEUE", "DEFAULT_QUEUE_BYTES", "DecisionLog", "Entry", "Toke
 DEFAULT_QUEUE: Final = 10_000  # lines waiting for the writer thread before drops begin
 DEFAULT_QUEUE_BYTES: Final = 16 << 20  # their estimated bytes, likewise
 # A line's estimated bytes: its fixed keys, ids and digest, then per destination its id (quoted,
-# in allowed or blocked) and its reason (`"REASON_UNKNOWN_DESTINATION",` at most).
+# in allowed or blocked, and as a key of `reasons`) and its reason, then per enabled category of
+# the mapping its id, quoted, in one of the consent lists (when there is a consent object).
 _LINE_BYTES: Final = 400
 _DESTINATION_BYTES: Final = 36
+_CATEGORY_BYTES: Final = 10
 _PIPE_BUF: Final = 4096  # writes up to this size are atomic on a pipe: workers' lines never interleave
 
 
@@ -101,12 +105,36 @@ class Entry:
     integrations: Mapping[str, object] | None = None
     preference_event: bool = False
     time: float = 0.0  # time.time() when sampled
+    request: bytes = b""  # the encoded DecideRequest: which categories it set false is read from it, off the hot path
+
+
+def _denied_mask(index: Index, request: bytes) -> int | None:
+    """The enabled categories the request's consent set `false` (None when the request cannot tell)."""
+    if not request:
+        return None
+    from consent.v1 import decision_pb2
+
+    try:
+        message = decision_pb2.DecideRequest.FromString(request)
+        if message.WhichOneof("source") == "consent":
+            prefs: object = dict(message.consent.category_preferences)
+        else:  # a segment_event the service already validated
+            context = json.loads(message.segment_event).get("context") or {}
+            prefs = (context.get("consent") or {}).get("categoryPreferences") or {}
+    except (ValueError, AttributeError):
+        return None
+    if not isinstance(prefs, dict):
+        return None
+    return index.granted_mask({k: True for k, v in prefs.items() if v is False})
 
 
 def estimate(entry: Entry) -> int:
-    """The bytes `entry`'s line will take, about (exact for ASCII ids; the writer charges the rest)."""
+    """The bytes `entry`'s line will take, about (the writer charges what it missed once it knows)."""
     dests = entry.destinations
-    return _LINE_BYTES + len(entry.request_id or "") + _DESTINATION_BYTES * len(dests) + sum(map(len, dests))
+    size = _LINE_BYTES + len(entry.request_id or "") + _DESTINATION_BYTES * len(dests) + 2 * sum(map(len, dests))
+    if entry.granted is not None:
+        size += _CATEGORY_BYTES * entry.index.all_categories_mask.bit_count()
+    return size
 
 
 def format_line(entry: Entry) -> str:
@@ -116,12 +144,16 @@ def format_line(entry: Entry) -> str:
         entry.granted, entry.destinations, integrations=entry.integrations,
         preference_event=entry.preference_event, explain=True,
     )
-    if entry.granted is None:
-        consent = None
-    else:
+    consent: dict[str, list[str]] | None = None
+    if entry.granted is not None:
+        not_granted = index.all_categories_mask & ~entry.granted
+        denied = _denied_mask(index, entry.request)
+        if denied is None:  # cannot tell false from absent: every category not granted is listed as denied
+            denied = not_granted
         consent = {
             "granted": list(index.category_ids(entry.granted)),
-            "denied": list(index.category_ids(index.all_categories_mask & ~entry.granted)),
+            "denied": list(index.category_ids(not_granted & denied)),
+            "absent": list(index.category_ids(not_granted & ~denied)),
         }
     line = {
         "time": datetime.fromtimestamp(entry.time, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
@@ -133,7 +165,8 @@ def format_line(entry: Entry) -> str:
         "consent": consent,
         "allowed": list(outcome.allowed),
         "blocked": list(outcome.blocked),
-        "reasons": [f"REASON_{d.reason.name}" for d in outcome.decisions or ()],
+        # Each destination named with its reason (a destination named twice is decided the same way twice).
+        "reasons": {d.destination: f"REASON_{d.reason.name}" for d in outcome.decisions or ()},
     }
     return json.dumps(line, separators=(",", ":"), ensure_ascii=False)
 
@@ -214,14 +247,15 @@ class DecisionLog:
             if not self._bytes.take(size):
                 self.dropped_bytes += 1
                 return False
+        held = size + len(entry.request)  # what waiting costs: the line to come and the request it is read from
         if (
-            len(self._queue) >= self._queue_size or self._bytes_in - self._bytes_out + size > self._queue_bytes
+            len(self._queue) >= self._queue_size or self._bytes_in - self._bytes_out + held > self._queue_bytes
             or self._closed
         ):
             self.dropped_full += 1
             return False
         self._queue.append((entry, size))
-        self._bytes_in += size
+        self._bytes_in += held
         self._queued += 1
         if not self._wake.is_set():
             self._wake.set()
@@ -243,7 +277,7 @@ class DecisionLog:
         size = 0
         while queue:
             entry, estimated = queue.popleft()
-            self._bytes_out += estimated
+            self._bytes_out += estimated + len(entry.request)
             try:
                 line = (format_line(entry) + "\n").encode()
             except Exception as e:  # a bug here must not kill the thread silently

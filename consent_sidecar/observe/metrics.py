@@ -146,8 +146,8 @@ class Metrics:
             ["category", "destination"], registry=r,
         )
         self.decision_log_dropped = Counter(
-            "consent_sidecar_decision_log_dropped", "Sampled decision-log lines dropped (why: rate_limit, bytes or queue_full).",
-            ["why"], registry=r,
+            "consent_sidecar_decision_log_dropped",
+            "Sampled decision-log lines dropped (why: rate_limit, bytes or queue_full).", ["why"], registry=r,
         )
         self.decision_log_written = Counter(
             "consent_sidecar_decision_log_written", "Decision-log lines written.", registry=r,

@@ -124,7 +124,9 @@ async def serve(
 
 async def _serve(config: ServeConfig, ready: asyncio.Event | None, stop: asyncio.Event | None, err: TextIO) -> int:
     principals = _load_principals(config)
-    store = PolicyStore(mapping_limits=config.mapping_limits, memo_bytes=config.memo_bytes)
+    store = PolicyStore(
+        max_mapping_bytes=config.max_mapping_bytes, mapping_limits=config.mapping_limits, memo_bytes=config.memo_bytes
+    )
     try:
         # Compile off the loop: nothing else runs yet, but a caller's loop (tests) may be busy.
         snap = await asyncio.to_thread(store.load_initial, config.mappings)
@@ -337,6 +339,8 @@ async def _run_started(rt: _Runtime, sidecar: Sidecar, pool: WorkerPool | None) 
         for task in watching:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if sidecar.admin is not None:
+            await sidecar.admin.aclose()  # counted refusals still open go to the trail
         await writer.aclose()
     if pool is not None and pool.failed.is_set():
         _log.error("stopped: a decision worker exited on its own")

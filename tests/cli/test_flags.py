@@ -95,6 +95,7 @@ def test_flag_reference_lists_every_flag_with_variable_and_default() -> None:
         "--max-mapping-categories", "--max-mapping-destinations",
         "--grace-period", "--log-format", "--log-level", "--max-destinations", "--max-batch",
         "--max-destination-id-bytes", "--max-event-bytes", "--max-event-depth", "--max-message-bytes",
+        "--max-mapping-bytes",
     }  # fmt: skip
     assert {flag for verb, flag in ref if verb == "serve"} == expected
     assert all(f.env == cli.env_var(f.flag) and f.help for f in ref.values())
@@ -115,7 +116,10 @@ def test_no_verb_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
 def test_the_verb_groups_register_every_verb_in_reference_order() -> None:
     parser = cli.build_parser()
     [verbs] = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
-    assert list(verbs.choices) == ["serve", "check", "test", "decide", "token", "audit", "health", "console"]
+    assert list(verbs.choices) == [
+        "serve", "check", "test", "decide", "token", "audit", "health", "categories", "status", "fleet", "principals",
+        "inspect", "console",
+    ]
     assert all(callable(group.register) for group in cli.VERB_GROUPS)
 
 
