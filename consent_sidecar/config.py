@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Final
 
-from consent_core.limits import Limits
+from consent_core.limits import Limits, MappingLimits
 from consent_core.mapping_file.reader import DEFAULT_MAX_MAPPING_BYTES
+from consent_core.memo import DEFAULT_MEMO_BYTES
 
-__all__ = ["Limits", "ServeConfig"]
+__all__ = ["DEFAULT_DECISION_LOG_BYTES_RATE", "Limits", "MappingLimits", "ServeConfig"]
+
+# Decision-log bytes per second, all processes together: a hundred lines of ~10 KB (200
+# destinations each) a second; one request naming 10,000 destinations makes a ~500 KB line.
+DEFAULT_DECISION_LOG_BYTES_RATE: Final = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +33,7 @@ class ServeConfig:
     decision_log: str | None = None  # JSON lines of sampled decisions: a file (appended) or "-" (stdout)
     decision_log_sample: float = 1.0  # fraction of decisions considered for the decision log
     decision_log_rate: float | None = 100.0  # lines per second, all processes together; None = no limit
+    decision_log_bytes_rate: int | None = DEFAULT_DECISION_LOG_BYTES_RATE  # bytes per second likewise; None = none
     grace_period: float = 5.0  # seconds SIGTERM waits for in-flight RPCs
     max_connection_idle: float = 300.0  # seconds before an idle gRPC connection is closed
     max_concurrent_streams: int = 100  # concurrent streams (calls) per gRPC connection
@@ -35,3 +42,5 @@ class ServeConfig:
     log_level: str = "info"
     limits: Limits = field(default_factory=Limits)
     max_mapping_bytes: int = DEFAULT_MAX_MAPPING_BYTES  # the mapping file's size limit (larger: a mapping error)
+    mapping_limits: MappingLimits = field(default_factory=MappingLimits)  # how large a mapping may be
+    memo_bytes: int = DEFAULT_MEMO_BYTES  # each policy snapshot's memo budget (estimated bytes); 0 = no memo

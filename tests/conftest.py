@@ -99,7 +99,7 @@ async def running_sidecar(
             grace_period=1.0,
             **config,
         )
-        store = PolicyStore()
+        store = PolicyStore(mapping_limits=cfg.mapping_limits, memo_bytes=cfg.memo_bytes)
         store.load_initial(cfg.mappings)
         audit = writer = None
         if admin:

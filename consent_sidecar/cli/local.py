@@ -14,15 +14,16 @@ import json
 import sys
 
 from consent_core.cases import CasesError, load_cases, reason_name, run_cases
-from consent_core.errors import InvalidArgument, MappingError
+from consent_core.errors import InvalidArgument, MappingError, printable
 from consent_core.event import decide_one
 from consent_core.index import Decision, Index, compile
-from consent_core.limits import Limits
+from consent_core.limits import Limits, MappingLimits
 from consent_core.mapping_file import load_mapping
 from consent_core.mapping_file.reader import DEFAULT_MAX_MAPPING_BYTES
 
 from consent_sidecar.cli import values
 from consent_sidecar.cli.flags import Verbs, verb
+from consent_sidecar.cli.serve import add_mapping_limits, mapping_limits
 
 __all__ = ["decision_json", "load_index", "register", "run_check", "run_decide", "run_test"]
 
@@ -32,6 +33,7 @@ def register(verbs: Verbs) -> None:
     p.add_argument("file", metavar="F", help="the mapping file")
     p.add_argument("--max-mapping-bytes", type=values.positive_int, default=DEFAULT_MAX_MAPPING_BYTES, metavar="N",
                    help="largest mapping file accepted, in bytes; a larger one is a mapping error")
+    add_mapping_limits(p)
 
     p = verb(verbs, "test", run_test, "run decision cases against a mapping file")
     p.add_argument("file", metavar="F", help="the mapping file")
@@ -50,10 +52,10 @@ def register(verbs: Verbs) -> None:
     p.add_argument("destinations", nargs="*", metavar="DEST", help="destinations to decide (default: every known one)")
 
 
-def load_index(path: str) -> Index | None:
+def load_index(path: str, limits: MappingLimits | None = None) -> Index | None:
     """The compiled mapping, or None after printing why it could not be loaded."""
     try:
-        return compile(load_mapping(path).mapping)
+        return compile(load_mapping(path, limits).mapping)
     except MappingError as e:  # reading problems included
         print(str(e), file=sys.stderr)
     except OSError as e:  # not expected from load_mapping; still never a traceback
@@ -65,7 +67,7 @@ def run_check(ns: argparse.Namespace) -> int:
     from consent_core.lint import warnings
 
     try:
-        loaded = load_mapping(ns.file, max_bytes=ns.max_mapping_bytes)
+        loaded = load_mapping(ns.file, mapping_limits(ns), max_bytes=ns.max_mapping_bytes)
     except MappingError as e:  # reading problems included
         print(str(e), file=sys.stderr)
         return 1
@@ -89,7 +91,8 @@ def run_test(ns: argparse.Namespace) -> int:
         return 1
     results = run_cases(index, cases)
     for r in results:
-        print(f"PASS {r.case.name}" if r.passed else f"FAIL {r.case.name}: {r.why}")
+        line = f"PASS {r.case.name}" if r.passed else f"FAIL {r.case.name}: {r.why}"
+        print(printable(line))
     failed = sum(not r.passed for r in results)
     print(f"{len(results) - failed} passed, {failed} failed")
     return 0 if failed == 0 else 1

@@ -11,13 +11,27 @@ import argparse
 import sys
 
 from consent_core.errors import SidecarError
-from consent_core.limits import Limits
+from consent_core.limits import Limits, MappingLimits
 
 from consent_sidecar.cli import values
 from consent_sidecar.cli.flags import PROG, Verbs, verb
 from consent_sidecar.config import ServeConfig
 
-__all__ = ["register", "run_serve"]
+__all__ = ["add_mapping_limits", "mapping_limits", "register", "run_serve"]
+
+
+def add_mapping_limits(p: argparse.ArgumentParser) -> None:
+    """The mapping-size flags (`serve` and `check`); `mapping_limits` reads them back."""
+    lim = MappingLimits()
+    group = p.add_argument_group("mapping limits")
+    group.add_argument("--max-mapping-categories", type=values.positive_int, default=lim.max_categories,
+                       metavar="N", help="maximum categories in the mapping; beyond it the mapping is refused")
+    group.add_argument("--max-mapping-destinations", type=values.positive_int, default=lim.max_destinations,
+                       metavar="N", help="maximum distinct destination ids in the mapping; beyond it it is refused")
+
+
+def mapping_limits(ns: argparse.Namespace) -> MappingLimits:
+    return MappingLimits(max_categories=ns.max_mapping_categories, max_destinations=ns.max_mapping_destinations)
 
 
 def register(verbs: Verbs) -> None:
@@ -52,6 +66,13 @@ def register(verbs: Verbs) -> None:
                    help="fraction of decisions considered for the decision log, 0-1")
     p.add_argument("--decision-log-rate", type=values.rate, default=d.decision_log_rate, metavar="N[/s|/m|/h]",
                    help="decision-log lines per second at most, all processes together; 0 = unlimited")
+    p.add_argument("--decision-log-bytes-rate", type=values.byte_rate, default=d.decision_log_bytes_rate,
+                   metavar="BYTES[/s]",
+                   help="decision-log bytes per second at most, all processes together (e.g. 1MiB); lines beyond "
+                        "it are dropped and counted; 0 = unlimited")
+    p.add_argument("--memo-bytes", type=values.byte_size, default=d.memo_bytes, metavar="BYTES",
+                   help="memoised decisions per policy snapshot, in estimated bytes (e.g. 32MiB); the server's "
+                        "encoded answers take up to 3/4 of it more; 0 = no memo")
     p.add_argument("--grace-period", type=values.seconds, default=d.grace_period, metavar="SECONDS",
                    help="how long SIGTERM waits for in-flight RPCs (the process exits 2 s later at most, stuck or not)")
     p.add_argument("--max-connection-idle", type=values.positive_seconds, default=d.max_connection_idle,
@@ -72,6 +93,7 @@ def register(verbs: Verbs) -> None:
         ("--max-message-bytes", lim.max_message_bytes, "bytes per gRPC message"),
     ):
         limits.add_argument(flag, type=values.positive_int, default=default, metavar="N", help=f"maximum {what}")
+    add_mapping_limits(p)
 
 
 def run_serve(ns: argparse.Namespace) -> int:
@@ -99,6 +121,9 @@ def run_serve(ns: argparse.Namespace) -> int:
         decision_log=ns.decision_log,
         decision_log_sample=ns.decision_log_sample,
         decision_log_rate=ns.decision_log_rate,
+        decision_log_bytes_rate=ns.decision_log_bytes_rate,
+        memo_bytes=ns.memo_bytes,
+        mapping_limits=mapping_limits(ns),
         grace_period=ns.grace_period,
         max_connection_idle=ns.max_connection_idle,
         max_concurrent_streams=ns.max_concurrent_streams,

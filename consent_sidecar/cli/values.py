@@ -17,6 +17,8 @@ from consent_sidecar.process.addresses import AddressError, parse_address
 
 __all__ = [
     "address",
+    "byte_rate",
+    "byte_size",
     "fraction",
     "positive_int",
     "positive_seconds",
@@ -83,6 +85,32 @@ def rate(value: str) -> float | None:
         return parse_rate(value)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
+
+
+_BYTE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mib": 1 << 20, "g": 1 << 30, "gib": 1 << 30}
+
+
+def byte_size(value: str) -> int:
+    """A number of bytes, optionally with a binary unit: `33554432`, `32MiB`, `512KiB`, `1G`; 0 allowed."""
+    t = value.strip().lower().replace(" ", "")
+    digits = t.rstrip("kmgib")
+    unit = t[len(digits):]
+    if not digits.isdigit() or unit not in _BYTE_UNITS:
+        raise argparse.ArgumentTypeError(
+            f"invalid size {value!r}: expected a number of bytes, optionally with KiB, MiB or GiB (e.g. 32MiB)"
+        )
+    return int(digits) * _BYTE_UNITS[unit]
+
+
+def byte_rate(value: str) -> int | None:
+    """Bytes per second, `1MiB`, `1MiB/s` or `65536`; 0 or `unlimited` = no limit (None)."""
+    t = value.strip().lower()
+    if t in ("unlimited", "none"):
+        return None
+    if t.endswith("/s"):
+        t = t[:-2]
+    n = byte_size(t)
+    return n or None
 
 
 def positive_int(value: str) -> int:

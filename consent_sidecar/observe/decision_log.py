@@ -1,11 +1,16 @@
 """Decision logs: sampled, rate-limited JSON lines about decisions, written off the hot path.
 
 The hot path pays one `random() < sample` per decision; a sampled decision passes a token
-bucket (`--decision-log-rate`) and goes onto a bounded queue as its inputs (policy snapshot,
-granted mask, destinations): a thread drains the queue, re-derives the reasons from the pure
-index and writes the lines. Under pressure lines are dropped, never queued without bound, and
-every drop is counted (`consent_sidecar_decision_log_dropped_total`); the audit trail is a
-different thing and never drops.
+bucket of lines (`--decision-log-rate`) and one of bytes (`--decision-log-bytes-rate`: a line
+naming 10,000 destinations is ~500 KB, so lines alone bound nothing), and goes onto a queue
+bounded in entries and in bytes as its inputs (policy snapshot, granted mask, destinations):
+a thread drains the queue, re-derives the reasons from the pure index and writes the lines.
+A line's bytes are estimated when it is queued (from its destinations and the mapping's
+categories; the queue also counts the encoded request a line is read from) and the writer
+charges the difference once it knows them exactly, so the byte rate holds over time. Under
+pressure lines are dropped, never queued without bound, and every drop is counted by why
+(`consent_sidecar_decision_log_dropped_total{why="rate_limit"|"bytes"|"queue_full"}`); the
+audit trail is a different thing and never drops.
 
 A line holds the request id, the RPC (and entry or message number), the policy generation and
 digest, the allowed and blocked destinations, each destination with its reason, and the
@@ -32,9 +37,16 @@ from typing import IO, Final
 
 from consent_core.index import Index
 
-__all__ = ["DEFAULT_QUEUE", "DecisionLog", "Entry", "TokenBucket", "format_line", "parse_rate"]
+__all__ = ["DEFAULT_QUEUE", "DEFAULT_QUEUE_BYTES", "DecisionLog", "Entry", "TokenBucket", "format_line", "parse_rate"]
 
 DEFAULT_QUEUE: Final = 10_000  # lines waiting for the writer thread before drops begin
+DEFAULT_QUEUE_BYTES: Final = 16 << 20  # their estimated bytes, likewise
+# A line's estimated bytes: its fixed keys, ids and digest, then per destination its id (quoted,
+# in allowed or blocked, and as a key of `reasons`) and its reason, then per enabled category of
+# the mapping its id, quoted, in one of the consent lists (when there is a consent object).
+_LINE_BYTES: Final = 400
+_DESTINATION_BYTES: Final = 36
+_CATEGORY_BYTES: Final = 10
 _PIPE_BUF: Final = 4096  # writes up to this size are atomic on a pipe: workers' lines never interleave
 
 
@@ -63,15 +75,20 @@ class TokenBucket:
         self._tokens = self.burst
         self._last = clock()
 
-    def take(self) -> bool:
+    def take(self, cost: float = 1.0) -> bool:
+        """Takes `cost` tokens if there are that many (a cost above the burst never passes)."""
         now = self._clock()
         tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
         self._last = now
-        if tokens >= 1.0:
-            self._tokens = tokens - 1.0
+        if tokens >= cost:
+            self._tokens = tokens - cost
             return True
         self._tokens = tokens
         return False
+
+    def charge(self, cost: float) -> None:
+        """Takes `cost` more tokens whatever is left (the balance may go below zero: a debt repaid at the rate)."""
+        self._tokens -= cost
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +126,15 @@ def _denied_mask(index: Index, request: bytes) -> int | None:
     if not isinstance(prefs, dict):
         return None
     return index.granted_mask({k: True for k, v in prefs.items() if v is False})
+
+
+def estimate(entry: Entry) -> int:
+    """The bytes `entry`'s line will take, about (the writer charges what it missed once it knows)."""
+    dests = entry.destinations
+    size = _LINE_BYTES + len(entry.request_id or "") + _DESTINATION_BYTES * len(dests) + 2 * sum(map(len, dests))
+    if entry.granted is not None:
+        size += _CATEGORY_BYTES * entry.index.all_categories_mask.bit_count()
+    return size
 
 
 def format_line(entry: Entry) -> str:
@@ -149,7 +175,9 @@ class DecisionLog:
     """Samples decisions and writes them as JSON lines to a file (appended) or stdout (`-`).
 
     `sampled()` and `submit()` run on the event loop; a daemon thread formats and writes.
-    `dropped` and `written` are plain counters the metrics read (`drain_counts`).
+    `dropped_*` and `written` are plain counters the metrics read (`drain_counts`).
+    bytes_rate: line bytes per second (None = no limit), in bursts of at most one second's worth;
+    queue_bytes: estimated bytes waiting for the writer thread before drops begin.
     """
 
     def __init__(
@@ -160,6 +188,8 @@ class DecisionLog:
         rate: float | None = None,
         burst: float | None = None,
         queue_size: int = DEFAULT_QUEUE,
+        bytes_rate: float | None = None,
+        queue_bytes: int = DEFAULT_QUEUE_BYTES,
         random_fn: Callable[[], float] = random.random,
         clock: Callable[[], float] = time.monotonic,
         on_error: Callable[[BaseException], None] | None = None,
@@ -170,12 +200,21 @@ class DecisionLog:
         self.sample = sample
         self._random = random_fn
         self._bucket = TokenBucket(rate, burst, clock) if rate is not None else None
-        self._queue: collections.deque[Entry] = collections.deque()
+        self._bytes = TokenBucket(bytes_rate, None, clock) if bytes_rate is not None else None
+        self._queue: collections.deque[tuple[Entry, int]] = collections.deque()
         self._queue_size = queue_size
+        self._queue_bytes = queue_bytes
+        # Single-writer counters (the loop thread writes the first two, the writer thread the others):
+        # bytes queued and done (their difference is what waits), and estimates the writer found short.
+        self._bytes_in = 0
+        self._charged = 0
+        self._bytes_out = 0
+        self._undercharged = 0
         self._wake = threading.Event()
         self._closed = False
         self._on_error = on_error
-        self.dropped_rate = 0  # over the rate limit
+        self.dropped_rate = 0  # over the rate limit (lines)
+        self.dropped_bytes = 0  # over the byte rate
         self.dropped_full = 0  # the queue was full (the writer cannot keep up)
         self.written = 0
         self._queued = 0  # entries ever queued (loop thread)
@@ -203,14 +242,28 @@ class DecisionLog:
         return self._random() < self.sample
 
     def submit(self, entry: Entry) -> bool:
-        """Queues a sampled decision; False (and counted) when rate-limited or the queue is full."""
+        """Queues a sampled decision; False (and counted) when rate-limited, over the byte rate or the queue is full."""
         if self._bucket is not None and not self._bucket.take():
             self.dropped_rate += 1
             return False
-        if len(self._queue) >= self._queue_size or self._closed:
+        size = estimate(entry)
+        if self._bytes is not None:
+            owed = self._undercharged - self._charged  # bytes the writer found beyond the estimates
+            if owed > 0:
+                self._bytes.charge(owed)
+                self._charged += owed
+            if not self._bytes.take(size):
+                self.dropped_bytes += 1
+                return False
+        held = size + len(entry.request)  # what waiting costs: the line to come and the request it is read from
+        if (
+            len(self._queue) >= self._queue_size or self._bytes_in - self._bytes_out + held > self._queue_bytes
+            or self._closed
+        ):
             self.dropped_full += 1
             return False
-        self._queue.append(entry)
+        self._queue.append((entry, size))
+        self._bytes_in += held
         self._queued += 1
         if not self._wake.is_set():
             self._wake.set()
@@ -227,17 +280,20 @@ class DecisionLog:
             if self._closed and not queue:
                 return
 
-    def _write_all(self, queue: collections.deque[Entry]) -> None:
+    def _write_all(self, queue: collections.deque[tuple[Entry, int]]) -> None:
         chunk: list[bytes] = []
         size = 0
         while queue:
-            entry = queue.popleft()
+            entry, estimated = queue.popleft()
+            self._bytes_out += estimated + len(entry.request)
             try:
                 line = (format_line(entry) + "\n").encode()
             except Exception as e:  # a bug here must not kill the thread silently
                 self._report(e)
                 self._done += 1
                 continue
+            if len(line) > estimated:
+                self._undercharged += len(line) - estimated
             if size + len(line) > _PIPE_BUF and chunk:
                 self._write(b"".join(chunk), len(chunk))
                 chunk, size = [], 0

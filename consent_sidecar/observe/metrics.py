@@ -24,11 +24,12 @@ import os
 import shutil
 import tempfile
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Final
 
 from consent_core.index import Decision, Reason
+from consent_core.memo import MemoStats
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess
 from prometheus_client import values as prometheus_values
 
@@ -37,6 +38,7 @@ __all__ = [
     "MULTIPROC_ENV",
     "RPC_BUCKETS",
     "RUN_DIR_PREFIX",
+    "MemoSource",
     "Metrics",
     "Recorder",
     "RunDirectory",
@@ -147,8 +149,8 @@ class Metrics:
             ["category", "destination"], registry=r,
         )
         self.decision_log_dropped = Counter(
-            "consent_sidecar_decision_log_dropped", "Sampled decision-log lines dropped (rate limit or full queue).",
-            ["why"], registry=r,
+            "consent_sidecar_decision_log_dropped",
+            "Sampled decision-log lines dropped (why: rate_limit, bytes or queue_full).", ["why"], registry=r,
         )
         self.decision_log_written = Counter(
             "consent_sidecar_decision_log_written", "Decision-log lines written.", registry=r,
@@ -161,6 +163,18 @@ class Metrics:
         self.worker_restarts = Counter(
             "consent_sidecar_worker_restarts", "--workers processes killed and replaced by the parent, by why.",
             ["reason"], registry=r,
+        )
+        self.memo_bytes = Gauge(
+            "consent_sidecar_memo_bytes",
+            "Estimated bytes held by the serving policy's memos (decisions, per-mask tables, encoded answers).",
+            registry=r, multiprocess_mode="livesum",
+        )
+        self.memo_budget = Gauge(
+            "consent_sidecar_memo_budget_bytes", "The byte budget of those memos (from --memo-bytes).",
+            registry=r, multiprocess_mode="livesum",
+        )
+        self.memo_evictions = Counter(
+            "consent_sidecar_memo_evictions", "Memo entries dropped to stay within the byte budget.", registry=r,
         )
         self._digest: str | None = None
         self._lock = threading.Lock()
@@ -206,11 +220,16 @@ class _Hist:
         self.child._sum.inc(total)
 
 
+MemoSource = Callable[[], list[tuple[object, MemoStats]]]
+"""What holds memos, as (owner, its stats) pairs: the owner (a compiled index, a snapshot's served
+answers) identifies whose cumulative evictions they are; a new owner starts from zero."""
+
+
 class Recorder:
     """The hot path's side of the metrics: cheap adds now, `flush` into prometheus_client later.
 
     Single-threaded by design (the event loop adds and flushes); `flush` from another thread
-    only under the caller's own exclusion.
+    only under the caller's own exclusion. `memo_sources` are read at each flush.
     """
 
     def __init__(self, metrics: Metrics) -> None:
@@ -220,6 +239,8 @@ class Recorder:
         self.batch = _Hist(metrics.batch_size, tuple(float(b) for b in BATCH_SIZE_BUCKETS))
         self.errors = dict.fromkeys(METHODS, 0)
         self._decisions: dict[int, Any] = {}  # slot -> counter child, created on first use
+        self.memo_sources: list[MemoSource] = []
+        self._evictions: dict[int, tuple[object, int]] = {}  # id(owner) -> (owner, evictions counted)
 
     def count(self, t: Tally) -> None:
         """One answer served: its decisions are added at the next flush."""
@@ -254,6 +275,24 @@ class Recorder:
             if n:
                 self.metrics.decision_errors.labels(method).inc(n)
                 self.errors[method] = 0
+        if self.memo_sources:
+            self._flush_memos()
+
+    def _flush_memos(self) -> None:
+        owners: dict[int, tuple[object, MemoStats]] = {}
+        for source in self.memo_sources:
+            for owner, stats in source():
+                owners[id(owner)] = (owner, stats)  # an index shared by several services counts once
+        counted = self._evictions
+        new = 0
+        for key, (owner, stats) in owners.items():
+            before = counted.get(key)
+            new += stats.evictions - (before[1] if before is not None and before[0] is owner else 0)
+        self._evictions = {key: (owner, stats.evictions) for key, (owner, stats) in owners.items()}
+        if new > 0:
+            self.metrics.memo_evictions.inc(new)
+        self.metrics.memo_bytes.set(sum(stats.bytes for _, stats in owners.values()))
+        self.metrics.memo_budget.set(sum(stats.budget for _, stats in owners.values()))
 
 
 # -- multiprocess mode ------------------------------------------------------------------------

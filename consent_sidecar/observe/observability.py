@@ -138,11 +138,13 @@ class Observability:
             self._tasks.append(asyncio.create_task(self._flush_loop(flush_interval, role != "worker")))
         if config.decision_log is not None:
             rate = config.decision_log_rate
+            byte_rate = config.decision_log_bytes_rate
             try:
                 self.decision_log = DecisionLog(
                     config.decision_log,
                     sample=config.decision_log_sample,
                     rate=None if rate is None else rate / max(1, decision_processes),
+                    bytes_rate=None if byte_rate is None else byte_rate / max(1, decision_processes),
                     on_error=lambda e: _log.warning("decision log write failed", error=str(e)),
                 )
             except OSError as e:
@@ -178,6 +180,7 @@ class Observability:
         dlog = self.decision_log
         if dlog is not None:
             self._sync_counter(metrics.decision_log_dropped.labels("rate_limit"), dlog.dropped_rate)
+            self._sync_counter(metrics.decision_log_dropped.labels("bytes"), dlog.dropped_bytes)
             self._sync_counter(metrics.decision_log_dropped.labels("queue_full"), dlog.dropped_full)
             self._sync_counter(metrics.decision_log_written, dlog.written)
 

@@ -133,7 +133,9 @@ async def _serve(
     on_shutdown: Callable[[], None] | None,
 ) -> int:
     principals = _load_principals(config)
-    store = PolicyStore(max_mapping_bytes=config.max_mapping_bytes)
+    store = PolicyStore(
+        max_mapping_bytes=config.max_mapping_bytes, mapping_limits=config.mapping_limits, memo_bytes=config.memo_bytes
+    )
     try:
         # Compile off the loop: nothing else runs yet, but a caller's loop (tests) may be busy.
         snap = await asyncio.to_thread(store.load_initial, config.mappings)

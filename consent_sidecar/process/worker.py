@@ -80,12 +80,12 @@ class _Control:
         await asyncio.sleep(0)  # lets the transport flush what it holds
 
 
-def _decode(line: bytes) -> tuple[dict[str, Any], Index | None]:
+def _decode(line: bytes, memo_bytes: int) -> tuple[dict[str, Any], Index | None]:
     """A message from the parent, its policy compiled (megabytes of JSON: run it off the event loop)."""
     msg = json.loads(line)
     if msg.get("op") != "policy":
         return msg, None
-    return msg, compile_index(ConsentMapping.from_json_dict(msg["mapping"]))
+    return msg, compile_index(ConsentMapping.from_json_dict(msg["mapping"]), memo_bytes=memo_bytes)
 
 
 async def _serve_worker(stdin: asyncio.StreamReader, spec: dict[str, Any], deadline: ExitDeadline) -> int:
@@ -95,10 +95,11 @@ async def _serve_worker(stdin: asyncio.StreamReader, spec: dict[str, Any], deadl
         mappings=spec["source"], listen=tuple(spec["listen"]), grace_period=spec["grace_period"],
         max_connection_idle=spec["max_connection_idle"], max_concurrent_streams=spec["max_concurrent_streams"],
         decision_log=spec["decision_log"], decision_log_sample=spec["decision_log_sample"],
-        decision_log_rate=spec["decision_log_rate"], limits=Limits(**spec["limits"]),
+        decision_log_rate=spec["decision_log_rate"], decision_log_bytes_rate=spec["decision_log_bytes_rate"],
+        limits=Limits(**spec["limits"]), memo_bytes=spec["memo_bytes"],
     )
-    store = _FollowerStore()
-    first, index = await asyncio.to_thread(_decode, await stdin.readline())
+    store = _FollowerStore(memo_bytes=config.memo_bytes)
+    first, index = await asyncio.to_thread(_decode, await stdin.readline(), config.memo_bytes)
     if index is None or index.digest != first["digest"]:
         control.send({"event": "error", "message": "the parent sent no policy, or one that compiles to another digest"})
         await control.aclose()
@@ -175,7 +176,7 @@ async def _follow_parent(
                 log.info("parent gone: stopping")
             return
         try:
-            msg, index = await asyncio.to_thread(_decode, line)
+            msg, index = await asyncio.to_thread(_decode, line, store.memo_bytes)
         except Exception as e:  # a broken message must not take the serving policy down
             log.error("policy from the parent rejected", error=str(e))
             continue

@@ -94,6 +94,8 @@ def start_message(
         "decision_log": config.decision_log,
         "decision_log_sample": config.decision_log_sample,
         "decision_log_rate": config.decision_log_rate,
+        "decision_log_bytes_rate": config.decision_log_bytes_rate,
+        "memo_bytes": config.memo_bytes,
         "decision_processes": decision_processes,
     })
 

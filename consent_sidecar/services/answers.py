@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any, Final, Generic, TypeVar
 
 from consent.v1 import decision_pb2
-from consent_core.errors import InvalidArgument
+from consent_core.errors import InvalidArgument, printable
 from consent_core.index import Index, Outcome
 from consent_core.memo import MemoStats
 
@@ -132,7 +132,8 @@ def encode_response(outcome: Outcome, policy: decision_pb2.PolicyVersion, explai
 
 
 def error_body(e: InvalidArgument) -> bytes:
-    return DecideResponse(error=str(e)).SerializeToString()
+    """A batch entry's or stream message's error response (its message is printable UTF-8, as status details are)."""
+    return DecideResponse(error=printable(str(e))).SerializeToString()
 
 
 # -- answers and their memos ------------------------------------------------------------------------

@@ -23,21 +23,29 @@ Entries that are not cacheable (errors, preference events, non-empty `integratio
 plain way each time. Input protobuf errors surface exactly as they would through the generated
 deserializers (DecodeError -> UNKNOWN). Metrics are added per answer through its precomputed
 `Tally` (one dict increment), decision logs are sampled per decision (one random draw).
+
+Hostile input: an invalid entry is INVALID_ARGUMENT (unary) or that entry's `error` (batch,
+stream), its message printable whatever the request held; any other exception ends the call
+with INTERNAL and a fixed message (`status.abort_internal`), never leaves it unanswered. Log
+lines carry the error with request content redacted (`InvalidArgument.redacted`): no consent
+key, destination id or event content reaches the logs.
 """
 
 from __future__ import annotations
 
 import time
+import traceback
 from collections.abc import AsyncIterator, Sequence
-from typing import Any, Final
+from typing import Any, Final, NoReturn
 
 import grpc
 import grpc.aio
 import structlog
 from consent.v1 import decision_pb2, decision_pb2_grpc
 from consent_core.errors import InvalidArgument
-from consent_core.event import check_destinations, parse_segment_event
+from consent_core.event import check_consent_keys, parse_segment_event
 from consent_core.limits import Limits
+from consent_core.memo import MemoStats
 from google.protobuf.message import DecodeError
 
 from consent_sidecar.observe.decision_log import DecisionLog, Entry
@@ -52,7 +60,7 @@ from consent_sidecar.services.answers import (
     field,
     split_batch,
 )
-from consent_sidecar.services.status import abort
+from consent_sidecar.services.status import abort, abort_internal
 from consent_sidecar.store.policy import PolicyStore
 
 __all__ = ["SERVICE_NAME", "Answer", "DecisionService", "add_to_server", "encode_response", "split_batch"]
@@ -94,6 +102,20 @@ class DecisionService(decision_pb2_grpc.DecisionServiceServicer):
         self._recorder = recorder
         self._dlog = decision_log
         self._served_state: Served | None = None
+        if recorder is not None:
+            recorder.memo_sources.append(self.memo_stats)
+
+    def memo_stats(self) -> list[tuple[object, MemoStats]]:
+        """The memos of the snapshot served now, as (owner, stats): the index's and this service's answers'."""
+        st = self._served_state
+        if st is None:
+            return []
+        parts = st.memo_stats()
+        answers = MemoStats(
+            sum(p.entries for p in parts), sum(p.bytes for p in parts), sum(p.budget for p in parts),
+            sum(p.evictions for p in parts),
+        )
+        return [(st.index, st.index.memo_stats()), (st, answers)]
 
     def _served(self) -> Served:
         snap = self._store.current
@@ -118,11 +140,15 @@ class DecisionService(decision_pb2_grpc.DecisionServiceServicer):
             st.raw.put(data, a)
         return a
 
-    def _granted(self, st: Served, consent: decision_pb2.Consent) -> int:
-        """A consent object's granted mask, memoised on its bytes (set, even empty, = a consent object)."""
+    def _granted(self, st: Served, consent: decision_pb2.Consent, field: str) -> int:
+        """A consent object's granted mask, memoised on its bytes (set, even empty, = a consent object).
+
+        Its keys are checked once per distinct encoding (only valid ones are memoised)."""
         memo = st.consent
         if memo.bypass():  # distinct consent objects (hostile ones, say): nothing kept
-            return st.index.granted_mask(dict(consent.category_preferences.items()))
+            prefs = dict(consent.category_preferences.items())
+            check_consent_keys(prefs, f"{field}consent.category_preferences")
+            return st.index.granted_mask(prefs)
         key = consent.SerializeToString()
         granted = memo.young.get(key)
         if granted is not None:
@@ -130,7 +156,9 @@ class DecisionService(decision_pb2_grpc.DecisionServiceServicer):
             return granted
         granted = memo.get_old(key)
         if granted is None:
-            granted = st.index.granted_mask(dict(consent.category_preferences.items()))
+            prefs = dict(consent.category_preferences.items())
+            check_consent_keys(prefs, f"{field}consent.category_preferences")
+            granted = st.index.granted_mask(prefs)
             memo.put(key, granted)
         return granted
 
@@ -151,9 +179,9 @@ class DecisionService(decision_pb2_grpc.DecisionServiceServicer):
         if source is None:
             granted = None
         elif source == "consent":
-            granted = self._granted(st, request.consent)
+            granted = self._granted(st, request.consent, field)
         else:
-            check_destinations(destinations, limits, f"{field}destinations")
+            index.check_destinations(destinations, limits, f"{field}destinations")
             checked = True
             ev = parse_segment_event(request.segment_event, limits, f"{field}segment_event")
             granted = None if ev.preferences is None else index.granted_mask(ev.preferences)
@@ -177,7 +205,7 @@ class DecisionService(decision_pb2_grpc.DecisionServiceServicer):
             outcome = index.split(granted, dests, limits=None if checked else limits, field=f"{field}destinations")
         else:
             if not checked:
-                check_destinations(destinations, limits, f"{field}destinations")
+                index.check_destinations(destinations, limits, f"{field}destinations")
             outcome = index.decide_mask(
                 granted, dests, integrations=integrations, preference_event=preference_event,
                 explain=explain or counting,
@@ -196,7 +224,7 @@ class DecisionService(decision_pb2_grpc.DecisionServiceServicer):
         source = request.WhichOneof("source")
         if source == "segment_event" or request.explain:
             return self._decide(st, request, f"requests[{i}].", memo=False)[0].framed
-        granted = None if source is None else self._granted(st, request.consent)
+        granted = None if source is None else self._granted(st, request.consent, f"requests[{i}].")
         body = st.encode(st.index.split(  # a slice is the cheapest way out of a upb container
             granted, tuple(request.destinations[:]), limits=self._limits, field=f"requests[{i}].destinations"
         ))
@@ -239,26 +267,39 @@ class DecisionService(decision_pb2_grpc.DecisionServiceServicer):
     # -- the bytes handlers (registered by add_to_server) ---------------------------------------
 
     async def decide_bytes(self, data: bytes, context: _Context) -> bytes:
-        t0 = time.perf_counter()
-        st = self._served()
-        raw = st.raw
-        memo = not raw.bypass()
-        a = raw.young.get(data) if memo else None
-        if a is None:
-            got = self._answer_miss("Decide", st, data, memo)
-            if isinstance(got, InvalidArgument):
-                _log.debug(
-                    "invalid request", rpc="Decide", error=str(got), policy_generation=st.generation,
-                    request_id=request_id(context.invocation_metadata()),
-                )
-                await abort(context, got)
-            a = got
-        else:
-            raw.hits += 1
-        self._served_one("Decide", context, None, st, a, t0, data)
-        return a.body
+        try:
+            t0 = time.perf_counter()
+            st = self._served()
+            raw = st.raw
+            memo = not raw.bypass()
+            a = raw.young.get(data) if memo else None
+            if a is None:
+                got = self._answer_miss("Decide", st, data, memo)
+                if isinstance(got, InvalidArgument):
+                    _log.debug(
+                        "invalid request", rpc="Decide", error=got.redacted, policy_generation=st.generation,
+                        request_id=request_id(context.invocation_metadata()),
+                    )
+                    await abort(context, got)
+                a = got
+            else:
+                raw.hits += 1
+            self._served_one("Decide", context, None, st, a, t0, data)
+            return a.body
+        except (grpc.aio.AbortError, DecodeError):
+            raise
+        except Exception as e:
+            await self._failed("Decide", context, e)
 
     async def decide_batch_bytes(self, data: bytes, context: _Context) -> bytes:
+        try:
+            return await self._decide_batch(data, context)
+        except (grpc.aio.AbortError, DecodeError):
+            raise
+        except Exception as e:
+            await self._failed("DecideBatch", context, e)
+
+    async def _decide_batch(self, data: bytes, context: _Context) -> bytes:
         t0 = time.perf_counter()
         st = self._served()  # one snapshot for the whole batch
         if st.raw.bypass() and self._recorder is None and self._dlog is None:
@@ -328,24 +369,42 @@ class DecisionService(decision_pb2_grpc.DecisionServiceServicer):
         # Read one, decide, yield one: each yield waits for the write, so a slow reader
         # back-pressures the sender through gRPC flow control and nothing queues here.
         position = 0
-        async for data in request_iterator:
-            t0 = time.perf_counter()
-            st = self._served()
-            raw = st.raw
-            memo = not raw.bypass()
-            a = raw.young.get(data) if memo else None
-            if a is None:
-                got = self._answer_miss("DecideStream", st, data, memo)
-                if isinstance(got, InvalidArgument):
-                    position += 1
-                    yield error_body(got)  # the stream goes on
-                    continue
-                a = got
-            else:
-                raw.hits += 1
-            self._served_one("DecideStream", context, position, st, a, t0, data)
-            position += 1
-            yield a.body
+        try:
+            async for data in request_iterator:
+                t0 = time.perf_counter()
+                st = self._served()
+                raw = st.raw
+                memo = not raw.bypass()
+                a = raw.young.get(data) if memo else None
+                if a is None:
+                    got = self._answer_miss("DecideStream", st, data, memo)
+                    if isinstance(got, InvalidArgument):
+                        position += 1
+                        yield error_body(got)  # the stream goes on
+                        continue
+                    a = got
+                else:
+                    raw.hits += 1
+                self._served_one("DecideStream", context, position, st, a, t0, data)
+                position += 1
+                yield a.body
+        except (grpc.aio.AbortError, DecodeError):
+            raise
+        except Exception as e:
+            await self._failed("DecideStream", context, e)
+
+    async def _failed(self, rpc: str, context: _Context, e: Exception) -> NoReturn:
+        """The last resort: an exception nobody expected ends the call with INTERNAL (logged without
+        its message, which may quote the request), never leaves it unanswered."""
+        frame = traceback.extract_tb(e.__traceback__)[-1] if e.__traceback__ is not None else None
+        _log.error(
+            "decision handler failed", rpc=rpc, error_type=type(e).__name__,
+            where=f"{frame.filename}:{frame.lineno} in {frame.name}" if frame is not None else None,
+            request_id=request_id(context.invocation_metadata()),
+        )
+        if self._recorder is not None:
+            self._recorder.error(rpc)
+        await abort_internal(context)
 
     # -- the message-level API (generated registration) -------------------------------------------
 

@@ -29,7 +29,6 @@ from typing import Final
 from consent_core.edits import Edit, EditResult, apply_edit
 from consent_core.errors import Aborted, InvalidArgument, MappingError, SidecarError, Unavailable
 from consent_core.index import Index
-from consent_core.index import compile as compile_index
 from consent_core.mapping_file import MappingDocument, atomic_write, load_mapping, parse_mapping
 from consent_core.model import ConsentMapping
 
@@ -122,7 +121,7 @@ class AdminEditor:
         store = self._store
         old = store.current
         doc = await asyncio.to_thread(self._read_document, old)
-        result = apply_edit(doc.mapping, edit)
+        result = apply_edit(doc.mapping, edit, store.mapping_limits)
         if not result.changed:
             return result, old
         text, index = await asyncio.to_thread(self._render, doc, result)
@@ -152,7 +151,7 @@ class AdminEditor:
         """
         path = serving.source
         try:
-            loaded = load_mapping(path, max_bytes=self._store.max_mapping_bytes)
+            loaded = load_mapping(path, self._store.mapping_limits, max_bytes=self._store.max_mapping_bytes)
         except MappingError as e:
             raise Aborted(
                 "the mapping file changed on disk since it was loaded and does not load now; "
@@ -161,7 +160,7 @@ class AdminEditor:
         if loaded.mapping.digest() != serving.digest:
             raise Aborted("the mapping file changed on disk since it was loaded; retry")
         try:
-            return MappingDocument.parse(loaded.text, loaded.source)
+            return MappingDocument.parse(loaded.text, loaded.source, self._store.mapping_limits)
         except MappingError as e:  # it just loaded: only a concurrent replace gets here
             raise Aborted(f"the mapping file changed on disk while it was read; retry ({e.format()})") from None
 
@@ -180,12 +179,12 @@ class AdminEditor:
             )  # fmt: skip
         # Defence in depth (with_mapping checks too): only the intended mapping may reach the disk.
         try:
-            reread = parse_mapping(text, doc.source)
+            reread = parse_mapping(text, doc.source, self._store.mapping_limits)
         except MappingError as e:
             raise SidecarError(f"internal error: the edited mapping file would not load: {e}") from e
         if reread != result.mapping:
             raise SidecarError("internal error: the edited mapping file would not re-read as the edit; nothing written")
-        return text, compile_index(result.mapping)
+        return text, self._store.compile(result.mapping)
 
     def _persist(self, path: str, text: str, previous: str, digest: str) -> None:
         """atomic_write, remembering what we wrote; Unavailable (nothing changed) if the disk refuses."""

@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from consent_core.errors import MappingError
-from consent_core.index import Index
+from consent_core.index import DEFAULT_MEMO_BYTES, Index
 from consent_core.index import compile as compile_index
+from consent_core.limits import MappingLimits
 from consent_core.mapping_file.reader import DEFAULT_MAX_MAPPING_BYTES
 from consent_core.model import ConsentMapping
 
@@ -69,12 +70,15 @@ Loader = Callable[[str], ConsentMapping]
 """Reads and validates a mapping file; raises MappingError (or OSError) when it cannot."""
 
 
-def load_mapping_file(path: str, max_bytes: int = DEFAULT_MAX_MAPPING_BYTES) -> ConsentMapping:
-    """The default loader: consent_core.mapping_file, validated, positions in its errors; at most `max_bytes`."""
+def load_mapping_file(
+    path: str, max_bytes: int = DEFAULT_MAX_MAPPING_BYTES, limits: MappingLimits | None = None
+) -> ConsentMapping:
+    """The default loader: consent_core.mapping_file, validated, positions in its errors; at most
+    `max_bytes`, its size against `limits`."""
     # Imported here so the core (and tests with their own loader) never pull in the YAML stack.
     from consent_core.mapping_file import load_mapping
 
-    return load_mapping(path, max_bytes=max_bytes).mapping
+    return load_mapping(path, limits, max_bytes=max_bytes).mapping
 
 
 def _utcnow() -> datetime:
@@ -94,9 +98,18 @@ class PolicyStore:
         loader: Loader | None = None,
         clock: Callable[[], datetime] = _utcnow,
         max_mapping_bytes: int = DEFAULT_MAX_MAPPING_BYTES,
+        mapping_limits: MappingLimits | None = None,
+        memo_bytes: int = DEFAULT_MEMO_BYTES,
     ) -> None:
-        self.max_mapping_bytes = max_mapping_bytes  # the mapping file's size limit (the default loader's too)
-        self._loader: Loader = loader or (lambda path: load_mapping_file(path, max_mapping_bytes))
+        """loader: reads a mapping file (default: `load_mapping_file` with the limits below).
+        max_mapping_bytes: the mapping file's size limit. mapping_limits: how large a mapping may
+        be (default: the documented limits); every reader of the mapping through this store
+        (reloads, admin writes) uses them. memo_bytes: each compiled snapshot's memo budget."""
+        self.max_mapping_bytes = max_mapping_bytes
+        self.mapping_limits = mapping_limits if mapping_limits is not None else MappingLimits()
+        self.memo_bytes = memo_bytes
+        limits = self.mapping_limits
+        self._loader: Loader = loader or (lambda path: load_mapping_file(path, max_mapping_bytes, limits))
         self._clock = clock
         self._current: Snapshot | None = None
         self._source: str | None = None
@@ -136,11 +149,15 @@ class PolicyStore:
 
         Unlike reloads this raises: a sidecar that cannot load its first policy must not serve.
         """
-        index = compile_index(self._loader(path))
+        index = self.compile(self._loader(path))
         self._source = path
         snap = self.publish(index)
         assert snap is not None  # the first publish always changes something
         return snap
+
+    def compile(self, mapping: ConsentMapping) -> Index:
+        """`mapping` compiled as this store's snapshots are (its memo budget)."""
+        return compile_index(mapping, memo_bytes=self.memo_bytes)
 
     def publish(self, index: Index, *, source: str | None = None, generation: int | None = None) -> Snapshot | None:
         """Makes `index` the serving policy, unless its digest equals the current one.
@@ -196,7 +213,7 @@ class PolicyStore:
         if path is None:
             raise RuntimeError("no policy loaded yet: call load_initial first")
         try:
-            return Candidate(compile_index(self._loader(path)))
+            return Candidate(self.compile(self._loader(path)))
         except MappingError as e:
             return Candidate(None, e.format(), e)
         except OSError as e:

@@ -19,10 +19,12 @@ find no duplicate to report).
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 from consent_core.errors import Aborted, AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Problem
+from consent_core.limits import MappingLimits
 from consent_core.model import Category, ConsentMapping, category_etag, mapping_problems
 
 __all__ = [
@@ -99,17 +101,19 @@ class EditResult:
     renamed: dict[str, str] = field(default_factory=dict)  # {old id: new id}, for diff(..., renamed=...)
 
 
-def apply_edit(mapping: ConsentMapping, edit: Edit) -> EditResult:
+def apply_edit(mapping: ConsentMapping, edit: Edit, limits: MappingLimits | None = None) -> EditResult:
     """The mapping `edit` turns `mapping` into; raises a `SidecarError` subclass naming what is wrong.
 
-    `mapping` is a validated mapping (as loaded); the result is validated by the same rules.
-    An edit that changes nothing (disabling a disabled category, an update to the same
-    values) returns an equal mapping: `EditResult.changed` is False.
+    `mapping` is a validated mapping (as loaded); the result is validated by the same rules,
+    its size against `limits` (default: the documented ones). An edit that changes nothing
+    (disabling a disabled category, an update to the same values) returns an equal mapping:
+    `EditResult.changed` is False.
     """
+    limits = limits if limits is not None else MappingLimits()
     if isinstance(edit, Create):
-        return _create(mapping, edit)
+        return _create(mapping, edit, limits)
     if isinstance(edit, Update):
-        return _update(mapping, edit)
+        return _update(mapping, edit, limits)
     if isinstance(edit, Disable | Enable):
         return _set_enabled(mapping, edit)
     if isinstance(edit, Delete):
@@ -120,7 +124,7 @@ def apply_edit(mapping: ConsentMapping, edit: Edit) -> EditResult:
 # -- the requests --------------------------------------------------------------------------
 
 
-def _create(mapping: ConsentMapping, edit: Create) -> EditResult:
+def _create(mapping: ConsentMapping, edit: Create, limits: MappingLimits) -> EditResult:
     f = edit.category
     new = Category(
         id=f.id,
@@ -132,11 +136,11 @@ def _create(mapping: ConsentMapping, edit: Create) -> EditResult:
     categories = (*mapping.categories, new)
     after = mapping.with_categories(categories)
     _check_unique(mapping, new, skip=None)
-    _validate(after, len(categories) - 1)
+    _validate(after, len(categories) - 1, limits)
     return _result(mapping, after, new)
 
 
-def _update(mapping: ConsentMapping, edit: Update) -> EditResult:
+def _update(mapping: ConsentMapping, edit: Update, limits: MappingLimits) -> EditResult:
     paths = _mask(edit.paths)
     i, old = _find(mapping, edit.category_id)
     _check_etag(old, edit.etag)
@@ -150,7 +154,7 @@ def _update(mapping: ConsentMapping, edit: Update) -> EditResult:
     )
     after = _replace_at(mapping, i, new)
     _check_unique(mapping, new, skip=i)
-    _validate(after, i)
+    _validate(after, i, limits)
     renamed = {old.id: new.id} if new.id != old.id else {}
     return _result(mapping, after, new, renamed)
 
@@ -218,17 +222,18 @@ def _replace_at(mapping: ConsentMapping, i: int, new: Category) -> ConsentMappin
 
 
 def _check_unique(mapping: ConsentMapping, new: Category, *, skip: int | None) -> None:
-    """AlreadyExists when another category (not index `skip`) has `new`'s id or name."""
+    """AlreadyExists when another category (not index `skip`) has `new`'s id or name (names compared in NFC)."""
+    name = unicodedata.normalize("NFC", new.name)
     for j, c in enumerate(mapping.categories):
         if j == skip:
             continue
         if c.id == new.id:
             raise AlreadyExists(f"category.id: a category with id {new.id!r} already exists")
-        if c.name == new.name:
+        if unicodedata.normalize("NFC", c.name) == name:
             raise AlreadyExists(f"category.name: category {c.id!r} already has the name {new.name!r}")
 
 
-def _validate(after: ConsentMapping, i: int) -> None:
+def _validate(after: ConsentMapping, i: int, limits: MappingLimits) -> None:
     """InvalidArgument listing every problem the model's rules find, the edited category's (index `i`) as `category.*`.
 
     Runs after `_check_unique`, so no duplicate is left for the rules to find: a taken id or
@@ -236,7 +241,7 @@ def _validate(after: ConsentMapping, i: int) -> None:
     """
     prefix = f"categories[{i}]"
     problems: list[Problem] = []
-    for p in mapping_problems(after):
+    for p in mapping_problems(after, limits):
         path = p.path
         if path == prefix or path.startswith((prefix + ".", prefix + "[")):
             path = "category" + path[len(prefix) :]

@@ -1,9 +1,37 @@
-"""The core's exception hierarchy; translated to gRPC status codes only in consent_sidecar.services.status."""
+"""The core's exception hierarchy; translated to gRPC status codes only in consent_sidecar.services.status.
+
+Every message is printable, valid UTF-8 text: what came from outside (a consent key, a YAML
+scalar) is shown with its unprintable characters escaped (`printable`), so a lone surrogate
+or an escape sequence can neither make a message unencodable nor rewrite a terminal.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Final
+
+_SHORT_ESCAPES: Final = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
+
+
+def _escape(c: str) -> str:
+    if c in _SHORT_ESCAPES:
+        return _SHORT_ESCAPES[c]
+    o = ord(c)
+    if o < 0x100:
+        return f"\\x{o:02x}"
+    return f"\\u{o:04x}" if o < 0x10000 else f"\\U{o:08x}"
+
+
+def printable(text: str) -> str:
+    """`text` with each character `str.isprintable` refuses written as an escape: a control
+    character as `\\x1b`, a lone surrogate or a zero-width space as `\\ud800` / `\\u200b`.
+
+    The result is valid UTF-8 and shows on one line. Printable text is returned as it is.
+    """
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else _escape(c) for c in text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,7 +44,7 @@ class Problem:
     column: int | None = None  # 1-based
 
     def format(self, source: str | None = None) -> str:
-        """`file:line:column: path: message`, dropping the parts that are unknown."""
+        """`file:line:column: path: message`, dropping the parts that are unknown; always printable."""
         where = []
         if source:
             where.append(source)
@@ -26,7 +54,7 @@ class Problem:
                 where.append(str(self.column))
         head = ":".join(where)
         body = f"{self.path}: {self.message}" if self.path else self.message
-        return f"{head}: {body}" if head else body
+        return printable(f"{head}: {body}" if head else body)
 
 
 class SidecarError(Exception):
@@ -34,11 +62,18 @@ class SidecarError(Exception):
 
 
 class InvalidArgument(SidecarError):
-    """Malformed input; the message names the offending field."""
+    """Malformed input; the message names the offending field.
 
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
+    `key`: a key the request itself chose (a consent category id, an `integrations` key),
+    appended to `field` as `field.key`, escaped. `redacted` is the message with that key
+    replaced by `*`: what a log line may carry (request content never goes to the logs).
+    """
+
+    def __init__(self, field: str, message: str, *, key: str | None = None) -> None:
+        shown = field if key is None else f"{field}.{key}"
+        super().__init__(printable(f"{shown}: {message}"))
+        self.field = printable(shown)
+        self.redacted = str(self) if key is None else printable(f"{field}.*: {message}")
 
 
 class DocumentError(SidecarError):

@@ -201,6 +201,11 @@ class Index:
             explain=explain,
         )
 
+    def check_destinations(self, destinations: Sequence[str], limits: Limits, field: str = "destinations") -> None:
+        """`consent_core.event.check_destinations`, skipping the per-id work when every id is known
+        (the mapping's ids were checked once, at compile time)."""
+        self._split.check(destinations, limits, field)
+
     def decide_validated(
         self,
         preferences: Mapping[str, bool] | None,

@@ -2,6 +2,11 @@
 
 One set of rules serves both the mapping-file loader and admin writes: the loader checks
 shapes and types with positions, then calls `mapping_problems` for everything semantic.
+
+Ids and names are compared as the CMP and the pipeline send them, so none may hold a
+character that is invisible or reorders text (`invisible_problem`): `C0004\u200b` would
+look like `C0004` in every listing and never match it. Names are unique after NFC
+normalisation (an accented name typed twice, once composed and once decomposed, is one name).
 """
 
 from __future__ import annotations
@@ -10,11 +15,13 @@ import enum
 import hashlib
 import json
 import types
+import unicodedata
 from collections import abc
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Final
 
 from consent_core.errors import Problem
+from consent_core.limits import MappingLimits
 
 __all__ = [
     "CATEGORY_ID_MAX",
@@ -29,7 +36,11 @@ __all__ = [
     "category_etag",
     "category_problems",
     "destination_id_problem",
+    "invisible_problem",
     "mapping_problems",
+    "size_problems",
+    "too_many_categories",
+    "too_many_destinations",
 ]
 
 CATEGORY_ID_MAX = 34
@@ -227,6 +238,31 @@ def _has_whitespace(s: str) -> bool:
     return any(ch.isspace() for ch in s)
 
 
+# Unicode categories no id or name may hold: control (Cc), format (Cf: zero-width space, bidi
+# marks, BOM, ...), surrogate (Cs: only ever a lone one in a str), line and paragraph separators.
+_INVISIBLE: Final = {
+    "Cc": "a control character",
+    "Cf": "an invisible format character",
+    "Cs": "a lone surrogate",
+    "Zl": "a line separator",
+    "Zp": "a paragraph separator",
+}
+
+
+def invisible_problem(value: str) -> str | None:
+    """Why `value` may not be an id or a name because of one of its characters, or None.
+
+    None of these characters is printable, so printable text (nearly every id) costs one C call.
+    """
+    if value.isprintable():
+        return None
+    for i, c in enumerate(value):
+        what = _INVISIBLE.get(unicodedata.category(c))
+        if what is not None:
+            return f"must not contain {what} (U+{ord(c):04X} at position {i + 1})"
+    return None
+
+
 def category_id_problem(value: str) -> str | None:
     """Why `value` is not a valid category id, or None."""
     if not value:
@@ -237,20 +273,20 @@ def category_id_problem(value: str) -> str | None:
         return "must not start with a digit"
     if _has_whitespace(value):
         return "must not contain whitespace"
-    return None
+    return invisible_problem(value)
 
 
 def destination_id_problem(value: str) -> str | None:
     """Why `value` is not a valid destination id in a mapping, or None."""
     if not value:
         return "must not be empty"
-    if len(value.encode()) > DESTINATION_ID_MAX_BYTES:
+    if len(value.encode("utf-8", "surrogatepass")) > DESTINATION_ID_MAX_BYTES:
         return f"must be at most {DESTINATION_ID_MAX_BYTES} bytes"
     if "/" in value:
         return "must not contain '/' (instances are named only in requests)"
     if _has_whitespace(value):
         return "must not contain whitespace"
-    return None
+    return invisible_problem(value)
 
 
 def category_problems(category: Category, path: str) -> list[Problem]:
@@ -262,6 +298,8 @@ def category_problems(category: Category, path: str) -> list[Problem]:
         problems.append(Problem(f"{path}.name", "must not be empty"))
     elif len(category.name) > NAME_MAX:
         problems.append(Problem(f"{path}.name", f"must be at most {NAME_MAX} characters"))
+    elif (why := invisible_problem(category.name)) is not None:
+        problems.append(Problem(f"{path}.name", why))
     if not category.destinations:
         problems.append(Problem(f"{path}.destinations", "must list at least one destination"))
     seen: set[str] = set()
@@ -274,8 +312,48 @@ def category_problems(category: Category, path: str) -> list[Problem]:
     return problems
 
 
-def mapping_problems(mapping: ConsentMapping) -> list[Problem]:
-    """Every semantic rule of a whole mapping: each category's own, unique ids and names, settings."""
+_NO_LIMITS_GIVEN: Final = MappingLimits()
+
+
+def too_many_categories(limits: MappingLimits) -> str:
+    """The message of the first category beyond `limits` (at `categories[max]`)."""
+    return f"too many categories: at most {limits.max_categories} (--max-mapping-categories)"
+
+
+def too_many_destinations(limits: MappingLimits) -> str:
+    """The message of the first distinct destination beyond `limits` (where it is named)."""
+    return f"too many distinct destinations: at most {limits.max_destinations} (--max-mapping-destinations)"
+
+
+def size_problems(mapping: ConsentMapping, limits: MappingLimits = _NO_LIMITS_GIVEN) -> list[Problem]:
+    """The mapping's size against `limits`: the first category, and the first distinct destination
+    (categories in order, then `destinations:`), beyond them."""
+    problems: list[Problem] = []
+    if len(mapping.categories) > limits.max_categories:
+        problems.append(Problem(f"categories[{limits.max_categories}]", too_many_categories(limits)))
+    most = limits.max_destinations
+    seen: set[str] = set()
+    for i, c in enumerate(mapping.categories):
+        if len(seen) + len(c.destinations) <= most:
+            seen.update(c.destinations)  # a whole list that cannot cross the limit: at C speed
+            continue
+        for j, d in enumerate(c.destinations):
+            seen.add(d)
+            if len(seen) > most:
+                return [*problems, Problem(f"categories[{i}].destinations[{j}]", too_many_destinations(limits))]
+    for d in mapping.destinations:
+        seen.add(d)
+        if len(seen) > most:
+            return [*problems, Problem(f"destinations.{d}", too_many_destinations(limits))]
+    return problems
+
+
+def mapping_problems(mapping: ConsentMapping, limits: MappingLimits = _NO_LIMITS_GIVEN) -> list[Problem]:
+    """Every semantic rule of a whole mapping: each category's own, unique ids and names, settings, size.
+
+    Names are compared after NFC normalisation. `limits`: the mapping's size (default: the
+    documented defaults).
+    """
     problems: list[Problem] = []
     if mapping.version != 1:
         problems.append(Problem("version", f"unsupported version {mapping.version!r}: must be 1"))
@@ -288,13 +366,17 @@ def mapping_problems(mapping: ConsentMapping) -> list[Problem]:
             problems.append(Problem(f"{path}.id", f"duplicate id {c.id!r} (first at categories[{ids[c.id]}])"))
         else:
             ids[c.id] = i
-        if c.name in names:
+        name = unicodedata.normalize("NFC", c.name)
+        if name in names:
+            first = mapping.categories[names[name]].name
+            same = "" if first == c.name else ", the same name in another Unicode normalisation form"
             problems.append(
-                Problem(f"{path}.name", f"duplicate name {c.name!r} (first at categories[{names[c.name]}])")
+                Problem(f"{path}.name", f"duplicate name {c.name!r} (first at categories[{names[name]}]{same})")
             )
         else:
-            names[c.name] = i
+            names[name] = i
     for d in mapping.destinations:
         if (why := destination_id_problem(d)) is not None:
             problems.append(Problem(f"destinations.{d}", why))
+    problems.extend(size_problems(mapping, limits))
     return problems

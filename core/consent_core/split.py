@@ -27,6 +27,7 @@ from typing import Final
 from consent_core.errors import InvalidArgument
 from consent_core.limits import Limits
 from consent_core.memo import Memo
+from consent_core.model import invisible_problem
 from consent_core.outcome import Outcome
 
 __all__ = ["Split", "check_destination_ids", "destination_problem"]
@@ -47,10 +48,13 @@ def destination_problem(destination: str, max_bytes: int) -> str | None:
     if size == 0:
         return "destination id must not be empty"
     # A str of at most max_bytes // 4 characters cannot exceed max_bytes in UTF-8: skip encoding it.
-    if size > max_bytes // 4 and len(destination.encode()) > max_bytes:
+    if size > max_bytes // 4 and len(destination.encode("utf-8", "surrogatepass")) > max_bytes:
         return f"destination id longer than {max_bytes} bytes"
     if destination[0] == "/":
         return "destination id must not start with '/'"
+    # Control and format characters (and separators, lone surrogates) are never printable: one C call.
+    if not destination.isprintable() and (why := invisible_problem(destination)) is not None:
+        return f"destination id {why}"
     return None
 
 
@@ -87,10 +91,13 @@ class Split:
         self._need = need
         self._known = frozenset(need)
         self._unknown_need = -1 if deny_unknown else 0  # -1: an `any` of no category: always blocked
-        # Known ids are valid request ids under limits allowing this many bytes (mappings forbid
-        # empty ids and '/'; a mapping built without validation is checked in full: -1).
-        ok = all(d and d[0] != "/" for d in need)
-        self._known_ok_bytes = max((len(d.encode()) for d in need), default=0) if ok else sys.maxsize
+        # Known ids are valid request ids under limits allowing this many bytes, checked here once
+        # (mappings forbid empty ids, '/' and invisible characters; a mapping built without
+        # validation that holds one is checked in full on every request: sys.maxsize).
+        ok = all(destination_problem(d, sys.maxsize) is None for d in need)
+        self._known_ok_bytes = (
+            max((len(d.encode("utf-8", "surrogatepass")) for d in need), default=0) if ok else sys.maxsize
+        )
         groups: dict[int, list[str]] = {}
         for d, n in need.items():
             groups.setdefault(n, []).append(d)

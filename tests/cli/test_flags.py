@@ -91,7 +91,8 @@ def test_flag_reference_lists_every_flag_with_variable_and_default() -> None:
     expected = {
         "--mappings", "--listen", "--admin-listen", "--principals", "--admin-tls-cert", "--admin-tls-key",
         "--admin-client-ca", "--audit-db", "--metrics-listen", "--workers",
-        "--decision-log", "--decision-log-sample", "--decision-log-rate",
+        "--decision-log", "--decision-log-sample", "--decision-log-rate", "--decision-log-bytes-rate", "--memo-bytes",
+        "--max-mapping-categories", "--max-mapping-destinations",
         "--grace-period", "--log-format", "--log-level", "--max-destinations", "--max-batch",
         "--max-destination-id-bytes", "--max-event-bytes", "--max-event-depth", "--max-message-bytes",
         "--max-connection-idle", "--max-concurrent-streams", "--worker-timeout", "--max-mapping-bytes",

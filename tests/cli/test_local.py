@@ -54,6 +54,44 @@ def test_check_without_a_file_is_a_usage_error(capsys: pytest.CaptureFixture[str
     assert "required: F" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("content", "error"),
+    [
+        ('version: 1\ncategories:\n  - id: "\\ud800"\n    name: N\n    destinations: [a]\n',
+         "hostile.yaml:3:9: categories[0].id: must not contain a lone surrogate (U+D800 at position 1)"),
+        ('version: 1\ncategories:\n  - id: C1\n    name: "\\e[2J\\ud800"\n    destinations: [a]\n',
+         "hostile.yaml:4:11: categories[0].name: must not contain a control character (U+001B at position 1)"),
+        ('version: 1\ncategories: []\n"\\ud800": 1\n',
+         "hostile.yaml:3:1: \\ud800: unknown key '\\ud800' (expected one of: version, settings, categories, "
+         "destinations)"),
+        ("\x00\udcff\udcfe garbage", "hostile.yaml: the mapping file is not valid UTF-8 (byte offset 1)"),  # bytes
+    ],
+)
+def test_check_reports_hostile_content_as_located_errors_never_a_traceback(
+    workdir: Path, capsys: pytest.CaptureFixture[str], content: str, error: str
+) -> None:
+    Path("hostile.yaml").write_bytes(content.encode("utf-8", "surrogateescape"))
+    assert run(["check", "hostile.yaml"]) == 1
+    out, err = capsys.readouterr()
+    assert (out, err.splitlines()[0]) == ("", error)
+    assert "Traceback" not in err
+    err.encode("utf-8")
+
+
+def test_check_refuses_a_mapping_over_its_size_limits_unless_raised(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    body = "".join(f"  - id: C{i}\n    name: N{i}\n    destinations: [d{i}]\n" for i in range(4))
+    Path("big.yaml").write_text("version: 1\ncategories:\n" + body)
+    assert run(["check", "big.yaml", "--max-mapping-categories", "3"]) == 1
+    assert capsys.readouterr().err == (
+        "big.yaml:12:5: categories[3]: too many categories: at most 3 (--max-mapping-categories)\n"
+    )
+    assert run(["check", "big.yaml"], {"CONSENT_SIDECAR_MAX_MAPPING_DESTINATIONS": "3"}) == 1
+    assert "categories[3].destinations[0]: too many distinct destinations: at most 3" in capsys.readouterr().err
+    assert run(["check", "big.yaml", "--max-mapping-categories", "4"]) == 0
+
+
 # -- test --------------------------------------------------------------------------------------
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from consent_core.limits import Limits
+from consent_core.limits import Limits, MappingLimits
 
 from consent_sidecar import cli
 from consent_sidecar.config import ServeConfig
@@ -110,3 +110,12 @@ def test_serve_reports_a_server_error_as_one_line(
     assert capsys.readouterr().err.splitlines() == [
         "consent-sidecar serve: error: [Errno 13] Permission denied: 'm.yaml'"
     ]
+
+
+def test_serve_passes_the_mapping_limits_and_the_byte_budgets(served: list[ServeConfig]) -> None:
+    argv = ["serve", "--mappings", "m.yaml", "--max-mapping-categories", "50", "--memo-bytes", "4MiB",
+            "--decision-log-bytes-rate", "256KiB/s"]  # fmt: skip
+    assert run(argv, {"CONSENT_SIDECAR_MAX_MAPPING_DESTINATIONS": "900"}) == 0
+    [config] = served
+    assert config.mapping_limits == MappingLimits(max_categories=50, max_destinations=900)
+    assert (config.memo_bytes, config.decision_log_bytes_rate) == (4 << 20, 256 << 10)

@@ -7,6 +7,8 @@ never be decided), and every limit must be configurable.
 from __future__ import annotations
 
 import json
+import sys
+import time
 from typing import Any
 
 import pytest
@@ -364,3 +366,136 @@ def test_decide_one_with_consent_preferences_or_event_or_neither() -> None:
     assert decide_one(INDEX, LIMITS, ["amplitude"]).allowed == ("amplitude",)
     event = b'{"context":{"consent":{"categoryPreferences":{"C0002":false}}}}'
     assert decide_one(INDEX, LIMITS, ["amplitude"], segment_event=event).blocked == ("amplitude",)
+
+
+# -- hostile input: lone surrogates, repeated keys, invisible characters, huge numbers -----------------
+
+PREFS = "segment_event.context.consent.categoryPreferences"
+
+
+def with_prefs_text(prefs_json: str) -> bytes:
+    return ('{"type":"track","context":{"consent":{"categoryPreferences":' + prefs_json + "}}}").encode()
+
+
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        (with_prefs_text('{"\\ud800":true}'), f"{PREFS}.\\ud800"),
+        (with_prefs_text('{"\\ud800":1}'), f"{PREFS}.\\ud800"),  # named by the surrogate, not the wrong type
+        (with_prefs_text('{"C0001":true,"x\\udfff":false}'), f"{PREFS}.x\\udfff"),
+        (b'{"integrations":{"\\udc00":false}}', "segment_event.integrations.\\udc00"),
+        (b'{"integrations":{"a":"\\ud83d"}}', "segment_event.integrations.a"),
+        (b'{"type":"\\ud800"}', "segment_event.type"),
+        (b'{"type":"track","event":"Order \\uDBFF"}', "segment_event.event"),
+        (b'{"properties":{"items":[{"name":"ok"},{"name":"\\ude00 tail"}]}}', "segment_event.properties.items[1].name"),
+    ],
+)
+def test_a_lone_surrogate_anywhere_is_rejected_naming_its_path_in_printable_text(raw: bytes, field: str) -> None:
+    e = rejects(raw, field)
+    assert "lone surrogate" in str(e)
+    str(e).encode("utf-8")  # valid UTF-8: the surrogate is shown as its 6-character escape
+    assert str(e).isprintable()
+    assert e.redacted == "segment_event.*: holds a lone surrogate (an unpaired \\ud800-\\udfff escape)"
+
+
+def test_surrogate_pairs_are_text_not_lone_surrogates() -> None:
+    got = parse(b'{"type":"\\ud83d\\ude00","context":{"consent":{"categoryPreferences":{"C\\ud83d\\ude00":true}}}}')
+    assert got.preferences == {"C\U0001f600": True}
+
+
+@pytest.mark.parametrize(
+    ("prefs_json", "key"),
+    [
+        ('{"C0004":true,"C0004":false}', "C0004"),  # compact
+        ('{ "C0004" : true , "C0001": false, "C0004" : false }', "C0004"),  # spaced
+        ('{\n  "C0004": false,\n  "C0004": true\n}', "C0004"),  # pretty
+        ('{"C0004":true,"C000\\u0034":false}', "C0004"),  # the same key spelled with an escape
+        ('{"a:b":true,"a:b":false}', "a:b"),  # a colon inside the key
+        ('{"a}b":true,"a}b":false,"c":true}', "a}b"),  # a brace inside the key
+    ],
+)
+def test_a_key_twice_in_category_preferences_is_rejected(prefs_json: str, key: str) -> None:
+    e = rejects(with_prefs_text(prefs_json), f"{PREFS}.{key}")
+    assert str(e) == f"{PREFS}.{key}: duplicate key (each key may appear once)"
+    assert e.redacted == f"{PREFS}.*: duplicate key (each key may appear once)"
+
+
+def test_a_key_twice_in_integrations_is_rejected() -> None:
+    raw = b'{"integrations":{"google-ads":true,"braze":{},"google-ads":false}}'
+    rejects(raw, "segment_event.integrations.google-ads")
+    rejects(b'{"integrations" : {"All" : false, "All" : true}}', "segment_event.integrations.All")
+
+
+def test_keys_repeated_elsewhere_in_the_event_are_left_alone() -> None:
+    raw = (b'{"properties":{"a":1,"a":2,"categoryPreferences":{"x":1,"x":2}},"integrations":{"a":true},'
+           b'"context":{"consent":{"categoryPreferences":{"C0001":true}},"k":":","k":":"}}')
+    got = parse(raw)
+    assert (got.preferences, got.integrations) == ({"C0001": True}, {"a": True})
+
+
+def test_strings_that_start_with_a_colon_are_no_repeated_keys() -> None:
+    raw = b'{"t":":","u":": x","context":{"consent":{"categoryPreferences":{"C0001":true,"C0002":false}}}}'
+    assert parse(raw).preferences == {"C0001": True, "C0002": False}
+
+
+@pytest.mark.parametrize(
+    ("key", "shown"),
+    [
+        ("C0004\u200b", "C0004\\u200b"),  # zero-width space: looks like C0004
+        ("\u202eC0004", "\\u202eC0004"),  # right-to-left override
+        ("\ufeffC0004", "\\ufeffC0004"),  # byte order mark
+        ("C00\x0004", "C00\\x0004"),  # NUL
+        ("C0004\x1b[2J", "C0004\\x1b[2J"),  # ESC: a terminal escape sequence
+        ("C0004\n", "C0004\\n"),
+        ("C0004\u2028", "C0004\\u2028"),  # line separator
+        ("C0004\u2029", "C0004\\u2029"),  # paragraph separator
+    ],
+)
+def test_consent_keys_with_invisible_characters_are_rejected_naming_the_escaped_key(key: str, shown: str) -> None:
+    e = rejects(with_prefs_text(json.dumps({key: True})), f"{PREFS}.{shown}")
+    assert "category id must not contain" in str(e)
+    assert str(e).isprintable()
+    rejects(json.dumps({"integrations": {key: False}}).encode(), f"segment_event.integrations.{shown}")
+    index = compile(ConsentMapping(categories=(Category("C0004", "Ads", ("google-ads",)),)))
+    with pytest.raises(InvalidArgument, match=r"^consent\.category_preferences\.") as info:
+        decide_one(index, LIMITS, ["google-ads"], preferences={key: True})
+    assert info.value.field == f"consent.category_preferences.{shown}"
+
+
+def test_printable_unusual_consent_keys_are_accepted() -> None:
+    keys = {"C0004 ": True, "c0004": True, "C0004\u00e9": False, "C\u00a00004": True, "\U0001f600": True}
+    assert parse({"context": {"consent": {"categoryPreferences": keys}}}).preferences == keys
+
+
+@pytest.mark.parametrize(
+    "number",
+    [b"9" * 100_000, b"-" + b"1" * 5_000, b"1e999999", b"-1e999999", b"0." + b"0" * 500_000 + b"1", b"1" * 4300],
+    ids=["1e5 digits", "5,000 digits", "1e999999", "-1e999999", "500,000-digit fraction", "4,300 digits"],
+)
+def test_huge_numbers_are_read_or_refused_in_milliseconds(number: bytes) -> None:
+    raw = b'{"properties":{"n":' + number + b"}}"
+    t0 = time.perf_counter()
+    try:
+        parse(raw)
+    except InvalidArgument as e:
+        assert str(e) == "segment_event: not valid JSON: an integer longer than 4300 digits"
+    assert time.perf_counter() - t0 < 0.5
+
+
+def test_huge_integers_are_refused_even_without_pythons_own_limit() -> None:
+    before = sys.get_int_max_str_digits()
+    sys.set_int_max_str_digits(0)  # no limit: int() would take seconds on 10^5 digits
+    try:
+        t0 = time.perf_counter()
+        rejects(b'{"n":' + b"7" * 200_000 + b"}", "segment_event")
+        assert time.perf_counter() - t0 < 0.5
+    finally:
+        sys.set_int_max_str_digits(before)
+
+
+def test_depth_is_still_measured_when_the_text_has_many_brackets_in_strings() -> None:
+    """Counting brackets skips the walk only when they are too few to nest past the limit."""
+    padding = '"pad":"' + "{[" * 100 + '",'
+    deep = nested_objects(65).decode()
+    rejects(("{" + padding + deep[1:]).encode(), "segment_event")
+    assert parse(("{" + padding + nested_objects(64).decode()[1:]).encode()) is not None

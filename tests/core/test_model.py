@@ -8,6 +8,7 @@ from dataclasses import replace
 
 import pytest
 from consent_core.errors import Problem
+from consent_core.limits import MappingLimits
 from consent_core.mapping_file import parse_mapping
 from consent_core.model import (
     Category,
@@ -317,3 +318,92 @@ def test_from_json_dict_refuses_a_malformed_shape_naming_the_path(change: object
     change(data)
     with pytest.raises(ValueError, match=message):
         ConsentMapping.from_json_dict(data)
+
+
+# -- look-alikes: invisible characters and Unicode normalisation ----------------------------------------
+
+INVISIBLE = [
+    ("\x00", "a control character (U+0000"),
+    ("\x1b", "a control character (U+001B"),
+    ("\x7f", "a control character (U+007F"),
+    ("\u200b", "an invisible format character (U+200B"),  # zero-width space
+    ("\u200e", "an invisible format character (U+200E"),  # left-to-right mark
+    ("\u202e", "an invisible format character (U+202E"),  # right-to-left override
+    ("\ufeff", "an invisible format character (U+FEFF"),  # byte order mark
+    ("\u2028", "a line separator (U+2028"),
+    ("\u2029", "a paragraph separator (U+2029"),
+    ("\ud800", "a lone surrogate (U+D800"),
+]
+
+
+@pytest.mark.parametrize(("char", "what"), INVISIBLE)
+def test_ids_and_names_holding_invisible_characters_are_refused(char: str, what: str) -> None:
+    def refused(position: int) -> str:  # a separator is whitespace too, which ids refused already
+        return "must not contain whitespace" if char.isspace() else f"must not contain {what} at position {position})"
+
+    got = messages(cat(id=f"C0004{char}", name=f"Targeting{char}", destinations=(f"google-ads{char}",)))
+    assert got == [
+        ("categories[0].id", refused(6)),
+        ("categories[0].name", f"must not contain {what} at position 10)"),
+        ("categories[0].destinations[0]", refused(11)),
+    ]
+    settings_only = ConsentMapping(destinations={f"s3{char}": DestinationSettings(enforce=False)})
+    assert [p.path for p in mapping_problems(settings_only)] == [f"destinations.s3{char}"]
+
+
+def test_a_look_alike_category_would_have_blocked_google_ads_for_users_who_granted_c0004() -> None:
+    """Why: `C0004\\u200b` passes for `C0004` in every listing, and no CMP ever sends it."""
+    mapping = ConsentMapping(categories=(cat(id="C0004\u200b", name="Targeting", destinations=("google-ads",)),))
+    assert [p.path for p in mapping_problems(mapping)] == ["categories[0].id"]
+
+
+def test_names_equal_after_nfc_normalisation_are_duplicates() -> None:
+    composed, decomposed = "Pr\u00e9f\u00e9rences", "Pre\u0301fe\u0301rences"
+    assert composed != decomposed
+    mapping = ConsentMapping(categories=(cat(id="C1", name=composed), cat(id="C2", name=decomposed)))
+    assert [(p.path, p.message) for p in mapping_problems(mapping)] == [
+        ("categories[1].name", f"duplicate name {decomposed!r} (first at categories[0], the same name in another "
+                               "Unicode normalisation form)"),
+    ]  # fmt: skip
+
+
+def test_printable_unusual_names_and_ids_pass() -> None:
+    mapping = ConsentMapping(categories=(
+        cat(id="C\u00e9", name="Caf\u00e9 \U0001f36a", destinations=("d\u00e9",)),
+        cat(id="C2", name="two\u00a0words", destinations=("x\ufffe",)),
+    ))  # fmt: skip
+    assert mapping_problems(mapping) == []
+
+
+# -- size -------------------------------------------------------------------------------------------------
+
+
+def test_more_categories_than_the_limit_is_a_problem_at_the_first_one_beyond() -> None:
+    limits = MappingLimits(max_categories=3, max_destinations=100)
+    three = ConsentMapping(categories=tuple(cat(id=f"C{i}", name=f"N{i}") for i in range(3)))
+    assert mapping_problems(three, limits) == []
+    four = three.with_categories([*three.categories, cat(id="C3", name="N3")])
+    assert [(p.path, p.message) for p in mapping_problems(four, limits)] == [
+        ("categories[3]", "too many categories: at most 3 (--max-mapping-categories)"),
+    ]
+
+
+def test_more_distinct_destinations_than_the_limit_is_a_problem_where_the_first_one_beyond_is_named() -> None:
+    limits = MappingLimits(max_categories=10, max_destinations=4)
+    mapping = ConsentMapping(categories=(
+        cat(id="C1", name="One", destinations=("a", "b", "c")),
+        cat(id="C2", name="Two", destinations=("a", "b", "c", "d")),  # repeats are one destination each
+    ))  # fmt: skip
+    assert mapping_problems(mapping, limits) == []
+    more = replace(mapping, destinations={"d": DestinationSettings(), "e": DestinationSettings(enforce=False)})
+    assert [(p.path, p.message) for p in mapping_problems(more, limits)] == [
+        ("destinations.e", "too many distinct destinations: at most 4 (--max-mapping-destinations)"),
+    ]
+    wider = mapping.with_categories([*mapping.categories, cat(id="C3", name="Three", destinations=("d", "x", "y"))])
+    assert [p.path for p in mapping_problems(wider, limits)] == ["categories[2].destinations[1]"]
+
+
+def test_the_default_limits_are_1000_categories_and_100000_destinations() -> None:
+    assert MappingLimits() == MappingLimits(max_categories=1_000, max_destinations=100_000)
+    many = ConsentMapping(categories=tuple(cat(id=f"C{i}", name=f"N{i}") for i in range(1_001)))
+    assert [p.path for p in mapping_problems(many)] == ["categories[1000]"]

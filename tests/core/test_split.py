@@ -32,8 +32,9 @@ from reference import reference_split
 from .test_index import _SHARED, REQUESTABLE, mappings, preferences_st, table_mapping
 
 LIMITS = Limits(max_destination_id_bytes=8, max_destinations=6)
-# Ids that are invalid (empty, too long for LIMITS, starting with '/') beside valid known and unknown ones.
-CHECKED = [*REQUESTABLE, "", "/amp", "x" * 9, "amp/" + "x" * 5, "é" * 4, "é" * 5]
+# Ids that are invalid (empty, too long for LIMITS, starting with '/', holding a control or format
+# character) beside valid known and unknown ones.
+CHECKED = [*REQUESTABLE, "", "/amp", "x" * 9, "amp/" + "x" * 5, "é" * 4, "é" * 5, "a\x00", "amp\u200b", "a/\x1b"]
 
 
 def _granted(index: Index, prefs: Mapping[str, bool] | None) -> int | None:
@@ -163,3 +164,41 @@ def test_blocks_is_the_rule_the_pass_inlines(granted: int) -> None:
     assert out.blocked == tuple(d for d, n in need.items() if blocks(n, granted))
     assert blocks(0b0110, granted) == (granted & 0b0110 != 0b0110)
     assert blocks(~0b0110, granted) == (granted & 0b0110 == 0)
+
+
+@pytest.mark.parametrize(
+    ("destination", "why"),
+    [
+        ("google-ads\x00", "a control character (U+0000 at position 11)"),
+        ("google-ads\x1b", "a control character (U+001B at position 11)"),
+        ("google-ads\n", "a control character (U+000A at position 11)"),
+        ("google\u200b-ads", "an invisible format character (U+200B at position 7)"),
+        ("\u202egoogle-ads", "an invisible format character (U+202E at position 1)"),
+        ("\ufeffgoogle-ads", "an invisible format character (U+FEFF at position 1)"),
+        ("google-ads\u2028", "a line separator (U+2028 at position 11)"),
+        ("google-ads/eu\u2029", "a paragraph separator (U+2029 at position 14)"),
+    ],
+)
+def test_request_ids_with_invisible_characters_are_refused_on_every_path(destination: str, why: str) -> None:
+    message = f"destinations[1]: destination id must not contain {why}"
+    limits = Limits()
+    index = compile(table_mapping())
+    calls = [
+        lambda: check_destinations(["braze", destination], limits),
+        lambda: index.check_destinations(["braze", destination], limits),
+        lambda: index.decide_validated({}, ["braze", destination], limits),
+        lambda: index.decide_validated({}, ["braze", destination], limits, explain=True),
+        lambda: index.decide_validated(None, ["braze", destination], limits),
+        lambda: index.split(0, ("braze", destination), limits=limits),
+    ]
+    for call in calls * 2:  # the second time past the memos
+        assert _error(call) == message
+
+
+def test_a_mapping_built_without_validation_has_its_own_ids_checked_in_every_request() -> None:
+    """Known ids skip the per-id check only when compile found each of them valid."""
+    mapping = ConsentMapping(categories=(Category("C1", "One", ("ok", "bad\x1b")),))
+    index = compile(mapping)
+    with pytest.raises(InvalidArgument, match=r"destinations\[0\]: destination id must not contain a control"):
+        index.decide_validated({}, ["bad\x1b"], Limits())
+    assert index.decide_validated({"C1": True}, ["ok"], Limits()).allowed == ("ok",)

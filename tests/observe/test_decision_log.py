@@ -370,3 +370,112 @@ def test_a_decision_log_file_it_creates_is_private_whatever_the_umask(tmp_path: 
     existing.chmod(0o640)
     DecisionLog(str(existing)).close()  # appended to: its owner's mode is kept
     assert existing.stat().st_mode & 0o777 == 0o640
+
+
+# -- the byte budget -----------------------------------------------------------------------------------
+
+
+def test_lines_are_bounded_in_bytes_per_second_not_only_in_lines(tmp_path: Path, index: Any) -> None:
+    """Ten-thousand-destination requests made 1.3 GB of log in 10 s at 100 lines/s: bytes are what a disk fills with."""
+    path = tmp_path / "d.log"
+    clock = FakeClock()
+    wide = tuple(f"destination-{i:05d}" for i in range(2_000))  # a ~90 KB line
+    log = DecisionLog(str(path), rate=1_000, bytes_rate=200_000, clock=clock)
+    try:
+        for second in range(5):
+            for i in range(10):
+                log.submit(entry(index, request_id=f"s{second}-{i}", destinations=wide))
+            assert log.flush()
+            clock.now += 1.0
+        written = path.stat().st_size
+        assert log.written >= 5  # some pass: the budget refills every second
+        assert written <= 200_000 * 6  # the burst (one second's worth) and five seconds of rate
+        assert log.dropped_bytes == 50 - log.written
+        assert log.dropped_rate == log.dropped_full == 0
+    finally:
+        log.close()
+
+
+def test_a_line_larger_than_the_whole_burst_is_dropped_and_small_ones_still_pass(tmp_path: Path, index: Any) -> None:
+    log = DecisionLog(str(tmp_path / "d.log"), bytes_rate=50_000, clock=FakeClock())
+    try:
+        assert not log.submit(entry(index, destinations=tuple(f"d{i}" for i in range(5_000))))
+        assert log.submit(entry(index, destinations=("amplitude",)))
+        assert (log.dropped_bytes, log.flush(), log.written) == (1, True, 1)
+    finally:
+        log.close()
+
+
+def test_bytes_beyond_the_estimate_are_charged_once_the_writer_knows_them(tmp_path: Path, index: Any) -> None:
+    """Ids of multi-byte characters make lines longer than estimated: the difference is owed, and paid."""
+    path = tmp_path / "d.log"
+    clock = FakeClock()
+    long_ids = tuple("\u00e9" * 200 + str(i) for i in range(40))  # 2 bytes per character, estimated as one
+    log = DecisionLog(str(path), bytes_rate=60_000, clock=clock)
+    try:
+        for _ in range(40):
+            assert log.submit(entry(index, destinations=long_ids)) or log.dropped_bytes
+            assert log.flush()  # the writer reports each line's true size before the next is asked
+        assert path.stat().st_size <= 60_000 + 20_000  # the budget, and at most one line's shortfall
+    finally:
+        log.close()
+
+
+def test_the_queue_is_bounded_in_bytes_too(tmp_path: Path, index: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    release = threading.Event()
+    started = threading.Event()
+
+    def stuck(e: Entry) -> str:
+        started.set()
+        release.wait(10)
+        return format_line(e)
+
+    monkeypatch.setattr(decision_log, "format_line", stuck)
+    wide = entry(index, destinations=tuple(f"destination-{i:04d}" for i in range(1_000)))
+    size = decision_log.estimate(wide)
+    assert size > 50_000
+    log = DecisionLog(str(tmp_path / "d.log"), queue_bytes=3 * size + size // 2)
+    try:
+        assert log.submit(entry(index, request_id="taken"))
+        assert started.wait(5)
+        results = [log.submit(wide) for _ in range(6)]
+        assert results == [True] * 3 + [False] * 3  # three fit in three and a half, a fourth does not
+        assert log.dropped_full == 3
+    finally:
+        release.set()
+        log.close()
+
+
+def test_dropped_lines_are_counted_by_why_in_the_metrics(tmp_path: Path, index: Any) -> None:
+    from prometheus_client import generate_latest
+
+    from consent_sidecar.observe.observability import Observability
+
+    clock = FakeClock()
+    log = DecisionLog(str(tmp_path / "d.log"), rate=2, bytes_rate=5_000, clock=clock)
+    metrics = Metrics()
+    obs = Observability(metrics=metrics, recorder=Recorder(metrics), decision_log=log)
+    try:
+        log.submit(entry(index, destinations=tuple(f"d{i}" for i in range(1_000))))  # over the bytes
+        log.submit(entry(index))
+        log.submit(entry(index))  # over the line rate
+        obs.flush(count_reloads=False)
+        text = generate_latest(metrics.registry).decode()
+        assert 'consent_sidecar_decision_log_dropped_total{why="bytes"} 1.0' in text
+        assert 'consent_sidecar_decision_log_dropped_total{why="rate_limit"} 1.0' in text
+    finally:
+        log.close()
+
+
+def test_serve_flag_sets_the_byte_rate(capsys: pytest.CaptureFixture[str]) -> None:
+    from consent_sidecar import cli
+    from consent_sidecar.config import DEFAULT_DECISION_LOG_BYTES_RATE
+
+    flag = {(f.verb, f.flag): f for f in cli.flag_reference()}[("serve", "--decision-log-bytes-rate")]
+    assert (flag.default, flag.env) == (DEFAULT_DECISION_LOG_BYTES_RATE, "CONSENT_SIDECAR_DECISION_LOG_BYTES_RATE")
+    parser = cli.build_parser()
+    for value, rate in (("2MiB", 2 << 20), ("512KiB/s", 512 << 10), ("65536", 65536), ("0", None)):
+        ns = parser.parse_args(["serve", "--mappings", "m.yaml", "--decision-log-bytes-rate", value])
+        assert ns.decision_log_bytes_rate == rate
+    assert cli.run_cli(["serve", "--mappings", "m.yaml", "--decision-log-bytes-rate", "lots"], {}) == 2
+    assert "invalid size 'lots'" in capsys.readouterr().err

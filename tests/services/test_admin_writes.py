@@ -833,13 +833,13 @@ def test_arbitrary_writes_get_documented_codes_and_the_server_keeps_serving(
 @pytest.mark.parametrize(
     ("cid", "name"),
     [
-        ("C0009", "a\x7fb"),
+        ("C0009", "a\u00a0b"),  # (control characters such as DEL, tab or NEL are refused: test_hostile_input)
         ("C0009", "x\ufffe"),
-        ("C0009", "tab\there, \"quotes\" and 'single'"),
+        ("C0009", "two  spaces, \"quotes\" and 'single'"),
         ("C0009", "- dash: colon # hash"),
         ("C-09", "yes"),
         (":", "Colon"),
-        ("C0009", "next\x85line"),
+        ("C0009", "next\u2026line"),
     ],
 )
 async def test_an_owner_can_create_any_valid_id_and_name(admin: Admin, cid: str, name: str) -> None:

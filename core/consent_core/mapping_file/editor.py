@@ -17,6 +17,7 @@ from collections import abc
 from ruamel.yaml.nodes import MappingNode, Node, SequenceNode
 
 from consent_core.errors import FailedPrecondition, MappingError
+from consent_core.limits import MappingLimits
 from consent_core.mapping_file.nodes import CATEGORY_KEYS, has_anchors, is_empty, style_of
 from consent_core.mapping_file.reader import parse_mapping, parse_with_nodes
 from consent_core.mapping_file.render import (
@@ -41,19 +42,22 @@ class MappingDocument:
     bytes (comments, blank lines, key order, quoting, indentation) are kept exactly.
     """
 
-    __slots__ = ("_mapping", "_root", "_source", "_text")
+    __slots__ = ("_limits", "_mapping", "_root", "_source", "_text")
 
-    def __init__(self, text: str, source: str, mapping: ConsentMapping, root: MappingNode) -> None:
+    def __init__(
+        self, text: str, source: str, mapping: ConsentMapping, root: MappingNode, limits: MappingLimits | None = None
+    ) -> None:
         self._text = text
         self._source = source
         self._mapping = mapping
         self._root = root
+        self._limits = limits  # the size an edited mapping may have (None: the documented limits)
 
     @classmethod
-    def parse(cls, text: str, source: str) -> MappingDocument:
-        """Parse and validate; raises `MappingError` exactly as `parse_mapping` does."""
-        mapping, root = parse_with_nodes(text, source)
-        return cls(text, source, mapping, root)
+    def parse(cls, text: str, source: str, limits: MappingLimits | None = None) -> MappingDocument:
+        """Parse and validate (its size against `limits`); raises `MappingError` exactly as `parse_mapping` does."""
+        mapping, root = parse_with_nodes(text, source, limits)
+        return cls(text, source, mapping, root, limits)
 
     @property
     def mapping(self) -> ConsentMapping:
@@ -81,7 +85,7 @@ class MappingDocument:
         the file uses YAML anchors/aliases, and `RuntimeError` (a bug) if the edited text
         would not re-read as exactly `new`.
         """
-        problems = mapping_problems(new)
+        problems = mapping_problems(new) if self._limits is None else mapping_problems(new, self._limits)
         if problems:
             raise MappingError(problems, self._source)
         renames = dict(renamed or {})
@@ -99,7 +103,7 @@ class MappingDocument:
             )
         out = _Editor(self._text, self._root, self._mapping).render(new, renames)
         try:
-            reread: ConsentMapping | None = parse_mapping(out, self._source)
+            reread: ConsentMapping | None = parse_mapping(out, self._source, self._limits)
         except MappingError:
             reread = None
         if reread != new:  # an editing bug must never reach the disk

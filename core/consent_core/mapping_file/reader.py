@@ -21,6 +21,11 @@ clib -- is read again by the round-trip composer, so every message, line and col
 exactly the pure path's (libyaml words syntax errors differently and marks implicit nulls
 elsewhere). `parse_with_nodes` (what the editor uses) always takes the round-trip composer:
 its splices need the pure nodes' marks, styles and anchors (the C nodes carry no anchors).
+
+Size (`MappingLimits`): `prescan` counts libyaml's parser events first, so a mapping over a
+limit is refused at the first id beyond it, before anything is composed (no node tree, no
+second reading); the walker counts again on what gets composed (aliases) and stops building
+once over a limit. The file's size in bytes is bounded where it is read.
 """
 
 from __future__ import annotations
@@ -28,17 +33,17 @@ from __future__ import annotations
 import hashlib
 import importlib
 import os
-import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
 import ruamel.yaml.main
 from ruamel.yaml import YAML
-from ruamel.yaml.events import CollectionEndEvent, CollectionStartEvent
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from consent_core.documents import compose_yaml, read_utf8
 from consent_core.errors import MappingError, Problem
+from consent_core.limits import MappingLimits
 from consent_core.mapping_file.nodes import (
     BOOL,
     CATEGORY_KEYS,
@@ -53,6 +58,7 @@ from consent_core.mapping_file.nodes import (
     style_of,
     tag_of,
 )
+from consent_core.mapping_file.prescan import prescan, pure_only
 from consent_core.model import (
     Category,
     ConsentMapping,
@@ -61,6 +67,8 @@ from consent_core.model import (
     Settings,
     UnknownDestinations,
     mapping_problems,
+    too_many_categories,
+    too_many_destinations,
 )
 
 __all__ = ["DEFAULT_MAX_MAPPING_BYTES", "LoadedMapping", "load_mapping", "parse_mapping", "parse_with_nodes"]
@@ -93,16 +101,22 @@ class LoadedMapping:
         return (st.st_ino, st.st_size, st.st_mtime_ns) == (self.inode, self.size, self.mtime_ns)
 
 
-def load_mapping(path: str | os.PathLike[str], *, max_bytes: int = DEFAULT_MAX_MAPPING_BYTES) -> LoadedMapping:
+_DEFAULT_LIMITS = MappingLimits()
+
+
+def load_mapping(
+    path: str | os.PathLike[str], limits: MappingLimits | None = None, *, max_bytes: int = DEFAULT_MAX_MAPPING_BYTES
+) -> LoadedMapping:
     """Read and validate a mapping file; any problem (reading included) raises one `MappingError`.
 
     A file over `max_bytes` (or not a regular file) is refused before it is parsed, holding at
-    most `max_bytes + 1` bytes in memory.
+    most `max_bytes + 1` bytes in memory. limits: how large the mapping may be (default: the
+    documented limits).
     """
     source = os.fspath(path)
     raw, text, st = read_utf8(source, "the mapping file", MappingError, max_bytes=max_bytes,
                               limit_name="--max-mapping-bytes")  # fmt: skip
-    mapping = parse_mapping(text, source)
+    mapping = parse_mapping(text, source, limits)
     return LoadedMapping(
         mapping=mapping,
         text=text,
@@ -114,13 +128,21 @@ def load_mapping(path: str | os.PathLike[str], *, max_bytes: int = DEFAULT_MAX_M
     )
 
 
-def parse_mapping(text: str, source: str) -> ConsentMapping:
-    """Validate mapping-file text and build its `ConsentMapping`; raises `MappingError` listing every problem."""
-    if _C_COMPOSER_AVAILABLE and _PURE_ONLY.search(text) is None:
-        mapping = _valid_mapping_by_c_composer(text)
-        if mapping is not None:
-            return mapping
-    return parse_with_nodes(text, source)[0]
+def parse_mapping(text: str, source: str, limits: MappingLimits | None = None) -> ConsentMapping:
+    """Validate mapping-file text and build its `ConsentMapping`; raises `MappingError` listing every problem.
+
+    limits: how large the mapping may be (default: the documented limits).
+    """
+    limits = limits or _DEFAULT_LIMITS
+    if _C_COMPOSER_AVAILABLE and not pure_only(text):
+        shallow, too_large = prescan(text, limits)
+        if too_large is not None:
+            raise MappingError([too_large], source)
+        if shallow:
+            mapping = _valid_mapping_by_c_composer(text, source, limits)
+            if mapping is not None:
+                return mapping
+    return parse_with_nodes(text, source, limits)[0]
 
 
 def _c_composer_available() -> bool:
@@ -134,37 +156,6 @@ def _c_composer_available() -> bool:
 
 
 _C_COMPOSER_AVAILABLE = _c_composer_available()
-# Text the C path reads differently, so it never takes it: a directive line (`%YAML 1.1`,
-# `%TAG`: libyaml's path ignores the version when resolving), NEL, LS, PS (line breaks to
-# libyaml, not to the round-trip scanner), tabs (libyaml takes `key\t: value`, the
-# round-trip scanner does not) and a BOM anywhere but first (libyaml skips it).
-_PURE_ONLY = re.compile(r"[\t\x85\u2028\u2029]|(?:\A\ufeff?|[\r\n])%|(?<=[\s\S])\ufeff")
-
-
-# libyaml's composer (in ruamel.yaml.clib) recurses on the C stack once per nesting level and
-# kills the process (SIGSEGV) somewhere past 10,000 levels, which 20 KB of `[` can reach. A
-# valid mapping nests 4 deep, so text that might nest deeper than _C_MAX_DEPTH never reaches
-# it. Nesting needs `[`/`{` (flow) or columns (block: a level is at least as far right as its
-# parent), so few of those prove the text shallow for free; otherwise libyaml's parser, which
-# keeps its own stack, measures it (about a tenth of the C composer's time).
-_C_MAX_DEPTH = 64
-_FEW_OPENERS = 500
-_LONG_LINE = re.compile(r"^[^\n]{500}", re.MULTILINE)  # anchored: one pass, not one per column
-
-
-def _shallow(text: str) -> bool:
-    """True when libyaml's composer can take the text: it nests well below the depth that overflows it."""
-    if text.count("[") + text.count("{") < _FEW_OPENERS and _LONG_LINE.search(text) is None:
-        return True  # depth <= openers + widest column + 2 < 1,002
-    depth = 0
-    for event in YAML(typ="safe", pure=False).parse(text):
-        if isinstance(event, CollectionStartEvent):
-            depth += 1
-            if depth > _C_MAX_DEPTH:
-                return False
-        elif isinstance(event, CollectionEndEvent):
-            depth -= 1
-    return True
 
 
 def _compose_c(text: str) -> Node | None:
@@ -172,18 +163,25 @@ def _compose_c(text: str) -> Node | None:
     return node
 
 
-def _valid_mapping_by_c_composer(text: str) -> ConsentMapping | None:
-    """The document's `ConsentMapping` when it is valid, else None (the round-trip composer then reports it)."""
+def _valid_mapping_by_c_composer(text: str, source: str, limits: MappingLimits) -> ConsentMapping | None:
+    """The document's `ConsentMapping` when it is valid, else None (the round-trip composer then reports it).
+
+    Raises `MappingError` for a mapping over `limits` that the prescan could not see (aliases):
+    reading it again with the round-trip composer would cost what the limits are there to bound.
+    """
     try:
-        if not _shallow(text):
-            return None
         root = _compose_c(text)
         if not isinstance(root, MappingNode):
             return None
-        walker = _Walker()
+        walker = _Walker(limits)
         mapping = walker.document(root)
-        if walker.problems or mapping_problems(mapping):
+        problems = mapping_problems(mapping, limits)
+        if walker.truncated:
+            raise MappingError(walker.located(p for p in problems if p.message in walker.size_messages), source)
+        if walker.problems or problems:
             return None
+    except MappingError:
+        raise
     except Exception:  # anything at all: the pure path decides, and reports exactly as it always has
         return None
     return mapping
@@ -194,25 +192,27 @@ def _compose(text: str, source: str) -> Node | None:
     return compose_yaml(text, source, MappingError)
 
 
-def parse_with_nodes(text: str, source: str) -> tuple[ConsentMapping, MappingNode]:
+def parse_with_nodes(
+    text: str, source: str, limits: MappingLimits | None = None
+) -> tuple[ConsentMapping, MappingNode]:
     """The validated mapping and its round-trip node tree (what the editor splices into).
 
     Always the round-trip composer; raises `MappingError` exactly as `parse_mapping` does.
     """
+    limits = limits or _DEFAULT_LIMITS
     root = _compose(text, source)
     if root is None:
         raise MappingError(
             [Problem("", "the file is empty: expected a mapping with `version: 1` and `categories:`")], source
         )
-    walker = _Walker()
+    walker = _Walker(limits)
     if not isinstance(root, MappingNode):
         walker.problem("", root, f"the document must be a mapping with version and categories, not {kind(root)}")
         raise MappingError(walker.problems, source)
     mapping = walker.document(root)
-    for p in mapping_problems(mapping):
-        if not walker.suppressed_by_shape_problem(p.path):
-            line, column = walker.position(p.path)
-            walker.problems.append(Problem(p.path, p.message, line, column))
+    walker.problems.extend(walker.located(
+        p for p in mapping_problems(mapping, limits) if not walker.suppressed_by_shape_problem(p.path)
+    ))
     if walker.problems:
         raise MappingError(sorted(walker.problems, key=lambda p: (p.line or 0, p.column or 0)), source)
     return mapping, root
@@ -239,10 +239,20 @@ class _Walker:
     a shape problem are dropped, so each mistake is reported once.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, limits: MappingLimits) -> None:
         self.problems: list[Problem] = []
         self.positions: dict[str, tuple[int, int]] = {}
         self._suppressed: set[str] = set()
+        self.limits = limits
+        self.size_messages = (too_many_categories(limits), too_many_destinations(limits))
+        self.truncated = False  # over a size limit: nothing past the first id beyond it was built
+        self._destinations: set[str] = set()
+
+    def _count(self, destination: str) -> None:
+        """Counts a distinct destination id; past the limit, the walk stops building."""
+        self._destinations.add(destination)
+        if len(self._destinations) > self.limits.max_destinations:
+            self.truncated = True
 
     # -- bookkeeping
 
@@ -270,6 +280,14 @@ class _Walker:
                 return True
             p = _parent(p)
         return False
+
+    def located(self, problems: Iterable[Problem]) -> list[Problem]:
+        """The model's problems (no positions) at the positions their paths were read from."""
+        out = []
+        for p in problems:
+            line, column = self.position(p.path)
+            out.append(Problem(p.path, p.message, line, column))
+        return out
 
     def position(self, path: str) -> tuple[int | None, int | None]:
         p: str | None = path
@@ -359,10 +377,19 @@ class _Walker:
         else:
             key, value = top["categories"]
             if isinstance(value, SequenceNode):
-                categories = [self.category(item, i) for i, item in enumerate(value.value)]
+                items = value.value
+                if len(items) > self.limits.max_categories:  # one beyond the limit, for the rules to report
+                    items = items[: self.limits.max_categories + 1]
+                    self.truncated = True
+                for i, item in enumerate(items):
+                    categories.append(self.category(item, i))
+                    if len(self._destinations) > self.limits.max_destinations:
+                        break
             elif tag_of(value) != NULL:  # `categories:` with everything commented out is an empty list
                 self.problem("categories", value, f"must be a list of categories, not {kind(value)}", key)
-        destinations = self.destinations(*top["destinations"]) if "destinations" in top else {}
+        destinations: dict[str, DestinationSettings] = {}
+        if "destinations" in top and len(self._destinations) <= self.limits.max_destinations:
+            destinations = self.destinations(*top["destinations"])
         return ConsentMapping(
             categories=tuple(categories), destinations=destinations, settings=settings, version=version
         )
@@ -430,6 +457,9 @@ class _Walker:
             self.record(ipath, item)
             text = self.string(ipath, item, key)
             out.append(f"\0{ipath}" if text is None else text)
+            self._count(out[-1])
+            if len(self._destinations) > self.limits.max_destinations:
+                break
         return tuple(out)
 
     def destinations(self, key: Node, value: Node) -> dict[str, DestinationSettings]:
@@ -445,6 +475,9 @@ class _Walker:
             path = f"destinations.{dest}"
             self.record(path, dkey)  # a bad id is reported at the key
             out[dest] = self.destination(path, dkey, dvalue)
+            self._count(dest)
+            if len(self._destinations) > self.limits.max_destinations:
+                break
         return out
 
     def destination(self, path: str, key: Node, value: Node) -> DestinationSettings:

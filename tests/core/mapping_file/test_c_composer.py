@@ -8,7 +8,8 @@ import textwrap
 
 import pytest
 from consent_core.errors import MappingError
-from consent_core.mapping_file import parse_mapping, reader
+from consent_core.limits import MappingLimits
+from consent_core.mapping_file import parse_mapping, prescan, reader
 from consent_core.model import ConsentMapping
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -35,8 +36,8 @@ def assert_both_paths_agree(text: str) -> ConsentMapping | str:
     assert outcome(text, c_composer=True) == pure
     # and where the C path is asked, libyaml never takes a document the round-trip composer rejects,
     # nor reads one differently (it may reject one the pure path accepts: that one is read again)
-    if reader._PURE_ONLY.search(text) is None:
-        by_c = reader._valid_mapping_by_c_composer(text)
+    if not prescan.pure_only(text) and prescan.prescan(text, MappingLimits())[0]:
+        by_c = reader._valid_mapping_by_c_composer(text, "m.yaml", MappingLimits())
         assert by_c is None if isinstance(pure, str) else by_c in (None, pure)
     return pure
 
@@ -103,7 +104,8 @@ def test_booleans_resolve_the_same_on_both_paths(word: str, enabled: bool | None
 def test_a_yaml_1_1_directive_is_read_by_the_round_trip_composer() -> None:
     """libyaml's path ignores `%YAML 1.1` (`yes` would stay a string): such a file never takes it."""
     text = "%YAML 1.1\n---\n" + doc("  - id: C1\n    name: Ads\n    enabled: no\n    destinations: [a]\n")
-    assert reader._valid_mapping_by_c_composer(text) is None  # what the guard is for
+    assert prescan.pure_only(text)  # what the guard is for
+    assert reader._valid_mapping_by_c_composer(text, "m.yaml", MappingLimits()) is None
     got = assert_both_paths_agree(text)
     assert isinstance(got, ConsentMapping) and got.categories[0].enabled is False
 
@@ -142,18 +144,24 @@ def _flow_nest(depth: int, pad: int = 0) -> str:
     ("text", "shallow"),
     [
         ((EXAMPLES / "mappings.yaml").read_text(), True),
-        (_flow_nest(100), True),  # few openers, short lines: shallow enough without measuring
-        (_flow_nest(63, pad=600), True),  # past the free bound: measured by libyaml's parser
-        (_flow_nest(64, pad=600), False),
+        (_flow_nest(62), True),  # always measured by libyaml's parser (which keeps its own stack)
+        (_flow_nest(63), True),
+        (_flow_nest(64), False),
+        (_flow_nest(63, pad=600), True),
         ("version: 1\ncategories: []\nx:\n" + "  " + "- " * 600 + "y\n", False),  # a long line, no brackets
         ("version: 1\ncategories: [" + ", ".join(f"{{id: C{i}, name: N{i}, destinations: [d]}}" for i in range(300))
          + "]\n", True),
     ],
 )  # fmt: skip
-def test_only_shallow_text_reaches_libyamls_composer(text: str, shallow: bool) -> None:
-    assert reader._shallow(text) is shallow
+def test_only_shallow_text_reaches_libyamls_composer(text: str, shallow: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert prescan.prescan(text, MappingLimits())[0] is shallow
     if not shallow:
-        assert reader._valid_mapping_by_c_composer(text) is None
+        def no_c(text: str) -> None:
+            raise AssertionError("the C composer ran")
+
+        monkeypatch.setattr(reader, "_compose_c", no_c)
+        with pytest.raises(MappingError):  # none of these is a valid mapping: the round-trip composer says why
+            parse_mapping(text, "m.yaml")
 
 
 def test_a_large_valid_file_still_takes_the_c_composer(monkeypatch: pytest.MonkeyPatch) -> None:
