@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 from consent_core.limits import Limits
 
+from consent_sidecar.etcd.settings import EtcdSettings
+
 __all__ = ["Limits", "ServeConfig"]
 
 
@@ -13,7 +15,7 @@ __all__ = ["Limits", "ServeConfig"]
 class ServeConfig:
     """Everything `consent-sidecar serve` needs; built by the CLI from flags and CONSENT_SIDECAR_* variables."""
 
-    mappings: str  # path as given on the command line (used verbatim in error messages)
+    mappings: str  # path as given on the command line (verbatim in errors); with etcd: the cache, "" = none
     listen: tuple[str, ...] = ("127.0.0.1:50051",)  # "host:port" or "unix:/path"; DecisionService only
     admin_listen: str | None = None  # AdminService only; None = no admin API
     principals: str | None = None  # required with admin_listen
@@ -30,3 +32,5 @@ class ServeConfig:
     log_format: str = "auto"  # auto (console on a TTY, else JSON) | json | console
     log_level: str = "info"
     limits: Limits = field(default_factory=Limits)
+    etcd: EtcdSettings | None = None  # the fleet store: the policy comes from etcd, `mappings` is its cache
+    member_id: str | None = None  # this sidecar in the fleet's member records; None = hostname-pid

@@ -44,7 +44,8 @@ from consent_sidecar.audit.records import (
 from consent_sidecar.audit.tokens import decode_token, encode_token, filters_fingerprint
 from consent_sidecar.audit.verify import VerifyResult
 from consent_sidecar.audit.watchers import Watcher, cut_off
-from consent_sidecar.etcd import Compacted, EtcdClient, EtcdUnavailable, Keys, KeyValue
+from consent_sidecar.etcd.client import Compacted, EtcdClient, EtcdUnavailable, KeyValue
+from consent_sidecar.etcd.keys import Keys
 
 __all__ = ["MAX_APPEND_TRIES", "EtcdTrail", "TrailHead", "decode_record", "encode_record"]
 

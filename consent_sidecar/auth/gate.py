@@ -22,7 +22,8 @@ import grpc
 import grpc.aio
 from consent_core.errors import PermissionDenied, PrincipalsError, SidecarError, StartupError, Unauthenticated
 
-from consent_sidecar.audit import AuditAction, AuditLog, NewEvent
+from consent_sidecar.audit import AuditAction, NewEvent
+from consent_sidecar.audit.trail import AuditTrail
 from consent_sidecar.auth.principals import Principal, Principals, bearer_token, load_principals
 from consent_sidecar.config import ServeConfig
 from consent_sidecar.observe import logs
@@ -127,7 +128,7 @@ class Authenticator:
     fails the call is still denied (the safe answer) and the failure is logged.
     """
 
-    def __init__(self, principals: PrincipalsFile, audit: AuditLog | None) -> None:
+    def __init__(self, principals: PrincipalsFile, audit: AuditTrail | None) -> None:
         self._principals = principals
         self._audit = audit
 

@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from typing import Final, NoReturn, Protocol
 
 from consent_sidecar import __version__
-from consent_sidecar.cli import audit, health, local, serve, token
+from consent_sidecar.cli import audit, health, local, serve, store, token
 from consent_sidecar.cli.flags import (
     ENV_PREFIX,
     PROG,
@@ -58,6 +58,7 @@ VERB_GROUPS: Final[tuple[VerbGroup, ...]] = (
     local,  # check, test, decide
     token,  # token hash
     audit,  # audit verify
+    store,  # store push, store pull
     health,
 )
 

@@ -37,7 +37,8 @@ from consent_core.model import ConsentMapping
 
 from consent_sidecar.audit import AuditAction, NewEvent, changes_to_events
 from consent_sidecar.audit.etcd import EtcdTrail, TrailHead
-from consent_sidecar.etcd import Compacted, EtcdClient, EtcdUnavailable, Keys, KeyValue
+from consent_sidecar.etcd.client import Compacted, EtcdClient, EtcdUnavailable, KeyValue
+from consent_sidecar.etcd.keys import Keys
 from consent_sidecar.observe import logs
 from consent_sidecar.store.policy import PolicyStore, Snapshot
 
@@ -109,8 +110,8 @@ class EtcdSource:
         self.lock = asyncio.Lock()  # applies and edits, one at a time, in revision order
         self.loaded = asyncio.Event()  # set once a policy serves (from etcd or the cache)
         self.source_name = f"etcd:{self.keys.prefix}/mapping"
-        self._on_applied = on_applied  # seconds from seeing a revision to serving it
-        self._on_state = on_state
+        self.on_applied = on_applied  # seconds from seeing a revision to serving it (a metric)
+        self.on_state = on_state  # the store state changed (metrics)
         self._restart = asyncio.Event()
         self._silent = 0
         self._cache_text: str | None = None
@@ -134,8 +135,8 @@ class EtcdSource:
 
     def _notify(self) -> None:
         self._changed.set()
-        if self._on_state is not None:
-            self._on_state(self.state)
+        if self.on_state is not None:
+            self.on_state(self.state)
 
     # ------------------------------------------------------------------ reading
 
@@ -286,8 +287,8 @@ class EtcdSource:
         if snap is not None:
             store.reloads += 1
         self.loaded.set()
-        if self._on_applied is not None:
-            self._on_applied(time.monotonic() - seen)
+        if self.on_applied is not None:
+            self.on_applied(time.monotonic() - seen)
         if self.cache is not None:
             self._cache_text = kv.value.decode("utf-8")
             self._cache_dirty.set()
@@ -356,7 +357,9 @@ class EtcdSource:
                 continue
             self._set_connected(True)
             latest = kvs[0].mod_revision if kvs else 0
-            self.state.latest = max(self.state.latest, latest)
+            if latest > self.state.latest:
+                self.state.latest = latest
+                self._notify()
             if latest > self.state.revision and not self.lock.locked():
                 self._silent += 1
                 if self._silent >= SILENT_WATCH_PROBES:

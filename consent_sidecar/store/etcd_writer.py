@@ -29,7 +29,8 @@ from consent_core.model import ConsentMapping, category_etag
 
 from consent_sidecar.audit import AuditAction, AuditRecord, NewEvent
 from consent_sidecar.audit.etcd import EtcdTrail, TrailHead
-from consent_sidecar.etcd import EtcdClient, EtcdUnavailable, Keys, KeyValue
+from consent_sidecar.etcd.client import EtcdClient, EtcdUnavailable, KeyValue
+from consent_sidecar.etcd.keys import Keys
 from consent_sidecar.observe import logs
 from consent_sidecar.store.etcd_source import EtcdSource, StoreRead, document_events
 from consent_sidecar.store.policy import PolicyStore, Snapshot
