@@ -22,6 +22,7 @@ import grpc
 import grpc.aio
 import pytest
 from consent.v1 import admin_pb2, admin_pb2_grpc, decision_pb2, decision_pb2_grpc
+from etcd_cluster import EtcdCluster, free_port
 from samples import SAMPLE_MAPPING
 
 from consent_sidecar.audit.etcd import EtcdTrail
@@ -31,7 +32,6 @@ from consent_sidecar.etcd.client import EtcdClient
 from consent_sidecar.etcd.keys import Keys
 from consent_sidecar.etcd.settings import EtcdSettings
 from consent_sidecar.process.server import serve
-from etcd_cluster import EtcdCluster, free_port
 
 WAIT = 30.0
 OWNER_TOKEN = "owner-token-for-fleet-tests"

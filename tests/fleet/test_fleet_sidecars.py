@@ -8,11 +8,11 @@ from pathlib import Path
 import grpc
 import pytest
 from consent.v1 import admin_pb2, decision_pb2
+from etcd_cluster import EtcdCluster
 from samples import SAMPLE_MAPPING
 
 from consent_sidecar.audit import AuditAction
 from consent_sidecar.cli import run_cli
-from etcd_cluster import EtcdCluster
 
 from .conftest import MEMBER, OWNER, WAIT, etcd_client, eventually, fleet, push, settings
 
