@@ -276,8 +276,8 @@ class EtcdSource:
         """Serves the audited document at `kv`: the one swap, then the cache and the member record follow."""
         store = self.store
         snap = store.publish(index, source=self.source_name)
-        if snap is None and store.loaded and store.current.source != self.source_name:
-            snap = store.publish(index, source=self.source_name)  # same policy as the cache: now from etcd
+        if snap is None and store.current.source != self.source_name:
+            store.relabel(self.source_name)  # the cache's policy, now confirmed by etcd
         st = self.state
         st.revision = kv.mod_revision
         st.latest = max(st.latest, kv.mod_revision)
