@@ -149,7 +149,7 @@ async def start_fleet_sidecar(
     ready_timeout: float = WAIT, wait_ready: bool = True, **config: Any,
 ) -> FleetSidecar:
     """`serve --etcd-endpoints ...` in this process; returns once it is ready (listening, policy loaded)."""
-    directory.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - a test's own tmp directory
+    directory.mkdir(parents=True, exist_ok=True)
     cfg = ServeConfig(
         mappings=str(directory / f"{name}-cache.yaml") if cache else "",
         listen=(f"127.0.0.1:{free_port()}",),

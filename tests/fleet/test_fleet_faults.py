@@ -14,11 +14,11 @@ from pathlib import Path
 import grpc
 import pytest
 from consent.v1 import admin_pb2, decision_pb2
+from etcd_cluster import EtcdCluster
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from samples import SAMPLE_MAPPING
 
 from consent_sidecar.etcd.keys import Keys
-from etcd_cluster import EtcdCluster
 
 from .conftest import OWNER, WAIT, FleetSidecar, etcd_client, eventually, fleet, push, settings, start_fleet_sidecar
 
