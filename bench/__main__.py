@@ -1,4 +1,4 @@
-"""`python -m bench [index] [grpc] [workers] [scale] [reload] [client] [adapters]`: the named parts (default all).
+"""`python -m bench [index] [grpc] [workers] [scale] [reload] [client] [adapters] [fleet]`: those parts (default all).
 
 Pins this process (the in-process benchmark and the gRPC load generator) to core 1 before gRPC
 starts any thread, so the servers, pinned to core 0, never share a core with it.
@@ -12,7 +12,7 @@ import sys
 import time
 
 CLIENT_CPU = 1
-ALL_PARTS = ("index", "grpc", "workers", "scale", "reload", "client", "adapters")
+ALL_PARTS = ("index", "grpc", "workers", "scale", "reload", "client", "adapters", "fleet")
 
 
 def _pin() -> str:
@@ -113,6 +113,22 @@ def main(argv: list[str] | None = None) -> int:
 
         print("\n(i) CMP adapters: decode_gpp per call vs the TC / US Privacy decoders inside it", flush=True)
         print(bench_adapters.format_rows(bench_adapters.run(passes=1 if args.quick else 7)), flush=True)
+
+    if "fleet" in parts:
+        from bench import bench_fleet
+
+        def note(line: str) -> None:
+            print(line, file=sys.stderr, flush=True)
+
+        writes = 20 if args.quick else 200
+        print("\n(j) etcd fleet store: convergence of owner writes over 10 sidecars; Decide file- vs etcd-backed",
+              flush=True)
+        print(bench_fleet.format_convergence(bench_fleet.run_convergence(workload, writes=writes, log=note)),
+              flush=True)
+        seconds = 0.5 if args.quick else (args.seconds or 1.5)
+        row = bench_fleet.run_throughput(workload, seconds=seconds, warmup=0.2 if args.quick else 0.3,
+                                         rounds=rounds, log=note)
+        print(bench_fleet.format_throughput(row), flush=True)
 
     print(f"\ntotal {time.monotonic() - started:.0f} s")
     return 0

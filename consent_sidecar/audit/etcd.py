@@ -3,10 +3,12 @@
 The second adapter of the audit interface the services use (`AuditLog` is the first, SQLite
 beside a mapping file): `append`, `page`, `watch`, `head`, `verify`, `close`, with the same
 records, canonical form and sha256 chain (`records`), gapless sequences from 1 and the first
-`prev_hash` 64 zeros. Layout (`consent_sidecar.etcd.keys`): one key per event holding its
-canonical JSON plus its `hash`, and a head key (`TrailHead`) naming the last sequence and
-hash and what the trail accounts for: the digest of the policy it last published and the
-sha256 of a document it last rejected. Every append is one etcd transaction conditional on the
+`prev_hash` 64 zeros. Layout (`consent_sidecar.etcd.keys`): the events of one append in one
+key or a few (a chunk: a JSON array of each event's canonical JSON plus its `hash`, at most
+CHUNK_BYTES, keyed by its first sequence), so a change of many destinations stays within
+etcd's limit of operations per transaction; and a head key (`TrailHead`) naming the last
+sequence and hash and what the trail accounts for: the digest of the policy it last
+published and the sha256 of a document it last rejected. Every append is one etcd transaction conditional on the
 head's mod_revision, so concurrent appenders on any sidecar extend one chain, never fork it;
 a document change puts its events in the transaction that writes the document
 (`change_ops`, used by the policy source), so a policy is never live without its events.
@@ -47,11 +49,12 @@ from consent_sidecar.audit.watchers import Watcher, cut_off
 from consent_sidecar.etcd.client import Compacted, EtcdClient, EtcdUnavailable, KeyValue
 from consent_sidecar.etcd.keys import Keys
 
-__all__ = ["MAX_APPEND_TRIES", "EtcdTrail", "TrailHead", "decode_record", "encode_record"]
+__all__ = ["MAX_APPEND_TRIES", "EtcdTrail", "TrailHead", "decode_chunk", "decode_record", "encode_record"]
 
 DEFAULT_PAGE_SIZE: Final = 100
 MAX_PAGE_SIZE: Final = 1000
-SCAN_CHUNK: Final = 500  # events read per etcd range while paging, watching or verifying
+SCAN_CHUNK: Final = 100  # chunk keys read per etcd range while paging, watching or verifying
+CHUNK_BYTES: Final = 128 * 1024  # events stored per key, at most (etcd takes 1.5 MiB per request by default)
 MAX_APPEND_TRIES: Final = 50  # an append racing other sidecars' appends re-reads the head at most this often
 _BRIDGE_TIMEOUT: Final = 30.0  # a blocking call from a worker thread waits this long for the loop's answer
 
@@ -107,6 +110,36 @@ def decode_record(value: bytes) -> AuditRecord:
         )  # fmt: skip
     except (KeyError, TypeError) as e:
         raise ValueError(f"not a stored audit event: {e}") from None
+
+
+def encode_chunks(records: Sequence[AuditRecord]) -> list[tuple[int, bytes]]:
+    """The records as (first sequence, JSON array) chunks of at most CHUNK_BYTES (one record may exceed it)."""
+    out: list[tuple[int, bytes]] = []
+    batch: list[bytes] = []
+    first, size = 0, 0
+    for r in records:
+        data = encode_record(r)
+        if batch and size + len(data) > CHUNK_BYTES:
+            out.append((first, b"[" + b",".join(batch) + b"]"))
+            batch, size = [], 0
+        if not batch:
+            first = r.sequence
+        batch.append(data)
+        size += len(data) + 1
+    if batch:
+        out.append((first, b"[" + b",".join(batch) + b"]"))
+    return out
+
+
+def decode_chunk(value: bytes) -> list[AuditRecord]:
+    """The records of one stored chunk; ValueError when it is not one."""
+    try:
+        items = json.loads(value)
+    except ValueError as e:
+        raise ValueError(f"not a stored chunk of audit events: {e}") from None
+    if not isinstance(items, list):
+        raise ValueError("not a stored chunk of audit events: not a JSON array")
+    return [decode_record(json.dumps(item, ensure_ascii=False).encode("utf-8")) for item in items]
 
 
 def chain(head: TrailHead, events: Sequence[NewEvent], time: datetime) -> list[AuditRecord]:
@@ -207,7 +240,7 @@ class EtcdTrail:
             head, sequence=last.sequence if last else head.sequence, hash=last.hash if last else head.hash,
             policy=head.policy if policy is None else policy, rejected=head.rejected if rejected is None else rejected,
         )
-        ops = [self._client.put(self._keys.event(r.sequence), encode_record(r)) for r in records]
+        ops = [self._client.put(self._keys.event(first), data) for first, data in encode_chunks(records)]
         ops.append(self._client.put(self._keys.head, new.encode()))
         return records, ops, new
 
@@ -263,9 +296,17 @@ class EtcdTrail:
     # ------------------------------------------------------------------ reading
 
     async def _after(self, sequence: int, limit: int) -> tuple[list[AuditRecord], int]:
-        """Up to `limit` events after `sequence`, in order, and the store revision of the read."""
-        kvs, _, revision = await self._client.range(self._keys.event(sequence + 1), self._keys.events_end, limit=limit)
-        return [decode_record(kv.value) for kv in kvs], revision
+        """Events after `sequence` in order (at least `limit` when there are), and the store revision of the read.
+
+        The chunk holding `sequence + 1` may start before it: read it first (the last key at or
+        below it), then the chunks after it.
+        """
+        k = self._keys
+        first = k.event(sequence + 1)
+        before, _, _ = await self._client.range(k.events, first + b"\x00", limit=1, descending=True)
+        kvs, _, revision = await self._client.range(first + b"\x00", k.events_end, limit=limit)
+        out = [r for kv in (*before, *kvs) for r in decode_chunk(kv.value) if r.sequence > sequence]
+        return out, revision
 
     async def page_async(
         self, *, page_size: int = 0, page_token: str = "", category_id: str = "", action: int = 0,
@@ -296,7 +337,7 @@ class EtcdTrail:
                     found.append(r)
                     if len(found) > size:
                         break
-            if len(chunk) < SCAN_CHUNK:
+            if not chunk:
                 break
             last = chunk[-1].sequence
         if len(found) <= size:
@@ -330,11 +371,11 @@ class EtcdTrail:
                 while True:
                     chunk, revision = await self._after(self._followed, SCAN_CHUNK)
                     self._take(chunk)
-                    if len(chunk) < SCAN_CHUNK:
+                    if not chunk:
                         break
                 async for batch in self._client.watch(self._keys.events, self._keys.events_end,
                                                       start_revision=revision + 1):  # fmt: skip
-                    records = [decode_record(kv.value) for deleted, kv in batch.events if not deleted]
+                    records = [r for deleted, kv in batch.events if not deleted for r in decode_chunk(kv.value)]
                     if records and records[0].sequence != self._followed + 1:
                         break  # a gap (should not happen): read it instead
                     self._take(records)
@@ -392,7 +433,7 @@ class EtcdTrail:
                             raise cut_off(w, last)
                         yield r
                         last = r.sequence
-                    if len(chunk) < SCAN_CHUNK:
+                    if not chunk:
                         break
             while True:
                 if w.closed:
@@ -407,8 +448,10 @@ class EtcdTrail:
                 if item.sequence <= last:
                     continue
                 if item.sequence != last + 1:  # the follower skipped ahead of us: read the gap
-                    chunk, _ = await self._after(last, item.sequence - last - 1)
+                    chunk, _ = await self._after(last, SCAN_CHUNK)
                     for r in chunk:
+                        if r.sequence >= item.sequence:
+                            break
                         yield r
                         last = r.sequence
                 yield item
@@ -422,19 +465,29 @@ class EtcdTrail:
         """Walks the whole trail, recomputing every hash and link, and checks the head names its end."""
         expected, prev = 1, GENESIS_HASH
         head = await self.read_head()
-        last = 0
+        start = self._keys.events
         while True:
-            kvs, _, _ = await self._client.range(self._keys.event(last + 1), self._keys.events_end, limit=SCAN_CHUNK)
+            kvs, _, _ = await self._client.range(start, self._keys.events_end, limit=SCAN_CHUNK)
             for kv in kvs:
-                problem = _check(kv, expected, prev)
-                if problem is not None:
-                    kind, reason = problem
-                    return VerifyResult(False, expected - 1, expected, reason, kind)  # type: ignore[arg-type]
-                prev = decode_record(kv.value).hash
-                last = expected
-                expected += 1
+                if not kv.key.endswith(str(expected).zfill(20).encode()):
+                    return VerifyResult(False, expected - 1, expected,
+                                        f"event {expected} is missing (the next stored key is {kv.key.decode()!r}): "
+                                        "events were removed", "removed")  # fmt: skip
+                try:
+                    records = decode_chunk(kv.value)
+                except ValueError as e:
+                    return VerifyResult(False, expected - 1, expected, f"event {expected} cannot be read: {e}",
+                                        "unreadable")  # fmt: skip
+                for r in records:
+                    problem = _check(r, expected, prev)
+                    if problem is not None:
+                        kind, reason = problem
+                        return VerifyResult(False, expected - 1, expected, reason, kind)  # type: ignore[arg-type]
+                    prev = r.hash
+                    expected += 1
             if len(kvs) < SCAN_CHUNK:
                 break
+            start = kvs[-1].key + b"\x00"
         count = expected - 1
         if head.sequence != count or (count and head.hash != prev):
             return VerifyResult(False, count, count + 1,
@@ -474,13 +527,9 @@ def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
         return False
 
 
-def _check(kv: KeyValue, expected: int, prev: str) -> tuple[str, str] | None:
-    """(kind, reason) when the stored event at `kv`, expected at `expected` after `prev`, breaks the chain."""
-    try:
-        r = decode_record(kv.value)
-    except ValueError as e:
-        return "unreadable", f"event {expected} cannot be read: {e}"
-    if r.sequence != expected or not kv.key.endswith(str(expected).zfill(20).encode()):
+def _check(r: AuditRecord, expected: int, prev: str) -> tuple[str, str] | None:
+    """(kind, reason) when the stored event `r`, expected at `expected` after `prev`, breaks the chain."""
+    if r.sequence != expected:
         return "removed", f"event {expected} is missing (next is {r.sequence}): an event was removed"
     if event_hash(r.canonical_bytes()) != r.hash:
         return "altered", f"event {expected}'s hash does not match its contents: the event was altered"

@@ -231,10 +231,14 @@ class EtcdClient:
         return (kvs[0] if kvs else None), revision
 
     async def range(
-        self, key: bytes, range_end: bytes = b"", *, limit: int = 0, revision: int = 0, keys_only: bool = False
+        self, key: bytes, range_end: bytes = b"", *, limit: int = 0, revision: int = 0, keys_only: bool = False,
+        descending: bool = False,
     ) -> tuple[list[KeyValue], bool, int]:
-        """Key-values in [key, range_end) in key order: (kvs, more, store revision); linearizable."""
+        """Key-values in [key, range_end) in key order (or reversed): (kvs, more, store revision); linearizable."""
         request = pb.RangeRequest(key=key, range_end=range_end, limit=limit, revision=revision, keys_only=keys_only)
+        if descending:
+            request.sort_order = pb.RangeRequest.DESCEND
+            request.sort_target = pb.RangeRequest.KEY
 
         async def call(ep: _Endpoint) -> Any:
             return await ep.kv.Range(request, metadata=self._metadata(), timeout=self.settings.timeout)

@@ -47,6 +47,7 @@ __all__ = ["UNATTRIBUTED", "EtcdSource", "FleetState", "StoreRead", "document_ev
 UNATTRIBUTED: Final = "etcd:unattributed"  # the actor of documents written around the sidecars
 MAX_APPLY_TRIES: Final = 20  # an unaudited revision raced by other auditors: re-read at most this often
 PROBE_INTERVAL: Final = 1.0  # seconds between connectivity probes (a linearizable read)
+CACHE_DELAY: Final = 0.5  # seconds a cache rewrite waits for later revisions (the cache is read at start only)
 SILENT_WATCH_PROBES: Final = 2  # probes that see a newer document than served before the watch restarts
 
 _log = logs.get_logger(__name__)
@@ -117,6 +118,8 @@ class EtcdSource:
         self._cache_text: str | None = None
         self._cache_dirty = asyncio.Event()
         self._changed = asyncio.Event()  # state changed: member records refresh
+        self.document: KeyValue | None = None  # the document serving (its text is what edits build on)
+        self._head: TrailHead | None = None  # the trail's head as of the last watched revision
 
     # ------------------------------------------------------------------ state
 
@@ -197,21 +200,41 @@ class EtcdSource:
 
     # ------------------------------------------------------------------ applying revisions
 
-    async def offer(self, kv: KeyValue | None, seen: float, *, deleted_at: int = 0) -> None:
-        """A document revision the watch delivered (None: the document was deleted at `deleted_at`)."""
+    async def offer(
+        self, kv: KeyValue | None, seen: float, *, deleted_at: int = 0, head: TrailHead | None = None,
+        policy: KeyValue | None = None,
+    ) -> None:
+        """A document revision the watch delivered (None: the document was deleted at `deleted_at`).
+
+        `head`: the trail's head as etcd held it at that revision, when the watch delivered it:
+        a document the head accounts for is served without another read. `policy`: the
+        canonical policy a writer's transaction stored with the document (same revision).
+        """
         async with self.lock:
             if kv is None:
                 self.state.latest = max(self.state.latest, deleted_at)
                 self._reject(f"revision {deleted_at}: the mapping document was deleted; the last good policy serves")
                 return
-            await self._apply_locked(kv, seen)
+            await self._apply_locked(kv, seen, head, policy)
 
-    async def _apply_locked(self, kv: KeyValue, seen: float) -> None:
+    async def _apply_locked(
+        self, kv: KeyValue, seen: float, known: TrailHead | None = None, policy: KeyValue | None = None
+    ) -> None:
         st = self.state
         st.latest = max(st.latest, kv.mod_revision)
         if kv.mod_revision <= st.revision and not st.from_cache:
             return  # already serving it (e.g. this sidecar's own write)
+        if known is not None and policy is not None and policy.mod_revision == kv.mod_revision and not known.rejected:
+            # A writer's transaction: the audited canonical policy came with the document. Build from it
+            # (JSON, fast) rather than re-parsing the YAML; its digest proves it is the audited one.
+            index = await asyncio.to_thread(_compiled_if, policy.value, known.policy)
+            if index is not None:
+                self.publish(kv, index, seen)
+                return
         index, error = await asyncio.to_thread(self.parse, kv)
+        if index is not None and known is not None and index.digest == known.policy and not known.rejected:
+            self.publish(kv, index, seen)  # the trail accounts for it as of this revision: no read needed
+            return
         sha = sha256_hex(kv.value)
         for _ in range(MAX_APPLY_TRIES):
             read = await self.read()
@@ -289,6 +312,7 @@ class EtcdSource:
         self.loaded.set()
         if self.on_applied is not None:
             self.on_applied(time.monotonic() - seen)
+        self.document = kv
         if self.cache is not None:
             self._cache_text = kv.value.decode("utf-8")
             self._cache_dirty.set()
@@ -317,8 +341,9 @@ class EtcdSource:
             try:
                 read = await self.read()
                 self._set_connected(True)
+                self._head = read.head
                 if read.document is not None:
-                    await self.offer(read.document, time.monotonic())
+                    await self.offer(read.document, time.monotonic(), head=read.head)
                 elif not self.loaded.is_set():
                     _log.warning("waiting for a mapping document", key=f"{self.keys.prefix}/mapping")
                 watching = asyncio.create_task(self._watch(read.revision + 1))
@@ -338,13 +363,26 @@ class EtcdSource:
                 backoff = min(2.0, backoff * 2)
 
     async def _watch(self, start: int) -> None:
-        async for batch in self.client.watch(self.keys.mapping, start_revision=start):
+        """Follows the head, the last policy and the document: one watch over [head, mapping] (adjacent keys).
+
+        A writer's transaction changes the document and the head in one revision, delivered in
+        one batch: the head seen with (or before) a document revision is the head as of it.
+        """
+        k = self.keys
+        async for batch in self.client.watch(k.head, k.mapping + b"\x00", start_revision=start):
             seen = time.monotonic()
+            policy: KeyValue | None = None
             for deleted, kv in batch.events:
-                if deleted:
+                if kv.key == k.head:
+                    self._head = None if deleted else TrailHead.decode(kv)
+                elif kv.key == k.policy:
+                    policy = None if deleted else kv
+                elif kv.key != k.mapping:
+                    continue
+                elif deleted:
                     await self.offer(None, seen, deleted_at=kv.mod_revision)
                 else:
-                    await self.offer(kv, seen)
+                    await self.offer(kv, seen, head=self._head, policy=policy)
 
     async def _probe(self) -> None:
         """Every PROBE_INTERVAL: a linearizable read says connected or not, and catches a silent watch."""
@@ -375,6 +413,7 @@ class EtcdSource:
         written: str | None = None
         while True:
             await self._cache_dirty.wait()
+            await asyncio.sleep(CACHE_DELAY)  # coalesce bursts: one fsync for the latest of them
             self._cache_dirty.clear()
             text = self._cache_text
             if text is None or text == written:
@@ -387,6 +426,17 @@ class EtcdSource:
 
     def changed(self) -> asyncio.Event:
         return self._changed
+
+
+def _compiled_if(canonical: bytes, digest: str) -> Index | None:
+    """(blocking) The compiled policy of `canonical` if it is exactly the one of `digest`, else None."""
+    if not digest or sha256_hex(canonical) != digest:
+        return None
+    try:
+        mapping = ConsentMapping.from_json_dict(json.loads(canonical))
+    except ValueError:
+        return None
+    return compile_index(mapping) if mapping.digest() == digest else None
 
 
 def _mapping(canonical: str | None) -> ConsentMapping | None:

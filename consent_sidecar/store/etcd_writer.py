@@ -190,7 +190,12 @@ class FleetWriter:
                 if kv is None:
                     raise Aborted(f"no mapping document at {source.keys.prefix}/mapping: push one first (store push)")
                 seen = time.monotonic()
-                index, error = await asyncio.to_thread(source.parse, kv)
+                serving = source.document
+                if serving is not None and serving.mod_revision == kv.mod_revision and not source.state.from_cache:
+                    index: Index | None = source.store.current.index  # the document serving: compiled already
+                    error: str | None = None
+                else:
+                    index, error = await asyncio.to_thread(source.parse, kv)
                 if index is None:
                     raise Aborted(f"the fleet's mapping document is invalid, fix it first (store push): {error}")
                 if index.digest != read.head.policy or read.head.rejected:

@@ -31,6 +31,7 @@ __all__ = ["MEMBER_TTL", "Fleet", "FleetMember", "FleetView", "MemberRecord", "f
 
 MEMBER_TTL: Final = 10  # seconds a member record outlives its sidecar's last keepalive
 _KEEPALIVE: Final = 3.0  # seconds between keepalives (TTL / 3)
+_COALESCE: Final = 0.2  # seconds a record update waits for more changes (every write changes every record)
 
 _log = logs.get_logger(__name__)
 
@@ -133,6 +134,7 @@ class MemberRecord:
             while not stop.is_set():
                 try:
                     if changed.is_set() or self._lease == 0:
+                        await asyncio.sleep(_COALESCE)  # a burst of changes: one put for the latest
                         changed.clear()
                         await self._put()
                         last_keepalive = loop.time()
