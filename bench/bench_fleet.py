@@ -9,7 +9,7 @@ per write is the time from the OK until the last of the 10 serves it; p50 / p99 
 The pollers add load of their own, so the figures are an upper bound.
 
 Throughput: one file-backed and one etcd-backed sidecar (same mapping), each pinned to core 0,
-under the DecideBatch load generator of `bench.loadgen` in its own process, interleaved
+under the DecideBatch load generator of `bench.loadgen` in its own process on core 1, interleaved
 file/etcd x rounds; medians and the etcd / file ratio of the same round. The store is off the
 hot path, so the ratio should be within noise of 1.
 """
@@ -34,6 +34,7 @@ from bench.workload import Workload
 
 OWNER_TOKEN = "bench-owner-token"
 SERVER_CPU = 0
+CLIENT_CPU = 1  # the load generator: never on the servers' core
 POLL = 0.002  # seconds between a poller's Decide calls: the resolution of the convergence figure
 
 
@@ -210,7 +211,7 @@ def run_convergence(workload: Workload, *, sidecars: int = 10, admins: int = 3, 
 def _loadgen(target: str, seconds: float, warmup: float) -> float:
     argv = [sys.executable, "-m", "bench.loadgen", target, "--batch", "500", "--connections", "4",
             "--in-flight", "2", "--seconds", str(seconds), "--warmup", str(warmup)]  # fmt: skip
-    out = subprocess.run(_unpinned(argv), check=True, capture_output=True, cwd=os.getcwd()).stdout
+    out = subprocess.run(_pinned(argv, CLIENT_CPU), check=True, capture_output=True, cwd=os.getcwd()).stdout
     return float(json.loads(out.decode().strip().splitlines()[-1])["rate"])
 
 
