@@ -25,8 +25,11 @@ def register(verbs: Verbs) -> None:
 
 def run_audit_verify(ns: argparse.Namespace) -> int:
     settings = etcd_settings(ns)
-    if (settings is None) == (not ns.audit_db):
-        ns.parser.error("give either --audit-db FILE or --etcd-endpoints URL,... (the fleet's trail), not both")
+    if settings is None and not ns.audit_db:
+        ns.parser.error("the following arguments are required: --audit-db (or CONSENT_SIDECAR_AUDIT_DB), "
+                        "or --etcd-endpoints (or CONSENT_SIDECAR_ETCD_ENDPOINTS) for a fleet's trail")  # fmt: skip
+    if settings is not None and ns.audit_db:
+        ns.parser.error("argument --audit-db: not with --etcd-endpoints: give one trail to verify")
     if settings is not None:
         return _verify_etcd(ns)
     # Imported here: only this verb needs the audit store.
