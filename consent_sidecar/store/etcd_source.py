@@ -449,6 +449,10 @@ def _mapping(canonical: str | None) -> ConsentMapping | None:
 
 
 def _write_private(path: str, text: str) -> None:
+    """The cache: its directory made if missing (0700), the file replaced atomically, mode 0600."""
+    directory = os.path.dirname(path)
+    if directory:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
     atomic_write(path, text)
     os.chmod(path, 0o600)
 
