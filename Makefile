@@ -4,7 +4,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck lint-deploy lint-proto unit docs bench proto dist clean
+# test-fast: the pure and in-process tests (markers in tests/conftest.py), for the edit-test loop.
+.PHONY: run test test-fast lint typecheck lint-deploy lint-proto unit browser docs bench proto dist clean
 
 $(STAMP): pyproject.toml core/pyproject.toml clients/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,8 +22,21 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy consent_sidecar core/consent_core clients/python/consent_client
 
+# The console's browser tests drive Debian's Chromium and ChromeDriver (nothing is downloaded at
+# test time). As root with apt (these machines, CI) they are installed when missing; anywhere
+# else this fails with the one command to run.
+browser:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing chromium and chromium-driver for the console's browser tests"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	else \
+	  echo "the console's browser tests need Debian's chromium and chromium-driver: run  sudo apt-get install -y chromium chromium-driver" >&2; \
+	  exit 1; \
+	fi
+
 # pytest exits 5 when it collects nothing: that is a failure here, not a pass.
-unit: $(STAMP)
+unit: $(STAMP) browser
 	@$(BIN)/pytest; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; fi; exit $$rc
 
@@ -52,6 +66,10 @@ lint-proto: $(STAMP)
 
 test: lint typecheck lint-deploy lint-proto unit
 
+test-fast: $(STAMP)
+	@$(BIN)/pytest -q -m "not slow and not integration"; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; fi; exit $$rc
+
 # docs/configuration.md is generated from the CLI's own flag definitions (a test compares).
 docs: $(STAMP)
 	$(BIN)/python docs/generate_config_reference.py
@@ -63,9 +81,11 @@ proto: $(STAMP)
 	$(BIN)/python clients/python/generate.py
 
 # The three distributions of this repository: consent-core, consent-client, consent-sidecar.
+# setuptools builds in each project's build/ directory: cleaned first, so a module moved or
+# deleted since the last build can never reach a wheel.
 dist: $(STAMP)
-	rm -rf dist
-	for d in core clients/python .; do $(BIN)/python -m build --wheel --no-isolation --outdir dist $$d || exit 1; done
+	rm -rf dist build core/build clients/python/build
+	$(BIN)/python -m pip wheel --quiet --no-deps --no-build-isolation --wheel-dir dist ./core ./clients/python .
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info core/build core/*.egg-info clients/python/build clients/python/*.egg-info

@@ -152,3 +152,36 @@ def channel(request: pytest.FixtureRequest, sidecar: RunningSidecar) -> grpc.aio
     """A channel to the `sidecar` fixture, once over TCP and once over the unix socket."""
     ch: grpc.aio.Channel = sidecar.channel(request.param)
     return ch
+
+
+# -- test tiers ---------------------------------------------------------------------------------
+#
+# `make test-fast` runs `-m "not slow and not integration"`: the pure and in-process tests, for
+# the edit-test loop. A test is `integration` when it starts processes or builds packages:
+# whole modules listed here, or any test that takes a fixture listed here (new process-starting
+# fixtures belong in that list). Modules may also mark themselves (`pytestmark`).
+INTEGRATION_MODULES = frozenset(
+    {
+        "cli/test_main.py",  # the console script in child processes
+        "console/test_console_browser.py",  # headless Chromium
+        "console/test_console_cli.py",  # the console verb's processes, HTTPS and admin TLS
+        "clients/test_route_events.py",  # the example pipeline against a child-process sidecar
+        "process/test_server.py",  # run() in child processes: signals, drain, exit codes
+        "process/test_workers.py",  # serve --workers N
+        "store/test_crash.py",  # SIGKILL loops
+        "store/test_live_policy.py",  # the watcher under edit storms
+        "test_bench_workers.py",  # the workers benchmark row, end to end
+        "test_deploy.py",  # the Kubernetes pod's settings on a real process
+        "test_docs.py",  # every shell and Python block of the docs
+        "test_packaging.py",  # wheels and the image's steps
+    }
+)
+INTEGRATION_FIXTURES = frozenset({"wheel_venv", "wheels"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    root = Path(__file__).parent
+    for item in items:
+        module = item.path.relative_to(root).as_posix() if item.path.is_relative_to(root) else ""
+        if module in INTEGRATION_MODULES or INTEGRATION_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)

@@ -1,10 +1,10 @@
-"""A naive, obviously-correct reference of API.md §1, the oracle for the compiled `Index`.
+"""A naive, obviously-correct reference of docs/reference.md §1, the oracle for the compiled `Index`.
 
 Written from the contract, not from `sidecar/index.py`: plain sets, lists and dicts, one
 destination at a time, no bitmasks and no memo. Slow on purpose; the property tests in
 `test_index.py` and `bench/bench_index.py` compare the real index against it.
 
-Reading of the contract it encodes (each line is one sentence of API.md §1):
+Reading of the contract it encodes (each line is one sentence of docs/reference.md §1):
 
 - No consent object: every destination allowed, `NO_CONSENT`, before every other row.
 - A *known* destination appears in any category (enabled, disabled or shadow) or under

@@ -32,6 +32,7 @@ from consent_sidecar.cli.flags import (
     flag_reference,
     resolve_env,
 )
+from consent_sidecar.console import cli as console
 
 __all__ = [
     "ENV_PREFIX",
@@ -60,6 +61,7 @@ VERB_GROUPS: Final[tuple[VerbGroup, ...]] = (
     audit,  # audit verify
     store,  # store push, store pull
     health,
+    console,  # console (the web app itself loads only when the verb runs: the [console] extra)
 )
 
 

@@ -312,6 +312,13 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
                 status.disconnected_since.CopyFrom(_timestamp(st.disconnected_since))
         return status
 
+    async def GetCaller(self, request: admin_pb2.GetCallerRequest, context: _Context) -> admin_pb2.Caller:
+        principal = await self._gate(context, "GetCaller", write=False)
+        if principal is None:  # a listener built without a gate has no callers to name
+            await abort(context, Unauthenticated("GetCaller: this admin listener has no principals"))
+        role = admin_pb2.ROLE_OWNER if principal.can_write else admin_pb2.ROLE_MEMBER
+        return admin_pb2.Caller(principal_id=principal.id, role=role)
+
     @_read
     async def GetFleetStatus(
         self, request: admin_pb2.GetFleetStatusRequest, context: _Context

@@ -1,6 +1,6 @@
 """Admin edits of a mapping: one write request applied to a `ConsentMapping`, giving the new `ConsentMapping`; pure.
 
-Owns the semantics of the AdminService write RPCs (API.md §2): which category a request
+Owns the semantics of the AdminService write RPCs (docs/reference.md §2): which category a request
 names, its optional etag, the `confirm_name` typed by the operator, the update mask, and
 the status each mistake deserves (NotFound, AlreadyExists, Aborted, FailedPrecondition,
 InvalidArgument). Field rules are never restated here: the edited mapping goes through

@@ -424,3 +424,10 @@ async def test_admin_service_only_on_the_admin_listener(sc: RunningSidecar) -> N
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await decision_pb2_grpc.DecisionServiceStub(sc.admin).Decide(decision_pb2.DecideRequest(), timeout=5)
     assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+async def test_get_caller_without_principals_is_unauthenticated(sc: RunningSidecar) -> None:
+    # A listener built without a gate (tests only: serve refuses --admin-listen without --principals).
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await stub(sc.admin).GetCaller(admin_pb2.GetCallerRequest(), timeout=5)
+    assert e.value.code() is grpc.StatusCode.UNAUTHENTICATED

@@ -221,6 +221,15 @@ async def test_members_and_owners_read(admin: Admin, rpc: str, request_: Any) ->
     await admin.call(rpc, request_, OWNER)
 
 
+async def test_get_caller_names_the_principal_and_its_role_and_records_nothing(admin: Admin) -> None:
+    owner = await admin.call("GetCaller", admin_pb2.GetCallerRequest(), OWNER)
+    member = await admin.call("GetCaller", admin_pb2.GetCallerRequest(), MEMBER)
+    assert (owner.principal_id, owner.role) == ("alice", admin_pb2.ROLE_OWNER)
+    assert (member.principal_id, member.role) == ("bob", admin_pb2.ROLE_MEMBER)
+    await expect(Code.UNAUTHENTICATED, admin.call("GetCaller", admin_pb2.GetCallerRequest(), ()))
+    assert [e.action for e in admin.events()] == [A.POLICY_RELOADED]  # only the start event
+
+
 async def test_a_member_may_watch_the_audit_trail(admin: Admin) -> None:
     stream = admin.stub.WatchAuditEvents(admin_pb2.WatchAuditEventsRequest(), metadata=MEMBER, timeout=10)
     first = await stream.read()

@@ -12,6 +12,12 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class Role(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ROLE_UNSPECIFIED: _ClassVar[Role]
+    ROLE_OWNER: _ClassVar[Role]
+    ROLE_MEMBER: _ClassVar[Role]
+
 class AuditAction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     AUDIT_ACTION_UNSPECIFIED: _ClassVar[AuditAction]
@@ -25,6 +31,9 @@ class AuditAction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     AUDIT_ACTION_POLICY_RELOADED: _ClassVar[AuditAction]
     AUDIT_ACTION_POLICY_RELOAD_FAILED: _ClassVar[AuditAction]
     AUDIT_ACTION_PERMISSION_DENIED: _ClassVar[AuditAction]
+ROLE_UNSPECIFIED: Role
+ROLE_OWNER: Role
+ROLE_MEMBER: Role
 AUDIT_ACTION_UNSPECIFIED: AuditAction
 AUDIT_ACTION_CATEGORY_CREATED: AuditAction
 AUDIT_ACTION_CATEGORY_UPDATED: AuditAction
@@ -160,6 +169,18 @@ class PolicyStatus(_message.Message):
     audit_head_sequence: int
     audit_head_hash: str
     def __init__(self, policy: _Optional[_Union[_decision_pb2.PolicyVersion, _Mapping]] = ..., source: _Optional[str] = ..., loaded_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reloads: _Optional[int] = ..., failed_reloads: _Optional[int] = ..., last_error: _Optional[str] = ..., last_error_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., categories: _Optional[int] = ..., destinations: _Optional[int] = ..., store: _Optional[str] = ..., store_connected: _Optional[bool] = ..., store_revision: _Optional[int] = ..., disconnected_since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., audit_head_sequence: _Optional[int] = ..., audit_head_hash: _Optional[str] = ...) -> None: ...
+
+class GetCallerRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Caller(_message.Message):
+    __slots__ = ("principal_id", "role")
+    PRINCIPAL_ID_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    principal_id: str
+    role: Role
+    def __init__(self, principal_id: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ...) -> None: ...
 
 class GetFleetStatusRequest(_message.Message):
     __slots__ = ()

@@ -90,6 +90,11 @@ class AdminServiceStub:
                 request_serializer=consent_dot_v1_dot_admin__pb2.GetFleetStatusRequest.SerializeToString,
                 response_deserializer=consent_dot_v1_dot_admin__pb2.FleetStatus.FromString,
                 _registered_method=True)
+        self.GetCaller = channel.unary_unary(
+                '/consent.v1.AdminService/GetCaller',
+                request_serializer=consent_dot_v1_dot_admin__pb2.GetCallerRequest.SerializeToString,
+                response_deserializer=consent_dot_v1_dot_admin__pb2.Caller.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -174,6 +179,14 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetCaller(self, request, context):
+        """Owner or member. Whom the call's token identifies and its role: lets a client (the owner
+        console) show members read-only pages without attempting a write to find out.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -231,6 +244,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.GetFleetStatus,
                     request_deserializer=consent_dot_v1_dot_admin__pb2.GetFleetStatusRequest.FromString,
                     response_serializer=consent_dot_v1_dot_admin__pb2.FleetStatus.SerializeToString,
+            ),
+            'GetCaller': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCaller,
+                    request_deserializer=consent_dot_v1_dot_admin__pb2.GetCallerRequest.FromString,
+                    response_serializer=consent_dot_v1_dot_admin__pb2.Caller.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -531,6 +549,33 @@ class AdminService:
             '/consent.v1.AdminService/GetFleetStatus',
             consent_dot_v1_dot_admin__pb2.GetFleetStatusRequest.SerializeToString,
             consent_dot_v1_dot_admin__pb2.FleetStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCaller(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/consent.v1.AdminService/GetCaller',
+            consent_dot_v1_dot_admin__pb2.GetCallerRequest.SerializeToString,
+            consent_dot_v1_dot_admin__pb2.Caller.FromString,
             options,
             channel_credentials,
             insecure,
