@@ -191,3 +191,5 @@ def _observe(obs: Observability, source: EtcdSource) -> None:
     source.on_state = state
     source.on_applied = applied
     state(source.state)
+    if source.last_apply is not None and not source.state.from_cache:
+        applied(source.last_apply)  # the first load, applied before the metrics existed

@@ -118,6 +118,7 @@ class EtcdSource:
         self._cache_text: str | None = None
         self._cache_dirty = asyncio.Event()
         self._changed = asyncio.Event()  # state changed: member records refresh
+        self.last_apply: float | None = None  # seconds the last applied revision took (metrics bound later see it)
         self.document: KeyValue | None = None  # the document serving (its text is what edits build on)
         self._head: TrailHead | None = None  # the trail's head as of the last watched revision
 
@@ -310,8 +311,9 @@ class EtcdSource:
         if snap is not None:
             store.reloads += 1
         self.loaded.set()
+        self.last_apply = time.monotonic() - seen
         if self.on_applied is not None:
-            self.on_applied(time.monotonic() - seen)
+            self.on_applied(self.last_apply)
         self.document = kv
         if self.cache is not None:
             self._cache_text = kv.value.decode("utf-8")

@@ -177,3 +177,41 @@ async def test_decisions_read_one_snapshot_while_the_fleet_converges(
             decision_pb2.DecideRequest(consent=decision_pb2.Consent(category_preferences={"C0002": True}),
                                        destinations=["amplitude", "google-ads"]), timeout=WAIT)  # fmt: skip
         assert list(response.allowed) == ["amplitude"] and list(response.blocked) == ["google-ads"]
+
+
+async def test_a_stopped_sidecar_leaves_fleet_status_and_metrics_show_the_store(
+    tmp_path: Path, etcd_cluster: EtcdCluster, prefix: str
+) -> None:
+    import urllib.request
+
+    from etcd_cluster import free_port
+
+    from .conftest import start_fleet_sidecar
+
+    etcd = settings(etcd_cluster, prefix)
+    await push(etcd)
+    metrics = f"127.0.0.1:{free_port()}"
+    s0 = await start_fleet_sidecar(tmp_path / "a", etcd, name="a", metrics_listen=metrics)
+    s1 = await start_fleet_sidecar(tmp_path / "b", etcd, name="b")
+    try:
+        async def members(n: int) -> bool:
+            fs = await s0.admin().GetFleetStatus(admin_pb2.GetFleetStatusRequest(), metadata=OWNER, timeout=5)
+            return len(fs.members) == n
+
+        await eventually(lambda: members(2), "two members")
+        assert await s1.close() == 0
+        await eventually(lambda: members(1), "the stopped sidecar gone from fleet status")
+
+        def scrape() -> str:
+            with urllib.request.urlopen(f"http://{metrics}/metrics", timeout=5) as page:
+                return str(page.read().decode())
+
+        async def exported() -> str | None:
+            text = await asyncio.to_thread(scrape)
+            ok = "consent_sidecar_store_connected 1.0" in text and "consent_sidecar_store_revision_lag 0.0" in text
+            return text if ok else None
+
+        text = await eventually(exported, "the store metrics")
+        assert "consent_sidecar_store_apply_seconds_count 1.0" in text
+    finally:
+        await s0.close()
