@@ -90,6 +90,7 @@ def run_cli(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None
         parser = build_parser()
         ns = parser.parse_args(argv)
         resolve_env(ns.parser, ns, env)
+        ns.environ = env  # for what is read from the environment only (CONSENT_SIDECAR_ETCD_PASSWORD)
         handler: Handler = ns.handler
         return handler(ns)
     except SystemExit as e:  # argparse: --help, --version, usage errors

@@ -51,7 +51,7 @@ def etcd_settings(ns: argparse.Namespace, environ: Mapping[str, str] | None = No
     """The settings the flags name, None without --etcd-endpoints; a usage error (exit 2) if they cannot work."""
     if not ns.etcd_endpoints:
         return None
-    env = os.environ if environ is None else environ
+    env: Mapping[str, str] = environ if environ is not None else getattr(ns, "environ", os.environ)
     settings = EtcdSettings(
         endpoints=tuple(ns.etcd_endpoints), prefix=ns.etcd_prefix, ca=ns.etcd_ca, cert=ns.etcd_cert,
         key=ns.etcd_key, user=ns.etcd_user, password=env.get(PASSWORD_ENV) or None,

@@ -27,7 +27,7 @@ from grpc_health.v1 import health, health_pb2
 from consent_sidecar.audit.etcd import EtcdTrail
 from consent_sidecar.auth import gate as auth_gate
 from consent_sidecar.config import ServeConfig
-from consent_sidecar.etcd.client import EtcdClient
+from consent_sidecar.etcd.client import EtcdClient, EtcdUnavailable
 from consent_sidecar.etcd.keys import Keys
 from consent_sidecar.observe import logs
 from consent_sidecar.observe.observability import Observability
@@ -86,7 +86,11 @@ async def serve_fleet(
         _log.info("policy source: etcd", endpoints=list(settings.endpoints), prefix=settings.prefix,
                   member_id=member.member_id, store_revision=source.state.revision,
                   from_cache=source.state.from_cache)  # fmt: skip
-        return await server._serve_loaded(rt)
+        try:  # the metrics count this run's share of the fleet's trail from here
+            audit_after = (await trail.read_head()).sequence
+        except EtcdUnavailable:
+            audit_after = 0
+        return await server._serve_loaded(rt, audit_after)
     finally:
         source_stop.set()
         for t in tasks:

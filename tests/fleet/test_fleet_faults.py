@@ -269,3 +269,39 @@ async def _take(gen: object, n: int) -> object:
         count += 1
         if count == n:
             return
+
+
+async def test_an_etcd_with_authentication_takes_the_user_and_the_password_from_the_environment(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import subprocess
+
+    from consent_sidecar.cli import run_cli
+    from etcd_cluster import etcd_binary
+
+    cluster = EtcdCluster.start_new(1, tmp_path / "etcd", name="auth")
+    try:
+        ctl = [str(Path(etcd_binary()).with_name("etcdctl")), "--endpoints", cluster.endpoints_flag]
+        for args in (["user", "add", "root:s3cret"], ["auth", "enable"]):
+            subprocess.run([*ctl, *args], check=True, capture_output=True, timeout=30)
+        doc = tmp_path / "m.yaml"
+        doc.write_text(SAMPLE_MAPPING, encoding="utf-8")
+        flags = ["--etcd-endpoints", cluster.endpoints_flag, "--etcd-user", "root"]
+        assert await asyncio.to_thread(run_cli, ["store", "push", str(doc), *flags], {}) == 2  # no password: usage
+        assert "CONSENT_SIDECAR_ETCD_PASSWORD" in capsys.readouterr().err
+        wrong = {"CONSENT_SIDECAR_ETCD_PASSWORD": "nope"}
+        assert await asyncio.to_thread(run_cli, ["store", "push", str(doc), *flags], wrong) == 1
+        capsys.readouterr()
+        right = {"CONSENT_SIDECAR_ETCD_PASSWORD": "s3cret"}
+        assert await asyncio.to_thread(run_cli, ["store", "push", str(doc), *flags], right) == 0
+        revision = int(capsys.readouterr().out)
+        etcd = settings(cluster, "/consent-sidecar/default")
+        from dataclasses import replace
+
+        sidecar = await start_fleet_sidecar(tmp_path / "s", replace(etcd, user="root", password="s3cret"))
+        try:
+            assert (await sidecar.status()).store_revision == revision
+        finally:
+            assert await sidecar.close() == 0
+    finally:
+        cluster.stop()
