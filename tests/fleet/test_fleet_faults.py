@@ -276,8 +276,9 @@ async def test_an_etcd_with_authentication_takes_the_user_and_the_password_from_
 ) -> None:
     import subprocess
 
-    from consent_sidecar.cli import run_cli
     from etcd_cluster import etcd_binary
+
+    from consent_sidecar.cli import run_cli
 
     cluster = EtcdCluster.start_new(1, tmp_path / "etcd", name="auth")
     try:
