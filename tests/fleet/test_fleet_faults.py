@@ -284,7 +284,7 @@ async def test_an_etcd_with_authentication_takes_the_user_and_the_password_from_
     try:
         ctl = [str(Path(etcd_binary()).with_name("etcdctl")), "--endpoints", cluster.endpoints_flag]
         for args in (["user", "add", "root:s3cret"], ["auth", "enable"]):
-            subprocess.run([*ctl, *args], check=True, capture_output=True, timeout=30)
+            await asyncio.to_thread(subprocess.run, [*ctl, *args], check=True, capture_output=True, timeout=30)
         doc = tmp_path / "m.yaml"
         doc.write_text(SAMPLE_MAPPING, encoding="utf-8")
         flags = ["--etcd-endpoints", cluster.endpoints_flag, "--etcd-user", "root"]
