@@ -60,12 +60,14 @@ class EtcdMember:
     peer_port: int
     data_dir: Path
     log: Path
+    metrics_port: int = 0
+    scheme: str = "http"
     process: subprocess.Popen[bytes] | None = None
     paused: bool = False
 
     @property
     def client_url(self) -> str:
-        return f"http://127.0.0.1:{self.client_port}"
+        return f"{self.scheme}://127.0.0.1:{self.client_port}"
 
     @property
     def peer_url(self) -> str:
@@ -114,11 +116,11 @@ class EtcdMember:
             self.kill()
 
     def healthy(self) -> bool:
-        data = _http(f"{self.client_url}/health")
+        data = _http(f"http://127.0.0.1:{self.metrics_port}/health")  # plain HTTP even when clients use TLS
         return data is not None and data.get("health") == "true"
 
     def status(self) -> dict[str, object] | None:
-        """The member's maintenance status (leader id, its own id), via the JSON gateway."""
+        """The member's maintenance status (leader id, its own id), via the JSON gateway (plain HTTP only)."""
         return _http(f"{self.client_url}/v3/maintenance/status", body=b"{}")
 
 
@@ -127,24 +129,31 @@ class EtcdCluster:
     members: list[EtcdMember]
     token: str
     initial: str = ""
+    tls: tuple[Path, Path, Path] | None = None  # (CA, server certificate, key): clients over mTLS
     _state: str = field(default="new")
 
     @classmethod
-    def create(cls, n: int, directory: Path, *, name: str = "etcd") -> EtcdCluster:
+    def create(
+        cls, n: int, directory: Path, *, name: str = "etcd", tls: tuple[Path, Path, Path] | None = None
+    ) -> EtcdCluster:
         members = []
         for i in range(n):
             member_dir = directory / f"{name}-{i}"
             member_dir.mkdir(parents=True, exist_ok=True)
-            members.append(
-                EtcdMember(f"{name}{i}", free_port(), free_port(), member_dir / "data", member_dir / "etcd.log")
-            )
-        cluster = cls(members, token=f"{name}-{os.getpid()}-{time.monotonic_ns()}")
+            member = EtcdMember(f"{name}{i}", free_port(), free_port(), member_dir / "data", member_dir / "etcd.log")
+            member.metrics_port = free_port()
+            member.scheme = "https" if tls else "http"
+            members.append(member)
+        cluster = cls(members, token=f"{name}-{os.getpid()}-{time.monotonic_ns()}", tls=tls)
         cluster.initial = ",".join(f"{m.name}={m.peer_url}" for m in members)
         return cluster
 
     @classmethod
-    def start_new(cls, n: int, directory: Path, *, name: str = "etcd", timeout: float = 30.0) -> EtcdCluster:
-        cluster = cls.create(n, directory, name=name)
+    def start_new(
+        cls, n: int, directory: Path, *, name: str = "etcd", timeout: float = 30.0,
+        tls: tuple[Path, Path, Path] | None = None,
+    ) -> EtcdCluster:
+        cluster = cls.create(n, directory, name=name, tls=tls)
         try:
             for m in cluster.members:
                 cluster.start_member(m)
@@ -173,7 +182,12 @@ class EtcdCluster:
             "--initial-cluster-token", self.token,
             "--heartbeat-interval", "50", "--election-timeout", "500",
             "--logger", "zap", "--log-level", "error", "--log-outputs", "stderr",
+            "--listen-metrics-urls", f"http://127.0.0.1:{m.metrics_port}",
         ]
+        if self.tls is not None:
+            ca, cert, key = self.tls
+            args += ["--trusted-ca-file", str(ca), "--cert-file", str(cert), "--key-file", str(key),
+                     "--client-cert-auth"]  # fmt: skip
         log = open(m.log, "ab")  # noqa: SIM115 - handed to the child, closed with this process
         try:
             m.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)

@@ -306,3 +306,61 @@ async def test_an_etcd_with_authentication_takes_the_user_and_the_password_from_
             assert await sidecar.close() == 0
     finally:
         cluster.stop()
+
+
+def _openssl(*argv: str) -> None:
+    import subprocess
+
+    subprocess.run(["openssl", *argv], check=True, capture_output=True, timeout=60)
+
+
+def _pki(d: Path) -> Path:
+    """A throwaway CA, a server certificate for 127.0.0.1 and a client certificate."""
+    import shutil
+
+    if shutil.which("openssl") is None:
+        pytest.fail("openssl is needed to make the TLS tests' certificates: apt-get install -y openssl")
+    d.mkdir(parents=True, exist_ok=True)
+    _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1",
+             "-keyout", str(d / "ca.key"), "-out", str(d / "ca.pem"), "-subj", "/CN=ca")  # fmt: skip
+    for name, san in (("server", "DNS:localhost,IP:127.0.0.1"), ("client", "DNS:client")):
+        _openssl(
+            "req", "-x509", "-CA", str(d / "ca.pem"), "-CAkey", str(d / "ca.key"), "-newkey", "ec",
+            "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-keyout", str(d / f"{name}.key"),
+            "-out", str(d / f"{name}.pem"), "-subj", f"/CN={name}", "-addext", f"subjectAltName={san}",
+            "-addext", "basicConstraints=critical,CA:FALSE", "-addext", "extendedKeyUsage=serverAuth,clientAuth",
+        )  # fmt: skip
+    return d
+
+
+async def test_an_etcd_that_requires_client_certificates_is_reached_over_mtls(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dataclasses import replace
+
+    from consent_sidecar.cli import run_cli
+
+    pki = await asyncio.to_thread(_pki, tmp_path / "pki")
+    cluster = await asyncio.to_thread(
+        EtcdCluster.start_new, 1, tmp_path / "etcd", name="tls", tls=(pki / "ca.pem", pki / "server.pem",
+                                                                       pki / "server.key"),
+    )  # fmt: skip
+    try:
+        doc = tmp_path / "m.yaml"
+        doc.write_text(SAMPLE_MAPPING, encoding="utf-8")
+        flags = ["--etcd-endpoints", cluster.endpoints_flag, "--etcd-ca", str(pki / "ca.pem")]
+        assert cluster.endpoints_flag.startswith("https://")
+        assert await asyncio.to_thread(run_cli, ["store", "push", str(doc), *flags], {}) == 1  # no client cert
+        capsys.readouterr()
+        mtls = [*flags, "--etcd-cert", str(pki / "client.pem"), "--etcd-key", str(pki / "client.key")]
+        assert await asyncio.to_thread(run_cli, ["store", "push", str(doc), *mtls], {}) == 0
+        revision = int(capsys.readouterr().out)
+        etcd = replace(settings(cluster, "/consent-sidecar/default"), ca=str(pki / "ca.pem"),
+                       cert=str(pki / "client.pem"), key=str(pki / "client.key"))  # fmt: skip
+        sidecar = await start_fleet_sidecar(tmp_path / "s", etcd)
+        try:
+            assert (await sidecar.status()).store_revision == revision
+        finally:
+            assert await sidecar.close() == 0
+    finally:
+        cluster.stop()
