@@ -359,8 +359,10 @@ class EtcdSource:
                         await watching
                 self._restart.clear()
                 backoff = 0.1
-            except (EtcdUnavailable, Compacted) as e:
-                self._set_connected(False, str(e)) if isinstance(e, EtcdUnavailable) else None
+            except Compacted:
+                continue  # the watch fell behind a compaction: re-read the document, watch from there
+            except EtcdUnavailable as e:
+                self._set_connected(False, str(e))
                 await asyncio.sleep(backoff)
                 backoff = min(2.0, backoff * 2)
 
