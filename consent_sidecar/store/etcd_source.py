@@ -115,6 +115,7 @@ class EtcdSource:
         self.on_state = on_state  # the store state changed (metrics)
         self._restart = asyncio.Event()
         self._silent = 0
+        self._processed = 0  # the newest document revision applied or rejected here
         self._cache_text: str | None = None
         self._cache_dirty = asyncio.Event()
         self._changed = asyncio.Event()  # state changed: member records refresh
@@ -213,6 +214,7 @@ class EtcdSource:
         """
         async with self.lock:
             if kv is None:
+                self._processed = max(self._processed, deleted_at)
                 self.state.latest = max(self.state.latest, deleted_at)
                 self._reject(f"revision {deleted_at}: the mapping document was deleted; the last good policy serves")
                 return
@@ -221,6 +223,7 @@ class EtcdSource:
     async def _apply_locked(
         self, kv: KeyValue, seen: float, known: TrailHead | None = None, policy: KeyValue | None = None
     ) -> None:
+        self._processed = max(self._processed, kv.mod_revision)  # served or rejected: the probe need not restart
         st = self.state
         st.latest = max(st.latest, kv.mod_revision)
         if kv.mod_revision <= st.revision and not st.from_cache:
@@ -402,7 +405,7 @@ class EtcdSource:
             if latest > self.state.latest:
                 self.state.latest = latest
                 self._notify()
-            if latest > self.state.revision and not self.lock.locked():
+            if latest > max(self.state.revision, self._processed) and not self.lock.locked():
                 self._silent += 1
                 if self._silent >= SILENT_WATCH_PROBES:
                     _log.info("the document moved but the watch said nothing: re-reading", revision=latest)
