@@ -96,13 +96,14 @@ def run_push(ns: argparse.Namespace) -> int:
     settings = etcd_settings(ns)
     assert settings is not None
     path: str = ns.file
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except (OSError, UnicodeDecodeError) as e:
-        print(f"{path}: cannot read: {getattr(e, 'strerror', None) or e}", file=sys.stderr)
-        return 1
     from consent_core.errors import MappingError, SidecarError
+    from consent_core.mapping_file import load_mapping
+
+    try:
+        text = load_mapping(path).text  # exactly as `check` reads and validates it (size, encoding, file kind)
+    except MappingError as e:
+        print(str(e), file=sys.stderr)
+        return 1
 
     async def push() -> int:
         from consent_sidecar.audit.etcd import EtcdTrail
@@ -125,8 +126,8 @@ def run_push(ns: argparse.Namespace) -> int:
 
     try:
         return asyncio.run(push())
-    except MappingError as e:
-        print(e.format(), file=sys.stderr)
+    except MappingError as e:  # validated above: only a change of the core's rules since would get here
+        print(str(e), file=sys.stderr)
         return 1
     except (SidecarError, OSError) as e:
         print(f"{PROG} store push: error: {e}", file=sys.stderr)
