@@ -62,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
 
         seconds = 0.5 if args.quick else (args.seconds or 1.5)
         rows_g = bench_grpc.run(
-            workload, seconds=seconds, warmup=0.2 if args.quick else 0.3, rounds=rounds,
+            workload, varying=workload_module.build_varying(), seconds=seconds,
+            warmup=0.2 if args.quick else 0.3, rounds=rounds,
             log=lambda line: print(line, file=sys.stderr, flush=True),
         )
         print(f"(b)-(d) gRPC vs the empty-handler floor, interleaved floor/sidecar x {rounds} rounds of {seconds:g} s; "

@@ -9,6 +9,7 @@ and each ratio compares the two neighbouring measurements of one round; the tabl
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import os
 import shutil
@@ -225,35 +226,42 @@ async def _unary(call: Any, requests: Sequence[Any], concurrency: int, seconds: 
 
 async def _stream(stub: Stub, requests: Sequence[decision_pb2.DecideRequest], streams: int, seconds: float,
                   warmup: float, cpu: CpuProbe | None = None) -> Sample:
+    """Latency per event: from just before its write to its response's read (responses come in order)."""
+
     def workers(state: _State) -> list[Coroutine[Any, Any, None]]:
         async def one_stream(i: int) -> None:
             call = stub.DecideStream()
             window = asyncio.Semaphore(STREAM_WINDOW)
+            sent: collections.deque[int] = collections.deque()
+            clock = time.perf_counter_ns
 
             async def writer() -> None:
                 n = len(requests)
                 k = i
                 while not state.stop:
                     await window.acquire()
+                    sent.append(clock())
                     await call.write(requests[k % n])
                     k += streams
                 await call.done_writing()
 
             async def reader() -> None:
+                lat = state.latencies_ns
                 while True:
                     response = await call.read()
                     if response is grpc.aio.EOF:
                         return
+                    t0 = sent.popleft()
                     window.release()
                     if state.record:
+                        lat.append(clock() - t0)
                         state.count += 1
 
             await asyncio.gather(writer(), reader())
 
         return [one_stream(i) for i in range(streams)]
 
-    sample = await _drive(workers, seconds, warmup, 1, cpu)
-    return Sample(sample.rate, None, None, sample.cpu_us)
+    return await _drive(workers, seconds, warmup, 1, cpu)
 
 
 # -- the run --------------------------------------------------------------------------------------
@@ -266,6 +274,7 @@ class _Spec:
     transport: str  # "unix" | "tcp"
     kind: str  # "unary" | "batch" | "stream"
     concurrency: int
+    varying: bool = False  # the requests of build_varying(): destination lists that do not repeat
 
 
 SPECS = [
@@ -277,6 +286,11 @@ SPECS = [
     _Spec(f"DecideBatch x{BATCH_SIZE}  unix  c=4", "events/s", "unix", "batch", 4),
     _Spec("DecideStream      unix  1 stream", "events/s", "unix", "stream", 1),
     _Spec("DecideStream      unix  4 streams", "events/s", "unix", "stream", 4),
+    # Varying destination lists: the sidecar's per-snapshot memos miss; every event is decided.
+    _Spec("varying Decide          unix  c=1", "req/s", "unix", "unary", 1, True),
+    _Spec(f"varying DecideBatch x{BATCH_SIZE} unix c=1", "events/s", "unix", "batch", 1, True),
+    _Spec(f"varying DecideBatch x{BATCH_SIZE} unix c=4", "events/s", "unix", "batch", 4, True),
+    _Spec("varying DecideStream    unix  1 stream", "events/s", "unix", "stream", 1, True),
 ]
 
 
@@ -312,14 +326,23 @@ async def _measure(spec: _Spec, stub: Stub, requests: list[decision_pb2.DecideRe
     return await _stream(stub, requests, spec.concurrency, seconds, warmup, cpu)
 
 
-async def _run(
-    workload: Workload, seconds: float, warmup: float, rounds: int, log: Callable[[str], None]
-) -> list[GrpcRow]:
-    requests = _requests(workload)
-    batches = [
+def _batches(requests: list[decision_pb2.DecideRequest]) -> list[decision_pb2.DecideBatchRequest]:
+    return [
         decision_pb2.DecideBatchRequest(requests=requests[i : i + BATCH_SIZE])
         for i in range(0, len(requests) - BATCH_SIZE + 1, BATCH_SIZE)
     ]
+
+
+async def _run(
+    workload: Workload, varying: Workload | None, seconds: float, warmup: float, rounds: int,
+    log: Callable[[str], None],
+) -> list[GrpcRow]:
+    if varying is not None and varying.mapping.digest() != workload.mapping.digest():
+        raise ValueError("the varying workload must use the workload's mapping (one sidecar serves both)")
+    traffic = {False: (workload, _requests(workload))}
+    if varying is not None:
+        traffic[True] = (varying, _requests(varying))
+    batches = {k: _batches(requests) for k, (_, requests) in traffic.items()}
     workdir = Path(tempfile.mkdtemp(prefix="consent-bench-"))
     try:
         mappings = workload.write_mapping(workdir)
@@ -339,17 +362,22 @@ async def _run(
             }
             try:
                 stubs = {key: Stub(ch) for key, ch in channels.items()}  # type: ignore[no-untyped-call]
-                await _check_sidecar(stubs["sidecar", "unix"], workload, requests)
-                await _check_sidecar(stubs["sidecar", "tcp"], workload, requests)
+                for w, requests in traffic.values():
+                    await _check_sidecar(stubs["sidecar", "unix"], w, requests)
+                    await _check_sidecar(stubs["sidecar", "tcp"], w, requests)
                 rows = []
                 for spec in SPECS:
+                    if spec.varying not in traffic:
+                        continue
+                    requests = traffic[spec.varying][1]
                     row = GrpcRow(spec.name, spec.unit)
                     for _ in range(rounds):
                         for server, samples in ((floor, row.floor), (sidecar, row.sidecar)):
                             stub = stubs[server.name, spec.transport]
                             pid = server.process.pid
                             samples.append(await _measure(
-                                spec, stub, requests, batches, seconds, warmup, lambda pid=pid: process_cpu(pid),
+                                spec, stub, requests, batches[spec.varying], seconds, warmup,
+                                lambda pid=pid: process_cpu(pid),
                             ))
                             for s in (floor, sidecar):
                                 if s.process.poll() is not None:
@@ -364,9 +392,10 @@ async def _run(
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def run(workload: Workload, *, seconds: float = 1.5, warmup: float = 0.3, rounds: int = 3,
-        log: Callable[[str], None] = print) -> list[GrpcRow]:
-    return asyncio.run(_run(workload, seconds, warmup, rounds, log))
+def run(workload: Workload, *, varying: Workload | None = None, seconds: float = 1.5, warmup: float = 0.3,
+        rounds: int = 3, log: Callable[[str], None] = print) -> list[GrpcRow]:
+    """The rows of SPECS; the `varying` ones only when `varying` (build_varying()) is given."""
+    return asyncio.run(_run(workload, varying, seconds, warmup, rounds, log))
 
 
 # -- the table ------------------------------------------------------------------------------------

@@ -6,6 +6,12 @@ from 50 sources, each with its own list of 20 destinations (as a Segment source 
 naming an instance (`dest-007/eu`) or a destination the mapping does not know. Consent mix:
 10% of events carry no consent object; of the rest about 45% grant everything, 35% only
 C0001 (strictly necessary), 20% a random choice per category. Pure; no I/O but `write_mapping`.
+
+`build_varying()` is the same mapping under traffic whose destination lists do not repeat: each
+event asks about 20 destinations drawn at random from the 200, consent ~55% grant all, ~25%
+C0001 only, ~15% random, ~5% absent. 20,000 events, more than the default memos hold (in the
+index or the server), so replaying them in a loop cannot turn into memo hits. With `lists=N`
+the events draw from N fixed lists instead (what a batch from a few sources looks like).
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from pathlib import Path
 
 from consent_core.model import Category, ConsentMapping, DestinationSettings, Resolution, Settings, mapping_problems
 
-__all__ = ["SEED", "Event", "Workload", "build", "build_scale"]
+__all__ = ["SEED", "Event", "Workload", "build", "build_scale", "build_varying"]
 
 SEED = 20_240_917
 N_CATEGORIES = 12
@@ -56,6 +62,7 @@ class Event:
 class Workload:
     mapping: ConsentMapping
     events: tuple[Event, ...]
+    traffic: str = f"from {N_SOURCES} sources (seed {SEED})"  # how destination lists were drawn
 
     def mapping_yaml(self) -> str:
         return _to_yaml(self.mapping)
@@ -74,7 +81,7 @@ class Workload:
         necessary = sum([k for k, v in p.items() if v] == ["C0001"] for p in consented)
         return (
             f"{len(self.mapping.categories)} categories, {len(self.mapping.known_destinations())} destinations, "
-            f"{len(events[0].destinations)} destinations/event, {n} events from {N_SOURCES} sources (seed {SEED}); "
+            f"{len(events[0].destinations)} destinations/event, {n} events {self.traffic}; "
             f"no consent object {(n - c) / n:.0%}; of the rest: grant all {all_ / c:.0%}, "
             f"C0001 only {necessary / c:.0%}, random {(c - all_ - necessary) / c:.0%}"
         )
@@ -182,6 +189,41 @@ def build(n_events: int = N_EVENTS, seed: int = SEED) -> Workload:
         preferences = _preferences(rng)
         events.append(Event(preferences, rng.choice(sources), _segment_event(rng, n, preferences)))
     return Workload(mapping, tuple(events))
+
+
+# The varying-destinations mix (the shape of the held-out workload of issue 16).
+VARYING_NO_CONSENT_SHARE = 0.05
+VARYING_GRANT_ALL_SHARE = 0.55
+VARYING_NECESSARY_ONLY_SHARE = 0.25  # the rest (15%) is random
+VARYING_EVENTS = 20_000  # ~37 MB of (consent, destinations) memo entries: over any default budget
+
+
+def _varying_preferences(rng: random.Random) -> dict[str, bool] | None:
+    ids = [f"C{i:04d}" for i in range(1, N_CATEGORIES + 1)]
+    r = rng.random()
+    if r < VARYING_NO_CONSENT_SHARE:
+        return None
+    if r < VARYING_NO_CONSENT_SHARE + VARYING_GRANT_ALL_SHARE:
+        return dict.fromkeys(ids, True)
+    if r < VARYING_NO_CONSENT_SHARE + VARYING_GRANT_ALL_SHARE + VARYING_NECESSARY_ONLY_SHARE:
+        return {cid: cid == "C0001" for cid in ids}
+    return {cid: cid == "C0001" or rng.random() < 0.5 for cid in ids}
+
+
+def build_varying(n_events: int = VARYING_EVENTS, seed: int = SEED + 16, *, lists: int | None = None) -> Workload:
+    """`build()`'s mapping; each event asks about 20 destinations drawn at random from the 200
+    (or, with `lists`, one of that many fixed random lists); the varying consent mix."""
+    mapping = _mapping(random.Random(SEED))  # the very mapping of build(): one file serves both
+    rng = random.Random(seed)
+    known = list(mapping.known_destinations())
+    fixed = [tuple(rng.sample(known, DESTINATIONS_PER_EVENT)) for _ in range(lists or 0)]
+    events = []
+    for n in range(n_events):
+        preferences = _varying_preferences(rng)
+        dests = rng.choice(fixed) if fixed else tuple(rng.sample(known, DESTINATIONS_PER_EVENT))
+        events.append(Event(preferences, dests, _segment_event(rng, n, preferences)))
+    how = f"drawing from {lists} fixed lists" if fixed else "each drawing its own random list"
+    return Workload(mapping, tuple(events), f"{how} (seed {seed})")
 
 
 def _scale_mapping(rng: random.Random, n_categories: int, n_destinations: int) -> ConsentMapping:

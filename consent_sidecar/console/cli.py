@@ -19,37 +19,19 @@ from collections.abc import Mapping, Sequence
 from typing import Final
 
 from consent_sidecar.cli.flags import Verbs, resolve_env, verb
+from consent_sidecar.cli.values import address, tcp_address
 from consent_sidecar.console.settings import (
     DEFAULT_LISTEN,
     DEFAULT_SESSION_IDLE,
     ConsoleConfig,
     ConsoleConfigError,
-    split_host_port,
 )
-from consent_sidecar.process.addresses import AddressError, parse_address
 
 __all__ = ["DESCRIPTION", "add_flags", "config_from", "main", "parse", "register", "run"]
 
 DESCRIPTION: Final = "serve the owner console (web) in front of a running sidecar's AdminService"
 _UNITS: Final = {"s": 1.0, "m": 60.0, "h": 3600.0}
 _INSTALL: Final = "pip install 'consent-sidecar[console]'"
-
-
-def _admin_address(value: str) -> str:
-    try:
-        parse_address(value)
-    except AddressError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-    return value
-
-
-def _listen(value: str) -> str:
-    try:
-        split_host_port(value)
-    except ConsoleConfigError:
-        raise argparse.ArgumentTypeError(f"invalid address {value!r}: expected host:port, e.g. 127.0.0.1:8080") \
-            from None
-    return value
 
 
 def _duration(value: str) -> float:
@@ -71,9 +53,9 @@ def _duration(value: str) -> float:
 
 def add_flags(p: argparse.ArgumentParser) -> None:
     """Every flag of `console`; the one definition both entry points use."""
-    p.add_argument("--admin-address", required=True, type=_admin_address, metavar="ADDR",
+    p.add_argument("--admin-address", required=True, type=address, metavar="ADDR",
                    help="the sidecar's AdminService (its --admin-listen), host:port or unix:/path")
-    p.add_argument("--listen", type=_listen, default=DEFAULT_LISTEN, metavar="ADDR",
+    p.add_argument("--listen", type=tcp_address, default=DEFAULT_LISTEN, metavar="ADDR",
                    help="where the console serves, host:port (keep it on loopback unless it serves HTTPS)")
     p.add_argument("--admin-tls-ca", metavar="FILE",
                    help="PEM CA bundle that signed the admin listener's certificate: talk to it over TLS")

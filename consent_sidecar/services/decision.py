@@ -1,21 +1,23 @@
 """DecisionService on grpc.aio: translates consent.v1 messages to the core decision and back.
 
 Reads the policy snapshot once per RPC (once per batch; once per stream message), validates and
-decides through the pure core (`consent_core.event`, `Index.decide_mask`), and maps `InvalidArgument`
-to a status (unary) or a per-entry `error` (batch, stream). This is the benchmarked hot path: it
-must never log at info per call, never log consent payloads, and never buffer a stream without bound.
+decides through the pure core (`Index.split` with the ids validated in its pass, `Index.decide_mask`
+for explained or Segment-event requests), and maps `InvalidArgument` to a status (unary) or a
+per-entry `error` (batch, stream). This is the benchmarked hot path: it must never log at info per
+call, never log consent payloads, and never buffer a stream without bound.
 
 How it is fast. The handlers take and return encoded bytes (`add_to_server` registers them with
-no (de)serializer), and every answer is memoised per snapshot as its encoded `DecideResponse`:
+no (de)serializer); what is kept per snapshot lives in `answers.Served`:
 
-- keyed on the request's own bytes (consent and no-consent requests: real traffic repeats a
-  source's destination list and a handful of consent vectors), a hit costs one dict lookup and
-  skips protobuf parsing, validation and the decision altogether;
-- else keyed on (granted mask, destinations, explain) after parsing (a different encoding of
-  the same request, or a `segment_event` with the same consent and no `integrations`);
-- a DecideBatch response is the concatenation of each entry's pre-encoded `responses` field
-  (field 1, length-delimited) and the snapshot's pre-encoded `policy` field (2): the same bytes
-  protobuf produces for the message (tests check byte equality against the plain path).
+- while requests repeat, every answer is memoised as its encoded `DecideResponse`, keyed on the
+  request's own bytes (a hit costs one dict lookup and skips protobuf parsing, validation and the
+  decision), else on (granted mask, destinations, explain) after parsing; a DecideBatch response
+  is the concatenation of each entry's pre-encoded `responses` field and the snapshot's `policy`
+  field (the same bytes protobuf produces: tests check byte equality against the plain path);
+- when they do not (destination lists that vary per event), the memos turn themselves off and
+  step aside: a batch is parsed at once by protobuf and each entry decided by the core's compiled
+  pass, its response joined from per-destination pre-encoded pieces, with nothing kept;
+- consent objects are reduced to a granted mask once per distinct encoding (a memo of its bytes).
 
 Entries that are not cacheable (errors, preference events, non-empty `integrations`) go the
 plain way each time. Input protobuf errors surface exactly as they would through the generated
@@ -26,8 +28,8 @@ deserializers (DecodeError -> UNKNOWN). Metrics are added per answer through its
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
-from typing import Any, Final, Generic, TypeVar
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, Final
 
 import grpc
 import grpc.aio
@@ -35,15 +37,23 @@ import structlog
 from consent.v1 import decision_pb2, decision_pb2_grpc
 from consent_core.errors import InvalidArgument
 from consent_core.event import check_destinations, parse_segment_event
-from consent_core.index import Index, Outcome
 from consent_core.limits import Limits
 from google.protobuf.message import DecodeError
 
 from consent_sidecar.observe.decision_log import DecisionLog, Entry
 from consent_sidecar.observe.logs import request_id
-from consent_sidecar.observe.metrics import Recorder, Tally, tally
+from consent_sidecar.observe.metrics import Recorder, tally
+from consent_sidecar.services.answers import (
+    RESPONSES_TAG,
+    Answer,
+    Served,
+    encode_response,
+    error_body,
+    field,
+    split_batch,
+)
 from consent_sidecar.services.status import abort
-from consent_sidecar.store.policy import PolicyStore, Snapshot
+from consent_sidecar.store.policy import PolicyStore
 
 __all__ = ["SERVICE_NAME", "Answer", "DecisionService", "add_to_server", "encode_response", "split_batch"]
 
@@ -57,198 +67,7 @@ DecideRequest = decision_pb2.DecideRequest
 DecideResponse = decision_pb2.DecideResponse
 DecideBatchRequest = decision_pb2.DecideBatchRequest
 
-_RESPONSES_TAG: Final = b"\x0a"  # DecideBatchResponse.responses: field 1, wire type 2 (length-delimited)
-_POLICY_TAG: Final = b"\x12"  # DecideBatchResponse.policy: field 2, wire type 2
-_ENTRY_TAG: Final = 0x0A  # DecideBatchRequest.requests: field 1, wire type 2
-
-# Memo bounds per snapshot, per generation (two generations each: see `_Memo`).
-_RAW_ENTRIES: Final = 8192
-_RAW_BYTES: Final = 4 << 20
-_ANSWER_ENTRIES: Final = 8192
-_ANSWER_BYTES: Final = 4 << 20
-_CONSENT_ENTRIES: Final = 4096
-_MAX_MEMO_ITEM: Final = 64 << 10  # larger answers (thousands of destinations) are not memoised
-
-
-# -- wire format ----------------------------------------------------------------------------------
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def _field(tag: bytes, body: bytes) -> bytes:
-    """One length-delimited field: tag, varint length, body."""
-    return tag + _varint(len(body)) + body
-
-
-def split_batch(data: bytes) -> list[bytes] | None:
-    """The encoded DecideRequest entries of an encoded DecideBatchRequest, in order.
-
-    None when `data` holds anything but field-1 entries or is truncated: the caller then parses
-    it with protobuf (which accepts unknown fields or raises the DecodeError the plain path would).
-    Entry contents are not checked here; each is parsed (or found in the memo) on its own.
-    """
-    out: list[bytes] = []
-    append = out.append
-    i = 0
-    n = len(data)
-    try:
-        while i < n:
-            if data[i] != _ENTRY_TAG:
-                return None
-            length = data[i + 1]
-            if length < 0x80:  # entries under 128 bytes: a one-byte length
-                i += 2
-            elif (b2 := data[i + 2]) < 0x80:  # under 16 KiB: two bytes, the common case
-                length = (length & 0x7F) | (b2 << 7)
-                i += 3
-            else:
-                length = (length & 0x7F) | ((b2 & 0x7F) << 7)
-                i += 3
-                shift = 14
-                while True:
-                    b = data[i]
-                    i += 1
-                    length |= (b & 0x7F) << shift
-                    if not b & 0x80:
-                        break
-                    shift += 7
-                    if shift > 28:
-                        return None
-            end = i + length
-            if end > n:
-                return None
-            append(data[i:end])
-            i = end
-    except IndexError:
-        return None
-    return out
-
-
-# -- answers and their memos ------------------------------------------------------------------------
-
-
-class Answer:
-    """One decided request: its encoded response (alone and as a batch entry) and what it counts as."""
-
-    __slots__ = ("body", "destinations", "framed", "granted", "integrations", "preference_event", "tally")
-
-    def __init__(
-        self,
-        body: bytes,
-        tally: Tally | None,
-        granted: int | None,
-        destinations: tuple[str, ...],
-        integrations: dict[str, Any] | None = None,
-        preference_event: bool = False,
-    ) -> None:
-        self.body = body
-        self.framed = _field(_RESPONSES_TAG, body)
-        self.tally = tally
-        self.granted = granted
-        self.destinations = destinations
-        self.integrations = integrations
-        self.preference_event = preference_event
-
-
-K = TypeVar("K")
-V = TypeVar("V")
-
-
-class _Memo(Generic[K, V]):
-    """A bounded map in two generations: hits in `old` move to `young`; a full `young` becomes `old`.
-
-    The hot path reads `young` directly; `get_old` and `put` are the slow path. Bounded by
-    entries and by a weight (bytes, roughly) per generation.
-    """
-
-    __slots__ = ("max_entries", "max_weight", "old", "weigh", "weight", "young")
-
-    def __init__(self, max_entries: int, max_weight: int, weigh: Callable[[K, V], int]) -> None:
-        self.young: dict[K, V] = {}
-        self.old: dict[K, V] = {}
-        self.weight = 0
-        self.max_entries = max_entries
-        self.max_weight = max_weight
-        self.weigh = weigh
-
-    def get_old(self, key: K) -> V | None:
-        value = self.old.get(key)
-        if value is not None:
-            self.put(key, value)
-        return value
-
-    def put(self, key: K, value: V) -> None:
-        w = self.weigh(key, value)
-        if w > _MAX_MEMO_ITEM:
-            return
-        if len(self.young) >= self.max_entries or self.weight + w > self.max_weight:
-            self.old = self.young
-            self.young = {}
-            self.weight = 0
-        self.young[key] = value
-        self.weight += w
-
-
-_AnswerKey = tuple[int | None, tuple[str, ...], bool]
-
-
-def _weigh_raw(key: bytes, a: Answer) -> int:
-    return len(key) + 2 * len(a.body) + 64
-
-
-def _weigh_answer(key: _AnswerKey, a: Answer) -> int:
-    return 8 * len(key[1]) + 2 * len(a.body) + 64
-
-
-def _weigh_consent(key: bytes, granted: int) -> int:
-    return len(key) + 32
-
-
-class _Served:
-    """Everything memoised for one policy snapshot; replaced (never cleared) when the snapshot changes."""
-
-    __slots__ = ("answers", "consent", "generation", "index", "policy", "policy_field", "raw", "snap")
-
-    def __init__(self, snap: Snapshot) -> None:
-        self.snap = snap
-        self.index: Index = snap.index
-        self.generation = snap.generation
-        self.policy = decision_pb2.PolicyVersion(generation=snap.generation, digest=snap.digest)
-        self.policy_field = _field(_POLICY_TAG, self.policy.SerializeToString())
-        self.raw: _Memo[bytes, Answer] = _Memo(_RAW_ENTRIES, _RAW_BYTES, _weigh_raw)
-        self.answers: _Memo[_AnswerKey, Answer] = _Memo(_ANSWER_ENTRIES, _ANSWER_BYTES, _weigh_answer)
-        self.consent: _Memo[bytes, int] = _Memo(_CONSENT_ENTRIES, 1 << 62, _weigh_consent)
-
-
-def encode_response(outcome: Outcome, policy: decision_pb2.PolicyVersion, explain: bool) -> bytes:
-    """The DecideResponse for `outcome`, encoded: decisions only when `explain`."""
-    msg = DecideResponse()
-    msg.allowed.extend(outcome.allowed)
-    msg.blocked.extend(outcome.blocked)
-    if explain and outcome.decisions is not None:
-        add = msg.decisions.add
-        for d in outcome.decisions:
-            add(
-                destination=d.destination,
-                allowed=d.allowed,
-                reason=int(d.reason),  # consent_core.index.Reason values equal consent.v1.Reason
-                required_categories=d.required_categories,
-                missing_categories=d.missing_categories,
-                shadow_missing_categories=d.shadow_missing_categories,
-            )
-    msg.policy.CopyFrom(policy)
-    return msg.SerializeToString()
-
-
-def _error_body(e: InvalidArgument) -> bytes:
-    return DecideResponse(error=str(e)).SerializeToString()
+_field = field  # the wire helper's old name, for tests and tools
 
 
 # -- the service --------------------------------------------------------------------------------------
@@ -274,30 +93,50 @@ class DecisionService(decision_pb2_grpc.DecisionServiceServicer):
         self._limits = limits
         self._recorder = recorder
         self._dlog = decision_log
-        self._served_state: _Served | None = None
+        self._served_state: Served | None = None
 
-    def _served(self) -> _Served:
+    def _served(self) -> Served:
         snap = self._store.current
         st = self._served_state
         if st is None or st.snap is not snap:
-            st = _Served(snap)
+            st = Served(snap)
             self._served_state = st  # one reference swap: a concurrent reader sees old or new
         return st
 
     # -- deciding one request ------------------------------------------------------------------
 
-    def _answer(self, st: _Served, data: bytes, field: str) -> Answer:
-        """The answer for one encoded DecideRequest, through the memos; raises InvalidArgument/DecodeError."""
-        a = st.raw.get_old(data)
-        if a is not None:
-            return a
+    def _answer(self, st: Served, data: bytes, field: str, memo: bool) -> Answer:
+        """The answer for one encoded DecideRequest, through the memos when `memo` (the caller
+        probed the young raw generation); raises InvalidArgument/DecodeError."""
+        if memo:
+            a = st.raw.get_old(data)
+            if a is not None:
+                return a
         request = DecideRequest.FromString(data)
-        a, cacheable = self._decide(st, request, field)
-        if cacheable:
+        a, cacheable = self._decide(st, request, field, memo)
+        if cacheable and memo:
             st.raw.put(data, a)
         return a
 
-    def _decide(self, st: _Served, request: decision_pb2.DecideRequest, field: str) -> tuple[Answer, bool]:
+    def _granted(self, st: Served, consent: decision_pb2.Consent) -> int:
+        """A consent object's granted mask, memoised on its bytes (set, even empty, = a consent object)."""
+        memo = st.consent
+        if memo.bypass():  # distinct consent objects (hostile ones, say): nothing kept
+            return st.index.granted_mask(dict(consent.category_preferences.items()))
+        key = consent.SerializeToString()
+        granted = memo.young.get(key)
+        if granted is not None:
+            memo.hits += 1
+            return granted
+        granted = memo.get_old(key)
+        if granted is None:
+            granted = st.index.granted_mask(dict(consent.category_preferences.items()))
+            memo.put(key, granted)
+        return granted
+
+    def _decide(
+        self, st: Served, request: decision_pb2.DecideRequest, field: str, memo: bool = True
+    ) -> tuple[Answer, bool]:
         """(answer, whether its request bytes may key it); raises InvalidArgument naming the field."""
         limits = self._limits
         index = st.index
@@ -312,15 +151,7 @@ class DecisionService(decision_pb2_grpc.DecisionServiceServicer):
         if source is None:
             granted = None
         elif source == "consent":
-            # Set, even empty, means a consent object. Its bytes key the granted mask.
-            consent = request.consent
-            key = consent.SerializeToString()
-            granted = st.consent.young.get(key)
-            if granted is None:
-                granted = st.consent.get_old(key)
-                if granted is None:
-                    granted = index.granted_mask(dict(consent.category_preferences.items()))
-                    st.consent.put(key, granted)
+            granted = self._granted(st, request.consent)
         else:
             check_destinations(destinations, limits, f"{field}destinations")
             checked = True
@@ -330,30 +161,48 @@ class DecisionService(decision_pb2_grpc.DecisionServiceServicer):
             preference_event = ev.preference_event
         dests = tuple(destinations)
         memoable = integrations is None and not preference_event
+        answers = st.answers
+        use_answers = memo and memoable and not answers.bypass()
         answer_key = (granted, dests, explain)
-        if memoable:
-            a = st.answers.young.get(answer_key)
+        if use_answers:
+            a = answers.young.get(answer_key)
             if a is None:
-                a = st.answers.get_old(answer_key)
+                a = answers.get_old(answer_key)
+            else:
+                answers.hits += 1
             if a is not None:
                 return a, source != "segment_event"
-        if not checked:
-            check_destinations(destinations, limits, f"{field}destinations")
         counting = self._recorder is not None
-        outcome = index.decide_mask(
-            granted, dests, integrations=integrations, preference_event=preference_event,
-            explain=explain or counting,
-        )
+        if memoable and not (explain or counting):  # the common case: the compiled pass validates the ids
+            outcome = index.split(granted, dests, limits=None if checked else limits, field=f"{field}destinations")
+        else:
+            if not checked:
+                check_destinations(destinations, limits, f"{field}destinations")
+            outcome = index.decide_mask(
+                granted, dests, integrations=integrations, preference_event=preference_event,
+                explain=explain or counting,
+            )
         a = Answer(
-            encode_response(outcome, st.policy, explain),
+            encode_response(outcome, st.policy, True) if explain else st.encode(outcome),
             tally(outcome.decisions or ()) if counting else None,
             granted, dests, integrations, preference_event,
         )
-        if memoable:
-            st.answers.put(answer_key, a)
+        if use_answers:
+            answers.put(answer_key, a)
         return a, memoable and source != "segment_event"
 
-    def _sample(self, rpc: str, context: _Context, position: int | None, st: _Served, a: Answer) -> None:
+    def _framed(self, st: Served, request: decision_pb2.DecideRequest, i: int) -> bytes:
+        """Batch entry `i`, decided anew (no memo, no Answer): its framed `responses` field."""
+        source = request.WhichOneof("source")
+        if source == "segment_event" or request.explain:
+            return self._decide(st, request, f"requests[{i}].", memo=False)[0].framed
+        granted = None if source is None else self._granted(st, request.consent)
+        body = st.encode(st.index.split(  # a slice is the cheapest way out of a upb container
+            granted, tuple(request.destinations[:]), limits=self._limits, field=f"requests[{i}].destinations"
+        ))
+        return field(RESPONSES_TAG, body)
+
+    def _sample(self, rpc: str, context: _Context, position: int | None, st: Served, a: Answer) -> None:
         dlog = self._dlog
         assert dlog is not None
         dlog.submit(Entry(
@@ -361,18 +210,18 @@ class DecisionService(decision_pb2_grpc.DecisionServiceServicer):
             a.granted, a.destinations, a.integrations, a.preference_event, time.time(),
         ))
 
-    def _answer_miss(self, rpc: str, st: _Served, data: bytes) -> Answer | InvalidArgument:
+    def _answer_miss(self, rpc: str, st: Served, data: bytes, memo: bool) -> Answer | InvalidArgument:
         """A Decide / DecideStream request's answer past the young raw memo (the caller's inline hit),
         or its InvalidArgument, counted as an error of `rpc`."""
         try:
-            return self._answer(st, data, "")
+            return self._answer(st, data, "", memo)
         except InvalidArgument as e:
             if self._recorder is not None:
                 self._recorder.error(rpc)
             return e
 
     def _served_one(
-        self, rpc: str, context: _Context, position: int | None, st: _Served, a: Answer, t0: float
+        self, rpc: str, context: _Context, position: int | None, st: Served, a: Answer, t0: float
     ) -> None:
         """Counts and times one Decide / DecideStream answer, and samples it for the decision log."""
         rec = self._recorder
@@ -390,9 +239,11 @@ class DecisionService(decision_pb2_grpc.DecisionServiceServicer):
     async def decide_bytes(self, data: bytes, context: _Context) -> bytes:
         t0 = time.perf_counter()
         st = self._served()
-        a = st.raw.young.get(data)
+        raw = st.raw
+        memo = not raw.bypass()
+        a = raw.young.get(data) if memo else None
         if a is None:
-            got = self._answer_miss("Decide", st, data)
+            got = self._answer_miss("Decide", st, data, memo)
             if isinstance(got, InvalidArgument):
                 _log.debug(
                     "invalid request", rpc="Decide", error=str(got), policy_generation=st.generation,
@@ -400,11 +251,30 @@ class DecisionService(decision_pb2_grpc.DecisionServiceServicer):
                 )
                 await abort(context, got)
             a = got
+        else:
+            raw.hits += 1
         self._served_one("Decide", context, None, st, a, t0)
         return a.body
 
     async def decide_batch_bytes(self, data: bytes, context: _Context) -> bytes:
         t0 = time.perf_counter()
+        st = self._served()  # one snapshot for the whole batch
+        if st.raw.bypass() and self._recorder is None and self._dlog is None:
+            # Requests do not repeat: protobuf parses the batch at once, each entry is decided anew.
+            requests: Sequence[decision_pb2.DecideRequest] = DecideBatchRequest.FromString(data).requests
+            n = len(requests)
+            if n > self._limits.max_batch:
+                await abort(context, InvalidArgument("requests", f"too many entries: {n} > {self._limits.max_batch}"))
+            parts: list[bytes] = []
+            append = parts.append
+            framed = self._framed
+            for i, request in enumerate(requests):
+                try:
+                    append(framed(st, request, i))
+                except InvalidArgument as e:
+                    append(field(RESPONSES_TAG, error_body(e)))  # one bad event must not lose the batch
+            append(st.policy_field)
+            return b"".join(parts)
         entries = split_batch(data)
         if entries is None:  # not plain field-1 entries: let protobuf parse it (or fail as usual)
             entries = [e.SerializeToString() for e in DecideBatchRequest.FromString(data).requests]
@@ -412,32 +282,36 @@ class DecisionService(decision_pb2_grpc.DecisionServiceServicer):
         if n > self._limits.max_batch:
             DecideBatchRequest.FromString(data)  # a malformed batch fails as the plain path would, first
             await abort(context, InvalidArgument("requests", f"too many entries: {n} > {self._limits.max_batch}"))
-        st = self._served()  # one snapshot for the whole batch
-        young = st.raw.young
+        raw = st.raw
+        young = raw.young
         rec = self._recorder
         pending = rec.pending if rec is not None else None
         dlog = self._dlog
-        parts: list[bytes] = []
+        parts = []
         append = parts.append
         errors = 0
+        hits = 0
         for i, entry in enumerate(entries):
             a = young.get(entry)
             if a is None:
                 try:
-                    a = self._answer(st, entry, f"requests[{i}].")
+                    a = self._answer(st, entry, f"requests[{i}].", True)
                 except InvalidArgument as e:
-                    append(_field(_RESPONSES_TAG, _error_body(e)))  # one bad event must not lose the batch
+                    append(field(RESPONSES_TAG, error_body(e)))  # one bad event must not lose the batch
                     errors += 1
                     continue
                 except DecodeError:
                     DecideBatchRequest.FromString(data)  # raises the batch's own error, as the plain path would
                     raise
-                young = st.raw.young  # a put may have rotated the generations
+                young = raw.young  # a put may have rotated the generations
+            else:
+                hits += 1
             append(a.framed)
             if pending is not None and a.tally is not None:
                 pending[a.tally] = pending.get(a.tally, 0) + 1
             if dlog is not None and dlog.sampled():
                 self._sample("DecideBatch", context, i, st, a)
+        raw.hits += hits
         append(st.policy_field)
         if rec is not None:
             if errors:
@@ -455,14 +329,18 @@ class DecisionService(decision_pb2_grpc.DecisionServiceServicer):
         async for data in request_iterator:
             t0 = time.perf_counter()
             st = self._served()
-            a = st.raw.young.get(data)
+            raw = st.raw
+            memo = not raw.bypass()
+            a = raw.young.get(data) if memo else None
             if a is None:
-                got = self._answer_miss("DecideStream", st, data)
+                got = self._answer_miss("DecideStream", st, data, memo)
                 if isinstance(got, InvalidArgument):
                     position += 1
-                    yield _error_body(got)  # the stream goes on
+                    yield error_body(got)  # the stream goes on
                     continue
                 a = got
+            else:
+                raw.hits += 1
             self._served_one("DecideStream", context, position, st, a, t0)
             position += 1
             yield a.body

@@ -14,6 +14,7 @@ from typing import Any
 from consent_core.errors import InvalidArgument
 from consent_core.index import PREFERENCE_EVENT_NAME, Index, Outcome
 from consent_core.limits import Limits
+from consent_core.split import check_destination_ids
 
 __all__ = ["ParsedEvent", "check_destinations", "decide_one", "parse_segment_event"]
 
@@ -28,20 +29,9 @@ class ParsedEvent:
 
 
 def check_destinations(destinations: Sequence[str], limits: Limits, field: str = "destinations") -> None:
-    """Raises InvalidArgument unless every id is 1..max bytes and there are not too many."""
-    n = len(destinations)
-    if n > limits.max_destinations:
-        raise InvalidArgument(field, f"too many destinations: {n} > {limits.max_destinations}")
-    max_bytes = limits.max_destination_id_bytes
-    quick = max_bytes // 4  # a str this short cannot exceed max_bytes in UTF-8: skip encoding it
-    for i, d in enumerate(destinations):
-        size = len(d)
-        if size == 0:
-            raise InvalidArgument(f"{field}[{i}]", "destination id must not be empty")
-        if size > quick and len(d.encode()) > max_bytes:
-            raise InvalidArgument(f"{field}[{i}]", f"destination id longer than {max_bytes} bytes")
-        if d[0] == "/":
-            raise InvalidArgument(f"{field}[{i}]", "destination id must not start with '/'")
+    """Raises InvalidArgument unless every id is 1..max bytes, none starts with '/', and there are
+    not too many. `Index.decide_validated` checks the same, inside its decision pass."""
+    check_destination_ids(destinations, limits, field)
 
 
 def _too_deep(value: dict[str, Any], max_depth: int) -> bool:
@@ -132,11 +122,11 @@ def decide_one(
     Give `preferences` (a consent object's categoryPreferences), or `segment_event` raw JSON,
     or neither (no consent object). `field` prefixes field names in errors (e.g. "requests[3].").
     """
-    check_destinations(destinations, limits, f"{field}destinations")
     if segment_event is not None:
+        check_destinations(destinations, limits, f"{field}destinations")  # before the event's own errors
         ev = parse_segment_event(segment_event, limits, f"{field}segment_event")
         return index.decide(
             ev.preferences, destinations, integrations=ev.integrations,
             preference_event=ev.preference_event, explain=explain,
         )
-    return index.decide(preferences, destinations, explain=explain)
+    return index.decide_validated(preferences, destinations, limits, f"{field}destinations", explain=explain)

@@ -1,117 +1,77 @@
 """The compiled decision table: `compile(ConsentMapping) -> Index` and `Index.decide`, the hot path; pure.
 
 Work that depends only on the mapping happens here at compile time: category ids become bit
-positions, each destination becomes one (exempt, any, required mask, shadow mask) row, and a
-consent object becomes one granted mask. Decisions are memoised per snapshot on
-(granted mask, destinations) because real traffic repeats both. Never does I/O or logging.
+positions, each destination becomes one (exempt, any, required mask, shadow mask) row and one
+`need` int, and a consent object becomes one granted mask. Allowed/blocked then take one pass
+over the request with validation folded in (consent_core.split); explained decisions are built
+from the rows (consent_core.explain). Outcomes are memoised per snapshot on (granted mask,
+destinations) because real traffic often repeats both, within a byte budget (`memo_bytes`,
+consent_core.memo), and the memo steps aside for traffic that does not repeat. Never does I/O
+or logging.
 """
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
+from consent_core.explain import ENTRY_BYTES, ID_BYTES, Explainer, Row, event_allows, finish, names
+from consent_core.limits import Limits
+from consent_core.memo import DEFAULT_MEMO_BYTES, Memo, MemoStats
 from consent_core.model import ConsentMapping, Resolution, UnknownDestinations
+from consent_core.outcome import Decision, Outcome, Reason
+from consent_core.split import Split
 
-__all__ = ["Decision", "Index", "Outcome", "Reason", "compile"]
-
-
-class Reason(enum.IntEnum):
-    """Why a destination was allowed or blocked; values equal consent.v1.Reason."""
-
-    UNSPECIFIED = 0
-    NO_CONSENT = 1
-    UNMAPPED = 2
-    GRANTED = 3
-    DENIED = 4
-    EXEMPT = 5
-    UNKNOWN_DESTINATION = 6
-    DISABLED_BY_EVENT = 7
-    PREFERENCE_EVENT = 8
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """The explained decision for one destination, as named in the request."""
-
-    destination: str
-    allowed: bool
-    reason: Reason
-    required_categories: tuple[str, ...] = ()
-    missing_categories: tuple[str, ...] = ()
-    shadow_missing_categories: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """One event's answer: destinations in request order; `decisions` only when explained."""
-
-    allowed: tuple[str, ...]
-    blocked: tuple[str, ...]
-    decisions: tuple[Decision, ...] | None = None
-
+__all__ = [
+    "DEFAULT_MEMO_BYTES", "PREFERENCE_EVENT_NAME", "Decision", "Index", "MemoStats", "Outcome", "Reason", "compile",
+]
 
 PREFERENCE_EVENT_NAME: Final = "Segment Consent Preference Updated"
 
-# A row of the table: (exempt, resolution is any, required mask, shadow mask). `relevant` (per
-# destination, beside the rows) = required | shadow: the only granted bits its decision reads.
-_Row = tuple[bool, bool, int, int]
-
-# The memos are two generations each (young, old): a hit in old is promoted to young, and when young
-# is full it becomes old and the previous old is dropped. Entries in steady use survive a rotation
-# (unlike clearing everything at once), memory stays bounded by twice one generation, and a lookup
-# is one or two dict probes. Limits are per generation.
-_MEMO_LIMIT: Final = 2048  # (granted, destinations) entries per generation
-# Destination ids held by the keys of one generation of the request memos: entries alone do not
-# bound memory (2048 requests of 10,000 long ids would pin gigabytes).
-_MEMO_MAX_DESTINATIONS: Final = 1 << 15
-_EXPLAIN_MEMO_LIMIT: Final = 4096  # (destination, relevant granted bits) -> Decision, per generation
+# Shares of the memo budget (`memo_bytes`): plain outcomes, the common case, take half; explained
+# outcomes a quarter; per-destination explained decisions and per-mask tables an eighth each.
+_PLAIN_SHARE: Final = 2
+_EXPLAINED_SHARE: Final = 4
+_DECISIONS_SHARE: Final = 8
+_TABLES_SHARE: Final = 8
 
 
-def _names(mask: int, names: tuple[str, ...]) -> tuple[str, ...]:
-    """The names of the set bits of `mask`, lowest bit first; one step per set bit, not per bit."""
-    out = []
-    while mask:
-        low = mask & -mask
-        out.append(names[low.bit_length() - 1])
-        mask ^= low
-    return tuple(out)
+def _need(row: Row) -> int:
+    """The row as consent_core.split's `need`: 0 free, > 0 all of these bits, < 0 any of `~need`'s."""
+    exempt, any_, req, _ = row
+    if exempt or not req:
+        return 0
+    if any_ and req & (req - 1):  # `any` of one category is `all` of it
+        return ~req
+    return req
 
 
 class Index:
     """An immutable, compiled mapping. Build with `compile`; share freely between threads.
 
-    The memos inside are caches of pure functions of their keys: threads may race on them and
-    lose an entry, never get a wrong answer.
+    The memos inside are caches of pure functions of their keys, within `memo_bytes` (estimated)
+    in all: threads may race on them and lose an entry, never get a wrong answer.
     """
 
     __slots__ = (
         "_bits",
         "_cat_names",
-        "_deny_unknown",
+        "_explainer",
         "_memo",
-        "_memo_destinations",
-        "_memo_explain",
-        "_memo_explain_old",
-        "_memo_explained",
-        "_memo_explained_destinations",
-        "_memo_explained_old",
-        "_memo_old",
-        "_relevant",
-        "_rows",
         "_shadow_names",
+        "_split",
         "digest",
         "known_destinations",
         "mapping",
+        "memo_bytes",
     )
 
-    def __init__(self, mapping: ConsentMapping) -> None:
+    def __init__(self, mapping: ConsentMapping, *, memo_bytes: int = DEFAULT_MEMO_BYTES) -> None:
         self.mapping: Final = mapping
         self.digest: Final = mapping.digest()
         self.known_destinations: Final = mapping.known_destinations()
-        self._deny_unknown = mapping.settings.unknown_destinations is UnknownDestinations.DENY
+        self.memo_bytes: Final = memo_bytes
+        deny_unknown = mapping.settings.unknown_destinations is UnknownDestinations.DENY
         # Only enabled categories take a bit: disabled ones are not enforced at all.
         enabled = [c for c in mapping.categories if c.enabled]
         self._cat_names = tuple(c.id for c in enabled)
@@ -129,21 +89,18 @@ class Index:
             d: (not s.enforce, s.resolution is Resolution.ANY) for d, s in settings.items()
         }
         plain = (False, False)
-        self._rows: dict[str, _Row] = {
+        rows: dict[str, Row] = {
             d: (*exempt_or_any.get(d, plain), required[d], shadow[d]) for d in self.known_destinations
         }
-        self._relevant: dict[str, int] = {d: required[d] | shadow[d] for d in self.known_destinations}
-        # (granted, destinations) -> Outcome without decisions; granted None = no consent object.
-        self._memo: dict[tuple[int | None, tuple[str, ...]], Outcome] = {}
-        self._memo_old: dict[tuple[int | None, tuple[str, ...]], Outcome] = {}
-        self._memo_destinations = 0  # ids held by the young generation's keys (approximate under threads)
-        # The same for explained outcomes (decisions filled).
-        self._memo_explained: dict[tuple[int | None, tuple[str, ...]], Outcome] = {}
-        self._memo_explained_old: dict[tuple[int | None, tuple[str, ...]], Outcome] = {}
-        self._memo_explained_destinations = 0
-        # (destination as named, granted & relevant bits; -1 = no consent object) -> Decision.
-        self._memo_explain: dict[tuple[str, int], Decision] = {}
-        self._memo_explain_old: dict[tuple[str, int], Decision] = {}
+        self._split = Split({d: _need(row) for d, row in rows.items()}, deny_unknown, memo_bytes // _TABLES_SHARE)
+        self._explainer = Explainer(
+            rows, self._cat_names, deny_unknown, memo_bytes // _EXPLAINED_SHARE, memo_bytes // _DECISIONS_SHARE
+        )
+        # (granted, destinations) -> Outcome without decisions, tagged with the Limits its ids were
+        # checked against (None: unchecked); granted None = no consent object.
+        self._memo: Memo[tuple[int | None, tuple[str, ...]], Outcome] = Memo(
+            memo_bytes // _PLAIN_SHARE
+        )
 
     # -- consent -> mask -------------------------------------------------------------------
 
@@ -158,9 +115,26 @@ class Index:
                     g |= b
         return g
 
+    def granted_mask_strict(self, preferences: Mapping[Any, object]) -> int | None:
+        """`granted_mask` of untrusted input in the same pass: None when a value is not a bool or
+        an id not an exact str (the caller then says why; a str subclass is merely unusual)."""
+        get = self._bits.get
+        g = 0
+        for k, v in preferences.items():
+            if v is True:
+                b = get(k)
+                if b is not None:
+                    g |= b
+                    continue
+            elif v is not False:
+                return None
+            if type(k) is not str:
+                return None
+        return g
+
     def category_ids(self, mask: int) -> tuple[str, ...]:
         """The enabled category ids named by `mask`, in mapping order."""
-        return _names(mask, self._cat_names)
+        return names(mask, self._cat_names)
 
     @property
     def all_categories_mask(self) -> int:
@@ -171,72 +145,25 @@ class Index:
         """Whether `category_id` is an enabled category in dry run."""
         return category_id in self._shadow_names
 
+    # -- memos -----------------------------------------------------------------------------
+
     def clear_memo(self) -> None:
-        """Empties every memo (benchmarks measure the cost of a miss with it)."""
-        for memo in (self._memo, self._memo_old, self._memo_explained, self._memo_explained_old,
-                     self._memo_explain, self._memo_explain_old):
-            memo.clear()
-        self._memo_destinations = self._memo_explained_destinations = 0
+        """Empties every memo and per-mask table (benchmarks measure the cost of a miss with it)."""
+        self._memo.clear()
+        self._explainer.clear()
+        self._split.clear()
+
+    def memo_stats(self) -> MemoStats:
+        """Entries, estimated bytes and evictions of every memo of this index together (for metrics)."""
+        parts = [self._memo.stats(), *self._explainer.memos()]
+        if self._split.tables is not None:
+            parts.append(self._split.tables.stats())
+        return MemoStats(
+            sum(p.entries for p in parts), sum(p.bytes for p in parts), self.memo_bytes,
+            sum(p.evictions for p in parts),
+        )
 
     # -- the decision --------------------------------------------------------------------
-
-    def _base(self, destination: str) -> str | None:
-        """The known destination `destination` decides as (itself, or the part before `/`), or None."""
-        if destination in self._rows:
-            return destination
-        if "/" in destination:  # `<destination>/<instance>` decides as <destination>
-            base = destination.split("/", 1)[0]
-            if base in self._rows:
-                return base
-        return None
-
-    def _row(self, destination: str) -> _Row | None:
-        row = self._rows.get(destination)
-        if row is None and "/" in destination:  # `<destination>/<instance>` decides as <destination>
-            row = self._rows.get(destination.split("/", 1)[0])
-        return row
-
-    def _allowed(self, granted: int, destination: str) -> bool:
-        row = self._row(destination)
-        if row is None:
-            return not self._deny_unknown
-        exempt, any_, req, _ = row
-        if exempt or not req:
-            return True
-        if any_:
-            return bool(req & granted)
-        return req & granted == req
-
-    def _explain(self, granted: int | None, destination: str) -> Decision:
-        """The full decision; granted None = no consent object."""
-        row = self._row(destination)
-        if row is None:
-            if granted is not None and self._deny_unknown:
-                return Decision(destination, False, Reason.UNKNOWN_DESTINATION)
-            return Decision(destination, True, Reason.NO_CONSENT if granted is None else Reason.UNMAPPED)
-        exempt, any_, req, shadow = row
-        names = self._cat_names
-        g = 0 if granted is None else granted
-        required = _names(req, names)
-        missing = _names(req & ~g, names)
-        if granted is None:
-            return Decision(destination, True, Reason.NO_CONSENT, required, missing)
-        if exempt:
-            return Decision(destination, True, Reason.EXEMPT, required, missing)
-        # A shadow category "would have blocked" when enforcing it alongside the real ones blocks.
-        shadow_missing: tuple[str, ...] = ()
-        if shadow:
-            if any_:
-                if not (req | shadow) & g:
-                    shadow_missing = _names(shadow & ~g, names)
-            elif shadow & ~g:
-                shadow_missing = _names(shadow & ~g, names)
-        if not req:
-            return Decision(destination, True, Reason.UNMAPPED, (), (), shadow_missing)
-        ok = bool(req & g) if any_ else req & g == req
-        return Decision(
-            destination, ok, Reason.GRANTED if ok else Reason.DENIED, required, missing, shadow_missing
-        )
 
     def decide(
         self,
@@ -247,22 +174,137 @@ class Index:
         preference_event: bool = False,
         explain: bool = False,
     ) -> Outcome:
-        """Decides one event (API.md §1).
+        """Decides one event (docs/reference.md, decision semantics).
 
         preferences: the consent object's categoryPreferences; None = no consent object.
         destinations: as requested (instances allowed); empty = every known destination.
         integrations: the event's `integrations` object, applied after consent.
         preference_event: a "Segment Consent Preference Updated" track event.
-        Inputs are assumed valid (see consent_core.event); this is the hot path.
+        Inputs are assumed valid (see consent_core.event, or `decide_validated`); the hot path.
         """
         granted = None if preferences is None else self.granted_mask(preferences)
-        dests = tuple(destinations) if destinations else self.known_destinations
-        if not (explain or integrations or preference_event):  # the common case: one probe, no more calls
-            hit = self._memo.get((granted, dests))
-            return self._split(granted, dests) if hit is None else hit
+        if not (explain or integrations or preference_event):  # the common case
+            if destinations:
+                memo = self._memo
+                dests = destinations if type(destinations) is tuple else tuple(destinations)
+                if memo.skip:  # off (traffic that does not repeat): the compiled pass alone
+                    memo.skip -= 1
+                    return self._split.split(granted, dests)
+                if memo.seen is None:  # on: a hit, inlined (repeated lists and consents)
+                    e = memo.young.get((granted, dests))
+                    if e is not None:  # checked or not, its ids were valid: nothing to check here
+                        memo.hits += 1
+                        return e[0]
+            return self._plain(granted, destinations, None, "")
         return self.decide_mask(
-            granted, dests, integrations=integrations, preference_event=preference_event, explain=explain
+            granted, tuple(destinations), integrations=integrations, preference_event=preference_event,
+            explain=explain,
         )
+
+    def decide_validated(
+        self,
+        preferences: Mapping[str, bool] | None,
+        destinations: Sequence[str],
+        limits: Limits,
+        field: str = "destinations",
+        *,
+        explain: bool = False,
+    ) -> Outcome:
+        """`decide` (no `integrations`) with the destination ids validated against `limits` on the
+        way, InvalidArgument naming `field[i]` as consent_core.event.check_destinations does."""
+        if explain:
+            self._split.check(destinations, limits, field)
+            return self.decide(preferences, destinations, explain=True)
+        granted = None if preferences is None else self.granted_mask(preferences)
+        return self._limited(granted, destinations, limits, field)
+
+    def decide_checked(
+        self, preferences: Mapping[Any, object] | None, destinations: Sequence[str], limits: Limits, field: str
+    ) -> Outcome | None:
+        """`decide_validated` of untrusted input: the preferences checked in the pass that reduces
+        them (None when a preference is not a bool or an id not a str: the caller says why)."""
+        if preferences is None:
+            granted = None
+        else:  # granted_mask_strict, inlined
+            get = self._bits.get
+            granted = 0
+            for k, v in preferences.items():
+                if v is True:
+                    b = get(k)
+                    if b is not None:
+                        granted |= b
+                        continue
+                elif v is not False:
+                    return None
+                if type(k) is not str:
+                    return None
+        return self._limited(granted, destinations, limits, field)
+
+    def _limited(self, granted: int | None, destinations: Sequence[str], limits: Limits, field: str) -> Outcome:
+        """`decide_plain` with limits: `decide`'s inlined paths, plus the check of a memoised entry."""
+        if destinations:
+            memo = self._memo
+            dests = destinations if type(destinations) is tuple else tuple(destinations)
+            if memo.skip:
+                memo.skip -= 1
+                return self._split.split(granted, dests, limits, field)
+            if memo.seen is None:
+                e = memo.young.get((granted, dests))
+                if e is not None and e[2] is limits:  # its ids were checked against these very limits
+                    memo.hits += 1
+                    return e[0]
+        return self._plain(granted, destinations, limits, field)
+
+    def decide_plain(
+        self,
+        granted: int | None,
+        destinations: Sequence[str],
+        *,
+        limits: Limits | None = None,
+        field: str = "destinations",
+    ) -> Outcome:
+        """Allowed/blocked by consent alone (no explain, no `integrations`), through the memo.
+
+        granted: `granted_mask` of the consent; None = no consent object. `destinations` as in
+        `decide`, validated against `limits` when given.
+        """
+        return self._plain(granted, destinations, limits, field)
+
+    def _plain(self, granted: int | None, destinations: Sequence[str], limits: Limits | None, field: str) -> Outcome:
+        if destinations:
+            dests = destinations if type(destinations) is tuple else tuple(destinations)
+        else:
+            dests = self.known_destinations
+            limits = None  # nothing was named, nothing to check
+        memo = self._memo
+        if memo.skip:  # off: traffic that does not repeat, where the memo would only cost
+            memo.skip -= 1
+            return self._split.split(granted, dests, limits, field)
+        key = (granted, dests)
+        if memo.seen is not None:  # off, and this call is sampled
+            memo.sample(key)
+            return self._split.split(granted, dests, limits, field)
+        e = memo.entry(key)
+        if e is None:
+            out = self._split.split(granted, dests, limits, field)
+            memo.put(key, out, ENTRY_BYTES + ID_BYTES * len(dests) + sum(map(len, dests)), limits)
+            return out
+        if limits is not None and e[2] is not limits:
+            self._split.check(dests, limits, field)  # memoised unchecked, or under other limits
+        return e[0]
+
+    def split(
+        self,
+        granted: int | None,
+        destinations: tuple[str, ...],
+        *,
+        limits: Limits | None = None,
+        field: str = "destinations",
+    ) -> Outcome:
+        """`decide_plain` without the memo: for callers that memoise answers themselves (the server)."""
+        if not destinations:
+            destinations, limits = self.known_destinations, None
+        return self._split.split(granted, destinations, limits, field)
 
     def decide_mask(
         self,
@@ -275,19 +317,20 @@ class Index:
     ) -> Outcome:
         """`decide` with the consent already reduced to `granted_mask` (None = no consent object).
 
-        `destinations` is a tuple (a memo key); empty = every known destination. Memoised per
-        (granted, destinations) when `integrations` is empty and this is no preference event.
+        `destinations` is a tuple (a memo key), assumed valid; empty = every known destination.
+        Memoised per (granted, destinations) when `integrations` is empty and this is no
+        preference event.
         """
         dests = destinations or self.known_destinations
         if preference_event:
             decisions = [Decision(d, True, Reason.PREFERENCE_EVENT) for d in dests]
-            out = self._finish(decisions, integrations)
+            out = finish(decisions, integrations)
             return out if explain else Outcome(out.allowed, out.blocked)
         if explain:
             if integrations:
-                return self._finish(self._explained(granted, dests), integrations)
-            return self._explained_outcome(granted, dests)
-        plain = self._split(granted, dests)
+                return finish(self._explainer.decisions(granted, dests), integrations)
+            return self._explainer.outcome(granted, dests)
+        plain = self.decide_plain(granted, dests)
         if integrations:
             # A destination's consent verdict depends only on its string, so a set is exact.
             consent_blocked = set(plain.blocked)
@@ -295,113 +338,16 @@ class Index:
             al: list[str] = []
             bl: list[str] = []
             for d in dests:
-                ok = d not in consent_blocked and _event_allows(integrations, all_off, d)
+                ok = d not in consent_blocked and event_allows(integrations, all_off, d)
                 (al if ok else bl).append(d)
             return Outcome(tuple(al), tuple(bl))
         return plain
 
-    def _split(self, granted: int | None, dests: tuple[str, ...]) -> Outcome:
-        """(allowed, blocked) by consent alone, memoised per snapshot."""
-        key = (granted, dests)
-        hit = self._memo.get(key)
-        if hit is not None:
-            return hit
-        hit = self._memo_old.get(key)
-        if hit is None:
-            if granted is None:
-                hit = Outcome(dests, ())
-            else:
-                al: list[str] = []
-                bl: list[str] = []
-                allowed = self._allowed
-                for d in dests:
-                    (al if allowed(granted, d) else bl).append(d)
-                hit = Outcome(tuple(al), tuple(bl))
-        n = len(dests)
-        if n <= _MEMO_MAX_DESTINATIONS:
-            if len(self._memo) >= _MEMO_LIMIT or self._memo_destinations + n > _MEMO_MAX_DESTINATIONS:
-                self._memo_old = self._memo
-                self._memo = {}
-                self._memo_destinations = 0
-            self._memo[key] = hit
-            self._memo_destinations += n
-        return hit
 
-    def _explained_outcome(self, granted: int | None, dests: tuple[str, ...]) -> Outcome:
-        """The explained outcome by consent alone, memoised per snapshot like `_split`."""
-        key = (granted, dests)
-        hit = self._memo_explained.get(key)
-        if hit is not None:
-            return hit
-        hit = self._memo_explained_old.get(key)
-        if hit is None:
-            hit = self._finish(self._explained(granted, dests), None)
-        n = len(dests)
-        if n <= _MEMO_MAX_DESTINATIONS:
-            if (len(self._memo_explained) >= _MEMO_LIMIT
-                    or self._memo_explained_destinations + n > _MEMO_MAX_DESTINATIONS):
-                self._memo_explained_old = self._memo_explained
-                self._memo_explained = {}
-                self._memo_explained_destinations = 0
-            self._memo_explained[key] = hit
-            self._memo_explained_destinations += n
-        return hit
+def compile(mapping: ConsentMapping, *, memo_bytes: int = DEFAULT_MEMO_BYTES) -> Index:
+    """Compiles a validated mapping into its decision table.
 
-    def _explained(self, granted: int | None, dests: tuple[str, ...]) -> list[Decision]:
-        """One Decision per destination, memoised on (destination, the granted bits it reads)."""
-        memo = self._memo_explain
-        relevant = self._relevant
-        out = []
-        for d in dests:
-            if granted is None:
-                key = (d, -1)
-            else:
-                r = relevant.get(d)
-                if r is None:
-                    base = self._base(d)
-                    r = 0 if base is None else relevant[base]
-                key = (d, granted & r)
-            dec = memo.get(key)
-            if dec is None:
-                dec = self._memo_explain_old.get(key)
-                if dec is None:
-                    dec = self._explain(granted, d)
-                if len(memo) >= _EXPLAIN_MEMO_LIMIT:
-                    self._memo_explain_old = memo
-                    self._memo_explain = memo = {}
-                memo[key] = dec
-            out.append(dec)
-        return out
-
-    def _finish(self, decisions: list[Decision], integrations: Mapping[str, object] | None) -> Outcome:
-        """Applies the event's `integrations` object, then splits into allowed/blocked in request order."""
-        if integrations:
-            all_off = integrations.get("All") is False
-            for i, dec in enumerate(decisions):
-                # Consent first: a destination it blocked stays blocked.
-                if dec.allowed and not _event_allows(integrations, all_off, dec.destination):
-                    decisions[i] = Decision(
-                        dec.destination, False, Reason.DISABLED_BY_EVENT, dec.required_categories,
-                        dec.missing_categories, dec.shadow_missing_categories,
-                    )
-        return Outcome(
-            tuple(dec.destination for dec in decisions if dec.allowed),
-            tuple(dec.destination for dec in decisions if not dec.allowed),
-            tuple(decisions),
-        )
-
-
-def _event_allows(integrations: Mapping[str, object], all_off: bool, destination: str) -> bool:
-    """Segment's `integrations` rule: `false` blocks; under "All": false only true or an object passes."""
-    v = integrations.get(destination.split("/", 1)[0], _MISSING)
-    if v is False:
-        return False
-    return not all_off or v is True or isinstance(v, dict)
-
-
-_MISSING: Final = object()
-
-
-def compile(mapping: ConsentMapping) -> Index:
-    """Compiles a validated mapping into its decision table."""
-    return Index(mapping)
+    memo_bytes: the estimated bytes all of the index's memos may hold together (default 32 MiB);
+        0 disables memoisation (every event takes the compiled pass).
+    """
+    return Index(mapping, memo_bytes=memo_bytes)

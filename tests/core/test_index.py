@@ -572,24 +572,43 @@ def test_integrations_do_not_leak_into_the_memo() -> None:
     )
 
 
-def test_memo_is_bounded_in_entries() -> None:
-    index = compile(table_mapping())
+def _held(index: Index) -> tuple[int, int]:
+    """(entries, characters of destination ids) the plain outcome memo really holds."""
+    keys = [*index._memo.young, *index._memo.old]
+    return len(keys), sum(len(d) for _, dests in keys for d in dests)
+
+
+def test_memo_stays_within_its_byte_budget_and_counts_evictions() -> None:
+    budget = 256 << 10
+    index = compile(table_mapping(), memo_bytes=budget)
     for i in range(20_000):
         prefs = {"C0002": bool(i & 1), "C0004": bool(i & 2)}
         index.decide(prefs, [f"tool-{i}", "amplitude"])
         index.decide(prefs, [f"tool-{i}", "amplitude"], explain=True)
-    assert 0 < len(index._memo) <= 4096
-    assert 0 < len(index._memo_explain) <= 4096
+    stats = index.memo_stats()
+    assert 0 < stats.bytes <= budget
+    assert stats.evictions > 0
     assert index.decide({"C0002": True}, ["tool-1", "amplitude"]).allowed == ("tool-1", "amplitude")
 
 
-def test_memo_is_bounded_in_destination_ids_held() -> None:
-    """Entries alone do not bound memory: 4096 memoised 10,000-id requests would hold gigabytes."""
-    index = compile(table_mapping())
+def test_memo_budget_counts_the_destination_ids_held() -> None:
+    """Entries alone do not bound memory: memoised 1,000-id requests of long ids weigh what they hold."""
+    index = compile(table_mapping())  # 32 MiB: a 1,000-id entry (~280 KB) is not too large to keep
+    budget = index.memo_bytes
     for i in range(100):
-        index.decide({}, [f"{i}-{j}-" + "x" * 200 for j in range(1_000)])
-    held = sum(len(dests) for _, dests in index._memo)
-    assert held <= 65_536
+        dests = [f"{i}-{j}-" + "x" * 200 for j in range(1_000)]
+        index.decide({}, dests)
+        index.decide({}, dests)  # a repeat keeps the memo on
+    entries, chars = _held(index)
+    assert entries > 0
+    assert chars <= index._memo.stats().bytes <= budget // 2  # the plain memo's share
+
+
+def test_memo_of_zero_bytes_decides_alike_and_holds_nothing() -> None:
+    index = compile(table_mapping(), memo_bytes=0)
+    for _ in range(3):
+        assert index.decide({"C0002": True}, ["amplitude", "google-ads"]) == Outcome(("amplitude",), ("google-ads",))
+    assert index.memo_stats().entries == 0
 
 
 def test_concurrent_decisions_on_one_index_match_reference() -> None:

@@ -176,18 +176,35 @@ class Pair:
         return out
 
 
-@pytest.fixture
-async def pair(tmp_path: Path) -> AsyncIterator[Pair]:
+class MemosOffService(decision.DecisionService):
+    """The fast server as it runs under traffic that never repeats: every memo stepped aside."""
+
+    def _served(self) -> Any:
+        st = super()._served()
+        for memo in (st.raw, st.answers, st.consent):
+            memo.off = True
+            memo.countdown = 1 << 62  # never a sampled call
+        return st
+
+
+@pytest.fixture(params=["metrics", "lean", "memos off"])
+async def pair(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Pair]:
+    """The fast server with metrics (every answer explained for its tally), without (the plain
+    pass and pre-encoded pieces), and with its memos off (batches parsed at once)."""
     path = tmp_path / "mappings.yaml"
     path.write_text(MAPPING)
     store = PolicyStore()
     store.load_initial(str(path))
     servers = []
     channels = []
-    recorder = Recorder(Metrics())
+    fast = {
+        "metrics": lambda: decision.DecisionService(store, LIMITS, recorder=Recorder(Metrics())),
+        "lean": lambda: decision.DecisionService(store, LIMITS),
+        "memos off": lambda: MemosOffService(store, LIMITS),
+    }[request.param]
     for register in (
         lambda s: decision_pb2_grpc.add_DecisionServiceServicer_to_server(PlainDecisionService(store, LIMITS), s),
-        lambda s: decision.add_to_server(decision.DecisionService(store, LIMITS, recorder=recorder), s),
+        lambda s: decision.add_to_server(fast(), s),
     ):
         server = grpc.aio.server()
         register(server)

@@ -1,10 +1,16 @@
 """In-process decisions with the sidecar's own compiled index: zero network hops, or a local fallback.
 
 `EmbeddedDecider` loads the mapping file with `consent_core.mapping_file.load_mapping`, compiles it
-with `consent_core.index.compile` and decides through `consent_core.event.decide_one`, exactly the path
-the server takes, under the same `consent_sidecar.config.Limits`: same answers, same validation, same
-errors (translated to `consent_client.errors`). Optionally it re-reads the file when it changes,
-keeping the last good policy when an edit is broken. It never copies decision logic.
+with `consent_core.index.compile` and decides through the core (`Index.decide_plain` for consent
+objects, `consent_core.event.decide_one` for Segment events and explained requests), exactly the
+paths the server takes, under the same `consent_core.limits.Limits`: same answers, same validation,
+same errors (translated to `consent_client.errors`). Optionally it re-reads the file when it
+changes, keeping the last good policy when an edit is broken. It never copies decision logic.
+
+The plain path (consent object, no explain) is the in-process hot path: the consent is checked
+and reduced to a granted mask in one pass, destination ids are validated inside the index's
+decision pass, and the result is built once, directly (`results.decided`). `decide_many`
+decides each distinct (consent, destination list) of a batch once.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from consent_client.results import (
     Request,
     as_destinations,
     consent_problem,
+    decided,
     reason_from_number,
 )
 
@@ -64,6 +71,33 @@ def _result(outcome: Outcome, policy: PolicyVersion | None, explain: bool) -> De
     return DecideResult(outcome.allowed, outcome.blocked, decisions, policy)
 
 
+def _granted(index: Index, consent: Mapping[str, bool]) -> int:
+    """The consent's granted mask; raises InvalidArgument for a malformed one, as the sidecar would."""
+    granted = index.granted_mask_strict(consent)
+    if granted is None:  # something is odd: say what (a str subclass as an id is merely unusual)
+        if (problem := consent_problem(consent)) is not None:
+            raise InvalidArgument(problem)
+        granted = index.granted_mask(consent)
+    return granted
+
+
+def _decide_plain(
+    index: Index, limits: Limits, consent: Mapping[str, bool] | None, destinations: Sequence[str],
+    policy: PolicyVersion | None, field: str,
+) -> DecideResult:
+    """A consent object (or none), not explained: checked and decided in the index's compiled pass."""
+    try:
+        out = index.decide_checked(consent, destinations, limits, field)
+    except core_errors.InvalidArgument as e:
+        raise InvalidArgument(str(e)) from None
+    if out is None:  # something in the consent is odd: say what, as the sidecar would
+        assert consent is not None
+        if (problem := consent_problem(consent)) is not None:
+            raise InvalidArgument(problem)
+        out = index.decide_validated(consent, destinations, limits, field)  # a str subclass as an id
+    return decided(out.allowed, out.blocked, policy)
+
+
 def decide_local(
     index: Index,
     limits: Limits,
@@ -77,6 +111,8 @@ def decide_local(
 
     `field` prefixes field names in error messages (e.g. "requests[3]."), as the server does.
     """
+    if override is Override.NONE and request.event is None and not request.explain:
+        return _decide_plain(index, limits, request.consent, request.destinations, policy, f"{field}destinations")
     if request.consent is not None and (problem := consent_problem(request.consent)) is not None:
         raise InvalidArgument(problem)
     try:
@@ -239,7 +275,17 @@ class EmbeddedDecider:
         self, destinations: Sequence[str] = (), consent: Mapping[str, bool] | None = None, *, explain: bool = False
     ) -> DecideResult:
         """Decides one event given its consent (`categoryPreferences`; None = no consent object)."""
-        return self.decide_request(Request(as_destinations(destinations), consent, None, explain))
+        if explain or isinstance(destinations, str):  # a bare str: as_destinations raises TypeError
+            return self.decide_request(Request(as_destinations(destinations), consent, None, explain))
+        snap = self.snapshot if self.watch else self._snapshot
+        index = snap.index
+        try:  # `_decide_plain`, inlined: the in-process hot path
+            out = index.decide_checked(consent, destinations, self.limits, "destinations")
+        except core_errors.InvalidArgument as e:
+            raise InvalidArgument(str(e)) from None
+        if out is None:
+            return _decide_plain(index, self.limits, consent, destinations, snap.policy, "destinations")
+        return decided(out.allowed, out.blocked, snap.policy)
 
     def decide_event(
         self, event: Mapping[str, Any] | bytes | str, destinations: Sequence[str] = (), *, explain: bool = False
@@ -253,15 +299,48 @@ class EmbeddedDecider:
         return decide_local(snap.index, self.limits, request, snap.policy)
 
     def decide_many(self, requests: Iterable[Request]) -> list[DecideResult]:
-        """Like DecideBatch: one snapshot for all; an invalid entry gets `error`, the rest are decided."""
-        reqs = list(requests)
+        """Like DecideBatch: one snapshot for all; an invalid entry gets `error`, the rest are decided.
+
+        What repeats inside a batch is done once: each destination list object is validated
+        once, each consent object reduced once, and each (granted mask, destination list)
+        decided once; the entries that share them share one (immutable) result.
+        """
+        reqs = requests if isinstance(requests, list) else list(requests)
         if len(reqs) > self.limits.max_batch:
             raise InvalidArgument(f"requests: too many entries: {len(reqs)} > {self.limits.max_batch}")
         snap = self.snapshot
+        index, limits, policy = snap.index, self.limits, snap.policy
+        # Keyed by id(): every request (and so its consent and list) is alive in `reqs` meanwhile.
+        masks: dict[int, int] = {}  # id(consent) -> its granted mask
+        lists: dict[int, int] = {}  # id(destinations) -> position of the first request with that list
+        results: dict[tuple[int | None, int], DecideResult] = {}  # (granted, that position) -> result
         out: list[DecideResult] = []
+        append = out.append
         for i, req in enumerate(reqs):
+            consent = req.consent
+            if req.event is not None or req.explain:
+                try:
+                    append(decide_local(index, limits, req, policy, field=f"requests[{i}]."))
+                except InvalidArgument as e:
+                    append(DecideResult(error=e.message, policy=policy))
+                continue
             try:
-                out.append(decide_local(snap.index, self.limits, req, snap.policy, field=f"requests[{i}]."))
+                granted: int | None = None
+                if consent is not None:
+                    granted = masks.get(id(consent))
+                    if granted is None:
+                        granted = masks[id(consent)] = _granted(index, consent)
+                dests = req.destinations
+                key = (granted, lists.get(id(dests), i))
+                result = results.get(key)
+                if result is None:
+                    try:
+                        o = index.decide_plain(granted, dests, limits=limits, field=f"requests[{i}].destinations")
+                    except core_errors.InvalidArgument as e:
+                        raise InvalidArgument(str(e)) from None
+                    lists.setdefault(id(dests), i)  # only once valid: an invalid list is reported per entry
+                    result = results[key] = decided(o.allowed, o.blocked, policy)
+                append(result)
             except InvalidArgument as e:
-                out.append(DecideResult(error=e.message, policy=snap.policy))
+                append(DecideResult(error=e.message, policy=policy))
         return out

@@ -7,9 +7,9 @@ policy answered (the last sets `degraded`). Converts from the wire messages; nev
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from consent.v1 import decision_pb2
 
@@ -145,6 +145,34 @@ class DecideResult:
         if self.error is not None:
             out["error"] = self.error
         return out
+
+
+class _Building:
+    """DecideResult's slots without its frozen __setattr__: plain stores, then the class switches.
+
+    The frozen dataclass's __init__ pays one object.__setattr__ per field (seven); this costs a
+    third of that, and in-process deciders build one result per event. Same slots in the same
+    order, so the same layout: the object *is* a DecideResult afterwards (frozen, equal, hashed
+    alike; a test checks it).
+    """
+
+    __slots__ = DecideResult.__slots__
+
+    def __init__(self, allowed: tuple[str, ...], blocked: tuple[str, ...], policy: PolicyVersion | None) -> None:
+        self.allowed = allowed
+        self.blocked = blocked
+        self.decisions = ()
+        self.policy = policy
+        self.degraded = False
+        self.failure = None
+        self.error = None
+        self.__class__ = DecideResult  # type: ignore[assignment]
+
+
+# `decided(allowed, blocked, policy)` == DecideResult(allowed, blocked, (), policy), built fast.
+decided = cast(
+    Callable[[tuple[str, ...], tuple[str, ...], PolicyVersion | None], DecideResult], _Building
+)
 
 
 _last_policy = PolicyVersion(0, "")  # answers repeat one snapshot: reuse its object (a benign race)
