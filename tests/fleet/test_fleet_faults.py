@@ -65,7 +65,7 @@ async def write_storm(sidecars: list[FleetSidecar], n: int, during: object) -> t
 async def decide_ok(sidecar: FleetSidecar) -> bool:
     response = await sidecar.decision().Decide(
         decision_pb2.DecideRequest(consent=decision_pb2.Consent(category_preferences={"C0002": True}),
-                                   destinations=["amplitude"]), timeout=2)  # fmt: skip
+                                   destinations=["amplitude"]), timeout=5)  # fmt: skip
     return list(response.allowed) == ["amplitude"]
 
 
