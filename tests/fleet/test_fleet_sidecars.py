@@ -215,3 +215,34 @@ async def test_a_stopped_sidecar_leaves_fleet_status_and_metrics_show_the_store(
         assert "consent_sidecar_store_apply_seconds_count 1.0" in text
     finally:
         await s0.close()
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--etcd-endpoints", "ftp://127.0.0.1:2379"], "not an etcd client URL"),
+        (["--etcd-endpoints", "http://127.0.0.1:2379", "--etcd-prefix", "no-slash"], "--etcd-prefix"),
+        (["--etcd-endpoints", "http://127.0.0.1:2379", "--etcd-cert", "c.pem"], "--etcd-cert and --etcd-key"),
+        (["--etcd-endpoints", "http://127.0.0.1:2379", "--etcd-user", "u"], "CONSENT_SIDECAR_ETCD_PASSWORD"),
+        (["--member-id", "m1", "--mappings", "m.yaml"], "--member-id: only with --etcd-endpoints"),
+        ([], "--mappings (or CONSENT_SIDECAR_MAPPINGS)"),
+    ],
+)
+def test_unusable_fleet_flags_are_usage_errors_before_anything_starts(
+    flags: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run_cli(["serve", *flags], environ={}) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_the_etcd_flags_read_their_variables_and_the_password_only_from_the_environment(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from consent_sidecar.cli import flag_reference
+
+    flags = {f.flag for f in flag_reference() if f.verb == "store push"}
+    assert {"--etcd-endpoints", "--etcd-prefix", "--etcd-ca", "--etcd-cert", "--etcd-key", "--etcd-user"} <= flags
+    assert not any("password" in f for f in flags)
+    env = {"CONSENT_SIDECAR_ETCD_ENDPOINTS": "gopher://x", "CONSENT_SIDECAR_ETCD_PREFIX": "/p"}
+    assert run_cli(["store", "pull"], environ=env) == 2
+    assert "gopher://x" in capsys.readouterr().err
