@@ -184,7 +184,7 @@ class FleetWriter:
         client, trail = source.client, source.trail
         async with source.lock:
             pinned = edit
-            for attempt in range(MAX_WRITE_TRIES):
+            for _ in range(MAX_WRITE_TRIES):
                 read = await source.read()
                 kv = read.document
                 if kv is None:
@@ -205,9 +205,9 @@ class FleetWriter:
                 if kv.mod_revision > source.state.revision:
                     source.publish(kv, index, seen)  # audited already: serve it before building on it
                 old = index.mapping
-                result = apply_edit(old, pinned)
-                if attempt == 0:
+                if pinned is edit:  # the first document the edit meets fixes its category's etag for any retry
                     pinned = _pin(edit, old)
+                result = apply_edit(old, pinned)
                 if not result.changed:
                     return result, source.store.current
                 text, new_index = await asyncio.to_thread(_render, kv.value.decode("utf-8"), source, result)
