@@ -246,3 +246,23 @@ def test_the_etcd_flags_read_their_variables_and_the_password_only_from_the_envi
     env = {"CONSENT_SIDECAR_ETCD_ENDPOINTS": "gopher://x", "CONSENT_SIDECAR_ETCD_PREFIX": "/p"}
     assert run_cli(["store", "pull"], environ=env) == 2
     assert "gopher://x" in capsys.readouterr().err
+
+
+async def test_the_cache_file_follows_every_applied_revision_byte_for_byte_mode_0600(
+    tmp_path: Path, etcd_cluster: EtcdCluster, prefix: str
+) -> None:
+    etcd = settings(etcd_cluster, prefix)
+    await push(etcd, "# cached as written\n" + SAMPLE_MAPPING)
+    async with fleet(tmp_path, etcd, 2) as sidecars:
+        await sidecars[0].admin().CreateCategory(create(), metadata=OWNER, timeout=WAIT)
+        async with etcd_client(etcd) as (client, _):
+            kv, _ = await client.get(f"{prefix}/mapping".encode())
+        assert kv is not None
+        for s in sidecars:
+            cache = Path(s.config.mappings)
+
+            async def cached(cache: Path = cache) -> bool:
+                return cache.exists() and cache.read_bytes() == kv.value
+
+            await eventually(cached, f"{cache.name} holding the newest document")
+            assert cache.stat().st_mode & 0o777 == 0o600
