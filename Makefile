@@ -13,8 +13,10 @@ $(STAMP): pyproject.toml core/pyproject.toml clients/python/pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ./core -e './clients/python[embedded]' -e '.[dev]'
 	touch $(STAMP)
 
+# The audit trail goes to var/ (ignored by git), never beside the examples.
 run: $(STAMP)
-	$(BIN)/consent-sidecar serve --mappings examples/mappings.yaml --listen 127.0.0.1:50051
+	mkdir -p var
+	$(BIN)/consent-sidecar serve --mappings examples/mappings.yaml --listen 127.0.0.1:50051 --audit-db var/audit.db
 
 lint: $(STAMP)
 	$(BIN)/ruff check consent_sidecar core clients tests bench docs

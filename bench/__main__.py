@@ -1,4 +1,4 @@
-"""`python -m bench [index] [grpc] [workers] [scale] [reload] [client] [adapters] [fleet]`: those parts (default all).
+"""`python -m bench [PART]...`: index grpc workers scale reload client adapters inspect principals fleet (default all).
 
 Pins this process (the in-process benchmark and the gRPC load generator) to core 1 before gRPC
 starts any thread, so the servers, pinned to core 0, never share a core with it.
@@ -12,7 +12,7 @@ import sys
 import time
 
 CLIENT_CPU = 1
-ALL_PARTS = ("index", "grpc", "workers", "scale", "reload", "client", "adapters", "fleet")
+ALL_PARTS = ("index", "grpc", "workers", "scale", "reload", "client", "adapters", "inspect", "principals", "fleet")
 
 
 def _pin() -> str:
@@ -115,6 +115,20 @@ def main(argv: list[str] | None = None) -> int:
         print("\n(i) CMP adapters: decode_gpp per call vs the TC / US Privacy decoders inside it", flush=True)
         print(bench_adapters.format_rows(bench_adapters.run(passes=1 if args.quick else 7)), flush=True)
 
+    if "inspect" in parts:
+        from bench import bench_inspect
+
+        sizes = (20_000, 100_000) if args.quick else (100_000, 1_000_000)
+        print(f"\n(j) consent-sidecar inspect, one core, best of {rounds} runs: events/s and the child's peak RSS",
+              flush=True)
+        print(bench_inspect.format_rows(bench_inspect.run(sizes, rounds=rounds)), flush=True)
+
+    if "principals" in parts:
+        from bench import bench_principals
+
+        print("\n(k) a removed principal's token, refused by a running sidecar", flush=True)
+        print(bench_principals.format_result(bench_principals.run(5 if args.quick else 20)), flush=True)
+
     if "fleet" in parts:
         from bench import bench_fleet
 
@@ -122,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
             print(line, file=sys.stderr, flush=True)
 
         writes = 20 if args.quick else 200
-        print("\n(j) etcd fleet store: convergence of owner writes over 10 sidecars; Decide file- vs etcd-backed",
+        print("\n(l) etcd fleet store: convergence of owner writes over 10 sidecars; Decide file- vs etcd-backed",
               flush=True)
         print(bench_fleet.format_convergence(bench_fleet.run_convergence(workload, writes=writes, log=note)),
               flush=True)

@@ -70,8 +70,9 @@ class Block:
         return self.lang in RUNNABLE and "no-run" not in self.flags and "file" not in self.options
 
 
-def blocks(path: Path) -> list[Block]:
-    text = path.read_text(encoding="utf-8")
+def blocks(path: Path, text: str | None = None) -> list[Block]:
+    """The fenced blocks of `path` (or of `text`, a part of it)."""
+    text = path.read_text(encoding="utf-8") if text is None else text
     out = []
     for m in _FENCE.finditer(text):
         lang, *words = m.group(1).split()
@@ -112,10 +113,11 @@ def matches(expected: str, actual: str) -> str | None:
 class Reader:
     """Runs one document's blocks in a scratch copy of the repository, as a reader would."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, empty: bool = False) -> None:
         self.root = root
         self.ports = {p: free_port() for p in PORTS}
-        for d in ("examples", "deploy", "proto", "clients/examples"):
+        root.mkdir(parents=True, exist_ok=True)
+        for d in () if empty else ("examples", "deploy", "proto", "clients/examples"):
             shutil.copytree(
                 ROOT / d, root / d, ignore=shutil.ignore_patterns("*.db", "*.db-*", "__pycache__")
             )
@@ -124,8 +126,8 @@ class Reader:
             PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}",
             HOME=str(root),
             PYTHONDONTWRITEBYTECODE="1",
-            # `consent-sidecar health` without --address asks the default port: mapped like the rest.
-            CONSENT_SIDECAR_ADDRESS=f"127.0.0.1:{self.ports[50051]}",
+            # The operator commands without --address ask the default admin port: mapped like the rest.
+            CONSENT_SIDECAR_ADDRESS=f"127.0.0.1:{self.ports[50052]}",
         )
         self.background: list[tuple[Block, subprocess.Popen[str]]] = []
         self.last: tuple[Block, str] | None = None
@@ -185,7 +187,7 @@ class Reader:
             self.wait_etcd(block, proc)
             return
         listen = re.search(r"--listen[ =](\S+)", self.localise(block.body))
-        address = listen.group(1) if listen else self.env["CONSENT_SIDECAR_ADDRESS"]
+        address = listen.group(1) if listen else f"127.0.0.1:{self.ports[50051]}"
         deadline = time.monotonic() + 20
         while True:
             check = subprocess.run(
@@ -238,8 +240,8 @@ class Reader:
 
 
 @contextlib.contextmanager
-def reader(tmp_path: Path) -> Iterator[Reader]:
-    r = Reader(tmp_path / "repo")
+def reader(tmp_path: Path, *, empty: bool = False) -> Iterator[Reader]:
+    r = Reader(tmp_path / ("empty" if empty else "repo"), empty=empty)
     try:
         yield r
     finally:
@@ -251,6 +253,23 @@ def test_every_block_of_the_document_runs(doc: Path, tmp_path: Path) -> None:
     with reader(tmp_path) as r:
         for block in blocks(doc):
             r.run(block)
+
+
+def test_the_readme_owner_walkthrough_runs_from_an_empty_directory(tmp_path: Path) -> None:
+    text = README.read_text(encoding="utf-8")
+    section = text.split("\n## Managing categories\n", 1)[1].split("\n## ", 1)[0]
+    runnable = [b for b in blocks(README, section) if b.runs]
+    assert len(runnable) >= 6, "the owner walkthrough lost its commands"
+    assert not any(b.lang == "python" for b in runnable), "owners use the verbs, not Python"
+    with reader(tmp_path, empty=True) as r:
+        for block in blocks(README, section):
+            r.run(block)
+
+
+def test_the_readme_says_where_the_command_is_before_using_it() -> None:
+    text = _FENCE.sub(lambda m: "\x00" if "consent-sidecar " in m.group(2) else "", README.read_text("utf-8"))
+    first_use = text.index("\x00")
+    assert ".venv/bin" in text[:first_use], "README uses consent-sidecar before saying it is in .venv/bin"
 
 
 def test_docs_exist_and_are_linked_from_the_readme() -> None:

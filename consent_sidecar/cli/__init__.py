@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from typing import Final, NoReturn, Protocol
 
 from consent_sidecar import __version__
-from consent_sidecar.cli import audit, health, local, serve, store, token
+from consent_sidecar.cli import audit, categories, health, inspect, local, principals, serve, status, store, token
 from consent_sidecar.cli.flags import (
     ENV_PREFIX,
     PROG,
@@ -58,9 +58,13 @@ VERB_GROUPS: Final[tuple[VerbGroup, ...]] = (
     serve,
     local,  # check, test, decide
     token,  # token hash
-    audit,  # audit verify
+    audit,  # audit verify, list, watch
     store,  # store push, store pull
     health,
+    categories,  # categories list, get, create, update, disable, enable, delete
+    status,  # status, fleet status
+    principals,  # principals add, remove
+    inspect,
     console,  # console (the web app itself loads only when the verb runs: the [console] extra)
 )
 
@@ -90,7 +94,7 @@ def run_cli(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None
         parser = build_parser()
         ns = parser.parse_args(argv)
         resolve_env(ns.parser, ns, env)
-        ns.environ = env  # for what is read from the environment only (CONSENT_SIDECAR_ETCD_PASSWORD)
+        ns.environ = env  # what is read from the environment only: CONSENT_SIDECAR_TOKEN, _ETCD_PASSWORD
         handler: Handler = ns.handler
         return handler(ns)
     except SystemExit as e:  # argparse: --help, --version, usage errors

@@ -192,10 +192,14 @@ def resolve_env(parser: argparse.ArgumentParser, namespace: argparse.Namespace, 
     """Fills every flag of `parser` not given on the command line from its variable, else its default.
 
     A variable set to "" counts as unset. Errors go through `parser.error` (exit 2), naming
-    the flag and, when the value came from there, the variable.
+    the flag and, when the value came from there, the variable. `namespace.from_env` is left
+    holding the dests whose value came from a variable (a verb whose flags exclude each other
+    lets the command line win).
     """
     if not isinstance(parser, Parser):
         return
+    from_env: set[str] = set()
+    namespace.from_env = from_env
     missing: list[str] = []
     for flag in parser.env_flags:
         dest = flag.action.dest
@@ -208,6 +212,7 @@ def resolve_env(parser: argparse.ArgumentParser, namespace: argparse.Namespace, 
                 value = _from_env(flag, raw)
             except ValueError as e:
                 parser.error(f"argument {info.flag} (from {info.env}): {e}")
+            from_env.add(dest)
         elif info.required:
             missing.append(f"{info.flag} (or {info.env})")
             continue

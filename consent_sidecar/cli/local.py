@@ -2,7 +2,9 @@
 
 A thin shell around the core (mapping_file, index, event, cases) that only formats what comes
 back: errors as the core words them (`file:line:column: path: message`), exit 1 for an
-unreadable or invalid file, 2 for a usage error. Must never open a socket or write a file.
+unreadable or invalid file, 2 for a usage error. `decide --address` asks a running sidecar
+instead, through consent_sidecar.cli.decide_remote (the same JSON). Must never open a socket
+itself, nor write a file.
 """
 
 from __future__ import annotations
@@ -32,10 +34,15 @@ def register(verbs: Verbs) -> None:
     p.add_argument("file", metavar="F", help="the mapping file")
     p.add_argument("cases", metavar="CASES", help="the cases file (YAML)")
 
-    p = verb(verbs, "decide", run_decide, "make one decision locally and print it as JSON")
-    p.add_argument("--mappings", required=True, metavar="FILE", help="the mapping file")
+    p = verb(verbs, "decide", run_decide,
+             "make one decision, locally from a mapping file or by a running sidecar, and print it as JSON")
+    p.add_argument("--mappings", metavar="FILE", help="decide locally from this mapping file")
+    p.add_argument("--address", type=values.address, metavar="ADDR",
+                   help="ask the DecisionService of a running sidecar instead (a --listen address; no token)")
     p.add_argument("--consent", type=values.preferences, metavar="JSON",
                    help="the categoryPreferences object, e.g. '{\"C0001\": true}' (default: no consent object)")
+    p.add_argument("--event", metavar="FILE",
+                   help="a whole Segment event (JSON) decided as segment_event: its consent, integrations and type")
     p.add_argument("--explain", action="store_true", help="list each destination's decision")
     p.add_argument("destinations", nargs="*", metavar="DEST", help="destinations to decide (default: every known one)")
 
@@ -52,9 +59,16 @@ def load_index(path: str) -> Index | None:
 
 
 def run_check(ns: argparse.Namespace) -> int:
-    index = load_index(ns.file)
-    if index is None:
+    from consent_core.lint import warnings
+
+    try:
+        loaded = load_mapping(ns.file)
+    except MappingError as e:  # reading problems included
+        print(str(e), file=sys.stderr)
         return 1
+    index = compile(loaded.mapping)
+    for w in warnings(loaded.mapping, loaded.text):  # legal, but almost certainly a mistake: exit 0 all the same
+        print(w.format(ns.file), file=sys.stderr)
     categories = len(index.mapping.categories)
     print(f"{ns.file}: ok ({categories} categories, {len(index.known_destinations)} destinations, "
           f"digest {index.digest[:12]})")
@@ -90,19 +104,60 @@ def decision_json(d: Decision) -> dict[str, object]:
     }
 
 
+def _source(ns: argparse.Namespace) -> str:
+    """"mappings" or "address": which one decides; a flag on the command line beats a variable."""
+    parser: argparse.ArgumentParser = ns.parser
+    given = [dest for dest in ("mappings", "address") if getattr(ns, dest) is not None]
+    if len(given) == 2:
+        from_env: set[str] = getattr(ns, "from_env", set())
+        given = [dest for dest in given if dest not in from_env] or given
+    if not given:
+        parser.error("give --mappings FILE (decide locally) or --address ADDR (ask a running sidecar)")
+    if len(given) == 2:
+        parser.error("give --mappings FILE or --address ADDR, not both")
+    if ns.consent is not None and ns.event is not None:
+        parser.error("give --consent or --event, not both")
+    return given[0]
+
+
+def read_event(ns: argparse.Namespace) -> bytes | None:
+    """The bytes of --event FILE (`-` = stdin), or None without it; a usage error when unreadable."""
+    if ns.event is None:
+        return None
+    try:
+        if ns.event == "-":
+            return bytes(sys.stdin.buffer.read())
+        with open(ns.event, "rb") as f:
+            return f.read()
+    except OSError as e:
+        parser: argparse.ArgumentParser = ns.parser
+        parser.error(f"argument --event: cannot read {ns.event}: {e.strerror or e}")
+
+
+def print_decision(allowed: list[str], blocked: list[str], decisions: list[dict[str, object]]) -> None:
+    """The JSON `decide` prints, locally or from a sidecar."""
+    out = {"allowed": allowed, "blocked": blocked, "decisions": decisions}
+    print(json.dumps(out, indent=2, ensure_ascii=False))
+
+
 def run_decide(ns: argparse.Namespace) -> int:
     parser: argparse.ArgumentParser = ns.parser
+    if _source(ns) == "address":
+        from consent_sidecar.cli.decide_remote import run_decide_remote
+
+        return run_decide_remote(ns, read_event(ns))
+    event = read_event(ns)
     index = load_index(ns.mappings)
     if index is None:
         return 1
     try:
-        outcome = decide_one(index, Limits(), ns.destinations, preferences=ns.consent, explain=ns.explain)
+        outcome = decide_one(index, Limits(), ns.destinations, preferences=ns.consent, segment_event=event,
+                             explain=ns.explain)
     except InvalidArgument as e:
+        if event is not None:  # the event file's content, not the command line, is at fault
+            print(f"{ns.event}: invalid event: {e}", file=sys.stderr)
+            return 1
         parser.error(str(e))
-    out = {
-        "allowed": list(outcome.allowed),
-        "blocked": list(outcome.blocked),
-        "decisions": [decision_json(d) for d in outcome.decisions or ()] if ns.explain else [],
-    }
-    print(json.dumps(out, indent=2, ensure_ascii=False))
+    decisions = [decision_json(d) for d in outcome.decisions or ()] if ns.explain else []
+    print_decision(list(outcome.allowed), list(outcome.blocked), decisions)
     return 0

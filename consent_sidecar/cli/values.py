@@ -23,6 +23,7 @@ __all__ = [
     "preferences",
     "rate",
     "seconds",
+    "sequence",
     "tcp_address",
     "workers",
 ]
@@ -125,3 +126,14 @@ def preferences(value: str) -> dict[str, bool]:
         if not isinstance(v, bool):
             raise argparse.ArgumentTypeError(f"category {k!r} must be true or false, got {json.dumps(v)}")
     return prefs
+
+
+def sequence(value: str) -> int:
+    """An audit sequence number: a non-negative integer."""
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid sequence {value!r}: expected a non-negative integer") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"invalid sequence {value!r}: expected a non-negative integer")
+    return n

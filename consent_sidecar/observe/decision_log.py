@@ -8,8 +8,9 @@ every drop is counted (`consent_sidecar_decision_log_dropped_total`); the audit 
 different thing and never drops.
 
 A line holds the request id, the RPC (and entry or message number), the policy generation and
-digest, the allowed and blocked destinations, one reason per destination and the consent
-reduced to the mapping's enabled category ids it granted or denied. Never any other event
+digest, the allowed and blocked destinations, each destination with its reason, and the
+consent reduced to the mapping's enabled category ids: granted (`true`), denied (`false`) and
+absent (not in the event, which is not granted either). Never any other event
 content: no `categoryPreferences` keys the mapping does not know, no `integrations`, no event
 fields, no tokens.
 """
@@ -87,6 +88,27 @@ class Entry:
     integrations: Mapping[str, object] | None = None
     preference_event: bool = False
     time: float = 0.0  # time.time() when sampled
+    request: bytes = b""  # the encoded DecideRequest: which categories it set false is read from it, off the hot path
+
+
+def _denied_mask(index: Index, request: bytes) -> int | None:
+    """The enabled categories the request's consent set `false` (None when the request cannot tell)."""
+    if not request:
+        return None
+    from consent.v1 import decision_pb2
+
+    try:
+        message = decision_pb2.DecideRequest.FromString(request)
+        if message.WhichOneof("source") == "consent":
+            prefs: object = dict(message.consent.category_preferences)
+        else:  # a segment_event the service already validated
+            context = json.loads(message.segment_event).get("context") or {}
+            prefs = (context.get("consent") or {}).get("categoryPreferences") or {}
+    except (ValueError, AttributeError):
+        return None
+    if not isinstance(prefs, dict):
+        return None
+    return index.granted_mask({k: True for k, v in prefs.items() if v is False})
 
 
 def format_line(entry: Entry) -> str:
@@ -96,12 +118,16 @@ def format_line(entry: Entry) -> str:
         entry.granted, entry.destinations, integrations=entry.integrations,
         preference_event=entry.preference_event, explain=True,
     )
-    if entry.granted is None:
-        consent = None
-    else:
+    consent: dict[str, list[str]] | None = None
+    if entry.granted is not None:
+        not_granted = index.all_categories_mask & ~entry.granted
+        denied = _denied_mask(index, entry.request)
+        if denied is None:  # cannot tell false from absent: every category not granted is listed as denied
+            denied = not_granted
         consent = {
             "granted": list(index.category_ids(entry.granted)),
-            "denied": list(index.category_ids(index.all_categories_mask & ~entry.granted)),
+            "denied": list(index.category_ids(not_granted & denied)),
+            "absent": list(index.category_ids(not_granted & ~denied)),
         }
     line = {
         "time": datetime.fromtimestamp(entry.time, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
@@ -113,7 +139,8 @@ def format_line(entry: Entry) -> str:
         "consent": consent,
         "allowed": list(outcome.allowed),
         "blocked": list(outcome.blocked),
-        "reasons": [f"REASON_{d.reason.name}" for d in outcome.decisions or ()],
+        # Each destination named with its reason (a destination named twice is decided the same way twice).
+        "reasons": {d.destination: f"REASON_{d.reason.name}" for d in outcome.decisions or ()},
     }
     return json.dumps(line, separators=(",", ":"), ensure_ascii=False)
 

@@ -202,12 +202,14 @@ class DecisionService(decision_pb2_grpc.DecisionServiceServicer):
         ))
         return field(RESPONSES_TAG, body)
 
-    def _sample(self, rpc: str, context: _Context, position: int | None, st: Served, a: Answer) -> None:
+    def _sample(
+        self, rpc: str, context: _Context, position: int | None, st: Served, a: Answer, data: bytes
+    ) -> None:
         dlog = self._dlog
         assert dlog is not None
         dlog.submit(Entry(
             rpc, request_id(context.invocation_metadata()), position, st.generation, st.index,
-            a.granted, a.destinations, a.integrations, a.preference_event, time.time(),
+            a.granted, a.destinations, a.integrations, a.preference_event, time.time(), data,
         ))
 
     def _answer_miss(self, rpc: str, st: Served, data: bytes, memo: bool) -> Answer | InvalidArgument:
@@ -221,7 +223,7 @@ class DecisionService(decision_pb2_grpc.DecisionServiceServicer):
             return e
 
     def _served_one(
-        self, rpc: str, context: _Context, position: int | None, st: Served, a: Answer, t0: float
+        self, rpc: str, context: _Context, position: int | None, st: Served, a: Answer, t0: float, data: bytes
     ) -> None:
         """Counts and times one Decide / DecideStream answer, and samples it for the decision log."""
         rec = self._recorder
@@ -232,7 +234,7 @@ class DecisionService(decision_pb2_grpc.DecisionServiceServicer):
             rec.rpc[rpc].observe(time.perf_counter() - t0)
         dlog = self._dlog
         if dlog is not None and dlog.sampled():
-            self._sample(rpc, context, position, st, a)
+            self._sample(rpc, context, position, st, a, data)
 
     # -- the bytes handlers (registered by add_to_server) ---------------------------------------
 
@@ -253,7 +255,7 @@ class DecisionService(decision_pb2_grpc.DecisionServiceServicer):
             a = got
         else:
             raw.hits += 1
-        self._served_one("Decide", context, None, st, a, t0)
+        self._served_one("Decide", context, None, st, a, t0, data)
         return a.body
 
     async def decide_batch_bytes(self, data: bytes, context: _Context) -> bytes:
@@ -310,7 +312,7 @@ class DecisionService(decision_pb2_grpc.DecisionServiceServicer):
             if pending is not None and a.tally is not None:
                 pending[a.tally] = pending.get(a.tally, 0) + 1
             if dlog is not None and dlog.sampled():
-                self._sample("DecideBatch", context, i, st, a)
+                self._sample("DecideBatch", context, i, st, a, entry)
         raw.hits += hits
         append(st.policy_field)
         if rec is not None:
@@ -341,7 +343,7 @@ class DecisionService(decision_pb2_grpc.DecisionServiceServicer):
                 a = got
             else:
                 raw.hits += 1
-            self._served_one("DecideStream", context, position, st, a, t0)
+            self._served_one("DecideStream", context, position, st, a, t0, data)
             position += 1
             yield a.body
 

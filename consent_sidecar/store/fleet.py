@@ -5,7 +5,9 @@ its first --listen, policy generation and digest, document revision, connected, 
 updated_at) put under a lease of MEMBER_TTL seconds that the sidecar keeps alive, so a killed
 sidecar leaves the list by itself; and `fleet_status`, the read behind GetFleetStatus. The
 record is rewritten whenever what it says changes (and re-created with a new lease after a
-disconnection). Must never block the event loop or decide policy.
+disconnection), and every few seconds while the sidecar is in sync, so that `updated_at` is the
+last time it was confirmed serving the store's newest document: frozen while it lags, it tells
+`fleet status --max-lag` how long a member has lagged. Must never block the event loop or decide policy.
 """
 
 from __future__ import annotations
@@ -110,15 +112,25 @@ class MemberRecord:
         self.member_id = member_id
         self.address = address
         self._lease = 0
+        self._synced_at: datetime | None = None
+
+    def in_sync(self) -> bool:
+        """Serving the newest document revision this sidecar knows of, connected, no rejected document."""
+        st = self._source.state
+        return st.connected and st.latest <= st.revision and not self._source.store.last_error
 
     def current(self) -> FleetMember:
+        """The record now. `updated_at` is the last time the member was confirmed in sync (refreshed every
+        few seconds while it is), frozen while it lags: `now - updated_at` is how long it has lagged."""
         src = self._source
         st = src.state
         store = src.store
         snap = store.current if store.loaded else None
+        if self.in_sync() or self._synced_at is None:
+            self._synced_at = datetime.now(UTC)
         return FleetMember(
             self.member_id, self.address, snap.generation if snap else 0, snap.digest if snap else "",
-            st.revision, st.connected, store.last_error or "", datetime.now(UTC),
+            st.revision, st.connected, store.last_error or "", self._synced_at,
         )
 
     async def _put(self) -> None:
@@ -143,6 +155,8 @@ class MemberRecord:
                             self._lease = 0  # expired while we were away: a new record on a new lease
                             continue
                         last_keepalive = loop.time()
+                        if self.in_sync():
+                            await self._put()  # confirms updated_at: readers judge lag from it
                 except EtcdUnavailable as e:
                     _log.debug("member record not updated", error=str(e))
                     self._lease = 0 if "not found" in str(e).lower() else self._lease

@@ -30,7 +30,7 @@ from consent_core.documents import load_yaml, read_utf8
 from consent_core.documents import node_position as _pos
 from consent_core.errors import CasesError, InvalidArgument, Problem
 from consent_core.event import decide_one
-from consent_core.index import Index, Reason
+from consent_core.index import Decision, Index, Reason
 from consent_core.limits import Limits
 
 __all__ = ["Case", "CaseResult", "CasesError", "load_cases", "parse_cases", "reason_name", "run_cases"]
@@ -308,23 +308,25 @@ def _show(items: Sequence[str]) -> str:
 
 
 def run_case(index: Index, case: Case, limits: Limits = _DEFAULT_LIMITS) -> CaseResult:
-    """Decides one case exactly as a DecideRequest would be, then compares with its expectations."""
+    """Decides one case exactly as a DecideRequest would be, then compares with its expectations.
+
+    A destination decided otherwise than expected is named with what it got and why (its reason
+    and missing categories); the lists are compared whole only when every destination is right
+    but their order is not.
+    """
     try:
         outcome = decide_one(
-            index,
-            limits,
-            case.destinations,
-            preferences=case.consent,
-            segment_event=case.segment_event,
-            explain=case.reasons is not None,
+            index, limits, case.destinations, preferences=case.consent, segment_event=case.segment_event,
+            explain=True,
         )
     except InvalidArgument as e:
         return CaseResult(case, False, f"invalid request: {e}")
-    why: list[str] = []
-    if case.allowed is not None and case.allowed != outcome.allowed:
-        why.append(f"allowed: expected {_show(case.allowed)}, got {_show(outcome.allowed)}")
-    if case.blocked is not None and case.blocked != outcome.blocked:
-        why.append(f"blocked: expected {_show(case.blocked)}, got {_show(outcome.blocked)}")
+    why = _wrong_destinations(case, outcome.decisions or ())
+    if not why:
+        if case.allowed is not None and case.allowed != outcome.allowed:
+            why.append(f"allowed: expected {_show(case.allowed)}, got {_show(outcome.allowed)}")
+        if case.blocked is not None and case.blocked != outcome.blocked:
+            why.append(f"blocked: expected {_show(case.blocked)}, got {_show(outcome.blocked)}")
     if case.reasons is not None:
         got: dict[str, list[Reason]] = {}
         for d in outcome.decisions or ():
@@ -337,6 +339,33 @@ def run_case(index: Index, case: Case, limits: Limits = _DEFAULT_LIMITS) -> Case
                 shown = ", ".join(dict.fromkeys(reason_name(r) for r in reasons))
                 why.append(f"reasons.{dest}: expected {reason_name(want)}, got {shown}")
     return CaseResult(case, not why, "; ".join(why))
+
+
+def _wrong_destinations(case: Case, decisions: Sequence[Decision]) -> list[str]:
+    """`google-ads expected blocked, got allowed (REASON_GRANTED)` for each destination decided otherwise."""
+    if case.allowed is None and case.blocked is None:
+        return []
+    out: list[str] = []
+    decided = {d.destination: d for d in decisions}
+    for dest, d in decided.items():
+        if case.allowed is not None and (dest in case.allowed) != d.allowed:
+            expected_allowed = dest in case.allowed
+        elif case.blocked is not None and (dest in case.blocked) == d.allowed:
+            expected_allowed = dest not in case.blocked
+        else:
+            continue
+        why = reason_name(d.reason)
+        if d.missing_categories:
+            why += f"; missing: {', '.join(d.missing_categories)}"
+        if d.shadow_missing_categories:
+            why += f"; shadow missing: {', '.join(d.shadow_missing_categories)}"
+        out.append(f"{dest} expected {'allowed' if expected_allowed else 'blocked'}, "
+                   f"got {'allowed' if d.allowed else 'blocked'} ({why})")
+    for dest in dict.fromkeys((*(case.allowed or ()), *(case.blocked or ()))):
+        if dest not in decided:
+            out.append(f"{dest} expected {'allowed' if dest in (case.allowed or ()) else 'blocked'}, "
+                       "got no decision (not in the case's destinations)")
+    return out
 
 
 def run_cases(index: Index, cases: Sequence[Case], limits: Limits = _DEFAULT_LIMITS) -> list[CaseResult]:

@@ -120,9 +120,42 @@ def _parse(text: str, source: str | None, error: type[DocumentError], *, constru
         raise error([Problem("", "invalid YAML: nested too deeply")], source) from e
 
 
+# The parser's context when it gives up inside a bracket or quote that was opened earlier, and the
+# character that closes it.
+_OPENED = {
+    "while parsing a flow sequence": "]",
+    "while parsing a flow mapping": "}",
+    "while scanning a quoted scalar": None,  # closed by the quote that opened it
+}
+
+
+def _unclosed(e: MarkedYAMLError, text: str) -> Problem | None:
+    """`this '[' is never closed`, at the '[' itself, when the parser gave up on a later line.
+
+    ruamel reports where it gave up ("expected ',' or ']', but got ':'", often lines later, at
+    the next key); the mistake is the opening bracket or quote, which it gives as the context.
+    """
+    opened, gave_up = e.context_mark, e.problem_mark
+    if e.context not in _OPENED or opened is None or gave_up is None or gave_up.line <= opened.line:
+        return None
+    lines = text.splitlines()
+    if opened.line >= len(lines) or opened.column >= len(lines[opened.line]):
+        return None
+    char = lines[opened.line][opened.column]
+    closer = _OPENED[e.context] or char
+    if char not in "[{'\"":
+        return None
+    where = "the end of the file" if gave_up.line >= len(lines) else f"line {gave_up.line + 1}"
+    return Problem("", f"invalid YAML: this {char!r} is never closed "
+                       f"(no {closer!r} before {where}, where the parser gave up)", opened.line + 1, opened.column + 1)
+
+
 def _yaml_problem(e: YAMLError, text: str) -> Problem:
     """One `invalid YAML: ...` problem, at the mark ruamel gives (or the offset of a forbidden character)."""
     if isinstance(e, MarkedYAMLError):
+        unclosed = _unclosed(e, text)
+        if unclosed is not None:
+            return unclosed
         mark = e.problem_mark or e.context_mark
         what = e.problem or e.context or "malformed document"
         if e.context and e.problem:

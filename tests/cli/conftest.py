@@ -1,12 +1,23 @@
-"""Fixtures of the CLI tests: a working directory with sample files, and `serve` without a server.
+"""Fixtures of the CLI tests: a working directory with sample files, `serve` without a server, and a real one.
 
 Test modules import nothing from here: they take the fixtures.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import functools
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 from consent_core.mapping_file import parse_mapping
 from consent_core.model import ConsentMapping
@@ -33,7 +44,7 @@ destinations:
   braze: {resolution: any}
 """
 
-# categories[1].id sits at line 7, column 9: the example of API.md §3.
+# categories[1].id sits at line 7, column 9: the example of docs/reference.md, "4. Mapping file".
 BROKEN = """\
 version: 1
 categories:
@@ -101,3 +112,133 @@ def served(monkeypatch: pytest.MonkeyPatch) -> list[ServeConfig]:
     monkeypatch.setattr(consent_sidecar.process.server, "run", fake_run)
     return seen
 
+
+
+# -- a real `consent-sidecar serve` process with an admin listener -------------------------------
+
+WAIT = 30.0  # upper bound of every wait on a sidecar process, in seconds
+
+
+@dataclasses.dataclass
+class SidecarProcess:
+    """A `consent-sidecar serve` child on unix sockets, its files, and the tokens of its principals."""
+
+    directory: Path
+    mappings: Path
+    principals: Path
+    audit_db: Path
+    decision: str  # unix:... the --listen address
+    admin: str  # unix:... the --admin-listen address
+    tokens: dict[str, str]  # principal id -> token
+    process: subprocess.Popen[bytes]
+    tls: dict[str, str]  # the client's TLS flags' values, when the admin listener speaks TLS
+
+    def env(self, who: str | None = "alice") -> dict[str, str]:
+        """The environment of a CLI run as `who` (its token in CONSENT_SIDECAR_TOKEN; None = no token)."""
+        return {} if who is None else {"CONSENT_SIDECAR_TOKEN": self.tokens[who]}
+
+    def admin_flags(self) -> list[str]:
+        flags = ["--address", self.admin]
+        for name, value in self.tls.items():
+            flags += [f"--{name}", value]
+        return flags
+
+
+def cli_bin() -> str:
+    return str(Path(sys.executable).parent / "consent-sidecar")
+
+
+def wait_serving(address: str, process: subprocess.Popen[bytes]) -> None:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    deadline = time.monotonic() + WAIT
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while True:
+            assert process.poll() is None, f"serve exited {process.returncode}"
+            try:
+                answer = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                if answer.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            assert time.monotonic() < deadline, "the sidecar never answered SERVING"
+            time.sleep(0.05)  # polling a bounded condition
+
+
+@contextlib.contextmanager
+def sidecar_process(directory: Path, *, tls: Path | None = None, mtls: bool = False) -> Iterator[SidecarProcess]:
+    """Serves MAPPINGS with principals alice (owner) and bob (member), made by `principals add`.
+
+    With `tls` (a directory of PEM files from the `pki` fixture) the admin listener speaks TLS,
+    mTLS too when asked.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    mappings = directory / "mappings.yaml"
+    mappings.write_text(MAPPINGS)
+    principals = directory / "principals.yaml"
+    tokens = {}
+    for pid, role in (("alice", "owner"), ("bob", "member")):
+        done = subprocess.run([cli_bin(), "principals", "add", "--principals", str(principals), "--id", pid,
+                               "--role", role], capture_output=True, text=True, timeout=WAIT, check=True)
+        tokens[pid] = done.stdout.strip()
+    with tempfile.TemporaryDirectory(prefix="cs-cli-") as sockets:
+        decision, admin = f"unix:{sockets}/d.sock", f"unix:{sockets}/a.sock"
+        argv = [cli_bin(), "serve", "--mappings", str(mappings), "--listen", decision, "--admin-listen", admin,
+                "--principals", str(principals), "--audit-db", str(directory / "audit.db"), "--grace-period", "1",
+                "--log-format", "json"]
+        client: dict[str, str] = {}
+        if tls is not None:
+            argv += ["--admin-tls-cert", str(tls / "server.pem"), "--admin-tls-key", str(tls / "server.key")]
+            client["tls-ca"] = str(tls / "ca.pem")
+            client["tls-server-name"] = "localhost"  # a unix socket has no host name to check
+            if mtls:
+                argv += ["--admin-client-ca", str(tls / "ca.pem")]
+                client.update({"tls-cert": str(tls / "client.pem"), "tls-key": str(tls / "client.key")})
+        log = (directory / "serve.log").open("wb")
+        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=directory)
+        try:
+            wait_serving(decision, process)
+            yield SidecarProcess(directory, mappings, principals, directory / "audit.db", decision, admin, tokens,
+                                 process, client)
+        finally:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(WAIT)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            log.close()
+
+
+@pytest.fixture
+def served_sidecar(tmp_path: Path) -> Iterator[SidecarProcess]:
+    """A running `consent-sidecar serve` (plaintext admin listener) serving MAPPINGS."""
+    with sidecar_process(tmp_path / "sidecar") as running:
+        yield running
+
+
+def openssl(*argv: str) -> None:
+    subprocess.run(["openssl", *argv], check=True, capture_output=True, timeout=60)
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A throwaway CA with a server certificate (localhost) and a client certificate."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make test certificates")
+    d = tmp_path_factory.mktemp("cli-pki")
+    ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1")
+    openssl("req", "-x509", *ec, "-keyout", str(d / "ca.key"), "-out", str(d / "ca.pem"), "-subj", "/CN=ca")
+    for name, san in (("server", "DNS:localhost,IP:127.0.0.1"), ("client", "DNS:client")):
+        openssl("req", "-x509", "-CA", str(d / "ca.pem"), "-CAkey", str(d / "ca.key"), *ec,
+                "-keyout", str(d / f"{name}.key"), "-out", str(d / f"{name}.pem"), "-subj", f"/CN={name}",
+                "-addext", f"subjectAltName={san}", "-addext", "basicConstraints=critical,CA:FALSE",
+                "-addext", "extendedKeyUsage=serverAuth,clientAuth")  # fmt: skip
+    return d
+
+
+@pytest.fixture
+def start_sidecar_process(tmp_path: Path) -> Callable[..., contextlib.AbstractContextManager[SidecarProcess]]:
+    """`sidecar_process` in this test's tmp_path: `with start_sidecar_process(tls=pki, mtls=True) as sc:`."""
+    return functools.partial(sidecar_process, tmp_path / "sidecar")

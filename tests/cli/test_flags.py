@@ -116,7 +116,10 @@ def test_no_verb_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
 def test_the_verb_groups_register_every_verb_in_reference_order() -> None:
     parser = cli.build_parser()
     [verbs] = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
-    assert list(verbs.choices) == ["serve", "check", "test", "decide", "token", "audit", "store", "health", "console"]
+    assert list(verbs.choices) == [
+        "serve", "check", "test", "decide", "token", "audit", "store", "health", "categories", "status", "fleet",
+        "principals", "inspect", "console",
+    ]
     assert all(callable(group.register) for group in cli.VERB_GROUPS)
 
 

@@ -83,11 +83,35 @@ def test_test_verb_names_expected_and_got_for_a_failing_case(
     )
     assert run(["test", "mappings.yaml", "bad-cases.yaml"]) == 1
     assert capsys.readouterr().out.splitlines() == [
-        'FAIL wrong: allowed: expected ["google-ads", "amplitude"], got ["amplitude"]; '
+        "FAIL wrong: google-ads expected allowed, got blocked (REASON_DENIED; missing: C0004); "
         "reasons.google-ads: expected REASON_GRANTED, got REASON_DENIED",
         "PASS right",
         "1 passed, 1 failed",
     ]
+
+
+@pytest.mark.parametrize(
+    ("expect", "why"),
+    [
+        ("{blocked: [google-ads]}",
+         "google-ads expected blocked, got allowed (REASON_GRANTED)"),
+        ("{allowed: [amplitude]}",
+         "google-ads expected blocked, got allowed (REASON_GRANTED)"),
+        ("{allowed: [amplitude, google-ads, mixpanel]}",
+         "mixpanel expected allowed, got no decision (not in the case's destinations)"),
+        ("{allowed: [google-ads]}",
+         "amplitude expected blocked, got allowed (REASON_GRANTED; shadow missing: C0005)"),
+    ],
+)
+def test_a_fail_line_names_each_wrong_destination_with_its_reason_and_missing_categories(
+    workdir: Path, capsys: pytest.CaptureFixture[str], expect: str, why: str
+) -> None:
+    (workdir / "c.yaml").write_text(
+        "cases:\n  - name: c\n    consent: {C0002: true, C0004: true}\n"
+        f"    destinations: [amplitude, google-ads]\n    expect: {expect}\n"
+    )
+    assert run(["test", "mappings.yaml", "c.yaml"]) == 1
+    assert capsys.readouterr().out.splitlines()[0] == f"FAIL c: {why}"
 
 
 def test_test_verb_compares_lists_in_request_order(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -126,7 +150,7 @@ def test_test_verb_reports_invalid_yaml_with_its_position(workdir: Path, capsys:
     (workdir / "yaml.yaml").write_text("cases:\n  - name: [one\n")
     assert run(["test", "mappings.yaml", "yaml.yaml"]) == 1
     err = capsys.readouterr().err
-    assert re.match(r"yaml\.yaml:3:1: invalid YAML: ", err), err
+    assert err.startswith("yaml.yaml:2:11: invalid YAML: this '[' is never closed"), err
 
 
 def test_test_verb_with_a_broken_mapping_prints_its_errors(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -329,3 +353,26 @@ def test_decide_reads_mappings_consent_and_explain_from_variables(
 def test_decide_with_a_missing_mapping_file_fails_cleanly(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert run(["decide", "--mappings", "gone.yaml"]) == 1
     assert capsys.readouterr().err == "gone.yaml: cannot read the mapping file: no such file\n"
+
+
+@pytest.mark.parametrize(
+    ("categories", "warnings"),
+    [
+        ("  - id: C0004\n    name: Ads\n    destinations: [a]\n  - id: c0004\n    name: More Ads\n"
+         "    destinations: [b]\n",
+         ["m.yaml:6:9: categories[1].id: warning: 'c0004' differs from categories[0].id 'C0004' only in case"]),
+        ("  - id: C0001\n    name: Targeting\n    destinations: [a]\n  - id: C0002\n    name: TARGETING\n"
+         "    destinations: [b]\n",
+         ["m.yaml:7:11: categories[1].name: warning: 'TARGETING' differs from categories[0].name 'Targeting' "
+          "only in case"]),
+        ("  - id: C0001\n    name: A\n    destinations: [a]\n", []),
+    ],
+)
+def test_check_warns_about_ids_or_names_differing_only_in_case_and_still_passes(
+    workdir: Path, capsys: pytest.CaptureFixture[str], categories: str, warnings: list[str]
+) -> None:
+    (workdir / "m.yaml").write_text("version: 1\ncategories:\n" + categories)
+    assert run(["check", "m.yaml"]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("m.yaml: ok")
+    assert [line.split(" (")[0] for line in err.splitlines()] == warnings

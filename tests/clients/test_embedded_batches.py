@@ -12,7 +12,7 @@ from consent_core.limits import Limits
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from .test_client import MAPPING
+from .support import MAPPING
 from .test_embedded import KNOWN, PREFERENCES
 
 

@@ -30,8 +30,9 @@ LOADED = DOCUMENTS[1:]  # cases and principals are loaded into data; the mapping
 
 # YAML that no document can be: one located problem, the same whichever document it is read as.
 SYNTAX_ERRORS = [
-    ("a: [one\n",
-     "d.yaml:2:1: invalid YAML: expected ',' or ']', but got '<stream end>' (while parsing a flow sequence)"),
+    ("a: [one\n",  # reported where the '[' opens, not where the parser gave up
+     "d.yaml:1:4: invalid YAML: this '[' is never closed (no ']' before the end of the file, "
+     "where the parser gave up)"),
     ("a: b: c\n", "d.yaml:1:5: invalid YAML: mapping values are not allowed here"),
     ("a: b\x01\n", "d.yaml:1:5: invalid YAML: character U+0001 is not allowed"),
     ("a: b\n---\nc: d\n",

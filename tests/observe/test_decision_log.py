@@ -90,31 +90,52 @@ def index() -> Any:
 
 
 def test_a_line_holds_ids_destinations_reasons_and_reduced_consent(index: Any) -> None:
-    granted = index.granted_mask({"C0002": True, "C0004": False, "unknown-id": True})
+    prefs = {"C0002": True, "C0004": False, "unknown-id": True}
+    granted = index.granted_mask(prefs)
+    request = Req(consent=decision_pb2.Consent(category_preferences=prefs)).SerializeToString()
     line = json.loads(format_line(entry(
-        index, granted=granted, destinations=("amplitude", "google-ads", "nobody", "amplitude/eu"),
+        index, granted=granted, destinations=("amplitude", "google-ads", "nobody", "amplitude/eu"), request=request,
     )))
     assert list(line) == KEYS
     assert line["time"] == "2023-11-14T22:13:20.250Z"
     assert line["request_id"] == "r-1"
     assert line["policy_generation"] == 3
     assert line["policy_digest"] == index.digest
-    assert line["consent"] == {"granted": ["C0002"], "denied": ["C0004", "C0003"]}  # mapping ids only
+    # mapping ids only; C0003 was not in the event at all: absent, not denied
+    assert line["consent"] == {"granted": ["C0002"], "denied": ["C0004"], "absent": ["C0003"]}
     assert line["allowed"] == ["amplitude", "nobody", "amplitude/eu"]
     assert line["blocked"] == ["google-ads"]
-    assert line["reasons"] == ["REASON_GRANTED", "REASON_DENIED", "REASON_UNMAPPED", "REASON_GRANTED"]
+    assert line["reasons"] == {"amplitude": "REASON_GRANTED", "google-ads": "REASON_DENIED",
+                               "nobody": "REASON_UNMAPPED", "amplitude/eu": "REASON_GRANTED"}
+
+
+@pytest.mark.parametrize(
+    ("prefs", "consent"),
+    [
+        ({}, {"granted": [], "denied": [], "absent": ["C0002", "C0004", "C0003"]}),
+        ({"C0002": False, "C0004": False, "C0003": False}, {"granted": [], "denied": ["C0002", "C0004", "C0003"],
+                                                             "absent": []}),
+        ({"C0003": True, "C0009": False}, {"granted": ["C0003"], "denied": [], "absent": ["C0002", "C0004"]}),
+    ],
+)
+def test_categories_absent_from_the_event_are_not_called_denied(
+    index: Any, prefs: dict[str, bool], consent: dict[str, list[str]]
+) -> None:
+    request = Req(consent=decision_pb2.Consent(category_preferences=prefs)).SerializeToString()
+    line = json.loads(format_line(entry(index, granted=index.granted_mask(prefs), request=request)))
+    assert line["consent"] == consent
 
 
 def test_no_consent_object_logs_consent_null(index: Any) -> None:
     line = json.loads(format_line(entry(index, granted=None, destinations=("google-ads",))))
     assert line["consent"] is None
-    assert line["reasons"] == ["REASON_NO_CONSENT"]
+    assert line["reasons"] == {"google-ads": "REASON_NO_CONSENT"}
 
 
 def test_integrations_show_only_as_reasons(index: Any) -> None:
     line = format_line(entry(index, granted=index.all_categories_mask, destinations=("amplitude",),
                              integrations={"amplitude": False, "secret-key": "s3cr3t"}))
-    assert json.loads(line)["reasons"] == ["REASON_DISABLED_BY_EVENT"]
+    assert json.loads(line)["reasons"] == {"amplitude": "REASON_DISABLED_BY_EVENT"}
     assert "s3cr3t" not in line and "secret-key" not in line
 
 
@@ -275,10 +296,11 @@ async def test_a_segment_event_is_logged_without_any_of_its_content(served: Serv
     assert line["request_id"] == "req-77"
     assert line["rpc"] == "Decide" and line["entry"] is None
     assert line["policy_generation"] == 1
-    assert line["consent"] == {"granted": ["C0002"], "denied": ["C0004", "C0003"]}
+    assert line["consent"] == {"granted": ["C0002"], "denied": ["C0004"], "absent": ["C0003"]}
     assert line["allowed"] == ["amplitude", "x"]
     assert line["blocked"] == ["mixpanel", "braze"]
-    assert line["reasons"] == ["REASON_GRANTED", "REASON_DISABLED_BY_EVENT", "REASON_DENIED", "REASON_UNMAPPED"]
+    assert line["reasons"] == {"amplitude": "REASON_GRANTED", "mixpanel": "REASON_DISABLED_BY_EVENT",
+                               "braze": "REASON_DENIED", "x": "REASON_UNMAPPED"}
 
 
 async def test_batch_and_stream_entries_are_numbered(served: Served) -> None:

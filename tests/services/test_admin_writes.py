@@ -6,12 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import os
 import re
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -26,7 +21,6 @@ from consent.v1 import admin_pb2, admin_pb2_grpc, decision_pb2, decision_pb2_grp
 from consent_core import errors
 from consent_core.mapping_file import load_mapping, saver
 from google.protobuf import field_mask_pb2
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -847,56 +841,5 @@ def test_after_arbitrary_writes_the_file_checks_and_the_trail_verifies(backgroun
     assert verify(admin.audit.path).ok
 
 
-# -- the README's session, executed -----------------------------------------------------------
-
-README = Path(__file__).resolve().parents[2] / "README.md"
-
-
-def readme_blocks(section: str) -> dict[str, list[str]]:
-    """The fenced code blocks of one README section, by language."""
-    text = README.read_text(encoding="utf-8")
-    body = text.split(f"## {section}\n", 1)[1].split("\n## ", 1)[0]
-    blocks: dict[str, list[str]] = {}
-    for lang, code in re.findall(r"```(\w+)\n(.*?)```", body, flags=re.S):
-        blocks.setdefault(lang, []).append(code)
-    return blocks
-
-
-def free_port() -> int:
-    with contextlib.closing(socket.socket()) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def test_the_readme_session_runs_as_documented(tmp_path: Path) -> None:
-    blocks = readme_blocks("Managing categories")
-    (setup, serve_cmd), [session], [expected] = blocks["sh"], blocks["python"], blocks["text"]
-    ports = {"127.0.0.1:50051": f"127.0.0.1:{free_port()}", "127.0.0.1:50052": f"127.0.0.1:{free_port()}"}
-    for documented, actual in ports.items():
-        serve_cmd, session = serve_cmd.replace(documented, actual), session.replace(documented, actual)
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    done = subprocess.run(["bash", "-ec", setup + 'echo "$TOKEN"\n'], cwd=tmp_path, env=env, capture_output=True,
-                          text=True, timeout=60)  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    env["TOKEN"] = done.stdout.strip().splitlines()[-1]
-    command = "exec " + serve_cmd.strip().removesuffix("&").strip()
-    server = subprocess.Popen(["bash", "-ec", command], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE)  # fmt: skip
-    try:
-        with grpc.insecure_channel(ports["127.0.0.1:50052"]) as channel:
-            health = health_pb2_grpc.HealthStub(channel)
-            r = health.Check(health_pb2.HealthCheckRequest(), timeout=WAIT, wait_for_ready=True)
-            assert r.status == health_pb2.HealthCheckResponse.SERVING
-        run = subprocess.run([sys.executable, "-c", session], cwd=tmp_path, env=env, capture_output=True, text=True,
-                             timeout=60)  # fmt: skip
-        assert run.returncode == 0, run.stderr
-        assert [line.rstrip() for line in run.stdout.splitlines()] == [line.rstrip() for line in expected.splitlines()]
-    finally:
-        server.send_signal(signal.SIGTERM)
-        _, stderr = server.communicate(timeout=WAIT)
-    assert server.returncode == 0, stderr.decode(errors="replace")[-2000:]
-    text = (tmp_path / "mappings.yaml").read_text()
-    assert "# Consent mapping (hand-edited too" in text and "# product analytics" in text
-    assert run_cli(["check", str(tmp_path / "mappings.yaml")]) == 0
-    assert verify(tmp_path / "consent-sidecar-audit.db").ok
+# The README's owner session (now the `consent-sidecar categories` verbs) and the Python admin example
+# (docs/pipeline-integration.md) are run by tests/test_docs.py.

@@ -210,11 +210,13 @@ async def test_the_same_error_back_to_back_is_counted_but_audited_once(setup: Se
 
 
 async def test_reverting_a_broken_edit_records_that_the_failure_is_cleared(setup: Setup) -> None:
+    generation = setup.store.current.generation
     setup.write(BROKEN_ID)
     await setup.writer.reload(ACTOR)
     setup.write(BASE)  # back to the serving content: nothing to publish, but the breakage ended
     result = await setup.writer.reload(ACTOR)
     assert result.ok and not result.changed and setup.store.last_error is None
+    assert setup.store.current.generation == generation  # the generation counts policies published, not edits
     last = setup.after_start()[-1]
     assert (last.action, last.actor) == (A.POLICY_RELOADED, ACTOR)
     assert "unchanged; clears the reload failure" in last.detail
