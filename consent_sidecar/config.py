@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from consent_core.limits import Limits
+from consent_core.mapping_file.reader import DEFAULT_MAX_MAPPING_BYTES
 
 from consent_sidecar.etcd.settings import EtcdSettings
 
@@ -32,5 +33,6 @@ class ServeConfig:
     log_format: str = "auto"  # auto (console on a TTY, else JSON) | json | console
     log_level: str = "info"
     limits: Limits = field(default_factory=Limits)
+    max_mapping_bytes: int = DEFAULT_MAX_MAPPING_BYTES  # the mapping file's size limit (larger: a mapping error)
     etcd: EtcdSettings | None = None  # the fleet store: the policy comes from etcd, `mappings` is its cache
     member_id: str | None = None  # this sidecar in the fleet's member records; None = hostname-pid

@@ -30,6 +30,7 @@ from typing import Any, Final, TypeVar
 import structlog
 from consent_core import errors
 
+from consent_sidecar.audit.anchor import Head
 from consent_sidecar.audit.etcd_layout import (
     CHUNK_BYTES,
     TrailHead,
@@ -95,6 +96,7 @@ class EtcdTrail:
         self._watchers: set[Watcher] = set()
         self._follower: asyncio.Task[None] | None = None
         self._followed = 0  # the last sequence the follower delivered
+        self._known = TrailHead()  # the newest head seen (`head`)
         self._closed = False
 
     @property
@@ -131,12 +133,20 @@ class EtcdTrail:
 
     async def read_head(self) -> TrailHead:
         kv, _ = await self._client.get(self._keys.head)
-        return TrailHead.decode(kv)
+        return self.note(TrailHead.decode(kv))
 
-    def head(self) -> tuple[int, str]:
-        """(sequence, hash) of the newest event, (0, "") for an empty trail (blocking)."""
-        h = self._blocking(self.read_head())
-        return h.sequence, "" if h.sequence == 0 else h.hash
+    def note(self, head: TrailHead) -> TrailHead:
+        """Remembers `head` as the newest known (the policy source reports every head it reads or watches)."""
+        if head.sequence >= self._known.sequence:
+            self._known = head
+        return head
+
+    @property
+    def head(self) -> Head | None:
+        """The newest event this sidecar has seen the trail reach; None while it knows of none. Never blocks:
+        the source's watch keeps it current (GetPolicyStatus, the audit head metrics)."""
+        known = self._known
+        return None if known.sequence == 0 else Head(known.sequence, known.hash)
 
     def change_ops(
         self, head: TrailHead, events: Sequence[NewEvent], *, policy: str | None = None, rejected: str | None = None
@@ -183,6 +193,8 @@ class EtcdTrail:
 
     def log(self, records: Sequence[AuditRecord]) -> None:
         """One "audit" log line per committed event, as the SQLite trail writes (log shippers anchor on them)."""
+        if records:
+            self.note(replace(self._known, sequence=records[-1].sequence, hash=records[-1].hash))
         for r in records:
             with contextlib.suppress(Exception):
                 self._logger.info(
@@ -302,6 +314,7 @@ class EtcdTrail:
         fresh = [r for r in records if r.sequence > self._followed]
         if fresh:
             self._followed = fresh[-1].sequence
+            self.note(replace(self._known, sequence=fresh[-1].sequence, hash=fresh[-1].hash))
             self._deliver(fresh)
 
     async def _retrying(self, read: Callable[[], Coroutine[Any, Any, _T]]) -> _T:
@@ -348,14 +361,10 @@ class EtcdTrail:
                     if not chunk:
                         break
             while True:
-                if w.closed:
-                    return
-                if w.dropped:
-                    raise cut_off(w, last)
-                item = await w.queue.get()
-                if w.dropped:
-                    raise cut_off(w, last)
-                if item is None or w.closed:
+                item = await w.next()
+                if item is None:
+                    if w.dropped:
+                        raise cut_off(w, last)
                     return
                 if item.sequence <= last:
                     continue
@@ -373,8 +382,24 @@ class EtcdTrail:
 
     # ------------------------------------------------------------------ verifying
 
-    async def verify_async(self) -> VerifyResult:
-        """Walks the whole trail, recomputing every hash and link, and checks the head names its end."""
+    async def verify_async(self, expect_head: Head | None = None) -> VerifyResult:
+        """Walks the whole trail, recomputing every hash and link, and checks the head names its end.
+
+        `expect_head`: a head kept elsewhere (`--expect-head SEQ:HASH`): the trail must still hold
+        that event with that hash, or it was cut or rewritten.
+        """
+        result = await self._walk()
+        if result.ok and expect_head is not None:
+            found, _ = await self._after(expect_head.sequence - 1, 1) if expect_head.sequence > 0 else ([], 0)
+            event = next((r for r in found if r.sequence == expect_head.sequence), None)
+            if event is None or event.hash != expect_head.hash:
+                why = "is gone" if event is None else f"has hash {event.hash}"
+                return VerifyResult(False, result.count, expect_head.sequence,
+                                    f"the expected head {expect_head} {why}: the trail was cut or rewritten",
+                                    "removed")  # fmt: skip
+        return result
+
+    async def _walk(self) -> VerifyResult:
         expected, prev = 1, GENESIS_HASH
         head = await self.read_head()
         start = self._keys.events

@@ -172,7 +172,12 @@ def format_time(t: datetime) -> str:
 
 def parse_time(s: str) -> datetime:
     """The inverse of `format_time` (as stored in the database)."""
-    return datetime.strptime(s, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    # fromisoformat reads the stored form exactly (the "Z" as UTC) some 40 times faster than
+    # strptime: every row a page or a watcher reads goes through here.
+    t = datetime.fromisoformat(s)
+    if t.tzinfo is None:
+        raise ValueError(f"audit time {s!r} has no time zone")
+    return t.astimezone(UTC)
 
 
 def canonical_json(value: Any) -> str:
@@ -216,18 +221,27 @@ def event_hash(canonical: bytes) -> str:
 
 
 def changes_to_events(changes: Sequence[Change], actor: str) -> list[NewEvent]:
-    """One NewEvent per change, before/after as canonical JSON ("" where the category is absent)."""
-    return [
-        NewEvent(
-            actor=actor,
-            action=action_of(c.kind),
-            category_id=c.category_id,
-            destination=c.destination,
-            before_json="" if c.before is None else canonical_json(c.before),
-            after_json="" if c.after is None else canonical_json(c.after),
-        )
-        for c in changes
-    ]
+    """One NewEvent per change: category events carry the category before/after as canonical JSON
+    ("" where it is absent); mapping events (MAPPING_CREATED / MAPPING_REMOVED) carry only
+    `category_id` and `destination`, with before/after empty.
+
+    The category's state is on the change's CATEGORY_* event, so the trail grows linearly
+    with the destinations changed (a mapping event carrying its whole category would grow with
+    their square).
+    """
+    events: list[NewEvent] = []
+    for c in changes:
+        action = action_of(c.kind)
+        if action in _MAPPING_ACTIONS:
+            events.append(NewEvent(actor=actor, action=action, category_id=c.category_id, destination=c.destination))
+            continue
+        before = "" if c.before is None else canonical_json(c.before)
+        after = "" if c.after is None else canonical_json(c.after)
+        events.append(NewEvent(actor, action, c.category_id, before_json=before, after_json=after))
+    return events
+
+
+_MAPPING_ACTIONS: Final = frozenset({AuditAction.MAPPING_CREATED, AuditAction.MAPPING_REMOVED})
 
 
 def check_new_event(i: int, e: NewEvent) -> None:

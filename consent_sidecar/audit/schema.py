@@ -31,6 +31,7 @@ __all__ = [
     "check_schema",
     "connect",
     "create_schema",
+    "row_bytes",
     "row_to_record",
 ]
 
@@ -167,3 +168,12 @@ def row_to_record(row: tuple[Any, ...]) -> AuditRecord:
         prev_hash=prev_hash,
         hash=hash_,
     )
+
+
+_ROW_OVERHEAD: Final = 128  # bytes counted per event beyond its text fields (sequence, time, action, hashes)
+
+
+def row_bytes(row: tuple[Any, ...]) -> int:
+    """What one stored row weighs against a read's byte budget: its text fields as UTF-8, plus overhead."""
+    # actor, category_id, destination, before_json, after_json, detail (COLUMNS 2 and 4-8).
+    return _ROW_OVERHEAD + sum(len(row[i].encode("utf-8", "surrogatepass")) for i in (2, 4, 5, 6, 7, 8))

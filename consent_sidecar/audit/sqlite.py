@@ -19,6 +19,12 @@ while the sidecar was stopped, or written just before a crash, still get their c
 events. Trails written before these tables existed simply have no rows: the tables are
 added, empty, when such a database is opened (the schema version stays 1: older binaries
 ignore them), and `verify` checks them only where rows exist.
+
+Bounded and cut-evident: every read holds at most a page of rows and a byte budget
+(`MAX_PAGE_BYTES` per `page`, `WATCH_CHUNK`/`WATCH_CHUNK_BYTES` per backlog read of a
+watcher), so neither a large page nor a watcher catching up holds the trail in memory; the
+newest event (`head`) is kept in memory and in the anchor file beside the database
+(`anchor`), checked when the log opens; the database and its files are mode 0600.
 """
 
 from __future__ import annotations
@@ -36,6 +42,15 @@ from typing import Any, Final, Protocol
 import structlog
 from consent_core import errors
 
+from consent_sidecar.audit.anchor import (
+    Head,
+    anchor_path,
+    check_anchor,
+    private_file,
+    remove_stale_temps,
+    tighten,
+    write_anchor,
+)
 from consent_sidecar.audit.records import (
     GENESIS_HASH,
     AuditAction,
@@ -59,20 +74,27 @@ from consent_sidecar.audit.schema import (
     check_schema,
     connect,
     create_schema,
+    row_bytes,
     row_to_record,
 )
 from consent_sidecar.audit.tokens import decode_token, encode_token, filters_fingerprint
-from consent_sidecar.audit.watchers import Watcher, cut_off
+from consent_sidecar.audit.watchers import Fanout, cut_off
 
-__all__ = ["DEFAULT_PAGE_SIZE", "MAX_PAGE_SIZE", "WATCH_CHUNK", "AuditLog"]
+__all__ = ["DEFAULT_PAGE_SIZE", "MAX_PAGE_BYTES", "MAX_PAGE_SIZE", "WATCH_CHUNK", "WATCH_CHUNK_BYTES", "AuditLog"]
 
 DEFAULT_PAGE_SIZE: Final = 100
 MAX_PAGE_SIZE: Final = 1000
-WATCH_CHUNK: Final = 500  # backlog rows read per query while a watcher catches up
+# A page ends early once its events' text reaches this (always at least one event): well under
+# the 4 MiB default gRPC message limit, whatever the page size asked.
+MAX_PAGE_BYTES: Final = 1 << 20
+WATCH_CHUNK: Final = 100  # backlog rows read per query while a watcher catches up ...
+WATCH_CHUNK_BYTES: Final = 256 << 10  # ... and at most this much event text per query
 
 
 class _Logger(Protocol):
     def info(self, event: str, **kw: Any) -> Any: ...
+
+    def error(self, event: str, **kw: Any) -> Any: ...
 
 
 class AuditLog:
@@ -101,9 +123,9 @@ class AuditLog:
         self._write_lock = threading.Lock()  # one writer; also orders the hand-off to watchers
         self._readers: list[sqlite3.Connection] = []  # idle read connections
         self._readers_lock = threading.Lock()
-        self._watchers: set[Watcher] = set()
-        self._watchers_lock = threading.Lock()
+        self._fanout = Fanout()
         self._closed = False
+        self._head: Head | None = None  # the newest event, read at open, then set by each append
 
     @classmethod
     def open(
@@ -125,9 +147,12 @@ class AuditLog:
             raise AuditError(f"{p}: directory {str(p.parent)!r} does not exist")
         if p.is_dir():
             raise AuditError(f"{p}: is a directory")
+        remove_stale_temps(p)
         try:
+            private_file(p)  # 0600 from the start: SQLite gives its -wal and -shm the database's mode
+            tighten(p)
             conn = connect(p, read_only=False)
-        except sqlite3.Error as exc:
+        except (OSError, sqlite3.Error) as exc:
             raise AuditError(f"{p}: cannot open audit database: {exc}") from exc
         try:
             ours = check_schema(conn, p)  # before writing anything: a foreign file stays untouched
@@ -140,17 +165,25 @@ class AuditLog:
                 check_schema(conn, p)
             conn.executescript(POLICY_SCHEMA)  # adds the policy tables to a database from before them
             conn.executescript(TRIGGERS)  # restores them if someone dropped them
+            head = check_anchor(conn, p)
         except sqlite3.Error as exc:
             conn.close()
             raise AuditError(f"{p}: cannot open audit database: {exc}") from exc
         except BaseException:
             conn.close()
             raise
-        return cls(p, conn, clock=clock or (lambda: datetime.now(UTC)), logger=logger)
+        log = cls(p, conn, clock=clock or (lambda: datetime.now(UTC)), logger=logger)
+        log._head = head
+        return log
 
     @property
     def path(self) -> Path:
         return self._path
+
+    @property
+    def head(self) -> Head | None:
+        """The newest event (sequence and hash), None while the trail is empty; one attribute read."""
+        return self._head
 
     def __enter__(self) -> AuditLog:
         return self
@@ -180,7 +213,14 @@ class AuditLog:
                 raise AuditError(f"{self._path}: audit log is closed")
             time = format_time(self._clock())  # under the lock: times never go backwards along sequences
             records = self._append_locked(entries, time)
-            self._hand_off(records)
+            self._head = head = Head(records[-1].sequence, records[-1].hash)
+            self._fanout.hand_off(records)
+            try:  # under the lock: anchors are written in append order
+                write_anchor(self._path, head)
+            except OSError as exc:  # the events are durable: a stale anchor only lags, it never lies
+                with contextlib.suppress(Exception):
+                    self._logger.error("audit anchor not updated", anchor=str(anchor_path(self._path)),
+                                       sequence=head.sequence, error=str(exc))  # fmt: skip
         self._log(records)
         return records
 
@@ -228,16 +268,6 @@ class AuditLog:
             raise
         return records
 
-    def _hand_off(self, records: list[AuditRecord]) -> None:
-        """Under the write lock (so every loop gets batches in commit order): schedule delivery, never block."""
-        with self._watchers_lock:
-            watchers = list(self._watchers)
-        for w in watchers:
-            try:
-                w.loop.call_soon_threadsafe(w.deliver, records)
-            except RuntimeError:  # its loop is closed: nobody is listening any more
-                self._forget(w)
-
     def _log(self, records: list[AuditRecord]) -> None:
         logger = self._logger
         for r in records:
@@ -278,14 +308,25 @@ class AuditLog:
                 else:
                     self._readers.append(conn)
 
-    def _select(self, where: str, params: Sequence[Any], limit: int) -> list[AuditRecord]:
+    def _select(self, where: str, params: Sequence[Any], limit: int, max_bytes: int) -> tuple[list[AuditRecord], bool]:
+        """Up to `limit` events in sequence order whose text stays within `max_bytes` (at least one);
+        and True when it stopped for the bytes with a further event matching."""
         sql = f"{SELECT} WHERE {where} ORDER BY sequence LIMIT ?"
+        out: list[AuditRecord] = []
+        used = 0
         with self._reader() as conn:
             try:
-                rows = conn.execute(sql, (*params, limit)).fetchall()
+                cursor = conn.execute(sql, (*params, limit))
+                while rows := cursor.fetchmany(32):  # row by row against the budget, never the whole LIMIT
+                    for row in rows:
+                        used += row_bytes(row)
+                        if out and used > max_bytes:
+                            cursor.close()
+                            return out, True
+                        out.append(row_to_record(row))
             except sqlite3.Error as exc:
                 raise errors.Unavailable(f"audit log {self._path}: read failed: {exc}") from exc
-        return [row_to_record(r) for r in rows]
+        return out, False
 
     def last_published_policy(self) -> PublishedPolicy | None:
         """The policy the newest POLICY_RELOADED event published, if it was stored with it.
@@ -327,10 +368,10 @@ class AuditLog:
         Filters (each optional, combined with AND): `category_id`, `action` (0 = any),
         `after_sequence` (only greater sequences). `page_size` 0 means 100, at most 1000.
         Keyset pagination on sequence: events appended between calls are neither lost
-        nor repeated. The next token is "" when no further event matches right now (a
-        page shorter than page_size always ends with ""); it is only valid with the same
-        filters. errors.InvalidArgument names page_size, page_token, action or
-        after_sequence when one is unusable.
+        nor repeated. A page also ends once its events' text reaches MAX_PAGE_BYTES (it
+        always holds at least one event). The next token is "" when no further event
+        matches right now; it is only valid with the same filters. errors.InvalidArgument
+        names page_size, page_token, action or after_sequence when one is unusable.
         """
         if page_size < 0:
             raise errors.InvalidArgument("page_size", f"must not be negative (got {page_size})")
@@ -356,7 +397,10 @@ class AuditLog:
         if action:
             where.append("action = ?")
             params.append(int(action))
-        records = self._select(" AND ".join(where), params, size + 1)  # one extra: are there more?
+        # One extra row: are there more?
+        records, cut = self._select(" AND ".join(where), params, size + 1, MAX_PAGE_BYTES)
+        if cut:
+            return records, encode_token(records[-1].sequence, fingerprint)
         if len(records) <= size:
             return records, ""
         records = records[:size]
@@ -367,12 +411,7 @@ class AuditLog:
     @property
     def watchers(self) -> int:
         """How many watch() iterators are currently registered (for metrics and tests)."""
-        with self._watchers_lock:
-            return len(self._watchers)
-
-    def _forget(self, w: Watcher) -> None:
-        with self._watchers_lock:
-            self._watchers.discard(w)
+        return len(self._fanout)
 
     async def watch(
         self,
@@ -385,7 +424,8 @@ class AuditLog:
 
         The backlog is read from the database in chunks (off the event loop); then the
         iterator follows appends from any thread without gap or duplicate at the seam.
-        Up to `buffer` live events wait for a slow consumer; one more cuts it off with
+        Up to `buffer` live events wait for a slow consumer (one append batch always fits
+        an empty queue); a batch that would take it past that cuts it off with
         errors.ResourceExhausted (the appender and other watchers never wait). Ends
         cleanly when the log is closed. Any number of watchers, on any event loops.
         `on_live` is called once, on the loop, when the backlog is read and appends are
@@ -396,11 +436,9 @@ class AuditLog:
             raise errors.InvalidArgument("after_sequence", f"must not be negative (got {after_sequence})")
         if buffer < 1:
             raise ValueError(f"buffer must be at least 1 (got {buffer})")
-        w = Watcher(asyncio.get_running_loop(), buffer, self._forget)
-        with self._watchers_lock:
-            if self._closed:
-                return
-            self._watchers.add(w)
+        w = self._fanout.register(asyncio.get_running_loop(), buffer)
+        if w is None:  # closed
+            return
         try:
             last = after_sequence
             # Catch up from the database; while not live, deliveries are dropped (the database has them).
@@ -412,7 +450,9 @@ class AuditLog:
                     on_live()
                 while True:
                     try:
-                        chunk = await asyncio.to_thread(self._select, "sequence > ?", (last,), WATCH_CHUNK)
+                        chunk, more = await asyncio.to_thread(
+                            self._select, "sequence > ?", (last,), WATCH_CHUNK, WATCH_CHUNK_BYTES
+                        )
                     except AuditError:
                         if w.closed or self._closed:
                             return
@@ -424,24 +464,20 @@ class AuditLog:
                             raise cut_off(w, last)
                         yield r
                         last = r.sequence
-                    if len(chunk) < WATCH_CHUNK:
+                    if len(chunk) < WATCH_CHUNK and not more:
                         break
+                    del chunk  # a reader paused at a yield above holds one chunk, never the backlog
             while True:
-                if w.closed:
+                item = await w.next()
+                if item is None:
+                    if w.dropped:
+                        raise cut_off(w, last)
                     return
-                if w.dropped:
-                    raise cut_off(w, last)
-                item = await w.queue.get()
-                if w.dropped:
-                    raise cut_off(w, last)
-                if item is None or w.closed:
-                    return
-                if item.sequence <= last:
-                    continue
-                yield item
-                last = item.sequence
+                if item.sequence > last:
+                    yield item
+                    last = item.sequence
         finally:
-            self._forget(w)
+            self._fanout.forget(w)
 
     # ------------------------------------------------------------------ closing
 
@@ -453,11 +489,8 @@ class AuditLog:
             with self._readers_lock:
                 self._closed = True
                 readers, self._readers = self._readers, []
-            with self._watchers_lock:
-                watchers, self._watchers = list(self._watchers), set()
+            self._fanout.close()
             self._conn.close()
         for conn in readers:
             conn.close()
-        for w in watchers:
-            with contextlib.suppress(RuntimeError):  # loop already closed
-                w.loop.call_soon_threadsafe(w.close)
+

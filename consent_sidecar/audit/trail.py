@@ -2,7 +2,7 @@
 
 `AuditLog` (SQLite, beside a mapping file) and `EtcdTrail` (one trail per etcd prefix, shared
 by a fleet) both satisfy `AuditTrail`: blocking `append` / `page` / `close` (called from worker
-threads), and `watch`, an async generator of the backlog then live events. Nothing above
+threads), `head` (an attribute read), and `watch`, an async generator of the backlog then live events. Nothing above
 `audit/` and `store/` names either adapter. Pure declaration: must never do anything.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, Callable, Sequence
 from typing import Protocol
 
+from consent_sidecar.audit.anchor import Head
 from consent_sidecar.audit.records import AuditRecord, NewEvent
 
 __all__ = ["AuditTrail"]
@@ -19,6 +20,11 @@ __all__ = ["AuditTrail"]
 class AuditTrail(Protocol):
     @property
     def watchers(self) -> int: ...
+
+    @property
+    def head(self) -> Head | None:
+        """The newest event known (sequence and hash), None for an empty trail; never blocks."""
+        ...
 
     def append(self, entries: Sequence[NewEvent]) -> list[AuditRecord]: ...
 

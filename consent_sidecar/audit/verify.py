@@ -2,9 +2,11 @@
 
 Owns `verify(path)`: a read-only walk of the whole trail recomputing every hash and link
 (see `records` for the encoding), then a check of every stored published policy against
-its event and digest, and the classification of the first break (`BreakKind`). Must never
-write to the database (it is opened read-only: safe beside a running sidecar) nor repair
-anything; it reports the first break only.
+its event and digest, then of the heads the trail must still hold (the anchor file beside
+it, and `expect_head`, e.g. a head a log shipper or a monitor saw: a chain cut at its end is
+intact, only such a head shows the cut), and the classification of the first break
+(`BreakKind`). Must never write to the database (it is opened read-only: safe beside a
+running sidecar) nor repair anything; it reports the first break only.
 """
 
 from __future__ import annotations
@@ -16,18 +18,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from consent_sidecar.audit.anchor import Head, anchor_path, cut_problem, read_anchor
 from consent_sidecar.audit.records import GENESIS_HASH, AuditAction, canonical_bytes, event_hash
 from consent_sidecar.audit.schema import POLICIES, PUBLISHED, SELECT, TABLE, AuditError, check_schema, connect
 
 __all__ = ["BreakKind", "VerifyResult", "verify"]
 
 
-BreakKind = Literal["removed", "altered", "reordered", "bad_first_prev_hash", "relinked", "unreadable", "policy"]
+BreakKind = Literal[
+    "removed", "altered", "reordered", "bad_first_prev_hash", "relinked", "unreadable", "policy", "cut"
+]
 """How a chain broke: a sequence gap; a row whose hash does not match; a row holding another
 sequence's contents; a first prev_hash other than zeros; a prev_hash not matching the previous
 row's (valid) hash, i.e. that row was rewritten with a recomputed hash; a field that cannot be
 encoded (e.g. an unknown action number); a stored published policy that does not match its
-event or its digest (see `verify`)."""
+event or its digest; the trail no longer holds an expected head (its anchor's, or
+`expect_head`): its newest events were cut off, or the database replaced (see `verify`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +88,7 @@ def _moved_from(conn: sqlite3.Connection, row: tuple[Any, ...]) -> int | None:
     return None
 
 
-def verify(path: str | os.PathLike[str]) -> VerifyResult:
+def verify(path: str | os.PathLike[str], *, expect_head: Head | None = None) -> VerifyResult:
     """Walk the chain of the audit database at `path` (opened read-only) and check every link.
 
     Checks, in sequence order: sequences are exactly 1..N (a gap = a removed row), each
@@ -91,8 +97,10 @@ def verify(path: str | os.PathLike[str]) -> VerifyResult:
     previous event's hash (else rows were reordered or an earlier event rewritten with a
     valid hash). Then, once the chain is intact, every stored published policy: its event
     is a POLICY_RELOADED whose detail names its digest, and its canonical mapping is stored
-    and hashes to that digest (else kind "policy"). Stops at the first break. AuditError if
-    the file is missing or foreign.
+    and hashes to that digest (else kind "policy"). Then the heads: the trail must still hold
+    the event its anchor file names and `expect_head` (that sequence with that hash; else
+    kind "cut"). Stops at the first break. AuditError if the file is missing or foreign, or
+    its anchor unreadable.
     """
     p = Path(path)
     if not p.is_file():
@@ -105,7 +113,11 @@ def verify(path: str | os.PathLike[str]) -> VerifyResult:
         if not check_schema(conn, p):
             raise AuditError(f"{p}: not a consent-sidecar audit database (empty file)")
         result = _walk(conn)
-        return _walk_policies(conn, result) if result.ok else result
+        if result.ok:
+            result = _walk_policies(conn, result)
+        if result.ok:
+            result = _check_heads(conn, p, result, expect_head)
+        return result
     except sqlite3.Error as exc:
         raise AuditError(f"{p}: cannot read audit database: {exc}") from exc
     finally:
@@ -185,3 +197,16 @@ def _check_published(conn: sqlite3.Connection, seq: int, digest: str, checked: s
         return f"the stored policy {digest} (published by event {seq}) does not hash to its digest: it was altered"
     checked.add(digest)
     return None
+
+
+def _check_heads(conn: sqlite3.Connection, path: Path, chain: VerifyResult, expect_head: Head | None) -> VerifyResult:
+    """`chain` (intact) unless the trail no longer holds the head of its anchor or `expect_head`."""
+    last = Head(chain.count, chain.last_hash) if chain.count else None
+    for head, where in ((read_anchor(path), f"the anchor file {anchor_path(path)}"), (expect_head, "--expect-head")):
+        if head is None:
+            continue
+        row = conn.execute(f"SELECT hash FROM {TABLE} WHERE sequence = ?", (head.sequence,)).fetchone()
+        problem = cut_problem(head, None if row is None else str(row[0]), last, where)
+        if problem is not None:
+            return VerifyResult(ok=False, count=chain.count, broken_sequence=head.sequence, reason=problem, kind="cut")
+    return chain

@@ -4,17 +4,22 @@ Owns the per-RPC authentication of the admin API (docs/reference.md) and the hot
 principals file. `Authenticator.principal(context, rpc, write=...)` is the one gate every
 AdminService RPC passes first: no or unknown token ends the RPC with UNAUTHENTICATED, a
 member calling a write ends it with PERMISSION_DENIED after recording an
-AUDIT_ACTION_PERMISSION_DENIED event (actor = principal id, detail = the RPC name).
+AUDIT_ACTION_PERMISSION_DENIED event (actor = principal id, detail = the RPC name; a burst
+of them is counted into one event, `denials`). A call already running (a WatchAuditEvents
+stream) is re-checked at every principals reload: `subscribe` + `still_valid` let the
+service end the streams of a principal removed (or demoted) there.
 
 `PrincipalsFile` keeps the last good principals file: it watches the file's directory like
-the mapping watcher does (so editor renames and ConfigMap `..data` swaps are seen), and a
-broken or missing file logs its `file:line:column` problems and keeps the previous
-principals serving. Never logs or stores a token; only sha256 hashes are held (consent_sidecar.auth.principals).
+the mapping watcher does (so editor renames and ConfigMap `..data` swaps are seen, and an
+edit within the mtime granularity is found by the content check), and a broken or missing
+file logs its `file:line:column` problems and keeps the previous principals serving. Never
+logs or stores a token; only sha256 hashes are held (consent_sidecar.auth.principals).
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +27,19 @@ import grpc
 import grpc.aio
 from consent_core.errors import PermissionDenied, PrincipalsError, SidecarError, StartupError, Unauthenticated
 
-from consent_sidecar.audit import AuditAction, NewEvent
 from consent_sidecar.audit.trail import AuditTrail
-from consent_sidecar.auth.principals import Principal, Principals, bearer_token, load_principals
+from consent_sidecar.auth.denials import DenialRecorder
+from consent_sidecar.auth.principals import (
+    MAX_PRINCIPALS_BYTES,
+    Principal,
+    Principals,
+    bearer_token,
+    load_principals,
+)
 from consent_sidecar.config import ServeConfig
 from consent_sidecar.observe import logs
 from consent_sidecar.services.status import abort
-from consent_sidecar.store.watch import DirectoryWatch, stat_key
+from consent_sidecar.store.watch import CHECK_MS, DirectoryWatch, stat_key
 
 __all__ = ["Authenticator", "PrincipalsFile", "TLSConfigError", "admin_credentials"]
 
@@ -54,17 +65,24 @@ class PrincipalsFile(DirectoryWatch):
         retry_ms: int = 100,
         max_retries: int = 3,
         force_polling: bool | None = None,
+        check_ms: int = CHECK_MS,
     ) -> None:
         super().__init__(
             path, debounce_ms=debounce_ms, step_ms=step_ms, settle_ms=settle_ms, retry_ms=retry_ms,
             max_retries=max_retries, force_polling=force_polling, what="principals",
-        )
+            max_bytes=MAX_PRINCIPALS_BYTES, check_ms=check_ms,
+        )  # fmt: skip
         self.path = path
         self._current = principals
         self.reloads = 0  # loads that replaced the principals
         self.failed_reloads = 0
         self.last_error: str | None = None  # the last rejected file's problems; cleared by a good load
         self.reloaded = asyncio.Condition()  # notified after every reload attempt (tests wait on it)
+        self._listeners: list[Callable[[Principals], None]] = []
+
+    def add_listener(self, listener: Callable[[Principals], None]) -> None:
+        """Called with the new principals after every successful reload, on the reloading thread."""
+        self._listeners.append(listener)
 
     @classmethod
     def load(cls, path: str, **tunables: Any) -> PrincipalsFile:
@@ -98,7 +116,16 @@ class PrincipalsFile(DirectoryWatch):
         self.reloads += 1
         self.last_error = None
         _log.info("principals reloaded", source=self.path, principals=len(loaded.principals))
+        for listener in self._listeners:
+            try:
+                listener(loaded)
+            except Exception:  # one listener's bug must not keep the others from revoking
+                _log.exception("principals listener failed")
         return True
+
+    def reload_failed(self, error: str) -> None:
+        self.failed_reloads += 1
+        self.last_error = error
 
     async def reload_settled(self) -> bool:
         """One reload of a settled file; a file that fails to load while still changing is retried first."""
@@ -124,13 +151,13 @@ class PrincipalsFile(DirectoryWatch):
 class Authenticator:
     """The gate of every AdminService RPC: who calls, and may they write.
 
-    Denied writes are recorded in `audit` (when given) off the event loop; if that append
-    fails the call is still denied (the safe answer) and the failure is logged.
+    Denied writes are recorded in `audit` (when given) through a `DenialRecorder`; `aclose`
+    writes the counts still open (call it at shutdown, before the log closes).
     """
 
     def __init__(self, principals: PrincipalsFile, audit: AuditTrail | None) -> None:
         self._principals = principals
-        self._audit = audit
+        self._denials = DenialRecorder(audit) if audit is not None else None
 
     def authenticate(self, metadata: Any) -> Principal:
         """The principal whose token `metadata` carries; Unauthenticated otherwise."""
@@ -150,19 +177,35 @@ class Authenticator:
             try:
                 Principals.authorize_write(principal, rpc)
             except PermissionDenied as e:
-                await self._audit_denial(principal, rpc)
+                if self._denials is not None:
+                    await self._denials.refused(principal.id, rpc)
                 _log.warning("admin write denied", rpc=rpc, principal=principal.id, role=principal.role.value)
                 await abort(context, e)
         return principal
 
-    async def _audit_denial(self, principal: Principal, rpc: str) -> None:
-        if self._audit is None:
-            return
-        event = NewEvent(actor=principal.id, action=AuditAction.PERMISSION_DENIED, detail=rpc)
-        try:
-            await asyncio.to_thread(self._audit.append, [event])
-        except (SidecarError, ValueError) as e:
-            _log.error("cannot audit a denied admin call", rpc=rpc, principal=principal.id, error=str(e))
+    def still_valid(self, principal: Principal, *, write: bool) -> SidecarError | None:
+        """Why `principal` (as authenticated earlier) may no longer hold its call open; None if it may.
+
+        Unauthenticated when its token no longer names it (removed, or its token rotated away);
+        PermissionDenied when `write` and it is no longer an owner.
+        """
+        now = self._principals.current.find(principal.token_sha256)
+        if now is None or now.id != principal.id:
+            return Unauthenticated(
+                f"principal {principal.id!r} was removed from the principals file, or its token revoked"
+            )
+        if write and not now.can_write:
+            return PermissionDenied(f"principal {principal.id!r} is no longer an owner")
+        return None
+
+    def subscribe(self, callback: Callable[[], None]) -> None:
+        """Calls `callback()` after every principals reload (on the reloading thread)."""
+        self._principals.add_listener(lambda _principals: callback())
+
+    async def aclose(self) -> None:
+        """Shutdown: writes the refusal counts of windows still open."""
+        if self._denials is not None:
+            await self._denials.aclose()
 
 
 class TLSConfigError(StartupError):

@@ -12,15 +12,25 @@ import hmac
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from consent_core.documents import load_yaml, read_utf8
 from consent_core.documents import node_position as _pos
 from consent_core.errors import PermissionDenied, PrincipalsError, Problem, Unauthenticated
 
-__all__ = ["Principal", "Principals", "Role", "bearer_token", "hash_token", "load_principals", "parse_principals"]
+__all__ = [
+    "MAX_PRINCIPALS_BYTES",
+    "Principal",
+    "Principals",
+    "Role",
+    "bearer_token",
+    "hash_token",
+    "load_principals",
+    "parse_principals",
+]
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+MAX_PRINCIPALS_BYTES: Final = 1 << 20  # 1 MiB: some 8,000 principals; a larger file is refused unread
 
 
 class Role(enum.Enum):
@@ -75,6 +85,14 @@ class Principals:
                 found = principal
         if found is None:
             raise Unauthenticated("invalid bearer token")
+        return found
+
+    def find(self, token_sha256: str) -> Principal | None:
+        """The principal holding the token with this hash, if any (for re-checking who holds an open stream)."""
+        found: Principal | None = None
+        for digest, principal in self._by_hash:
+            if hmac.compare_digest(digest, token_sha256.encode()):
+                found = principal
         return found
 
     @staticmethod
@@ -132,6 +150,10 @@ def parse_principals(text: str, source: str) -> Principals:
 
 
 def load_principals(path: str) -> Principals:
-    """Reads and parses the principals file at `path`; raises PrincipalsError naming the path as given."""
-    _, text, _ = read_utf8(path, "the principals file", PrincipalsError)
+    """Reads and parses the principals file at `path`; raises PrincipalsError naming the path as given.
+
+    Never blocks (a FIFO or device is refused at once) and never reads more than
+    MAX_PRINCIPALS_BYTES (a larger file is refused naming the limit).
+    """
+    _, text, _ = read_utf8(path, "the principals file", PrincipalsError, max_bytes=MAX_PRINCIPALS_BYTES)
     return parse_principals(text, path)

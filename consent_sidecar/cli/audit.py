@@ -1,9 +1,11 @@
 """`consent-sidecar audit ...`: the audit trail, verified on disk (`verify`) or read from a sidecar (`list`, `watch`).
 
 `verify` reads the trail through consent_sidecar.audit, imported only when it runs, and opens
-it read-only (safe while a sidecar appends): it must never write to the trail. `list` and
-`watch` ask a running sidecar's AdminService (ListAuditEvents, every page; WatchAuditEvents,
-until interrupted) through consent_sidecar.cli.connection, as owner or member.
+it read-only (safe while a sidecar appends): it must never write to the trail. It checks the
+chain, the anchor file beside the database and, with `--expect-head SEQ:HASH`, that the trail
+still holds a head seen elsewhere (a cut-off tail is otherwise intact). `list` and `watch` ask
+a running sidecar's AdminService (ListAuditEvents, every page; WatchAuditEvents, until
+interrupted) through consent_sidecar.cli.connection, as owner or member.
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ def register(verbs: Verbs) -> None:
              "verify the audit trail's hash chain; exit 0 when intact, 1 naming the first broken sequence")
     p.add_argument("--audit-db", metavar="FILE", help="the audit trail SQLite database (or the fleet's, --etcd-*)")
     add_etcd_flags(p, required=False)
+    p.add_argument("--expect-head", metavar="SEQ:HASH",
+                   help="fail unless the trail still holds event SEQ with this hash (a head kept elsewhere: "
+                        "GetPolicyStatus, the audit head metric or log line); finds a cut-off tail")
 
     p = verb(audit, "list", run_audit_list, "list a running sidecar's audit events, oldest first (every page)")
     p.add_argument("--category", metavar="ID", help="only events about this category")
@@ -68,11 +73,15 @@ def run_audit_verify(ns: argparse.Namespace) -> int:
     if settings is not None:
         return _verify_etcd(ns)
     # Imported here: only this verb needs the audit store.
-    from consent_sidecar.audit import AuditError, verify
+    from consent_sidecar.audit import AuditError, parse_head, verify
 
     path: str = ns.audit_db
     try:
-        result = verify(path)  # opened read-only: safe while a sidecar appends to it
+        expect = parse_head(ns.expect_head) if ns.expect_head else None
+    except ValueError as e:
+        ns.parser.error(f"argument --expect-head: {e}")
+    try:
+        result = verify(path, expect_head=expect)  # opened read-only: safe while a sidecar appends to it
     except AuditError as e:  # missing, not an audit database, unreadable
         print(f"{PROG} audit verify: error: {e}", file=sys.stderr)
         return 1
@@ -97,10 +106,17 @@ def _verify_etcd(ns: argparse.Namespace) -> int:
     assert settings is not None
     where = f"etcd:{settings.prefix}/audit"
 
+    from consent_sidecar.audit import parse_head
+
+    try:
+        expect = parse_head(ns.expect_head) if ns.expect_head else None
+    except ValueError as e:
+        ns.parser.error(f"argument --expect-head: {e}")
+
     async def run() -> object:
         client = EtcdClient(settings)
         try:
-            return await EtcdTrail(client, Keys(settings.prefix)).verify_async()
+            return await EtcdTrail(client, Keys(settings.prefix)).verify_async(expect)
         finally:
             await client.close()
 

@@ -19,6 +19,7 @@ from consent_core.event import decide_one
 from consent_core.index import Decision, Index, compile
 from consent_core.limits import Limits
 from consent_core.mapping_file import load_mapping
+from consent_core.mapping_file.reader import DEFAULT_MAX_MAPPING_BYTES
 
 from consent_sidecar.cli import values
 from consent_sidecar.cli.flags import Verbs, verb
@@ -29,6 +30,8 @@ __all__ = ["decision_json", "load_index", "register", "run_check", "run_decide",
 def register(verbs: Verbs) -> None:
     p = verb(verbs, "check", run_check, "validate a mapping file")
     p.add_argument("file", metavar="F", help="the mapping file")
+    p.add_argument("--max-mapping-bytes", type=values.positive_int, default=DEFAULT_MAX_MAPPING_BYTES, metavar="N",
+                   help="largest mapping file accepted, in bytes; a larger one is a mapping error")
 
     p = verb(verbs, "test", run_test, "run decision cases against a mapping file")
     p.add_argument("file", metavar="F", help="the mapping file")
@@ -62,7 +65,7 @@ def run_check(ns: argparse.Namespace) -> int:
     from consent_core.lint import warnings
 
     try:
-        loaded = load_mapping(ns.file)
+        loaded = load_mapping(ns.file, max_bytes=ns.max_mapping_bytes)
     except MappingError as e:  # reading problems included
         print(str(e), file=sys.stderr)
         return 1

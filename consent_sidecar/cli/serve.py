@@ -41,6 +41,8 @@ def register(verbs: Verbs) -> None:
     p.add_argument("--admin-client-ca", metavar="FILE",
                    help="PEM CA bundle: --admin-listen requires client certificates it signed (mTLS)")
     p.add_argument("--audit-db", metavar="FILE", help="audit trail SQLite database (default: next to the mapping file)")
+    p.add_argument("--max-mapping-bytes", type=values.positive_int, default=d.max_mapping_bytes, metavar="N",
+                   help="largest mapping file accepted, in bytes; a larger one is a mapping error")
     p.add_argument("--metrics-listen", type=values.tcp_address, metavar="ADDR",
                    help="Prometheus metrics address, host:port (default: no metrics endpoint)")
     p.add_argument("--workers", type=values.workers, default=d.workers, metavar="N|auto",
@@ -110,6 +112,7 @@ def run_serve(ns: argparse.Namespace) -> int:
         grace_period=ns.grace_period,
         log_format=ns.log_format,
         log_level=ns.log_level,
+        max_mapping_bytes=ns.max_mapping_bytes,
         limits=Limits(
             max_destination_id_bytes=ns.max_destination_id_bytes,
             max_destinations=ns.max_destinations,

@@ -24,6 +24,7 @@ from consent_core.errors import StartupError
 from consent_sidecar.audit.trail import AuditTrail
 from consent_sidecar.config import ServeConfig
 from consent_sidecar.observe import logs
+from consent_sidecar.observe.audit_head import AuditHeadCollector
 from consent_sidecar.observe.decision_log import DecisionLog
 from consent_sidecar.observe.metrics import (
     MULTIPROC_ENV,
@@ -123,6 +124,8 @@ class Observability:
                     self._tasks.append(asyncio.create_task(self._count_audit(audit, audit_after)))
             if config.metrics_listen is not None and role != "worker":
                 registry = multiprocess_registry(self.multiproc_dir) if self.multiproc_dir else metrics.registry
+                if audit is not None:  # the trail's head, read at each scrape (observe.audit_head)
+                    registry.register(AuditHeadCollector(audit))
                 try:
                     self.endpoint = serve_metrics(config.metrics_listen, registry)
                 except (OSError, ValueError) as e:

@@ -131,7 +131,7 @@ async def _serve(config: ServeConfig, ready: asyncio.Event | None, stop: asyncio
         from consent_sidecar.process.fleet import serve_fleet
 
         return await serve_fleet(config, principals, ready, stop, err)
-    store = PolicyStore()
+    store = PolicyStore(max_mapping_bytes=config.max_mapping_bytes)
     try:
         # Compile off the loop: nothing else runs yet, but a caller's loop (tests) may be busy.
         snap = await asyncio.to_thread(store.load_initial, config.mappings)
@@ -357,6 +357,8 @@ async def _run_started(rt: _Runtime, sidecar: Sidecar, pool: WorkerPool | None) 
         for task in watching:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if sidecar.admin is not None:
+            await sidecar.admin.aclose()  # counted refusals still open go to the trail
         await writer.aclose()
     if pool is not None and pool.failed.is_set():
         _log.error("stopped: a decision worker exited on its own")

@@ -10,6 +10,13 @@ handed the principal id as its audit actor. Core errors reach clients only throu
 `consent_sidecar.services.status`. Must never decide policy, write the mapping itself (writes go
 through `consent_sidecar.store.writer.PolicyWriter`), log tokens or category bodies, or let a slow
 WatchAuditEvents client hold up appends or other watchers.
+
+Bounded per caller: at most MAX_WATCH_STREAMS_PER_PRINCIPAL WatchAuditEvents streams per
+principal (RESOURCE_EXHAUSTED beyond); each stream holds one backlog page or its share of the
+live queue (`AuditLog.watch`), and a reader that falls behind is cut off. A stream whose
+principal is removed from the principals file (or its token revoked) ends with UNAUTHENTICATED
+at that reload. A write is not applied once its caller has gone (deadline or cancel): the
+writer asks before the file is written and before the change is recorded.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from consent_core.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
+    ResourceExhausted,
     SidecarError,
     Unauthenticated,
     Unavailable,
@@ -43,10 +51,19 @@ from consent_sidecar.services.status import abort
 from consent_sidecar.store.policy import PolicyStore, Snapshot
 from consent_sidecar.store.ports import PolicyWriterPort, StoreInfo
 
-__all__ = ["DEFAULT_WATCH_BUFFER", "SERVICE_NAME", "AdminService", "Gate", "audit_event", "category_message"]
+__all__ = [
+    "DEFAULT_WATCH_BUFFER",
+    "MAX_WATCH_STREAMS_PER_PRINCIPAL",
+    "SERVICE_NAME",
+    "AdminService",
+    "Gate",
+    "audit_event",
+    "category_message",
+]
 
 SERVICE_NAME: Final = admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name
-DEFAULT_WATCH_BUFFER: Final = 4096  # live audit events held per WatchAuditEvents client (one append batch must fit)
+DEFAULT_WATCH_BUFFER: Final = 4096  # live audit events waiting per WatchAuditEvents client before it is cut off
+MAX_WATCH_STREAMS_PER_PRINCIPAL: Final = 16
 _SQLITE_MAX: Final = (1 << 63) - 1  # uint64 fields beyond this name no stored sequence
 
 _log = logs.get_logger(__name__)
@@ -60,6 +77,34 @@ class Gate(Protocol):
     """Decides who calls an admin RPC; ends the RPC (UNAUTHENTICATED / PERMISSION_DENIED) if they may not."""
 
     async def principal(self, context: _Context, rpc: str, *, write: bool) -> Principal: ...
+
+    def still_valid(self, principal: Principal, *, write: bool) -> SidecarError | None:
+        """Why a call `principal` opened earlier must end now (its principal revoked), or None."""
+        ...
+
+    def subscribe(self, callback: Callable[[], None]) -> None:
+        """Calls `callback()` whenever the principals change (then `still_valid` may answer otherwise)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Shutdown: write what the gate still holds (counted refusals)."""
+        ...
+
+
+class _Stream:
+    """One open WatchAuditEvents call: who holds it, and a future set with the error that ends it early."""
+
+    __slots__ = ("ended", "loop", "principal")
+
+    def __init__(self, principal: Principal | None) -> None:
+        self.principal = principal
+        self.loop = asyncio.get_running_loop()
+        self.ended: asyncio.Future[SidecarError] = self.loop.create_future()
+
+    def end(self, error: SidecarError) -> None:
+        """On the stream's loop: end it with `error` at its next step."""
+        if not self.ended.done():
+            self.ended.set_result(error)
 
 
 # ---------------------------------------------------------------------------- translation
@@ -111,7 +156,7 @@ def _sequence(value: int) -> int:
 
 
 _Unary = Callable[["AdminService", _Req, _Context], Awaitable[_Resp]]
-_Stream = Callable[["AdminService", _Req, _Context], AsyncIterator[_Resp]]
+_ServerStream = Callable[["AdminService", _Req, _Context], AsyncIterator[_Resp]]
 
 
 def _unary(*, write: bool) -> Callable[[_Unary[_Req, _Resp]], _Unary[_Req, _Resp]]:
@@ -153,18 +198,22 @@ def _write(method: _WriteMethod[_Req, _Resp]) -> _Unary[_Req, _Resp]:
     return handler
 
 
-def _read_stream(method: _Stream[_Req, _Resp]) -> _Stream[_Req, _Resp]:
+_StreamMethod = Callable[["AdminService", _Req, _Context, Principal | None], AsyncIterator[_Resp]]
+
+
+def _read_stream(method: _StreamMethod[_Req, _Resp]) -> _ServerStream[_Req, _Resp]:
+    """A server-streaming read: the method gets the caller (None without a gate), to hold its stream by."""
     rpc = method.__name__
 
-    @functools.wraps(method)
     async def handler(self: AdminService, request: _Req, context: _Context) -> AsyncIterator[_Resp]:
-        await self._gate(context, rpc, write=False)
+        principal = await self._gate(context, rpc, write=False)
         try:
-            async for item in method(self, request, context):
+            async for item in method(self, request, context, principal):
                 yield item
         except SidecarError as e:
             await abort(context, e)
 
+    functools.update_wrapper(handler, method)
     return handler
 
 
@@ -198,6 +247,9 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         self._watch_buffer = watch_buffer
         self._fleet = fleet  # None: the policy source is a file
         self._closing = asyncio.Event()
+        self._streams: set[_Stream] = set()
+        if gate is not None:
+            gate.subscribe(self._principals_changed)
 
     async def _gate(self, context: _Context, rpc: str, *, write: bool) -> Principal | None:
         """The caller of `rpc`, or None while there is no authentication; aborts the RPC if refused."""
@@ -211,6 +263,25 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         Called before the drain, so long-lived streams never hold a shutdown up for the whole grace period.
         """
         self._closing.set()
+
+    async def aclose(self) -> None:
+        """Shutdown, after the drain and before the audit log closes: the gate writes what it still holds."""
+        if self._gate_impl is not None:
+            await self._gate_impl.aclose()
+
+    def _principals_changed(self) -> None:
+        """After a principals reload (any thread): end the streams of principals no longer allowed."""
+        gate = self._gate_impl
+        if gate is None:
+            return
+        for stream in list(self._streams):
+            if stream.principal is None:
+                continue
+            error = gate.still_valid(stream.principal, write=False)
+            if error is not None:
+                _log.info("ending a watch stream: its principal was revoked", principal=stream.principal.id)
+                with contextlib.suppress(RuntimeError):  # its loop is closed: the stream is gone
+                    stream.loop.call_soon_threadsafe(stream.end, error)
 
     # ------------------------------------------------------------------ categories
 
@@ -238,16 +309,23 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
     # path, `PolicyWriter.apply_edit`, which returns once the change is on disk, live and
     # audited (read-your-writes); its errors carry their status (consent_sidecar.services.status).
 
-    async def _apply(self, edit: edits.Edit, actor: str) -> tuple[edits.EditResult, Snapshot]:
+    async def _apply(self, edit: edits.Edit, actor: str, context: _Context) -> tuple[edits.EditResult, Snapshot]:
         if self._writer is None:
             raise Unavailable("admin writes are not enabled on this listener")
-        return await self._writer.apply_edit(edit, actor)
+
+        def alive() -> bool:  # asked by the writer before its point of no return
+            if context.done():
+                return False
+            remaining = context.time_remaining()
+            return remaining is None or remaining > 0
+
+        return await self._writer.apply_edit(edit, actor, alive=alive)
 
     @_write
     async def CreateCategory(
         self, request: admin_pb2.CreateCategoryRequest, context: _Context, actor: str
     ) -> admin_pb2.Category:
-        result, _ = await self._apply(edits.Create(_fields(request.category)), actor)
+        result, _ = await self._apply(edits.Create(_fields(request.category)), actor, context)
         return category_message(result.category)
 
     @_write
@@ -257,28 +335,30 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         edit = edits.Update(
             request.category_id, _fields(request.category), tuple(request.update_mask.paths), request.etag
         )
-        result, _ = await self._apply(edit, actor)
+        result, _ = await self._apply(edit, actor, context)
         return category_message(result.category)
 
     @_write
     async def DisableCategory(
         self, request: admin_pb2.DisableCategoryRequest, context: _Context, actor: str
     ) -> admin_pb2.Category:
-        result, _ = await self._apply(edits.Disable(request.category_id, request.confirm_name, request.etag), actor)
+        edit = edits.Disable(request.category_id, request.confirm_name, request.etag)
+        result, _ = await self._apply(edit, actor, context)
         return category_message(result.category)
 
     @_write
     async def EnableCategory(
         self, request: admin_pb2.EnableCategoryRequest, context: _Context, actor: str
     ) -> admin_pb2.Category:
-        result, _ = await self._apply(edits.Enable(request.category_id, request.etag), actor)
+        result, _ = await self._apply(edits.Enable(request.category_id, request.etag), actor, context)
         return category_message(result.category)
 
     @_write
     async def DeleteCategory(
         self, request: admin_pb2.DeleteCategoryRequest, context: _Context, actor: str
     ) -> admin_pb2.DeleteCategoryResponse:
-        _, snap = await self._apply(edits.Delete(request.category_id, request.confirm_name, request.etag), actor)
+        edit = edits.Delete(request.category_id, request.confirm_name, request.etag)
+        _, snap = await self._apply(edit, actor, context)
         return admin_pb2.DeleteCategoryResponse(policy=_version(snap))
 
     # ------------------------------------------------------------------ status
@@ -303,6 +383,10 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
             store="file",
             store_connected=True,
         )
+        head = self._audit.head
+        if head is not None:  # compare with a head kept elsewhere: a cut trail shows here
+            status.audit_head_sequence = head.sequence
+            status.audit_head_hash = head.hash
         if last_error is not None and last_error_at is not None:
             status.last_error_at.CopyFrom(_timestamp(last_error_at))
         if self._fleet is not None:
@@ -358,20 +442,23 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
 
     @_read_stream
     async def WatchAuditEvents(
-        self, request: admin_pb2.WatchAuditEventsRequest, context: _Context
+        self, request: admin_pb2.WatchAuditEventsRequest, context: _Context, principal: Principal | None
     ) -> AsyncIterator[admin_pb2.AuditEvent]:
         # Each yield waits for gRPC to take the message, so a client that stops reading stops
         # this loop; the log keeps queueing its live events (up to watch_buffer) and then cuts it
         # off with ResourceExhausted, which the gate decorator turns into RESOURCE_EXHAUSTED.
         if self._closing.is_set():
             return
+        stream = self._open_stream(principal)
         records = self._audit.watch(_sequence(request.after_sequence), buffer=self._watch_buffer)
         closing = asyncio.ensure_future(self._closing.wait())
         step: asyncio.Future[AuditRecord] | None = None
         try:
             while True:
                 step = asyncio.ensure_future(anext(records))
-                await asyncio.wait((step, closing), return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait((step, closing, stream.ended), return_when=asyncio.FIRST_COMPLETED)
+                if stream.ended.done():
+                    raise stream.ended.result()  # the principal was revoked at a reload
                 if not step.done():
                     return  # shutting down: end the stream cleanly (finally stops the watch)
                 try:
@@ -380,9 +467,24 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
                     return
                 yield audit_event(record)
         finally:
+            self._streams.discard(stream)
             closing.cancel()
             if step is not None and not step.done():
                 step.cancel()
                 with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
                     await step
             await records.aclose()
+
+    def _open_stream(self, principal: Principal | None) -> _Stream:
+        """Registers a stream of `principal`; ResourceExhausted when it already holds the most allowed."""
+        who_id = None if principal is None else principal.id
+        held = sum(1 for s in self._streams if (None if s.principal is None else s.principal.id) == who_id)
+        if held >= MAX_WATCH_STREAMS_PER_PRINCIPAL:
+            who = f"principal {principal.id!r}" if principal is not None else "this caller"
+            raise ResourceExhausted(
+                f"{who} already has {held} WatchAuditEvents streams open, the most allowed per principal; "
+                "close one first"
+            )
+        stream = _Stream(principal)
+        self._streams.add(stream)  # no await since the count: the limit holds under concurrency
+        return stream

@@ -152,7 +152,7 @@ class EtcdSource:
                                             self.client.read(k.policy)])  # fmt: skip
         doc, head, policy = (r[0] if r else None for r in result.ranges)
         canonical = None if policy is None else policy.value.decode()
-        return StoreRead(doc, TrailHead.decode(head), canonical, result.revision)
+        return StoreRead(doc, self.trail.note(TrailHead.decode(head)), canonical, result.revision)
 
     def parse(self, kv: KeyValue) -> tuple[Index | None, str | None]:
         """(blocking) The compiled document at `kv`, or why it cannot serve (naming its revision)."""
@@ -381,7 +381,7 @@ class EtcdSource:
             policy: KeyValue | None = None
             for deleted, kv in batch.events:
                 if kv.key == k.head:
-                    self._head = None if deleted else TrailHead.decode(kv)
+                    self._head = None if deleted else self.trail.note(TrailHead.decode(kv))
                 elif kv.key == k.policy:
                     policy = None if deleted else kv
                 elif kv.key != k.mapping:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Final
 
@@ -139,6 +140,10 @@ def _mapping(canonical: str | None) -> ConsentMapping | None:
         return None
 
 
+def _always() -> bool:
+    return True
+
+
 def _pin(edit: Edit, mapping: ConsentMapping) -> Edit:
     """`edit` with its category's current etag, so a retry on a newer document refuses a changed category."""
     if isinstance(edit, Create) or edit.etag:
@@ -169,17 +174,21 @@ class FleetWriter:
         if self._inflight:
             await asyncio.gather(*self._inflight, return_exceptions=True)
 
-    async def apply_edit(self, edit: Edit, actor: str) -> tuple[EditResult, Snapshot]:
+    async def apply_edit(
+        self, edit: Edit, actor: str, *, alive: Callable[[], bool] = _always
+    ) -> tuple[EditResult, Snapshot]:
         """One admin write: read -> edit (comments kept) -> one transaction -> serve; retried on lost races.
 
-        Runs to completion even if the caller is cancelled: a commit must be served here once made.
+        `alive()` is asked before each transaction is sent: False (the caller's deadline passed, or
+        it cancelled) stops the write there, changing nothing. Once sent, it runs to completion even
+        if the caller is cancelled: a commit must be served here once made.
         """
-        task = asyncio.ensure_future(self._apply(edit, actor))
+        task = asyncio.ensure_future(self._apply(edit, actor, alive))
         self._inflight.add(task)
         task.add_done_callback(self._inflight.discard)
         return await asyncio.shield(task)
 
-    async def _apply(self, edit: Edit, actor: str) -> tuple[EditResult, Snapshot]:
+    async def _apply(self, edit: Edit, actor: str, alive: Callable[[], bool]) -> tuple[EditResult, Snapshot]:
         source = self._source
         client, trail = source.client, source.trail
         async with source.lock:
@@ -215,6 +224,9 @@ class FleetWriter:
                 events = await asyncio.to_thread(
                     document_events, old, result.mapping, actor, detail, renamed=result.renamed
                 )
+                if not alive():
+                    raise Unavailable("the call ended (deadline passed or cancelled) before the edit was committed; "
+                                      "nothing changed")  # as the file writer words it
                 committed = await _commit(client, trail, read, text, result.mapping, events, new_index.digest)
                 if committed is None:
                     continue  # another write landed first: re-read, re-apply (etag pinned)

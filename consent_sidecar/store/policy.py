@@ -1,9 +1,11 @@
 """The serving policy: one immutable `Snapshot` behind one atomic reference, and its single write path.
 
 `PolicyStore` owns the current snapshot, its generation counter and the reload health counters.
-Every change (file reload now; watcher and admin writes later) goes through `publish`, which
-swaps the reference and then tells the listeners `(old, new)`: that is the seam for audit and
-watching. Readers take `store.current` once per RPC and never see half a policy.
+Every change goes through `publish`, which swaps the reference and then tells the listeners
+`(old, new)`. In the sidecar only `consent_sidecar.store.writer.PolicyWriter` publishes, and
+only after the change's audit events are durable (it names the generation it expects);
+`reload_from_file` / `reload_async` publish unaudited, for stores without a trail (tests,
+embedding). Readers take `store.current` once per RPC and never see half a policy.
 It must never raise for a bad mapping file on reload (the last good snapshot keeps serving),
 never compile on the event loop when called from async code, and never log payloads.
 """
@@ -19,6 +21,7 @@ from datetime import UTC, datetime
 from consent_core.errors import MappingError
 from consent_core.index import Index
 from consent_core.index import compile as compile_index
+from consent_core.mapping_file.reader import DEFAULT_MAX_MAPPING_BYTES
 from consent_core.model import ConsentMapping
 
 __all__ = ["Candidate", "Listener", "PolicyStore", "ReloadResult", "Snapshot"]
@@ -52,6 +55,7 @@ class ReloadResult:
     snapshot: Snapshot | None  # the newly published snapshot; None when unchanged or rejected
     error: str | None = None  # the rejection, formatted (`file:line:column: path: message` lines)
     exception: BaseException | None = None  # for callers that log tracebacks of unexpected failures
+    pending: bool = False  # its audit events could not be written: not served (or not recorded); retry
 
     @property
     def changed(self) -> bool:
@@ -65,12 +69,12 @@ Loader = Callable[[str], ConsentMapping]
 """Reads and validates a mapping file; raises MappingError (or OSError) when it cannot."""
 
 
-def load_mapping_file(path: str) -> ConsentMapping:
-    """The default loader: consent_core.mapping_file, validated, positions in its errors."""
+def load_mapping_file(path: str, max_bytes: int = DEFAULT_MAX_MAPPING_BYTES) -> ConsentMapping:
+    """The default loader: consent_core.mapping_file, validated, positions in its errors; at most `max_bytes`."""
     # Imported here so the core (and tests with their own loader) never pull in the YAML stack.
     from consent_core.mapping_file import load_mapping
 
-    return load_mapping(path).mapping
+    return load_mapping(path, max_bytes=max_bytes).mapping
 
 
 def _utcnow() -> datetime:
@@ -87,10 +91,12 @@ class PolicyStore:
     def __init__(
         self,
         *,
-        loader: Loader = load_mapping_file,
+        loader: Loader | None = None,
         clock: Callable[[], datetime] = _utcnow,
+        max_mapping_bytes: int = DEFAULT_MAX_MAPPING_BYTES,
     ) -> None:
-        self._loader = loader
+        self.max_mapping_bytes = max_mapping_bytes  # the mapping file's size limit (the default loader's too)
+        self._loader: Loader = loader or (lambda path: load_mapping_file(path, max_mapping_bytes))
         self._clock = clock
         self._current: Snapshot | None = None
         self._source: str | None = None
@@ -136,19 +142,24 @@ class PolicyStore:
         assert snap is not None  # the first publish always changes something
         return snap
 
-    def publish(self, index: Index, *, source: str | None = None) -> Snapshot | None:
+    def publish(self, index: Index, *, source: str | None = None, generation: int | None = None) -> Snapshot | None:
         """Makes `index` the serving policy, unless its digest equals the current one.
 
         Returns the new snapshot, or None when nothing changed (an identical re-save, or a
         comment-only edit: the digest is over the canonical form). The single write path.
+        `generation`: the generation the caller already recorded for this change (its audit
+        events name it); RuntimeError, publishing nothing, if it would get another one.
         """
         with self._write_lock:
             old = self._current
             if old is not None and old.digest == index.digest:
                 return None
+            next_generation = 1 if old is None else old.generation + 1
+            if generation is not None and generation != next_generation:
+                raise RuntimeError(f"publish: expected generation {generation}, the next is {next_generation}")
             new = Snapshot(
                 index=index,
-                generation=1 if old is None else old.generation + 1,
+                generation=next_generation,
                 digest=index.digest,
                 loaded_at=self._clock(),
                 source=source or self._source or "",
@@ -205,18 +216,27 @@ class PolicyStore:
             return Candidate(None, f"{path}: internal error: {type(e).__name__}: {e}", e)
 
     def commit_candidate(self, candidate: Candidate) -> ReloadResult:
-        """Publishes a good candidate (if changed) or records a rejected one; updates the counters."""
+        """Publishes a good candidate (if changed) or records a rejected one; updates the counters. Unaudited."""
         if candidate.index is None:
-            with self._write_lock:
-                self.failed_reloads += 1
-                self.last_error = candidate.error
-                self.last_error_at = self._clock()
+            self.record_failure(candidate.error or "reload failed")
             return ReloadResult(ok=False, snapshot=None, error=candidate.error, exception=candidate.exception)
         snap = self.publish(candidate.index)
+        self.record_loaded(published=snap is not None)
+        return ReloadResult(ok=True, snapshot=snap)
+
+    # The health counters, for whoever commits (commit_candidate here, the writer in the sidecar).
+
+    def record_failure(self, error: str) -> None:
+        """A reload that served nothing new: rejected, or not recordable in the audit trail (GetPolicyStatus)."""
         with self._write_lock:
-            # A good file clears the error even when unchanged (e.g. a broken edit reverted).
+            self.failed_reloads += 1
+            self.last_error = error
+            self.last_error_at = self._clock()
+
+    def record_loaded(self, *, published: bool) -> None:
+        """A good reload: clears the last error even when unchanged (e.g. a broken edit reverted)."""
+        with self._write_lock:
             self.last_error = None
             self.last_error_at = None
-            if snap is not None:
+            if published:
                 self.reloads += 1
-        return ReloadResult(ok=True, snapshot=snap)

@@ -8,6 +8,7 @@ a file-backed sidecar has none. Pure declaration: must never do anything.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
@@ -26,7 +27,11 @@ class PolicyWriterPort(Protocol):
     @property
     def store(self) -> PolicyStore: ...
 
-    async def apply_edit(self, edit: Edit, actor: str) -> tuple[EditResult, Snapshot]: ...
+    async def apply_edit(
+        self, edit: Edit, actor: str, *, alive: Callable[[], bool] = ...
+    ) -> tuple[EditResult, Snapshot]:
+        """`alive()` is asked before the point of no return: False (the caller's deadline passed) changes nothing."""
+        ...
 
     async def aclose(self) -> None: ...
 

@@ -7,11 +7,18 @@ naming the file as given and, where YAML knows it, the 1-based line and column t
 every node (or loaded `CommentedMap`/`CommentedSeq`) keeps its marks; `node_position`
 turns those 0-based marks into 1-based positions. Never interprets a document's content:
 each document's own module judges its shapes and rules.
+
+Reading never blocks and never holds more than a bound: the file is opened with O_NONBLOCK
+and must be a regular file (a FIFO, device, socket or directory is a problem at once, before
+any read: a FIFO would otherwise block `open()` until a writer appears), and with `max_bytes`
+a file larger than that is a problem naming the limit, found from `fstat` and by reading at
+most `max_bytes + 1` bytes (a file growing while read is caught too).
 """
 
 from __future__ import annotations
 
 import os
+import stat
 from typing import Any
 
 from ruamel.yaml import YAML
@@ -22,7 +29,7 @@ from ruamel.yaml.reader import ReaderError
 
 from consent_core.errors import DocumentError, Problem
 
-__all__ = ["compose_yaml", "load_yaml", "node_position", "os_reason", "read_utf8"]
+__all__ = ["compose_yaml", "file_kind", "load_yaml", "node_position", "os_reason", "read_utf8"]
 
 
 def os_reason(e: OSError) -> str:
@@ -36,18 +43,79 @@ def os_reason(e: OSError) -> str:
     return e.strerror or str(e)
 
 
-def read_utf8(source: str, what: str, error: type[DocumentError]) -> tuple[bytes, str, os.stat_result]:
-    """(raw bytes, text, stat of the file read) of `source`; raises `error` naming `what` ("the mapping file")."""
+def file_kind(mode: int) -> str:
+    """What a non-regular file is, for messages: "a FIFO", "a directory", ..."""
+    for test, name in (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+_OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOCTTY", 0)
+_CHUNK = 1 << 20
+
+
+def read_utf8(
+    source: str,
+    what: str,
+    error: type[DocumentError],
+    *,
+    max_bytes: int | None = None,
+    limit_name: str = "",
+) -> tuple[bytes, str, os.stat_result]:
+    """(raw bytes, text, stat of the file read) of `source`; raises `error` naming `what` ("the mapping file").
+
+    Never blocks on a FIFO or device (see the module docstring); with `max_bytes`, a larger
+    file is an error naming the limit (`limit_name`, e.g. the flag that sets it).
+    """
     try:
-        with open(source, "rb") as f:
-            st = os.fstat(f.fileno())
-            raw = f.read()
+        fd = os.open(source, _OPEN_FLAGS)
     except OSError as e:
         raise error([Problem("", f"cannot read {what}: {os_reason(e)}")], source) from e
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            kind = file_kind(st.st_mode)
+            why = "it is a directory" if stat.S_ISDIR(st.st_mode) else f"it is {kind}, not a regular file"
+            raise error([Problem("", f"cannot read {what}: {why}")], source)
+        if max_bytes is not None and st.st_size > max_bytes:
+            raise error([_too_large(what, st.st_size, max_bytes, limit_name)], source)
+        raw = _read_at_most(fd, None if max_bytes is None else max_bytes + 1)
+    except OSError as e:
+        raise error([Problem("", f"cannot read {what}: {os_reason(e)}")], source) from e
+    finally:
+        os.close(fd)
+    if max_bytes is not None and len(raw) > max_bytes:
+        raise error([_too_large(what, len(raw), max_bytes, limit_name, growing=True)], source)
     try:
         return raw, raw.decode("utf-8"), st
     except UnicodeDecodeError as e:
         raise error([Problem("", f"{what} is not valid UTF-8 (byte offset {e.start})")], source) from e
+
+
+def _read_at_most(fd: int, limit: int | None) -> bytes:
+    """Up to `limit` bytes (None: to the end), in 1 MiB reads."""
+    parts: list[bytes] = []
+    got = 0
+    while limit is None or got < limit:
+        chunk = os.read(fd, _CHUNK if limit is None else min(_CHUNK, limit - got))
+        if not chunk:
+            break
+        parts.append(chunk)
+        got += len(chunk)
+    return b"".join(parts)
+
+
+def _too_large(what: str, size: int, limit: int, limit_name: str, *, growing: bool = False) -> Problem:
+    named = f" ({limit_name})" if limit_name else ""
+    how = f"grew past {limit:,} bytes while it was read" if growing else f"is {size:,} bytes"
+    return Problem("", f"{what} {how}: over the limit of {limit:,} bytes{named}")
 
 
 def compose_yaml(text: str, source: str | None, error: type[DocumentError]) -> Node | None:

@@ -103,3 +103,50 @@ def test_the_console_script_runs_it(db: Path) -> None:
                           timeout=60, check=False)
     assert done.returncode == 0, done.stderr
     assert "chain intact" in done.stdout
+
+
+def head_of(db: Path, sequence: int) -> str:
+    conn = sqlite3.connect(db)
+    try:
+        (digest,) = conn.execute("SELECT hash FROM audit_events WHERE sequence = ?", (sequence,)).fetchone()
+    finally:
+        conn.close()
+    return f"{sequence}:{digest}"
+
+
+def test_expect_head_passes_while_the_trail_holds_it(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for sequence in (6, 3):  # the newest event, or any a monitor saw earlier
+        assert run_cli(["audit", "verify", "--audit-db", str(db), "--expect-head", head_of(db, sequence)],
+                       environ={}) == 0  # fmt: skip
+    assert "chain intact" in capsys.readouterr().out
+
+
+def test_expect_head_fails_once_the_tail_is_cut_even_without_the_anchor(
+    db: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    head = head_of(db, 6)
+    tamper(db, "DELETE FROM audit_events WHERE sequence >= ?", 5)
+    (db.parent / "audit.db.anchor").unlink()  # whoever cut it removed the anchor too: the chain alone is intact
+    assert run_cli(["audit", "verify", "--audit-db", str(db)], environ={}) == 0
+    capsys.readouterr()
+    assert run_cli(["audit", "verify", "--audit-db", str(db), "--expect-head", head], environ={}) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == (
+        f"{db}: broken at sequence 6: the trail ends at event 4, but --expect-head names event 6 "
+        f"(hash {head.split(':')[1]}): its newest events were cut off or the database was replaced\n"
+    )
+
+
+def test_the_anchor_beside_the_database_finds_a_cut_tail(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tamper(db, "DELETE FROM audit_events WHERE sequence = ?", 6)
+    assert run_cli(["audit", "verify", "--audit-db", str(db)], environ={}) == 1
+    assert "broken at sequence 6: the trail ends at event 5, but the anchor file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", ["6", "x:abc", "0:" + "a" * 64, "6:" + "g" * 64])
+def test_a_malformed_expected_head_is_a_usage_error(
+    db: Path, capsys: pytest.CaptureFixture[str], value: str
+) -> None:
+    assert run_cli(["audit", "verify", "--audit-db", str(db), "--expect-head", value], environ={}) == 2
+    assert "argument --expect-head: expected SEQ:HASH" in capsys.readouterr().err

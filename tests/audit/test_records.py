@@ -125,6 +125,21 @@ def test_changes_to_events_writes_canonical_before_and_after() -> None:
     ]
 
 
+def test_mapping_events_carry_only_their_destination_so_the_trail_grows_linearly() -> None:
+    # The category's state is on its CATEGORY_* event; each MAPPING_* event names one destination.
+    def size(n: int) -> int:
+        category = Category("C0009", "Big", tuple(f"dest-{i:06d}" for i in range(n)))
+        events = changes_to_events(diff(ConsentMapping(), ConsentMapping(categories=(category,))), "alice")
+        assert all(e.before_json == e.after_json == "" for e in events if e.action is A.MAPPING_CREATED)
+        deleted = changes_to_events(diff(ConsentMapping(categories=(category,)), ConsentMapping()), "alice")
+        assert all(e.before_json == e.after_json == "" for e in deleted if e.action is A.MAPPING_REMOVED)
+        assert deleted[0].action is A.CATEGORY_DELETED and '"dest-000000"' in deleted[0].before_json
+        return sum(len(e.destination) + len(e.before_json) + len(e.after_json) for e in events)
+
+    small, large = size(1000), size(4000)
+    assert large < 4.2 * small  # four times the destinations: four times the text (it was 16 times)
+
+
 def test_every_change_kind_is_recorded_as_the_action_of_the_same_name() -> None:
     for kind in ChangeKind:
         assert action_of(kind) is AuditAction[kind.name]

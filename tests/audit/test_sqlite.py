@@ -448,3 +448,88 @@ def test_a_database_from_before_policies_gains_the_tables_and_verifies(db: Path)
         log.append([published(M1)])
         assert log.last_published_policy() == PublishedPolicy(3, *policy_of(M1))
     assert verify(db).ok
+
+
+# ---------------------------------------------------------------------------- bounded reads and private files
+
+
+def test_a_page_of_large_events_ends_early_within_its_byte_budget(log: AuditLog) -> None:
+    from consent_sidecar.audit import MAX_PAGE_BYTES
+
+    big = "x" * 20_000
+    log.append([ev(A.CATEGORY_UPDATED, detail=f"{i} {big}") for i in range(300)])  # 6 MB of text
+    seen: list[int] = []
+    token, pages = "", 0
+    while True:
+        records, token = log.page(page_size=1000, page_token=token)
+        pages += 1
+        assert records, "a page always holds at least one event"
+        assert sum(len(r.detail) for r in records) <= MAX_PAGE_BYTES  # under the 4 MiB gRPC message limit
+        seen.extend(r.sequence for r in records)
+        if not token:
+            break
+    assert seen == list(range(1, 301)) and pages > 1
+
+
+def test_one_event_larger_than_the_budget_still_gets_a_page_of_its_own(log: AuditLog) -> None:
+    from consent_sidecar.audit import MAX_PAGE_BYTES
+
+    log.append([ev(detail="y" * (MAX_PAGE_BYTES + 10)), ev(detail="small")])
+    first, token = log.page(page_size=10)
+    assert [r.sequence for r in first] == [1] and token
+    second, token = log.page(page_size=10, page_token=token)
+    assert [r.sequence for r in second] == [2] and token == ""
+
+
+def test_the_database_and_its_files_are_private_whatever_the_umask(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    db = tmp_path / "audit.db"
+    old = os.umask(0)
+    try:
+        with AuditLog.open(db) as log:
+            log.append([ev()])
+            files = sorted(p.name for p in tmp_path.iterdir())
+            modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir()}
+    finally:
+        os.umask(old)
+    assert files == ["audit.db", "audit.db-shm", "audit.db-wal", "audit.db.anchor"]
+    assert modes == dict.fromkeys(files, 0o600)
+
+
+def test_files_an_older_version_made_readable_are_made_private(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    db = tmp_path / "audit.db"
+    with AuditLog.open(db) as log:
+        log.append([ev()])
+    for p in tmp_path.iterdir():
+        os.chmod(p, 0o644)
+    with AuditLog.open(db):
+        assert {stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir()} == {0o600}
+
+
+def test_anchor_temp_files_left_by_a_crash_are_removed_at_open(tmp_path: Path) -> None:
+    db = tmp_path / "audit.db"
+    with AuditLog.open(db) as log:
+        log.append([ev()])
+    left = tmp_path / ".audit.db.anchor.0a1b2c3d.tmp"
+    left.write_text("half")
+    unrelated = [tmp_path / ".audit.db.anchor.keep", tmp_path / "notes.tmp"]
+    for p in unrelated:
+        p.write_text("mine")
+    with AuditLog.open(db) as log:
+        assert log.head is not None and log.head.sequence == 1
+    assert not left.exists()
+    assert all(p.exists() for p in unrelated)
+
+
+def test_the_head_is_the_newest_event_and_survives_a_reopen(db: Path) -> None:
+    with AuditLog.open(db) as log:
+        assert log.head is None
+        records = log.append([ev(), ev()])
+        assert (log.head.sequence, log.head.hash) == (2, records[-1].hash)  # type: ignore[union-attr]
+    with AuditLog.open(db) as log:
+        assert (log.head.sequence, log.head.hash) == (2, records[-1].hash)  # type: ignore[union-attr]

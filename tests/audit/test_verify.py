@@ -12,8 +12,10 @@ from consent_sidecar.audit import (
     AuditError,
     AuditLog,
     AuditRecord,
+    Head,
     verify,
 )
+from consent_sidecar.audit.anchor import anchor_path
 
 from .support import (
     M1,
@@ -138,13 +140,40 @@ def test_verify_reports_an_unreadable_action(db: Path) -> None:
     assert (verify(db).broken_sequence, verify(db).kind) == (2, "unreadable")
 
 
-def test_cutting_off_the_newest_events_changes_the_last_hash(db: Path) -> None:
-    # The chain alone cannot see a truncated tail; the last hash (also in each log line) can.
+def test_cutting_off_the_newest_events_is_found_against_the_anchor(db: Path) -> None:
+    # The chain alone cannot see a truncated tail: the anchor beside the database (and any head
+    # kept elsewhere, --expect-head) names the newest event the trail must still hold.
     records = fill(db)
+    assert anchor_path(db).read_text().split()[2:] == ["6", records[5].hash]
     tamper(db, ("DELETE FROM audit_events WHERE sequence = 6", ()))
     result = verify(db)
-    assert result.ok and result.count == 5
-    assert result.last_hash == records[4].hash != records[5].hash
+    assert (result.ok, result.kind, result.broken_sequence, result.count) == (False, "cut", 6, 5)
+    assert f"the trail ends at event 5, but the anchor file {anchor_path(db)} names event 6" in result.reason
+    assert "newest events were cut off" in result.reason
+
+
+def test_a_cut_passes_the_chain_but_not_the_expected_head(db: Path) -> None:
+    records = fill(db)
+    tamper(db, ("DELETE FROM audit_events WHERE sequence >= 5", ()))
+    anchor_path(db).unlink()  # whoever cut the trail removed the anchor too
+    assert verify(db).ok  # the chain is intact: what is left verifies
+    assert verify(db, expect_head=Head(4, records[3].hash)).ok
+    result = verify(db, expect_head=Head(6, records[5].hash))
+    assert (result.ok, result.kind, result.broken_sequence) == (False, "cut", 6)
+    assert "the trail ends at event 4, but --expect-head names event 6" in result.reason
+    wrong = verify(db, expect_head=Head(4, records[5].hash))
+    assert (wrong.ok, wrong.kind) == (False, "cut")
+    assert f"event 4 has hash {records[3].hash}, but --expect-head names hash {records[5].hash}" in wrong.reason
+
+
+def test_a_replaced_database_is_found_against_the_anchor(db: Path) -> None:
+    fill(db)
+    for name in (db.name, f"{db.name}-wal", f"{db.name}-shm"):
+        (db.parent / name).unlink(missing_ok=True)
+    with pytest.raises(AuditError, match=r"the audit trail was cut: the trail is empty, but the anchor file .* names "
+                                         r"event 6 .* move .*audit\.db\.anchor away"):
+        AuditLog.open(db)  # a sidecar refuses to extend it
+    assert not db.exists() or verify(db).kind == "cut"
 
 
 def _fields(r: AuditRecord) -> dict[str, Any]:

@@ -106,9 +106,12 @@ async def test_a_slow_watcher_is_cut_off_while_a_fast_one_continues(log: AuditLo
     fast_first = asyncio.ensure_future(take(fast, 10))
     try:
         await asyncio.wait_for(asyncio.gather(slow_live.wait(), fast_live.wait()), WAIT)
-        # The slow consumer reads nothing more while 10 events arrive: more than its buffer of 2.
+        # The slow consumer reads nothing more while 10 events arrive (one batch: it fits an empty
+        # queue), then one more: it is behind, and the next batch takes it past its buffer of 2.
         await asyncio.to_thread(log.append, [ev() for _ in range(10)])
         assert await asyncio.wait_for(fast_first, WAIT) == list(range(1, 11))
+        await asyncio.to_thread(log.append, [ev()])
+        assert await take(fast, 1) == [11]
 
         async def drain() -> list[int]:
             out = [(await slow_next).sequence]
@@ -120,7 +123,7 @@ async def test_a_slow_watcher_is_cut_off_while_a_fast_one_continues(log: AuditLo
             await asyncio.wait_for(drain(), WAIT)
         # The appender was never blocked and the fast watcher keeps going.
         await asyncio.to_thread(log.append, [ev() for _ in range(5)])
-        assert await take(fast, 5) == list(range(11, 16))
+        assert await take(fast, 5) == list(range(12, 17))
         assert log.watchers == 1
     finally:
         slow_next.cancel()
@@ -133,7 +136,8 @@ async def test_the_cut_off_message_lets_the_slow_watcher_resume_without_loss(log
     slow = log.watch(0, buffer=1, on_live=live.set)
     first = asyncio.ensure_future(anext(slow))
     await asyncio.wait_for(live.wait(), WAIT)
-    await asyncio.to_thread(log.append, [ev() for _ in range(5)])
+    await asyncio.to_thread(log.append, [ev() for _ in range(4)])
+    await asyncio.to_thread(log.append, [ev()])  # while 4 wait: past the buffer of 1
     seen: list[int] = []
     try:
         seen.append((await asyncio.wait_for(first, WAIT)).sequence)
@@ -149,6 +153,49 @@ async def test_the_cut_off_message_lets_the_slow_watcher_resume_without_loss(log
         assert seen + await take(again, 5 - len(seen)) == [1, 2, 3, 4, 5]
     finally:
         await again.aclose()
+
+
+async def test_one_large_batch_never_cuts_off_a_watcher_that_keeps_up(log: AuditLog) -> None:
+    # A 20,000-destination create is one append of 20,002 events: a watcher reading along must get
+    # all of it, whatever its buffer; the records are shared by every watcher, not copied.
+    live = asyncio.Event()
+    watcher = log.watch(0, buffer=16, on_live=live.set)
+    first = asyncio.ensure_future(anext(watcher))
+    try:
+        await asyncio.wait_for(live.wait(), WAIT)
+        await asyncio.to_thread(log.append, [ev(A.MAPPING_CREATED, category_id="C1", destination=f"d{i}")
+                                             for i in range(5000)])  # fmt: skip
+        assert (await asyncio.wait_for(first, WAIT)).sequence == 1
+        assert await take(watcher, 4999) == list(range(2, 5001))
+        await asyncio.to_thread(log.append, [ev()])
+        assert await take(watcher, 1) == [5001]
+    finally:
+        first.cancel()
+        await watcher.aclose()
+
+
+async def test_a_watcher_catching_up_holds_one_bounded_page_at_a_time(
+    log: AuditLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from consent_sidecar.audit.sqlite import WATCH_CHUNK, WATCH_CHUNK_BYTES
+
+    log.append([ev(A.CATEGORY_UPDATED, detail=f"{i} " + "z" * 5_000) for i in range(400)])  # 2 MB of backlog
+    pages: list[tuple[int, int]] = []
+    real_select = log._select
+
+    def select(*args: object) -> object:
+        records, more = real_select(*args)  # type: ignore[arg-type]
+        pages.append((len(records), sum(len(r.detail) for r in records)))
+        return records, more
+
+    monkeypatch.setattr(log, "_select", select)
+    watcher = log.watch(0)
+    try:
+        assert await take(watcher, 400) == list(range(1, 401))
+    finally:
+        await watcher.aclose()
+    assert len(pages) > 1
+    assert all(n <= WATCH_CHUNK and size <= WATCH_CHUNK_BYTES for n, size in pages), pages
 
 
 async def test_close_ends_every_watcher_cleanly(log: AuditLog) -> None:

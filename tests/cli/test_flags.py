@@ -96,6 +96,7 @@ def test_flag_reference_lists_every_flag_with_variable_and_default() -> None:
         "--grace-period", "--log-format", "--log-level", "--max-destinations", "--max-batch",
         "--max-destination-id-bytes", "--max-event-bytes", "--max-event-depth", "--max-message-bytes",
         "--etcd-endpoints", "--etcd-prefix", "--etcd-ca", "--etcd-cert", "--etcd-key", "--etcd-user", "--member-id",
+        "--max-mapping-bytes",
     }  # fmt: skip
     assert {flag for verb, flag in ref if verb == "serve"} == expected
     assert all(f.env == cli.env_var(f.flag) and f.help for f in ref.values())

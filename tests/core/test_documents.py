@@ -7,6 +7,7 @@ raised as that document's own error type.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -109,3 +110,98 @@ def test_nesting_deeper_than_the_reader_recurses_is_an_error_of_its_own_type(
         parse("x: " + "[" * 700 + "]" * 700 + "\n", "d.yaml")  # the round-trip composer gives up near 500
     assert type(info.value) is error
     assert str(info.value) == "d.yaml: invalid YAML: nested too deeply"
+
+
+# -- hostile files: never block, never read more than the limit ---------------------------------
+
+
+def _in_thread(call: Callable[[], object], timeout: float = 10.0) -> BaseException | None:
+    """Runs `call` in a daemon thread; the exception it raised, failing if it is still blocked after `timeout`."""
+    import threading
+
+    raised: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            call()
+        except BaseException as e:  # handed back to the test
+            raised.append(e)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    assert not thread.is_alive(), "reading blocked"
+    return raised[0] if raised else None
+
+
+NOT_REGULAR = [
+    pytest.param(lambda p: os.mkfifo(p), "it is a FIFO (named pipe), not a regular file", id="fifo"),
+    pytest.param(lambda p: p.symlink_to("/dev/zero"), "it is a character device, not a regular file", id="device"),
+    pytest.param(lambda p: p.mkdir(), "it is a directory", id="directory"),
+]
+
+
+@pytest.mark.parametrize(("make", "why"), NOT_REGULAR)
+@pytest.mark.parametrize(("parse", "load", "error", "what"), DOCUMENTS)
+def test_a_file_that_is_not_regular_is_refused_at_once(
+    tmp_path: Path, make: Callable[[Path], object], why: str, parse: Parse, load: Load, error: type[DocumentError],
+    what: str,
+) -> None:
+    path = tmp_path / "d.yaml"
+    make(path)
+    raised = _in_thread(lambda: load(str(path)))  # a FIFO with no writer would block open() for ever
+    assert isinstance(raised, error), raised
+    assert str(raised) == f"{path}: cannot read {what}: {why}"
+
+
+def test_a_mapping_file_over_the_limit_is_refused_naming_it_and_read_no_further(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import consent_core.documents as documents
+
+    path = tmp_path / "m.yaml"
+    path.write_text("version: 1\ncategories: []\n" + "# padding\n" * 500)
+    read = 0
+    real_read = documents.os.read
+
+    def counting(fd: int, n: int) -> bytes:
+        nonlocal read
+        data = real_read(fd, n)
+        read += len(data)
+        return data
+
+    monkeypatch.setattr(documents.os, "read", counting)
+    with pytest.raises(MappingError) as info:
+        load_mapping(path, max_bytes=1000)
+    size = path.stat().st_size
+    assert str(info.value) == (
+        f"{path}: the mapping file is {size:,} bytes: over the limit of 1,000 bytes (--max-mapping-bytes)"
+    )
+    assert read == 0  # refused from its size alone
+    assert load_mapping(path, max_bytes=path.stat().st_size).mapping.categories == ()
+
+
+def test_the_default_mapping_limit_is_16_mib(tmp_path: Path) -> None:
+    path = tmp_path / "m.yaml"
+    with open(path, "wb") as f:
+        f.truncate((16 << 20) + 1)  # sparse: costs no disk
+    with pytest.raises(MappingError, match=r"is 16,777,217 bytes: over the limit of 16,777,216 bytes"):
+        load_mapping(path)
+
+
+def test_a_file_growing_past_the_limit_while_read_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import consent_core.documents as documents
+
+    path = tmp_path / "m.yaml"
+    path.write_text("version: 1\ncategories: []\n")
+    real_fstat = documents.os.fstat
+
+    def stale(fd: int) -> os.stat_result:  # the size as it was just before an append landed
+        st = real_fstat(fd)
+        with open(path, "a") as f:
+            f.write("#" * 2000)
+        return st
+
+    monkeypatch.setattr(documents.os, "fstat", stale)
+    with pytest.raises(MappingError, match=r"grew past 1,000 bytes while it was read: over the limit"):
+        load_mapping(path, max_bytes=1000)

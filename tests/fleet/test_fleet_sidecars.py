@@ -83,6 +83,9 @@ async def test_status_reports_the_etcd_store_and_fleet_status_lists_every_member
         assert (status.store, status.store_connected, status.store_revision) == ("etcd", True, revision)
         assert not status.HasField("disconnected_since")
         assert status.source == f"etcd:{prefix}/mapping"
+        async with etcd_client(etcd) as (_, trail):
+            head = await trail.read_head()
+        assert (status.audit_head_sequence, status.audit_head_hash) == (head.sequence, head.hash)  # the fleet's
 
         async def members() -> admin_pb2.FleetStatus | None:
             fs = await sidecars[1].admin().GetFleetStatus(admin_pb2.GetFleetStatusRequest(), metadata=MEMBER, timeout=5)
@@ -159,6 +162,8 @@ def test_store_push_pull_and_audit_verify_from_the_command_line(
     assert "categories[0].id" in capsys.readouterr().err
     assert run_cli(["audit", "verify", *flags]) == 0
     assert "chain intact" in capsys.readouterr().out
+    assert run_cli(["audit", "verify", "--expect-head", f"1:{'0' * 64}", *flags]) == 1  # a head it does not hold
+    assert "expected head" in capsys.readouterr().err
 
 
 def test_audit_db_with_etcd_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -570,11 +570,11 @@ def _is_temp_of(fd: Any, path: Path) -> bool:
     return target.parent == path.parent.resolve() and target.name.startswith(f".{path.name}.")
 
 
-async def test_an_audit_failure_after_the_write_restores_file_and_policy(
+async def test_an_audit_failure_after_the_write_restores_the_file_and_publishes_nothing(
     admin: Admin, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     before = admin.path.read_bytes()
-    digest = admin.store.current.digest
+    snap = admin.store.current
 
     def refuse(entries: Any) -> Any:
         raise errors.Unavailable("audit log: injected: database is locked")
@@ -584,11 +584,12 @@ async def test_an_audit_failure_after_the_write_restores_file_and_policy(
         Code.UNAVAILABLE,
         admin.call("DeleteCategory",
                    admin_pb2.DeleteCategoryRequest(category_id="C0002", confirm_name="Performance Cookies")),
-        r"^cannot record the edit in the audit log \(audit log: injected: database is locked\); it was undone",
+        r"^cannot record the edit in the audit log \(audit log: injected: database is locked\); it was not "
+        r"applied: the mapping file and the serving policy are as before$",
     )  # fmt: skip
     monkeypatch.undo()
     assert admin.path.read_bytes() == before
-    assert admin.store.current.digest == digest  # republished as it was (a new generation, the old content)
+    assert admin.store.current is snap  # never published, not even for a moment: the generation did not move
     assert admin.last_sequence() == 1
     assert (await admin.get("C0002")).name == "Performance Cookies"
     await admin.call(
@@ -596,6 +597,20 @@ async def test_an_audit_failure_after_the_write_restores_file_and_policy(
     )
     assert admin.events(after=1)[0].action == A.CATEGORY_DELETED
     assert verify(admin.audit.path).ok
+
+
+async def test_a_write_whose_caller_has_gone_is_not_applied_after_its_deadline(admin: Admin) -> None:
+    before = admin.path.read_bytes()
+    request = admin_pb2.CreateCategoryRequest(category=Category(id="C0009", name="Late", destinations=["late"]))
+    async with admin.writer._lock:  # the write path is busy (a slow reload, a stuck disk): the call queues
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await admin.stub.CreateCategory(request, metadata=OWNER, timeout=0.5)
+        assert info.value.code() == Code.DEADLINE_EXCEEDED
+    await asyncio.wait_for(admin.writer.aclose(), WAIT)  # the queued write got the lock and gave up
+    assert admin.path.read_bytes() == before
+    assert admin.store.current.generation == 1
+    assert admin.store.current.index.mapping.category("C0009") is None
+    assert admin.last_sequence() == 1
 
 
 # -- the watcher and the sidecar's own writes -----------------------------------------------

@@ -186,3 +186,64 @@ async def test_edit_storm_ends_on_the_last_content(harness: Harness) -> None:
     await harness.wait_for(lambda: harness.destinations() == ("amplitude", "dest-199"))
     gens = [r.snapshot.generation for r in harness.results if r.snapshot is not None]
     assert gens == sorted(gens) and len(set(gens)) == len(gens)
+
+
+async def test_an_unexpected_error_in_a_reload_is_reported_and_the_watch_goes_on(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writer = harness.watcher._writer
+    real = writer.reload_if
+    calls = 0
+
+    async def failing_once(actor: str, accept: Callable[..., bool] | None) -> ReloadResult | None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise MemoryError("injected: a reload ran out of memory")
+        return await real(actor, accept)
+
+    monkeypatch.setattr(writer, "reload_if", failing_once)
+    harness.path.write_text(mapping_with("amplitude", "braze"))
+    deadline = asyncio.get_running_loop().time() + 10
+    while harness.store.last_error is None:
+        assert asyncio.get_running_loop().time() < deadline, "the failure was never reported"
+        await asyncio.sleep(0.02)  # polling a bounded condition
+    assert harness.store.last_error == (
+        f"{harness.path}: internal error while reloading: MemoryError: injected: a reload ran out of memory"
+    )
+    harness.path.write_text(mapping_with("amplitude", "heap"))  # hot reload still works
+    await harness.wait_for(lambda: "heap" in harness.destinations())
+    assert harness.store.last_error is None
+
+
+async def test_an_edit_the_events_reported_is_not_reloaded_again_by_the_content_check(tmp_path: Path) -> None:
+    path = tmp_path / "mappings.yaml"
+    path.write_text(BASE)
+    store = PolicyStore()
+    store.load_initial(str(path))
+    results: list[ReloadResult] = []
+    with AuditLog.open(tmp_path / "audit.db") as audit:
+        watcher = MappingWatcher(PolicyWriter(store, audit), str(path), debounce_ms=50, step_ms=10, settle_ms=10,
+                                 retry_ms=50, check_ms=500, on_result=results.append)  # fmt: skip
+        stop = asyncio.Event()
+        task = asyncio.create_task(watcher.run(stop))
+        try:
+            await asyncio.wait_for(watcher.watching.wait(), 10)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 20
+            first = watcher.checks
+            while watcher.checks == first:  # edit right after a check: the events' reload comes before the next
+                assert loop.time() < deadline, "the content check never ran"
+                await asyncio.sleep(0.005)
+            path.write_text(BASE.replace("id: C0002", "id: 2C"))  # broken: every reload of it counts
+            while store.failed_reloads == 0:
+                assert loop.time() < deadline, "the broken edit was never read"
+                await asyncio.sleep(0.01)  # polling a bounded condition
+            seen = watcher.checks
+            while watcher.checks < seen + 3:  # three content checks after it: none may read it again
+                assert loop.time() < deadline, "the content check stopped"
+                await asyncio.sleep(0.01)
+            assert store.failed_reloads == 1 and len(results) == 1
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 10)

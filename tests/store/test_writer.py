@@ -117,6 +117,19 @@ async def test_a_change_is_its_diff_events_then_one_policy_reloaded_in_one_trans
     assert f"generation 2 digest {result.snapshot.digest}" in events[-1].detail
 
 
+async def test_every_change_logs_the_audit_head_it_left(setup: Setup) -> None:
+    from structlog.testing import capture_logs
+
+    setup.write(BASE.replace("[google-ads]", "[google-ads, braze]"))
+    with capture_logs() as logged:
+        await setup.writer.reload(ACTOR)
+    last = records(setup.audit)[-1]
+    [line] = [e for e in logged if e["event"] == "policy reloaded"]
+    assert line["log_level"] == "info"
+    assert (line["audit_head_sequence"], line["audit_head_hash"]) == (last.sequence, last.hash)
+    assert line["policy_generation"] == 2
+
+
 @pytest.mark.parametrize(
     ("edit", "expected"),
     [
@@ -272,32 +285,75 @@ async def test_reloads_never_overlap_and_the_audit_order_follows_generations(tmp
         assert verify(audit.path).ok
 
 
-async def test_an_audit_failure_keeps_the_reload_and_writes_its_events_with_the_next_append(
+def refusing(setup: Setup, monkeypatch: pytest.MonkeyPatch, times: int) -> list[int]:
+    """The audit log refuses the next `times` appends (disk full); returns a list counting every call."""
+    real_append = setup.audit.append
+    calls: list[int] = []
+
+    def append(entries: list[NewEvent]) -> list[AuditRecord]:
+        calls.append(len(entries))
+        if len(calls) <= times:
+            raise errors.Unavailable("audit log: injected: disk full")
+        return real_append(entries)
+
+    monkeypatch.setattr(setup.audit, "append", append)
+    return calls
+
+
+async def test_a_hand_edit_is_served_only_once_its_events_are_written(
     setup: Setup, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_append = setup.audit.append
-    calls = 0
-
-    def failing_once(entries: list[object]) -> list[AuditRecord]:
-        nonlocal calls
-        calls += 1
-        if calls == 1:
-            raise errors.Unavailable("disk full")
-        return real_append(entries)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(setup.audit, "append", failing_once)
+    refusing(setup, monkeypatch, times=2)
     setup.write(BASE.replace("[google-ads]", "[google-ads, braze]"))
-    first = await setup.writer.reload(ACTOR)
-    assert first.changed and setup.store.current.generation == 2  # the file is the truth: live anyway
-    assert setup.writer.pending_events == 3 and setup.after_start() == []
-    setup.write(BASE)
-    await setup.writer.reload(ACTOR)
-    assert setup.writer.pending_events == 0
+    for _ in range(2):  # the audit refuses: the edit stays pending, nothing is served
+        pending = await setup.writer.reload(ACTOR)
+        assert (pending.ok, pending.pending, pending.snapshot) == (False, True, None)
+        assert setup.store.current.generation == 1
+        assert "braze" not in setup.store.current.index.known_destinations
+        assert setup.store.last_error is not None
+        assert "the edit is not served: its audit events could not be written (audit log: injected: disk full)" in (
+            setup.store.last_error
+        )
+    assert setup.after_start() == []
+    served = await setup.writer.reload(ACTOR)  # the retry: recorded, then served, once
+    assert served.ok and not served.pending and served.snapshot is not None and served.snapshot.generation == 2
+    assert setup.store.last_error is None and "braze" in setup.store.current.index.known_destinations
     got = [(r.action.name, r.destination) for r in setup.after_start()]
-    assert got == [
-        ("CATEGORY_UPDATED", ""), ("MAPPING_CREATED", "braze"), ("POLICY_RELOADED", ""),  # held back: first
-        ("CATEGORY_UPDATED", ""), ("MAPPING_REMOVED", "braze"), ("POLICY_RELOADED", ""),
-    ]
+    assert got == [("CATEGORY_UPDATED", ""), ("MAPPING_CREATED", "braze"), ("POLICY_RELOADED", "")]
+    assert f"generation 2 digest {served.snapshot.digest}" in setup.after_start()[-1].detail
+    assert last_policy(setup) == setup.store.current.index.mapping
+    assert verify(setup.audit.path).ok
+
+
+async def test_a_rejection_the_trail_refuses_is_recorded_when_retried(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    refusing(setup, monkeypatch, times=1)
+    setup.write(BROKEN_ID)
+    first = await setup.writer.reload(ACTOR)
+    assert (first.ok, first.pending) == (False, True) and setup.after_start() == []
+    again = await setup.writer.reload(ACTOR)  # not "the same breakage again": it is not in the trail yet
+    assert (again.ok, again.pending) == (False, False)
+    assert [r.action for r in setup.after_start()] == [A.POLICY_RELOAD_FAILED]
+    assert setup.store.current.generation == 1
+
+
+async def test_start_removes_temp_files_of_writes_killed_before_their_rename(tmp_path: Path) -> None:
+    path = tmp_path / "mappings.yaml"
+    path.write_text(BASE, encoding="utf-8")
+    left = [tmp_path / ".mappings.yaml.k3j_9x0a.tmp", tmp_path / ".mappings.yaml.aaaaaaaa.tmp"]
+    kept = [tmp_path / ".mappings.yaml.keep.tmp", tmp_path / ".other.yaml.abcdefgh.tmp", tmp_path / "mappings.tmp"]
+    for p in [*left, *kept]:
+        p.write_text("half a mapping")
+    (tmp_path / ".mappings.yaml.dir12345.tmp").mkdir()  # not a file: not ours
+    store = PolicyStore()
+    store.load_initial(str(path))
+    with AuditLog.open(tmp_path / "audit.db") as audit:
+        writer = PolicyWriter(store, audit)
+        await writer.start()
+        await writer.aclose()
+    assert not any(p.exists() for p in left)
+    assert all(p.exists() for p in kept) and (tmp_path / ".mappings.yaml.dir12345.tmp").is_dir()
 
 
 async def test_start_fails_when_the_audit_log_refuses(tmp_path: Path) -> None:
@@ -422,26 +478,3 @@ async def test_a_stored_policy_that_does_not_rebuild_is_not_diffed(setup: Setup)
     start = records(setup.audit)[-1]
     assert summary(records(setup.audit)[1:]) == [("system", "POLICY_RELOADED", "", "")]
     assert "could not be read back (version: must be an integer" in start.detail
-
-
-async def test_held_events_keep_their_policy_for_the_next_append(
-    setup: Setup, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    real_append = setup.audit.append
-    calls = 0
-
-    def failing_once(entries: list[NewEvent]) -> list[AuditRecord]:
-        nonlocal calls
-        calls += 1
-        if calls == 1:
-            raise errors.Unavailable("disk full")
-        return real_append(entries)
-
-    monkeypatch.setattr(setup.audit, "append", failing_once)
-    setup.write(BASE.replace("[google-ads]", "[google-ads, braze]"))
-    await setup.writer.reload(ACTOR)  # held
-    setup.write(BROKEN_ID)
-    await setup.writer.reload(ACTOR)  # appends the held events and the failure: no new policy of its own
-    assert setup.writer.pending_events == 0
-    assert [r.action for r in setup.after_start()][-2:] == [A.POLICY_RELOADED, A.POLICY_RELOAD_FAILED]
-    assert last_policy(setup) == setup.store.current.index.mapping

@@ -30,6 +30,7 @@ import importlib
 import os
 import re
 from dataclasses import dataclass
+from typing import Final
 
 import ruamel.yaml.main
 from ruamel.yaml import YAML
@@ -62,7 +63,9 @@ from consent_core.model import (
     mapping_problems,
 )
 
-__all__ = ["LoadedMapping", "load_mapping", "parse_mapping", "parse_with_nodes"]
+__all__ = ["DEFAULT_MAX_MAPPING_BYTES", "LoadedMapping", "load_mapping", "parse_mapping", "parse_with_nodes"]
+
+DEFAULT_MAX_MAPPING_BYTES: Final = 16 << 20  # 16 MiB: `serve`/`check --max-mapping-bytes`
 
 _TRUE_WORDS = frozenset({"true", "yes", "on", "y"})  # `yes`/`on` only resolve to bool under %YAML 1.1
 _YAML11_BOOLS = frozenset({"yes", "no", "on", "off", "y", "n"})
@@ -90,10 +93,15 @@ class LoadedMapping:
         return (st.st_ino, st.st_size, st.st_mtime_ns) == (self.inode, self.size, self.mtime_ns)
 
 
-def load_mapping(path: str | os.PathLike[str]) -> LoadedMapping:
-    """Read and validate a mapping file; any problem (reading included) raises one `MappingError`."""
+def load_mapping(path: str | os.PathLike[str], *, max_bytes: int = DEFAULT_MAX_MAPPING_BYTES) -> LoadedMapping:
+    """Read and validate a mapping file; any problem (reading included) raises one `MappingError`.
+
+    A file over `max_bytes` (or not a regular file) is refused before it is parsed, holding at
+    most `max_bytes + 1` bytes in memory.
+    """
     source = os.fspath(path)
-    raw, text, st = read_utf8(source, "the mapping file", MappingError)
+    raw, text, st = read_utf8(source, "the mapping file", MappingError, max_bytes=max_bytes,
+                              limit_name="--max-mapping-bytes")  # fmt: skip
     mapping = parse_mapping(text, source)
     return LoadedMapping(
         mapping=mapping,

@@ -1,0 +1,462 @@
+"""`python -m bench.hostile_admin PART...`: the admin port, audit trail and watcher under hostile load.
+
+The figures behind docs/reference.md "Bounded resources" (issue 14's write-path, audit, watcher
+and auth findings), measured against a real `consent-sidecar serve` process over unix sockets
+in a temporary directory, so the same script measures any checkout (put it first on
+PYTHONPATH). Parts:
+
+- `audit-size`: one CreateCategory with 1,000 / 4,000 / 20,000 destinations: audit database
+  bytes (with its WAL) and the server's peak RSS (VmHWM), under a 4 GiB address-space limit.
+- `denials`: a member's 5,000 refused writes: audit events added, and how long they took.
+- `watchers`: 200 WatchAuditEvents streams from sequence 0 that never read: how many opened,
+  server RSS, and Decide p50/p99 before and with them open.
+- `locked`: a CreateCategory while another connection holds the audit database's write lock:
+  how long Decide sees the new category before the write fails (0 = never served).
+- `diskfull`: 30 CreateCategory calls with the audit database on a full tmpfs (root only):
+  the generation before and after, and the events recorded.
+- `hash`: read + sha256 of a 16 MiB file, the watcher's worst-case content check.
+
+Loopback only, bounded in count and time; every server it starts is stopped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import os
+import resource
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+PARTS = ("audit-size", "denials", "watchers", "locked", "diskfull", "hash")
+OWNER = (("authorization", "Bearer alice-token"),)
+MEMBER = (("authorization", "Bearer bob-token"),)
+MAPPING = """\
+version: 1
+categories:
+  - id: C0001
+    name: Strictly Necessary
+    destinations: [amplitude]
+  - id: C0002
+    name: Performance
+    destinations: [mixpanel, heap]
+"""
+
+
+MEMBERS = 20  # member{i} with token member{i}-token, besides alice and bob
+
+
+def _principals() -> str:
+    def line(pid: str, role: str) -> str:
+        return f"  - {{id: {pid}, role: {role}, token_sha256: {hashlib.sha256(f'{pid}-token'.encode()).hexdigest()}}}\n"
+
+    members = "".join(line(f"member{i}", "member") for i in range(MEMBERS))
+    return "principals:\n" + line("alice", "owner") + line("bob", "member") + members
+
+
+@dataclass
+class Server:
+    proc: subprocess.Popen[bytes]
+    directory: Path
+    decide: str
+    admin: str
+    db: Path
+
+    def rss_kib(self, field: str = "VmRSS") -> int:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+        return 0
+
+    def db_bytes(self) -> int:
+        return sum(p.stat().st_size for p in self.directory.glob(self.db.name + "*") if p.is_file())
+
+    def table_bytes(self) -> int:
+        """Bytes of event text in the trail (what the database must hold, WAL and page slack aside)."""
+        conn = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True)
+        try:
+            (n,) = conn.execute(
+                "SELECT sum(length(actor) + length(category_id) + length(destination) + length(before_json)"
+                " + length(after_json) + length(detail) + 200) FROM audit_events"
+            ).fetchone()
+        finally:
+            conn.close()
+        return int(n or 0)
+
+
+def _limit_memory() -> None:
+    gib = 1 << 30
+    resource.setrlimit(resource.RLIMIT_AS, (4 * gib, 4 * gib))
+
+
+def _spawn(cmd: list[str], log_path: Path) -> tuple[subprocess.Popen[bytes], IO[bytes]]:
+    log = open(log_path, "wb")  # noqa: SIM115 - the caller closes it
+    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_limit_memory), log
+
+
+def _mount_tmpfs(path: Path, size: str) -> None:
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], check=True)
+
+
+def _umount(path: Path) -> None:
+    subprocess.run(["umount", str(path)], check=False)
+
+
+@contextlib.asynccontextmanager
+async def serve(directory: Path, *, db_dir: Path | None = None) -> AsyncIterator[Server]:
+    import grpc.aio
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    mapping = directory / "mappings.yaml"
+    if not mapping.exists():
+        mapping.write_text(MAPPING)
+    (directory / "principals.yaml").write_text(_principals())
+    db = (db_dir or directory) / "audit.db"
+    decide, admin = f"unix:{directory}/d.sock", f"unix:{directory}/a.sock"
+    cmd = [
+        sys.executable, "-c", "import sys; from consent_sidecar.cli import main; sys.exit(main())",
+        "serve", "--mappings", str(mapping), "--listen", decide, "--admin-listen", admin,
+        "--principals", str(directory / "principals.yaml"), "--audit-db", str(db), "--log-level", "error",
+    ]
+    proc, log = _spawn(cmd, directory / "server.log")
+    server = Server(proc, db.parent, decide, admin, db)
+    try:
+        deadline = time.monotonic() + 30
+        async with grpc.aio.insecure_channel(decide) as ch:
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"server exited: {(directory / 'server.log').read_text()[-2000:]}")
+                try:
+                    r = await health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=1)
+                    if r.status == health_pb2.HealthCheckResponse.SERVING:
+                        break
+                except grpc.aio.AioRpcError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError("server did not become healthy in 30 s")
+                await asyncio.sleep(0.1)
+        yield server
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def _admin_stub(channel: object) -> object:
+    from consent.v1 import admin_pb2_grpc
+
+    return admin_pb2_grpc.AdminServiceStub(channel)  # type: ignore[no-untyped-call]
+
+
+async def _events(stub: object) -> int:
+    from consent.v1 import admin_pb2
+
+    n, token = 0, ""
+    while True:
+        r = await stub.ListAuditEvents(  # type: ignore[attr-defined]
+            admin_pb2.ListAuditEventsRequest(page_size=50, page_token=token), metadata=OWNER, timeout=60
+        )
+        n += len(r.events)
+        token = r.next_page_token
+        if not token:
+            return n
+
+
+async def audit_size(sizes: list[int]) -> None:
+    import grpc.aio
+    from consent.v1 import admin_pb2
+
+    for n in sizes:
+        with tempfile.TemporaryDirectory(prefix="hw-") as d:
+            async with serve(Path(d)) as server, grpc.aio.insecure_channel(server.admin) as ch:
+                stub = _admin_stub(ch)
+                base_db, base_rss, base_text = server.db_bytes(), server.rss_kib("VmHWM"), server.table_bytes()
+                cat = admin_pb2.Category(id="C0009", name="Big", destinations=[f"dest-{i:06d}" for i in range(n)])
+                started = time.monotonic()
+                try:
+                    await stub.CreateCategory(  # type: ignore[attr-defined]
+                        admin_pb2.CreateCategoryRequest(category=cat), metadata=OWNER, timeout=600
+                    )
+                    outcome = "OK"
+                except grpc.aio.AioRpcError as e:
+                    outcome = f"{e.code().name}: {(e.details() or '')[:80]}"
+                took = time.monotonic() - started
+                alive = server.proc.poll() is None
+                status = await stub.GetPolicyStatus(  # type: ignore[attr-defined]
+                    admin_pb2.GetPolicyStatusRequest(), metadata=OWNER, timeout=30
+                ) if alive else None
+                files = (server.db_bytes() - base_db) / 1e6
+                text = (server.table_bytes() - base_text) / 1e6
+                print(
+                    f"audit-size n={n}: {outcome} in {took:.1f} s; audit db files +{files:.2f} MB (event text "
+                    f"+{text:.2f} MB); peak RSS {base_rss / 1024:.0f} -> {server.rss_kib('VmHWM') / 1024:.0f} MB; "
+                    f"generation {status.policy.generation if status else '?'}; server alive: {alive}",
+                    flush=True,
+                )
+
+
+async def denials(count: int) -> None:
+    import grpc.aio
+    from consent.v1 import admin_pb2
+
+    with tempfile.TemporaryDirectory(prefix="hw-") as d:
+        async with serve(Path(d)) as server, grpc.aio.insecure_channel(server.admin) as ch:
+            stub = _admin_stub(ch)
+            before = await _events(stub)
+            req = admin_pb2.CreateCategoryRequest(category=admin_pb2.Category(id="C0009", name="x", destinations=["y"]))
+            started = time.monotonic()
+            sem = asyncio.Semaphore(32)
+
+            async def one() -> None:
+                async with sem:
+                    with contextlib.suppress(grpc.aio.AioRpcError):
+                        await stub.CreateCategory(req, metadata=MEMBER, timeout=30)  # type: ignore[attr-defined]
+
+            await asyncio.gather(*(one() for _ in range(count)))
+            took = time.monotonic() - started
+            after = await _events(stub)
+            print(f"denials: {count} refused writes in {took:.1f} s added {after - before} audit events "
+                  f"(right after the burst)", flush=True)
+
+
+async def _decide_latency(target: str, calls: int) -> tuple[float, float]:
+    import grpc.aio
+    from consent.v1 import decision_pb2, decision_pb2_grpc
+
+    async with grpc.aio.insecure_channel(target) as ch:
+        stub = decision_pb2_grpc.DecisionServiceStub(ch)  # type: ignore[no-untyped-call]
+        req = decision_pb2.DecideRequest(consent=decision_pb2.Consent(category_preferences={"C0001": True}))
+        for _ in range(50):
+            await stub.Decide(req, timeout=10)
+        times = []
+        for _ in range(calls):
+            t = time.perf_counter()
+            await stub.Decide(req, timeout=10)
+            times.append((time.perf_counter() - t) * 1000)
+    times.sort()
+    return statistics.median(times), times[int(len(times) * 0.99) - 1]
+
+
+async def _decide_latency_apart(target: str, calls: int) -> tuple[float, float]:
+    """`_decide_latency` from a separate process: the 200 streams' client work must not slow the measurer."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench.hostile_admin", "decide-latency", "--target", target, "--calls", str(calls),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await proc.communicate()
+    p50, p99 = out.decode().split()
+    return float(p50), float(p99)
+
+
+async def watchers(streams: int, principals: int) -> None:
+    import grpc.aio
+    from consent.v1 import admin_pb2
+
+    with tempfile.TemporaryDirectory(prefix="hw-") as d:
+        async with serve(Path(d)) as server, grpc.aio.insecure_channel(server.admin) as ch:
+            stub = _admin_stub(ch)
+            # A trail worth reading: one 1,000-destination category, then 200 small updates.
+            big = admin_pb2.Category(id="C0009", name="Big", destinations=[f"dest-{i:05d}" for i in range(1000)])
+            await stub.CreateCategory(admin_pb2.CreateCategoryRequest(category=big), metadata=OWNER, timeout=120)  # type: ignore[attr-defined]
+            for i in range(200):
+                cat = admin_pb2.Category(id="C0002", name=f"Performance {i}", destinations=["mixpanel", "heap"])
+                await stub.UpdateCategory(  # type: ignore[attr-defined]
+                    admin_pb2.UpdateCategoryRequest(category_id="C0002", category=cat), metadata=OWNER, timeout=30
+                )
+            trail = await _events(stub)
+            p50, p99 = await _decide_latency_apart(server.decide, 2000)
+            rss0 = server.rss_kib()
+            channels = [grpc.aio.insecure_channel(server.admin, options=[("grpc.use_local_subchannel_pool", 1)])
+                        for _ in range(streams)]
+            who = [MEMBER] if principals == 1 else [
+                (("authorization", f"Bearer member{i % MEMBERS}-token"),) for i in range(principals)
+            ]
+            calls = [
+                _admin_stub(c).WatchAuditEvents(  # type: ignore[attr-defined]
+                    admin_pb2.WatchAuditEventsRequest(after_sequence=0), metadata=who[i % len(who)], timeout=600
+                )
+                for i, c in enumerate(channels)
+            ]
+            started = asyncio.gather(*(c.initial_metadata() for c in calls), return_exceptions=True)
+            await asyncio.wait_for(started, 60)
+            await asyncio.sleep(3)  # let the server fill whatever it buffers for them
+            early = await _decide_latency_apart(server.decide, 2000)
+            await asyncio.sleep(3)
+            open_now = 0
+            refused = 0
+            for c in calls:
+                if c.done():
+                    code = await c.code()
+                    refused += code == grpc.StatusCode.RESOURCE_EXHAUSTED
+                else:
+                    open_now += 1
+            rss1 = server.rss_kib()
+            late = await _decide_latency_apart(server.decide, 2000)
+            print(
+                f"watchers: trail of {trail} events; {streams} idle streams from sequence 0 by {principals} member(s): "
+                f"{open_now} open, {refused} RESOURCE_EXHAUSTED; server RSS {rss0 / 1024:.0f} -> {rss1 / 1024:.0f} MB; "
+                f"Decide p50/p99 ms: {p50:.2f}/{p99:.2f} without streams, {early[0]:.2f}/{early[1]:.2f} "
+                f"while they opened, {late[0]:.2f}/{late[1]:.2f} 6 s later",
+                flush=True,
+            )
+            for c in calls:
+                c.cancel()
+            for c in channels:
+                await c.close()
+
+
+async def locked() -> None:
+    import grpc.aio
+    from consent.v1 import admin_pb2, decision_pb2, decision_pb2_grpc
+
+    with tempfile.TemporaryDirectory(prefix="hw-") as d:
+        async with serve(Path(d)) as server, grpc.aio.insecure_channel(server.admin) as ch, \
+                grpc.aio.insecure_channel(server.decide) as dch:
+            stub = _admin_stub(ch)
+            decide = decision_pb2_grpc.DecisionServiceStub(dch)  # type: ignore[no-untyped-call]
+            lock = sqlite3.connect(server.db, isolation_level=None, timeout=5)
+            lock.execute("BEGIN IMMEDIATE")
+            cat = admin_pb2.Category(id="C0009", name="New", destinations=["new-dest"])
+            create = asyncio.ensure_future(
+                stub.CreateCategory(admin_pb2.CreateCategoryRequest(category=cat), metadata=OWNER, timeout=120)  # type: ignore[attr-defined]
+            )
+            seen = 0.0
+            started = time.monotonic()
+            first: float | None = None
+            while not create.done() and time.monotonic() - started < 90:
+                r = await decide.Decide(decision_pb2.DecideRequest(), timeout=10)
+                if "new-dest" in r.allowed:
+                    first = first if first is not None else time.monotonic()
+                    seen = time.monotonic() - first
+                await asyncio.sleep(0.05)
+            lock.execute("ROLLBACK")
+            lock.close()
+            try:
+                await create
+                outcome = "OK"
+            except grpc.aio.AioRpcError as e:
+                outcome = e.code().name
+            status = await stub.GetPolicyStatus(admin_pb2.GetPolicyStatusRequest(), metadata=OWNER, timeout=30)  # type: ignore[attr-defined]
+            print(f"locked: CreateCategory with the audit db write-locked -> {outcome} after "
+                  f"{time.monotonic() - started:.1f} s; Decide saw the new category for {seen:.1f} s "
+                  f"({'never' if first is None else 'served before audited'}); generation now "
+                  f"{status.policy.generation}", flush=True)
+
+
+async def diskfull(writes: int) -> None:
+    import grpc.aio
+    from consent.v1 import admin_pb2
+
+    if os.geteuid() != 0:
+        print("diskfull: skipped (needs root to mount a tmpfs)")
+        return
+    with tempfile.TemporaryDirectory(prefix="hw-") as d:
+        mnt = Path(d) / "small"
+        mnt.mkdir()
+        _mount_tmpfs(mnt, "1m")
+        try:
+            async with serve(Path(d), db_dir=mnt) as server, grpc.aio.insecure_channel(server.admin) as ch:
+                stub = _admin_stub(ch)
+                s0 = await stub.GetPolicyStatus(admin_pb2.GetPolicyStatusRequest(), metadata=OWNER, timeout=30)  # type: ignore[attr-defined]
+                events0 = await _events(stub)
+                fd = os.open(mnt / "filler", os.O_WRONLY | os.O_CREAT, 0o600)
+                try:
+                    while True:
+                        os.write(fd, b"\0" * 512)
+                except OSError:
+                    pass  # full
+                finally:
+                    os.close(fd)
+                codes: dict[str, int] = {}
+                for i in range(writes):
+                    cat = admin_pb2.Category(id=f"C{100 + i}", name=f"Full {i}", destinations=[f"d{i}"])
+                    req = admin_pb2.CreateCategoryRequest(category=cat)
+                    try:
+                        await stub.CreateCategory(req, metadata=OWNER, timeout=60)  # type: ignore[attr-defined]
+                        codes["OK"] = codes.get("OK", 0) + 1
+                    except grpc.aio.AioRpcError as e:
+                        codes[e.code().name] = codes.get(e.code().name, 0) + 1
+                s1 = await stub.GetPolicyStatus(admin_pb2.GetPolicyStatusRequest(), metadata=OWNER, timeout=30)  # type: ignore[attr-defined]
+                (mnt / "filler").unlink()
+                events1 = await _events(stub)
+                print(f"diskfull: {writes} creates with the audit db's disk full -> {codes}; generation "
+                      f"{s0.policy.generation} -> {s1.policy.generation}; audit events {events0} -> {events1}",
+                      flush=True)
+        finally:
+            _umount(mnt)
+
+
+def hash_cost(size: int = 16 << 20, rounds: int = 20) -> None:
+    with tempfile.NamedTemporaryFile() as f:
+        f.write(os.urandom(size))
+        f.flush()
+        times = []
+        for _ in range(rounds):
+            t = time.perf_counter()
+            with open(f.name, "rb") as g:
+                hashlib.sha256(g.read()).hexdigest()
+            times.append((time.perf_counter() - t) * 1000)
+    print(f"hash: read + sha256 of {size >> 20} MiB: median {statistics.median(times):.1f} ms, "
+          f"max {max(times):.1f} ms (page cache warm); at one check per second that is "
+          f"{statistics.median(times) / 10:.1f}% of one core", flush=True)
+
+
+@contextlib.contextmanager
+def _timed(part: str) -> Iterator[None]:
+    t = time.monotonic()
+    yield
+    print(f"  ({part}: {time.monotonic() - t:.0f} s)", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.hostile_admin", description=__doc__.splitlines()[0])
+    parser.add_argument("parts", nargs="*", choices=[*PARTS, "decide-latency", []], metavar="|".join(PARTS))
+    parser.add_argument("--target", help=argparse.SUPPRESS)
+    parser.add_argument("--calls", type=int, default=2000, help=argparse.SUPPRESS)
+    parser.add_argument("--sizes", default="1000,4000,20000", help="audit-size: destinations per create")
+    parser.add_argument("--streams", type=int, default=200)
+    parser.add_argument("--principals", type=int, default=1,
+                        help=f"watchers: spread the streams over this many members (at most {MEMBERS})")
+    parser.add_argument("--denials", type=int, default=5000)
+    args = parser.parse_args(argv)
+    if args.parts == ["decide-latency"]:  # the measuring child of `watchers`
+        p50, p99 = asyncio.run(_decide_latency(args.target, args.calls))
+        print(f"{p50} {p99}")
+        return 0
+    parts = args.parts or list(PARTS)
+    import consent_sidecar
+
+    print(f"consent_sidecar from {Path(consent_sidecar.__file__).parent}", flush=True)
+    for part in parts:
+        with _timed(part):
+            if part == "audit-size":
+                asyncio.run(audit_size([int(s) for s in args.sizes.split(",")]))
+            elif part == "denials":
+                asyncio.run(denials(args.denials))
+            elif part == "watchers":
+                asyncio.run(watchers(args.streams, args.principals))
+            elif part == "locked":
+                asyncio.run(locked())
+            elif part == "diskfull":
+                asyncio.run(diskfull(30))
+            elif part == "hash":
+                hash_cost()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
