@@ -46,9 +46,9 @@ unit: $(STAMP) browser
 # pyproject.toml), yamllint (.yamllint), and every deploy/kubernetes resource against the
 # Kubernetes JSON schemas that kubernetes-validate ships (offline, strict: unknown fields fail)
 # for the oldest version the manifests support (native sidecar containers) and the newest known.
-# The kustomization itself has no schema there: tests/test_deploy.py checks it.
+# The kustomizations and the overlays' patches (*.patch.yaml) have no schema there: tests/test_deploy.py checks them.
 K8S_VERSIONS := 1.29.0 1.37.0
-K8S_MANIFESTS := $(filter-out %/kustomization.yaml,$(wildcard deploy/kubernetes/*.yaml))
+K8S_MANIFESTS := $(filter-out %/kustomization.yaml %.patch.yaml,$(wildcard deploy/kubernetes/*.yaml deploy/kubernetes/overlays/*/*.yaml))
 
 lint-deploy: $(STAMP)
 	$(BIN)/hadolint --failure-threshold style Dockerfile

@@ -1,4 +1,4 @@
-"""`python -m bench [PART]...`: index grpc workers scale reload client adapters inspect principals soak.
+"""`python -m bench [PART]...`: index grpc workers scale reload client adapters inspect principals fleet soak.
 
 Default: every part but `soak`, which runs for minutes (180 s; `--seconds` changes it) and is
 asked for by name.
@@ -15,7 +15,9 @@ import sys
 import time
 
 CLIENT_CPU = 1
-ALL_PARTS = ("index", "grpc", "workers", "scale", "reload", "client", "adapters", "inspect", "principals", "soak")
+ALL_PARTS = (
+    "index", "grpc", "workers", "scale", "reload", "client", "adapters", "inspect", "principals", "fleet", "soak",
+)
 DEFAULT_PARTS = ALL_PARTS[:-1]  # the soak takes minutes: only when named
 
 
@@ -133,11 +135,27 @@ def main(argv: list[str] | None = None) -> int:
         print("\n(k) a removed principal's token, refused by a running sidecar", flush=True)
         print(bench_principals.format_result(bench_principals.run(5 if args.quick else 20)), flush=True)
 
+    if "fleet" in parts:
+        from bench import bench_fleet
+
+        def note(line: str) -> None:
+            print(line, file=sys.stderr, flush=True)
+
+        writes = 20 if args.quick else 200
+        print("\n(l) etcd fleet store: convergence of owner writes over 10 sidecars; Decide file- vs etcd-backed",
+              flush=True)
+        print(bench_fleet.format_convergence(bench_fleet.run_convergence(workload, writes=writes, log=note)),
+              flush=True)
+        seconds = 0.5 if args.quick else (args.seconds or 1.5)
+        row = bench_fleet.run_throughput(workload, seconds=seconds, warmup=0.2 if args.quick else 0.3,
+                                         rounds=rounds, log=note)
+        print(bench_fleet.format_throughput(row), flush=True)
+
     if "soak" in parts:
         from bench import bench_soak
 
         seconds = 10.0 if args.quick else (args.seconds or 180.0)
-        print(f"\n(l) soak: {seconds:g} s of valid and hostile traffic, admin writes and hand edits", flush=True)
+        print(f"\n(m) soak: {seconds:g} s of valid and hostile traffic, admin writes and hand edits", flush=True)
         report = bench_soak.run(workload, seconds=seconds, warmup=min(10.0, seconds / 6),
                                 log=lambda line: print(line, file=sys.stderr, flush=True))
         print(bench_soak.format_report(report), flush=True)

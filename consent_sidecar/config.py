@@ -9,6 +9,8 @@ from consent_core.limits import Limits, MappingLimits
 from consent_core.mapping_file.reader import DEFAULT_MAX_MAPPING_BYTES
 from consent_core.memo import DEFAULT_MEMO_BYTES
 
+from consent_sidecar.etcd.settings import EtcdSettings
+
 __all__ = ["DEFAULT_DECISION_LOG_BYTES_RATE", "Limits", "MappingLimits", "ServeConfig"]
 
 # Decision-log bytes per second, all processes together: a hundred lines of ~10 KB (200
@@ -20,7 +22,7 @@ DEFAULT_DECISION_LOG_BYTES_RATE: Final = 1 << 20
 class ServeConfig:
     """Everything `consent-sidecar serve` needs; built by the CLI from flags and CONSENT_SIDECAR_* variables."""
 
-    mappings: str  # path as given on the command line (used verbatim in error messages)
+    mappings: str  # path as given on the command line (verbatim in errors); with etcd: the cache, "" = none
     listen: tuple[str, ...] = ("127.0.0.1:50051",)  # "host:port" or "unix:/path"; DecisionService only
     admin_listen: str | None = None  # AdminService only; None = no admin API
     principals: str | None = None  # required with admin_listen
@@ -44,3 +46,5 @@ class ServeConfig:
     max_mapping_bytes: int = DEFAULT_MAX_MAPPING_BYTES  # the mapping file's size limit (larger: a mapping error)
     mapping_limits: MappingLimits = field(default_factory=MappingLimits)  # how large a mapping may be
     memo_bytes: int = DEFAULT_MEMO_BYTES  # each policy snapshot's memo budget (estimated bytes); 0 = no memo
+    etcd: EtcdSettings | None = None  # the fleet store: the policy comes from etcd, `mappings` is its cache
+    member_id: str | None = None  # this sidecar in the fleet's member records; None = hostname-pid

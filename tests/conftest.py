@@ -176,7 +176,7 @@ INTEGRATION_MODULES = frozenset(
         "test_packaging.py",  # wheels and the image's steps
     }
 )
-INTEGRATION_FIXTURES = frozenset({"wheel_venv", "wheels"})
+INTEGRATION_FIXTURES = frozenset({"wheel_venv", "wheels", "etcd_cluster", "dedicated_cluster"})  # real etcd members
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

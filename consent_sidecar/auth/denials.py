@@ -20,7 +20,8 @@ from typing import Final
 
 from consent_core.errors import SidecarError
 
-from consent_sidecar.audit import AuditAction, AuditLog, NewEvent
+from consent_sidecar.audit import AuditAction, NewEvent
+from consent_sidecar.audit.trail import AuditTrail
 from consent_sidecar.observe import logs
 
 __all__ = ["WINDOW", "DenialRecorder"]
@@ -39,7 +40,7 @@ class _Window:
 class DenialRecorder:
     """Writes PERMISSION_DENIED events to `audit`, one burst at a time (module docstring). Use from one loop."""
 
-    def __init__(self, audit: AuditLog, *, window: float = WINDOW) -> None:
+    def __init__(self, audit: AuditTrail, *, window: float = WINDOW) -> None:
         self._audit = audit
         self._window = window
         self._open: dict[tuple[str, str], _Window] = {}

@@ -27,7 +27,7 @@ import grpc
 import grpc.aio
 from consent_core.errors import PermissionDenied, PrincipalsError, SidecarError, StartupError, Unauthenticated
 
-from consent_sidecar.audit import AuditLog
+from consent_sidecar.audit.trail import AuditTrail
 from consent_sidecar.auth.denials import DenialRecorder
 from consent_sidecar.auth.principals import (
     MAX_PRINCIPALS_BYTES,
@@ -155,7 +155,7 @@ class Authenticator:
     writes the counts still open (call it at shutdown, before the log closes).
     """
 
-    def __init__(self, principals: PrincipalsFile, audit: AuditLog | None) -> None:
+    def __init__(self, principals: PrincipalsFile, audit: AuditTrail | None) -> None:
         self._principals = principals
         self._denials = DenialRecorder(audit) if audit is not None else None
 

@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from typing import Final, NoReturn, Protocol
 
 from consent_sidecar import __version__
-from consent_sidecar.cli import audit, categories, health, inspect, local, principals, serve, status, token
+from consent_sidecar.cli import audit, categories, health, inspect, local, principals, serve, status, store, token
 from consent_sidecar.cli.flags import (
     ENV_PREFIX,
     PROG,
@@ -59,6 +59,7 @@ VERB_GROUPS: Final[tuple[VerbGroup, ...]] = (
     local,  # check, test, decide
     token,  # token hash
     audit,  # audit verify, list, watch
+    store,  # store push, store pull
     health,
     categories,  # categories list, get, create, update, disable, enable, delete
     status,  # status, fleet status
@@ -93,7 +94,7 @@ def run_cli(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None
         parser = build_parser()
         ns = parser.parse_args(argv)
         resolve_env(ns.parser, ns, env)
-        ns.environ = env  # the admin verbs read CONSENT_SIDECAR_TOKEN (never a flag)
+        ns.environ = env  # what is read from the environment only: CONSENT_SIDECAR_TOKEN, _ETCD_PASSWORD
         handler: Handler = ns.handler
         return handler(ns)
     except SystemExit as e:  # argparse: --help, --version, usage errors

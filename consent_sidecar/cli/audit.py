@@ -17,6 +17,7 @@ from typing import Any
 from consent_sidecar.cli import connection, output, values
 from consent_sidecar.cli.connection import AdminConnection
 from consent_sidecar.cli.flags import PROG, Verbs, group, verb
+from consent_sidecar.cli.store import add_etcd_flags, etcd_settings
 
 __all__ = ["action_value", "register", "run_audit_list", "run_audit_verify", "run_audit_watch"]
 
@@ -27,7 +28,8 @@ def register(verbs: Verbs) -> None:
     audit = group(verbs, "audit", "audit trail tools")
     p = verb(audit, "verify", run_audit_verify,
              "verify the audit trail's hash chain; exit 0 when intact, 1 naming the first broken sequence")
-    p.add_argument("--audit-db", required=True, metavar="FILE", help="the audit trail SQLite database")
+    p.add_argument("--audit-db", metavar="FILE", help="the audit trail SQLite database (or the fleet's, --etcd-*)")
+    add_etcd_flags(p, required=False)
     p.add_argument("--expect-head", metavar="SEQ:HASH",
                    help="fail unless the trail still holds event SEQ with this hash (a head kept elsewhere: "
                         "GetPolicyStatus, the audit head metric or log line); finds a cut-off tail")
@@ -62,6 +64,14 @@ def action_value(text: str) -> int:
 
 
 def run_audit_verify(ns: argparse.Namespace) -> int:
+    settings = etcd_settings(ns)
+    if settings is None and not ns.audit_db:
+        ns.parser.error("the following arguments are required: --audit-db (or CONSENT_SIDECAR_AUDIT_DB), "
+                        "or --etcd-endpoints (or CONSENT_SIDECAR_ETCD_ENDPOINTS) for a fleet's trail")  # fmt: skip
+    if settings is not None and ns.audit_db:
+        ns.parser.error("argument --audit-db: not with --etcd-endpoints: give one trail to verify")
+    if settings is not None:
+        return _verify_etcd(ns)
     # Imported here: only this verb needs the audit store.
     from consent_sidecar.audit import AuditError, parse_head, verify
 
@@ -80,6 +90,44 @@ def run_audit_verify(ns: argparse.Namespace) -> int:
         return 1
     print(f"{path}: {result}")
     return 0
+
+
+def _verify_etcd(ns: argparse.Namespace) -> int:
+    """The fleet's trail in etcd: every event, link and the head (read-only)."""
+    import asyncio
+
+    from consent_core.errors import SidecarError
+
+    from consent_sidecar.audit.etcd import EtcdTrail
+    from consent_sidecar.etcd.client import EtcdClient
+    from consent_sidecar.etcd.keys import Keys
+
+    settings = etcd_settings(ns)
+    assert settings is not None
+    where = f"etcd:{settings.prefix}/audit"
+
+    from consent_sidecar.audit import parse_head
+
+    try:
+        expect = parse_head(ns.expect_head) if ns.expect_head else None
+    except ValueError as e:
+        ns.parser.error(f"argument --expect-head: {e}")
+
+    async def run() -> object:
+        client = EtcdClient(settings)
+        try:
+            return await EtcdTrail(client, Keys(settings.prefix)).verify_async(expect)
+        finally:
+            await client.close()
+
+    try:
+        result = asyncio.run(run())
+    except (SidecarError, OSError, ValueError) as e:
+        print(f"{PROG} audit verify: error: {e}", file=sys.stderr)
+        return 1
+    ok = getattr(result, "ok", False)
+    print(f"{where}: {result}", file=sys.stdout if ok else sys.stderr)
+    return 0 if ok else 1
 
 
 def _name(event: Any) -> str:

@@ -15,6 +15,7 @@ from consent_core.limits import Limits, MappingLimits
 
 from consent_sidecar.cli import values
 from consent_sidecar.cli.flags import PROG, Verbs, verb
+from consent_sidecar.cli.store import add_etcd_flags, etcd_settings
 from consent_sidecar.config import ServeConfig
 
 __all__ = ["add_mapping_limits", "mapping_limits", "register", "run_serve"]
@@ -38,7 +39,9 @@ def register(verbs: Verbs) -> None:
     d = ServeConfig(mappings="")
     lim = Limits()
     p = verb(verbs, "serve", run_serve, "run the sidecar")
-    p.add_argument("--mappings", required=True, metavar="FILE", help="the mapping file (watched and hot-reloaded)")
+    p.add_argument("--mappings", metavar="FILE",
+                   help="the mapping file (watched and hot-reloaded); with --etcd-endpoints: the optional last-good "
+                        "cache, read at start only while etcd cannot be reached (required without etcd)")  # fmt: skip
     p.add_argument(
         "--listen", action="append", type=values.address, metavar="ADDR", default=list(d.listen),
         help="DecisionService address, host:port or unix:/path; repeat for several",
@@ -83,6 +86,9 @@ def register(verbs: Verbs) -> None:
                    help="auto = console on a terminal, JSON otherwise")
     p.add_argument("--log-level", type=str.lower, choices=("debug", "info", "warning", "error", "critical"),
                    default=d.log_level, help="minimum level logged")
+    add_etcd_flags(p, required=False)
+    p.add_argument("--member-id", metavar="ID",
+                   help="this sidecar's name in the fleet's member records (default: hostname-pid)")
     limits = p.add_argument_group("request limits")
     for flag, default, what in (
         ("--max-destinations", lim.max_destinations, "destinations per request"),
@@ -106,8 +112,19 @@ def run_serve(ns: argparse.Namespace) -> int:
         parser.error(f"argument --admin-listen: {ns.admin_listen} is also a --listen address")
     if ns.metrics_listen is not None and ns.metrics_listen in (*listen, ns.admin_listen):
         parser.error(f"argument --metrics-listen: {ns.metrics_listen} is also a gRPC address")
+    etcd = etcd_settings(ns)
+    if etcd is None and not ns.mappings:
+        parser.error("the following arguments are required: --mappings (or CONSENT_SIDECAR_MAPPINGS), "
+                     "unless the policy comes from etcd (--etcd-endpoints)")  # fmt: skip
+    if etcd is not None and ns.audit_db:
+        parser.error("argument --audit-db: not with --etcd-endpoints: the audit trail lives in etcd, one per "
+                     "--etcd-prefix (consent-sidecar audit verify --etcd-endpoints ...)")  # fmt: skip
+    if etcd is None and ns.member_id:
+        parser.error("argument --member-id: only with --etcd-endpoints (a fleet's member records)")
     config = ServeConfig(
-        mappings=ns.mappings,
+        mappings=ns.mappings or "",
+        etcd=etcd,
+        member_id=ns.member_id,
         listen=listen,
         admin_listen=ns.admin_listen,
         principals=ns.principals,

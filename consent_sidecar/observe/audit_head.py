@@ -16,7 +16,7 @@ from typing import Any
 
 from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily
 
-from consent_sidecar.audit import AuditLog
+from consent_sidecar.audit.trail import AuditTrail
 
 __all__ = ["AuditHeadCollector"]
 
@@ -24,7 +24,7 @@ __all__ = ["AuditHeadCollector"]
 class AuditHeadCollector:
     """A prometheus_client collector of one AuditLog's head; `registry.register(AuditHeadCollector(log))`."""
 
-    def __init__(self, audit: AuditLog) -> None:
+    def __init__(self, audit: AuditTrail) -> None:
         self._audit = audit
 
     def collect(self) -> Iterator[Any]:

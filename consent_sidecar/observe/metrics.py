@@ -95,6 +95,9 @@ def tally(decisions: Iterable[Decision]) -> Tally:
     return Tally(tuple(reasons.items()), tuple((c, d, n) for (c, d), n in shadow.items()))
 
 
+STORE_APPLY_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
 class Metrics:
     """Every consent_sidecar_* metric, registered in `registry` (a private one by default).
 
@@ -175,6 +178,21 @@ class Metrics:
         )
         self.memo_evictions = Counter(
             "consent_sidecar_memo_evictions", "Memo entries dropped to stay within the byte budget.", registry=r,
+        )
+        # The fleet store (serve --etcd-endpoints); a file-backed sidecar leaves them at 0.
+        self.store_connected = Gauge(
+            "consent_sidecar_store_connected", "1 while the fleet store (etcd) answers, 0 while it does not.",
+            registry=r, multiprocess_mode="liveall",
+        )
+        self.store_revision_lag = Gauge(
+            "consent_sidecar_store_revision_lag",
+            "Document revisions etcd holds beyond the one serving (0 when caught up).",
+            registry=r, multiprocess_mode="liveall",
+        )
+        self.store_apply_seconds = Histogram(
+            "consent_sidecar_store_apply_seconds",
+            "Time from seeing a document revision in etcd to serving it (audit check, validate, compile, swap).",
+            buckets=STORE_APPLY_BUCKETS, registry=r,
         )
         self._digest: str | None = None
         self._lock = threading.Lock()

@@ -19,7 +19,7 @@ from typing import Final
 
 from consent_core.errors import StartupError
 
-from consent_sidecar.audit import AuditLog
+from consent_sidecar.audit.trail import AuditTrail
 from consent_sidecar.config import ServeConfig
 from consent_sidecar.observe import logs
 from consent_sidecar.observe.audit_head import AuditHeadCollector
@@ -70,7 +70,7 @@ class Observability:
         store: PolicyStore,
         *,
         role: str = "single",
-        audit: AuditLog | None = None,
+        audit: AuditTrail | None = None,
         audit_after: int = 0,
         decision_processes: int = 1,
         flush_interval: float = FLUSH_INTERVAL,
@@ -93,7 +93,7 @@ class Observability:
         return obs
 
     def _start(
-        self, config: ServeConfig, store: PolicyStore, role: str, audit: AuditLog | None, audit_after: int,
+        self, config: ServeConfig, store: PolicyStore, role: str, audit: AuditTrail | None, audit_after: int,
         decision_processes: int, flush_interval: float,
     ) -> None:
         want_metrics = config.metrics_listen is not None
@@ -191,7 +191,7 @@ class Observability:
             counter.inc(total - seen)  # type: ignore[attr-defined]
             self._synced[key] = total
 
-    async def _count_audit(self, audit: AuditLog, after: int) -> None:
+    async def _count_audit(self, audit: AuditTrail, after: int) -> None:
         """Counts every audit event appended after sequence `after`, as the trail records them."""
         assert self.metrics is not None
         counter = self.metrics.audit_events

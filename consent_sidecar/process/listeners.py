@@ -18,7 +18,7 @@ import grpc
 import grpc.aio
 from consent.v1 import admin_pb2_grpc
 
-from consent_sidecar.audit import AuditLog
+from consent_sidecar.audit.trail import AuditTrail
 from consent_sidecar.auth import gate as auth_gate
 from consent_sidecar.config import ServeConfig
 from consent_sidecar.observe.decision_log import DecisionLog
@@ -26,7 +26,7 @@ from consent_sidecar.observe.metrics import Recorder
 from consent_sidecar.process.grpc_server import GrpcServer, ListenError, ServiceAdder, listen_address
 from consent_sidecar.services import admin, decision
 from consent_sidecar.store.policy import PolicyStore
-from consent_sidecar.store.writer import PolicyWriter
+from consent_sidecar.store.ports import PolicyWriterPort, StoreInfo
 
 __all__ = ["Sidecar", "admin_credentials", "admin_services", "decision_services"]
 
@@ -105,13 +105,14 @@ class Sidecar:
         config: ServeConfig,
         store: PolicyStore,
         *,
-        audit: AuditLog | None = None,
-        writer: PolicyWriter | None = None,
+        audit: AuditTrail | None = None,
+        writer: PolicyWriterPort | None = None,
         gate: admin.Gate | None = None,
         watch_buffer: int = admin.DEFAULT_WATCH_BUFFER,
         recorder: Recorder | None = None,
         decision_log: DecisionLog | None = None,
         decision_listen: Sequence[str] | None = None,
+        fleet: StoreInfo | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -122,7 +123,9 @@ class Sidecar:
         if config.admin_listen:
             if audit is None:
                 raise ValueError("an admin listener needs the audit log (AdminService reads the audit trail)")
-            self.admin = admin.AdminService(store, audit, writer=writer, gate=gate, watch_buffer=watch_buffer)
+            self.admin = admin.AdminService(
+                store, audit, writer=writer, gate=gate, watch_buffer=watch_buffer, fleet=fleet
+            )
         self._listeners: list[GrpcServer] = []
         self._decision: GrpcServer | None = None
         self._admin: GrpcServer | None = None

@@ -23,13 +23,14 @@ import contextlib
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Final, TextIO
+from typing import Any, Final, TextIO
 
 from consent_core.errors import MappingError, PrincipalsError, SidecarError, StartupError
 
 from consent_sidecar.audit import AuditError, AuditLog
+from consent_sidecar.audit.trail import AuditTrail
 from consent_sidecar.auth import gate as auth_gate
 from consent_sidecar.config import ServeConfig
 from consent_sidecar.observe import logs
@@ -39,6 +40,7 @@ from consent_sidecar.process.grpc_server import ListenError, listen_address
 from consent_sidecar.process.listeners import Sidecar, admin_credentials
 from consent_sidecar.process.workers import WORKERS_HEALTH, WorkerError, WorkerPool
 from consent_sidecar.store.policy import PolicyStore, Snapshot
+from consent_sidecar.store.ports import PolicyWriterPort, StoreInfo
 from consent_sidecar.store.watch import MappingWatcher
 from consent_sidecar.store.writer import PolicyWriter
 
@@ -133,6 +135,10 @@ async def _serve(
     on_shutdown: Callable[[], None] | None,
 ) -> int:
     principals = _load_principals(config)
+    if config.etcd is not None:  # the policy source is the fleet store: its own start (process.fleet)
+        from consent_sidecar.process.fleet import serve_fleet
+
+        return await serve_fleet(config, principals, ready, stop, err)
     store = PolicyStore(
         max_mapping_bytes=config.max_mapping_bytes, mapping_limits=config.mapping_limits, memo_bytes=config.memo_bytes
     )
@@ -209,12 +215,16 @@ class _Runtime:
     config: ServeConfig
     store: PolicyStore
     snap: Snapshot
-    audit: AuditLog
-    writer: PolicyWriter
+    audit: AuditTrail
+    writer: PolicyWriterPort
     principals: auth_gate.PrincipalsFile | None
     ready: asyncio.Event | None
     stop: asyncio.Event | None
     on_shutdown: Callable[[], None] | None = None
+    # The etcd source: follows the store until its event is set (None: the MappingWatcher follows the file).
+    follow: Callable[[asyncio.Event], Coroutine[Any, Any, None]] | None = None
+    fleet: StoreInfo | None = None
+    observe: Callable[[Observability], None] | None = None  # the etcd source's metrics, once they exist
 
 
 async def _serve_loaded(rt: _Runtime, audit_after: int = 0) -> int:
@@ -229,6 +239,8 @@ async def _serve_loaded(rt: _Runtime, audit_after: int = 0) -> int:
         config, rt.store, role="parent" if workers else "single", audit=rt.audit, audit_after=audit_after,
         decision_processes=decision_processes,
     )
+    if rt.observe is not None:
+        rt.observe(obs)
     try:
         sidecar, pool = await _open_listeners(rt, obs, unix if workers else None, tcp, decision_processes)
         try:
@@ -252,7 +264,7 @@ async def _open_listeners(
     gate = auth_gate.Authenticator(rt.principals, rt.audit) if rt.principals is not None else None
     sidecar = Sidecar(
         config, store, audit=rt.audit, writer=rt.writer, gate=gate, recorder=obs.recorder,
-        decision_log=obs.decision_log, decision_listen=decision_listen,
+        decision_log=obs.decision_log, decision_listen=decision_listen, fleet=rt.fleet,
     )
     pool: WorkerPool | None = None
     if decision_listen is not None and tcp:  # workers: check and hold their ports before anything listens
@@ -292,9 +304,15 @@ async def _open_listeners(
 async def _run_started(rt: _Runtime, sidecar: Sidecar, pool: WorkerPool | None, obs: Observability) -> int:
     config, snap, audit, writer, principals, ready = rt.config, rt.snap, rt.audit, rt.writer, rt.principals, rt.ready
     stop = rt.stop
-    watcher = MappingWatcher(writer, config.mappings)
     watch_stop = asyncio.Event()
-    watching = [asyncio.create_task(watcher.run(watch_stop))]
+    watcher: MappingWatcher | None = None
+    watching: list[asyncio.Task[None]]
+    if rt.follow is not None:
+        watching = [asyncio.create_task(rt.follow(watch_stop))]
+    else:
+        assert isinstance(writer, PolicyWriter)
+        watcher = MappingWatcher(writer, config.mappings)
+        watching = [asyncio.create_task(watcher.run(watch_stop))]
     if principals is not None:  # hot-reloaded like the mapping; a broken edit keeps the last good
         watching.append(asyncio.create_task(principals.run(watch_stop)))
 
@@ -312,7 +330,8 @@ async def _run_started(rt: _Runtime, sidecar: Sidecar, pool: WorkerPool | None, 
 
         def on_hangup() -> None:
             _log.info("SIGHUP: reloading the mapping file", source=config.mappings)
-            watcher.request_reload()
+            if watcher is not None:
+                watcher.request_reload()
             if principals is not None:
                 principals.request_reload()
 
@@ -330,8 +349,8 @@ async def _run_started(rt: _Runtime, sidecar: Sidecar, pool: WorkerPool | None, 
             policy_digest=snap.digest,
             categories=len(index.mapping.categories),
             destinations=len(index.known_destinations),
-            source=config.mappings,
-            audit_db=str(audit.path),
+            source=snap.source,
+            audit_db=str(getattr(audit, "path", "")),
         )
         if ready is not None:
             ready.set()

@@ -43,12 +43,13 @@ from consent_core.errors import (
 from consent_core.model import Category, category_etag
 from google.protobuf import timestamp_pb2
 
-from consent_sidecar.audit import AuditLog, AuditRecord
+from consent_sidecar.audit import AuditRecord
+from consent_sidecar.audit.trail import AuditTrail
 from consent_sidecar.auth.principals import Principal
 from consent_sidecar.observe import logs
 from consent_sidecar.services.status import abort
 from consent_sidecar.store.policy import PolicyStore, Snapshot
-from consent_sidecar.store.writer import PolicyWriter
+from consent_sidecar.store.ports import PolicyWriterPort, StoreInfo
 
 __all__ = [
     "DEFAULT_WATCH_BUFFER",
@@ -230,11 +231,12 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
     def __init__(
         self,
         store: PolicyStore,
-        audit: AuditLog,
+        audit: AuditTrail,
         *,
-        writer: PolicyWriter | None = None,
+        writer: PolicyWriterPort | None = None,
         gate: Gate | None = None,
         watch_buffer: int = DEFAULT_WATCH_BUFFER,
+        fleet: StoreInfo | None = None,
     ) -> None:
         if watch_buffer < 1:
             raise ValueError(f"watch_buffer must be at least 1 (got {watch_buffer})")
@@ -243,6 +245,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         self._writer = writer
         self._gate_impl = gate
         self._watch_buffer = watch_buffer
+        self._fleet = fleet  # None: the policy source is a file
         self._closing = asyncio.Event()
         self._streams: set[_Stream] = set()
         if gate is not None:
@@ -386,6 +389,11 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
             status.audit_head_hash = head.hash
         if last_error is not None and last_error_at is not None:
             status.last_error_at.CopyFrom(_timestamp(last_error_at))
+        if self._fleet is not None:
+            st = self._fleet.status()
+            status.store, status.store_connected, status.store_revision = st.store, st.connected, st.revision
+            if st.disconnected_since is not None:
+                status.disconnected_since.CopyFrom(_timestamp(st.disconnected_since))
         return status
 
     async def GetCaller(self, request: admin_pb2.GetCallerRequest, context: _Context) -> admin_pb2.Caller:
@@ -399,8 +407,22 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
     async def GetFleetStatus(
         self, request: admin_pb2.GetFleetStatusRequest, context: _Context
     ) -> admin_pb2.FleetStatus:
-        # A file-backed sidecar has no fleet store to report on.
-        raise FailedPrecondition("the policy source is a file: no fleet store (serve --etcd-endpoints)")
+        if self._fleet is None:  # a file-backed sidecar has no fleet store to report on
+            raise FailedPrecondition("the policy source is a file: no fleet store (serve --etcd-endpoints)")
+        view = await self._fleet.view()
+        return admin_pb2.FleetStatus(
+            store_revision=view.store_revision,
+            store_digest=view.store_digest,
+            members=[
+                admin_pb2.FleetMember(
+                    member_id=m.member_id, address=m.address,
+                    policy=decision_pb2.PolicyVersion(generation=m.generation, digest=m.digest),
+                    store_revision=m.store_revision, connected=m.connected, last_error=m.last_error,
+                    updated_at=_timestamp(m.updated_at),
+                )
+                for m in view.members
+            ],
+        )
 
     # ------------------------------------------------------------------ audit
 

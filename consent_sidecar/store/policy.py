@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from consent_core.errors import MappingError
@@ -185,6 +185,17 @@ class PolicyStore:
             for listener in self._listeners:
                 listener(old, new)
             return new
+
+    def relabel(self, source: str) -> Snapshot:
+        """The serving policy, now said to come from `source` (same index and generation: nothing changed).
+
+        For a policy served from a cache file at start and then confirmed by its store.
+        """
+        with self._write_lock:
+            current = self.current
+            if current.source != source:
+                current = self._current = replace(current, source=source)
+            return current
 
     def reload_from_file(self) -> ReloadResult:
         """Re-reads the mapping file and publishes it if valid and changed; never raises for a bad file.

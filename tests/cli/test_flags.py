@@ -81,7 +81,8 @@ def test_flag_reference_lists_every_flag_with_variable_and_default() -> None:
     assert (listen.env, listen.default, listen.repeated, listen.required) == (
         "CONSENT_SIDECAR_LISTEN", ("127.0.0.1:50051",), True, False,
     )  # fmt: skip
-    assert ref[("serve", "--mappings")].required
+    assert not ref[("serve", "--mappings")].required  # with --etcd-endpoints it is the optional cache
+    assert ref[("serve", "--etcd-prefix")].default == "/consent-sidecar/default"
     assert ref[("serve", "--admin-listen")].env == "CONSENT_SIDECAR_ADMIN_LISTEN"
     assert ref[("serve", "--grace-period")].default == 5.0
     assert ref[("serve", "--max-event-depth")].default == 64
@@ -96,6 +97,7 @@ def test_flag_reference_lists_every_flag_with_variable_and_default() -> None:
         "--grace-period", "--log-format", "--log-level", "--max-destinations", "--max-batch",
         "--max-destination-id-bytes", "--max-event-bytes", "--max-event-depth", "--max-message-bytes",
         "--max-connection-idle", "--max-concurrent-streams", "--worker-timeout", "--max-mapping-bytes",
+        "--etcd-endpoints", "--etcd-prefix", "--etcd-ca", "--etcd-cert", "--etcd-key", "--etcd-user", "--member-id",
     }  # fmt: skip
     assert {flag for verb, flag in ref if verb == "serve"} == expected
     assert all(f.env == cli.env_var(f.flag) and f.help for f in ref.values())
@@ -117,8 +119,8 @@ def test_the_verb_groups_register_every_verb_in_reference_order() -> None:
     parser = cli.build_parser()
     [verbs] = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
     assert list(verbs.choices) == [
-        "serve", "check", "test", "decide", "token", "audit", "health", "categories", "status", "fleet", "principals",
-        "inspect", "console",
+        "serve", "check", "test", "decide", "token", "audit", "store", "health", "categories", "status", "fleet",
+        "principals", "inspect", "console",
     ]
     assert all(callable(group.register) for group in cli.VERB_GROUPS)
 
