@@ -81,7 +81,8 @@ def register(verbs: Verbs) -> None:
     p.add_argument("--max-connection-idle", type=values.positive_seconds, default=d.max_connection_idle,
                    metavar="SECONDS", help="close a gRPC connection (every listener) after this long without calls")
     p.add_argument("--max-concurrent-streams", type=values.positive_int, default=d.max_concurrent_streams,
-                   metavar="N", help="concurrent calls (streams) per gRPC connection, every listener")
+                   metavar="N", help="concurrent calls (streams) per gRPC connection, every listener; "
+                   "calls opened beyond it are refused unread (UNAVAILABLE)")
     p.add_argument("--log-format", choices=("auto", "json", "console"), default=d.log_format,
                    help="auto = console on a terminal, JSON otherwise")
     p.add_argument("--log-level", type=str.lower, choices=("debug", "info", "warning", "error", "critical"),

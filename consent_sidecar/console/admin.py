@@ -155,6 +155,18 @@ class AdminGateway:
         status: admin_pb2.PolicyStatus = await self._call("GetPolicyStatus", admin_pb2.GetPolicyStatusRequest(), token)
         return status
 
+    async def fleet_status(self, token: str) -> admin_pb2.FleetStatus | None:
+        """The fleet store's members; None when the sidecar's policy source is a file (no fleet)."""
+        try:
+            status: admin_pb2.FleetStatus = await self._call(
+                "GetFleetStatus", admin_pb2.GetFleetStatusRequest(), token
+            )
+        except AdminError as e:
+            if e.code == Code.FAILED_PRECONDITION:
+                return None
+            raise
+        return status
+
     async def list_categories(self, token: str) -> admin_pb2.ListCategoriesResponse:
         r: admin_pb2.ListCategoriesResponse = await self._call(
             "ListCategories", admin_pb2.ListCategoriesRequest(), token

@@ -406,6 +406,7 @@ async def test_status_shows_generation_digest_source_and_the_last_reload_error(s
     page = (await member.get("/status")).text
     assert f'data-field="generation">{snap.generation}<' in page and snap.digest in page
     assert "mappings.yaml" in page and 'data-field="last_error">None<' in page
+    assert "Fleet members" not in page  # a file store: GetFleetStatus is FAILED_PRECONDITION, no fleet to show
     stack.sidecar.path.write_text("version: 1\ncategories:\n  - id: 9bad\n", encoding="utf-8")
     await stack.sidecar.writer.reload("file:mappings.yaml")
     page = (await member.get("/status")).text

@@ -1,4 +1,4 @@
-"""The decision semantics of API.md §1 against the compiled `Index`.
+"""The decision semantics of docs/reference.md §1 against the compiled `Index`.
 
 One table row per rule of the contract, run three ways (`Index.decide` explained, not
 explained, and through `decide_one` with an equivalent raw Segment event), and checked

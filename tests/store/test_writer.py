@@ -422,7 +422,7 @@ async def test_hand_edits_while_stopped_are_audited_at_the_next_start(setup: Set
     )
     await restart(setup)
     found = records(setup.audit)[1:]
-    # Every start opens with its POLICY_RELOADED (API.md §2); what changed meanwhile follows it.
+    # Every start opens with its POLICY_RELOADED (docs/reference.md §7); what changed meanwhile follows it.
     assert summary(found) == [
         ("system", "POLICY_RELOADED", "", ""),
         (ACTOR, "CATEGORY_UPDATED", "C0002", ""),

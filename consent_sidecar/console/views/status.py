@@ -1,7 +1,8 @@
 """GET /status: what the sidecar serves (generation, digest, source) and its last rejected reload.
 
-One GetPolicyStatus call with the session's token. Fleet members (GetFleetStatus, once the
-AdminService has it with the etcd store) belong here too: see `fleet_members`. Must never write.
+One GetPolicyStatus call with the session's token, and one GetFleetStatus: with the etcd
+fleet store the page lists every live sidecar and what it serves, the ones behind the store's
+document marked. Must never write.
 """
 
 from __future__ import annotations
@@ -25,15 +26,24 @@ def _when(ts: timestamp_pb2.Timestamp) -> str:
     return datetime.fromtimestamp(ts.seconds + ts.nanos / 1e9, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-async def fleet_members(gateway: AdminGateway, token: str) -> list[dict[str, object]] | None:
-    """The fleet's members for the status page; None while there is no fleet to show.
-
-    FLEET: when the AdminService gains GetFleetStatus (the etcd store), call it here with
-    `token`: FAILED_PRECONDITION (a file store) -> None; otherwise one dict per FleetMember
-    (member_id, address, policy generation/digest, store_revision, connected, last_error,
-    updated_at), which status.html renders under "Fleet members". Until then: None.
-    """
-    return None
+async def fleet_members(gateway: AdminGateway, token: str) -> dict[str, object] | None:
+    """The fleet for the status page: the store's revision and digest and one row per member; None without one."""
+    fleet = await gateway.fleet_status(token)
+    if fleet is None:
+        return None
+    members = [
+        {
+            "member_id": m.member_id, "address": m.address, "generation": m.policy.generation,
+            "digest": m.policy.digest, "store_revision": m.store_revision, "connected": m.connected,
+            "last_error": m.last_error, "updated_at": _when(m.updated_at),
+            "current": m.policy.digest == fleet.store_digest and m.store_revision >= fleet.store_revision,
+        }
+        for m in sorted(fleet.members, key=lambda m: m.member_id)
+    ]
+    return {
+        "store_revision": fleet.store_revision, "store_digest": fleet.store_digest, "members": members,
+        "behind": sum(1 for m in members if not m["current"]),
+    }
 
 
 @page
