@@ -84,12 +84,18 @@ class Split:
         "_need",
         "_unknown_need",
         "_work",
+        "free",
+        "known",
+        "ok_limits",
         "tables",
     )
 
     def __init__(self, need: dict[str, int], deny_unknown: bool, table_budget: int) -> None:
         self._need = need
-        self._known = frozenset(need)
+        self._known = self.known = frozenset(need)
+        # The last Limits under which every known id is a valid request id (Limits are frozen):
+        # callers that find their limits here need check no known id.
+        self.ok_limits: Limits | None = None
         self._unknown_need = -1 if deny_unknown else 0  # -1: an `any` of no category: always blocked
         # Known ids are valid request ids under limits allowing this many bytes, checked here once
         # (mappings forbid empty ids, '/' and invisible characters; a mapping built without
@@ -108,6 +114,11 @@ class Split:
         if sys.getsizeof(frozenset(need)) // _TABLE_SHARE + 100 > table_budget >> 5:
             self.tables = None
         self._work: dict[int, int] = {}  # granted mask -> destinations decided without a table
+        # The granted masks under which every id is allowed: no consent object (None) and, when
+        # unknown ids are allowed, each mask whose table blocks no known id. Callers test
+        # membership before anything else (one set lookup, then no pass): most real traffic
+        # grants everything.
+        self.free: set[int | None] = {None}
 
     # -- validation --------------------------------------------------------------------------
 
@@ -142,12 +153,15 @@ class Split:
 
         With `limits`, `dests` is validated in the same pass (InvalidArgument naming `field[i]`).
         """
-        if limits is not None and (
-            self._known_ok_bytes > limits.max_destination_id_bytes or len(dests) > limits.max_destinations
-        ):  # known ids may be too long (or too many ids): check in full, then the pass need not
-            check_destination_ids(dests, limits, field)
-            limits = None
-        if granted is None:  # no consent object: every destination allowed
+        if limits is not None and limits is not self.ok_limits:
+            if self._known_ok_bytes > limits.max_destination_id_bytes:  # known ids may be too long
+                check_destination_ids(dests, limits, field)  # in full: then the pass need not
+                limits = None
+            else:
+                self.ok_limits = limits
+        if limits is not None and len(dests) > limits.max_destinations:
+            check_destination_ids(dests, limits, field)  # raises: too many
+        if granted is None or granted in self.free:  # no consent object, or a mask that blocks nothing
             if limits is not None and not self._known.issuperset(dests):
                 check_destination_ids(dests, limits, field)
             return _tuple_new(Outcome, (dests, (), None))
@@ -195,8 +209,13 @@ class Split:
                 block(d)
             else:
                 allow(d)
-        if counted and tables is not None:
-            self._count(tables, granted, len(dests))
+        if counted and tables is not None:  # `_count`'s common case inlined: the work is only noted
+            work = self._work
+            done = work.get(granted, 0) + len(dests)
+            if done < len(self._known) and len(work) < _MAX_WORK_ENTRIES:
+                work[granted] = done
+            else:
+                self._count(tables, granted, len(dests))
         return _tuple_new(Outcome, (tuple(al_list), tuple(bl_list), None))
 
     # -- per-mask tables ---------------------------------------------------------------------
@@ -212,6 +231,12 @@ class Split:
             return
         work.pop(granted, None)
         table = self._table(granted)  # None: too large, remembered as such (the pass it is)
+        if table is not None and table[0] and not table[1] and not self._unknown_need:
+            free = self.free
+            if len(free) >= _MAX_WORK_ENTRIES:
+                free.clear()
+                free.add(None)
+            free.add(granted)
         tables.put(granted, table, _NO_TABLE_BYTES if table is None else sys.getsizeof(table[1]) + 100)
 
     def _table(self, granted: int) -> _Table | None:
@@ -237,3 +262,5 @@ class Split:
         if self.tables is not None:
             self.tables.clear()
         self._work.clear()
+        self.free.clear()
+        self.free.add(None)

@@ -6,7 +6,7 @@ import dataclasses
 import pickle
 
 import pytest
-from consent_client import DecideResult, EmbeddedDecider, Request
+from consent_client import DecideResult, EmbeddedDecider, InvalidArgument, Request
 from consent_client.results import PolicyVersion, decided
 from consent_core.limits import Limits
 from hypothesis import given, settings
@@ -85,3 +85,30 @@ def test_a_batch_answers_as_its_requests_one_by_one(
 def test_the_fast_path_keeps_the_bare_string_guard(decider: EmbeddedDecider) -> None:
     with pytest.raises(TypeError):
         decider.decide("amplitude")
+
+
+ODD_CONSENTS: list[object] = [{"C0002": 1}, {"C0002": True, 5: False}, {"C0004": "yes"}, {"C0003": None}]
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(LISTS, min_size=1, max_size=3),
+    st.lists(st.none() | PREFERENCES | st.sampled_from(ODD_CONSENTS), min_size=1, max_size=4),
+    st.lists(st.tuples(st.integers(0, 2), st.integers(0, 3)), min_size=1, max_size=30),
+)
+def test_a_batch_answers_as_decide_does_with_runs_of_one_consent_object(
+    decider: EmbeddedDecider,
+    lists: list[tuple[str, ...]],
+    consents: list[dict[str, bool] | None],
+    picks: list[tuple[int, int]],
+) -> None:
+    """decide_many reduces a consent object once per run of entries carrying it: malformed ones
+    (non-bool values, non-str ids) are still refused on every entry, as `decide` refuses them."""
+    batch = [Request(lists[i % len(lists)], consents[j % len(consents)]) for i, j in picks]
+    for n, (request, got) in enumerate(zip(batch, decider.decide_many(batch), strict=True)):
+        try:
+            want = decider.decide(request.destinations, request.consent)
+        except InvalidArgument as e:
+            assert got.error == e.message.replace("destinations", f"requests[{n}].destinations", 1)
+        else:
+            assert got == want

@@ -202,3 +202,38 @@ def test_a_mapping_built_without_validation_has_its_own_ids_checked_in_every_req
     with pytest.raises(InvalidArgument, match=r"destinations\[0\]: destination id must not contain a control"):
         index.decide_validated({}, ["bad\x1b"], Limits())
     assert index.decide_validated({"C1": True}, ["ok"], Limits()).allowed == ("ok",)
+
+
+@settings(max_examples=300, deadline=None)
+@given(mappings(), preferences_st, st.lists(st.sampled_from(CHECKED), max_size=8))
+def test_a_mask_that_blocks_nothing_skips_the_pass_but_not_the_checks(
+    mapping: ConsentMapping, prefs: dict[str, bool] | None, dests: list[str]
+) -> None:
+    """Masks in `free` (no consent object, or a table blocking no known id) answer without the
+    pass or the memo, through `decide`, `decide_validated` and `decide_checked` alike."""
+    want_error = _error(lambda: check_destinations(dests, LIMITS, "destinations"))
+    bare = compile(mapping, memo_bytes=0)
+    index = _with_tables(mapping, _granted(bare, prefs))
+    for _ in range(2):
+        for call in (
+            lambda: index.decide_validated(prefs, dests, LIMITS),
+            lambda: index.decide_checked(prefs, dests, LIMITS, "destinations"),
+        ):
+            assert _error(call) == want_error
+            if want_error is None:
+                out = call()
+                assert out is not None and (out.allowed, out.blocked) == reference_split(mapping, prefs, dests)
+        out = index.decide(prefs, dests)
+        assert (out.allowed, out.blocked) == reference_split(mapping, prefs, dests)
+
+
+def test_a_mask_joins_free_once_its_table_blocks_no_known_id_and_unknown_ids_are_allowed() -> None:
+    everything = {"C0002": True, "C0004": True}
+    allow = _with_tables(table_mapping(), compile(table_mapping()).granted_mask(everything))
+    deny = _with_tables(table_mapping(UnknownDestinations.DENY), allow.granted_mask(everything))
+    assert allow.granted_mask(everything) in allow._free
+    assert deny._free == {None}  # an unknown id would be blocked: the pass decides
+    assert allow.decide(everything, ["ghost", "braze/eu"]).allowed == ("ghost", "braze/eu")
+    assert deny.decide(everything, ["ghost", "braze/eu"]).blocked == ("ghost",)
+    with pytest.raises(InvalidArgument, match=r"^destinations\[1\]: destination id longer than 8 bytes$"):
+        allow.decide_checked(everything, ["braze", "x" * 9], LIMITS, "destinations")

@@ -275,7 +275,7 @@ class EmbeddedDecider:
         self, destinations: Sequence[str] = (), consent: Mapping[str, bool] | None = None, *, explain: bool = False
     ) -> DecideResult:
         """Decides one event given its consent (`categoryPreferences`; None = no consent object)."""
-        if explain or isinstance(destinations, str):  # a bare str: as_destinations raises TypeError
+        if explain or (type(destinations) is not tuple and isinstance(destinations, str)):  # as_destinations raises
             return self.decide_request(Request(as_destinations(destinations), consent, None, explain))
         snap = self.snapshot if self.watch else self._snapshot
         index = snap.index
@@ -301,19 +301,22 @@ class EmbeddedDecider:
     def decide_many(self, requests: Iterable[Request]) -> list[DecideResult]:
         """Like DecideBatch: one snapshot for all; an invalid entry gets `error`, the rest are decided.
 
-        What repeats inside a batch is done once: each destination list object is validated
-        once, each consent object reduced once, and each (granted mask, destination list)
-        decided once; the entries that share them share one (immutable) result.
+        What repeats inside a batch is done once: each (granted mask, destination list object)
+        is validated and decided once, and the entries that share them share one (immutable)
+        result; a consent object is reduced once per run of entries that carry it.
         """
         reqs = requests if isinstance(requests, list) else list(requests)
         if len(reqs) > self.limits.max_batch:
             raise InvalidArgument(f"requests: too many entries: {len(reqs)} > {self.limits.max_batch}")
         snap = self.snapshot
         index, limits, policy = snap.index, self.limits, snap.policy
-        # Keyed by id(): every request (and so its consent and list) is alive in `reqs` meanwhile.
-        masks: dict[int, int] = {}  # id(consent) -> its granted mask
-        lists: dict[int, int] = {}  # id(destinations) -> position of the first request with that list
-        results: dict[tuple[int | None, int], DecideResult] = {}  # (granted, that position) -> result
+        bits = index.category_bits  # `Index.granted_mask_strict`, inlined below: the per-event cost
+        # (granted mask, id(destination list)) -> the one result of every entry sharing both; id() is
+        # safe, every list is alive in `reqs` meanwhile. Invalid entries are never stored (each is
+        # reported under its own index).
+        results: dict[tuple[int | None, int], DecideResult] = {}
+        last_consent: object = None  # the last consent object reduced, and its mask
+        last_granted: int | None = None
         out: list[DecideResult] = []
         append = out.append
         for i, req in enumerate(reqs):
@@ -324,23 +327,41 @@ class EmbeddedDecider:
                 except InvalidArgument as e:
                     append(DecideResult(error=e.message, policy=policy))
                 continue
-            try:
-                granted: int | None = None
-                if consent is not None:
-                    granted = masks.get(id(consent))
-                    if granted is None:
-                        granted = masks[id(consent)] = _granted(index, consent)
-                dests = req.destinations
-                key = (granted, lists.get(id(dests), i))
-                result = results.get(key)
-                if result is None:
+            granted: int | None = None
+            if consent is None:
+                pass
+            elif consent is last_consent:  # one consent object for many events
+                granted = last_granted
+            else:
+                granted = 0
+                for k, v in consent.items():
+                    if v is True:
+                        b = bits.get(k)
+                        if b is not None:
+                            granted |= b
+                            continue
+                    elif v is not False:
+                        granted = None
+                        break
+                    if type(k) is not str:
+                        granted = None
+                        break
+                if granted is None:  # something is odd: say what, as the sidecar would
                     try:
-                        o = index.decide_plain(granted, dests, limits=limits, field=f"requests[{i}].destinations")
-                    except core_errors.InvalidArgument as e:
-                        raise InvalidArgument(str(e)) from None
-                    lists.setdefault(id(dests), i)  # only once valid: an invalid list is reported per entry
-                    result = results[key] = decided(o.allowed, o.blocked, policy)
-                append(result)
-            except InvalidArgument as e:
-                append(DecideResult(error=e.message, policy=policy))
+                        granted = _granted(index, consent)
+                    except InvalidArgument as e:
+                        append(DecideResult(error=e.message, policy=policy))
+                        continue
+                last_consent, last_granted = consent, granted
+            dests = req.destinations
+            key = (granted, id(dests))
+            result = results.get(key)
+            if result is None:
+                try:
+                    o = index.decide_plain(granted, dests, limits=limits, field=f"requests[{i}].destinations")
+                except core_errors.InvalidArgument as e:
+                    append(DecideResult(error=str(e), policy=policy))
+                    continue
+                result = results[key] = decided(o.allowed, o.blocked, policy)
+            append(result)
         return out
