@@ -21,28 +21,17 @@ import grpc
 import pytest
 from consent_core.mapping_file import parse_mapping
 from consent_core.model import ConsentMapping
+from samples import mapping_text
 
 from consent_sidecar.config import ServeConfig
 
-MAPPINGS = """\
-version: 1
-settings:
-  unknown_destinations: allow
-categories:
-  - id: C0002
-    name: Performance Cookies
-    destinations: [amplitude, mixpanel]
-  - id: C0004
-    name: Targeting Cookies
-    destinations: [google-ads, braze]
+# The sample with a shadow category of its own: C0005 -> amplitude.
+MAPPINGS = mapping_text("""\
   - id: C0005
     name: Experiments
     shadow: true
     destinations: [amplitude]
-destinations:
-  aws-s3: {enforce: false}
-  braze: {resolution: any}
-"""
+""")
 
 # categories[1].id sits at line 7, column 9: the example of docs/reference.md, "4. Mapping file".
 BROKEN = """\

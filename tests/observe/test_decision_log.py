@@ -20,6 +20,7 @@ from consent.v1 import decision_pb2
 from consent_core.index import compile
 from consent_core.limits import Limits
 from consent_core.model import Category, ConsentMapping
+from samples import FUNCTIONAL_SHADOW, mapping_text
 
 from consent_sidecar.observe import decision_log
 from consent_sidecar.observe.decision_log import DecisionLog, Entry, TokenBucket, format_line, parse_rate
@@ -29,26 +30,13 @@ from consent_sidecar.store.policy import PolicyStore
 
 Req = decision_pb2.DecideRequest
 
-MAPPING = """\
-version: 1
-categories:
-  - id: C0002
-    name: Performance Cookies
-    destinations: [amplitude, mixpanel]
-  - id: C0004
-    name: Targeting Cookies
-    destinations: [google-ads, braze]
-  - id: C0003
-    name: Functional Cookies
-    shadow: true
-    destinations: [amplitude, hotjar]
+# The sample with a disabled category: its consent never reaches a log line.
+MAPPING = mapping_text(FUNCTIONAL_SHADOW, """\
   - id: C0009
     name: Off
     enabled: false
     destinations: [mixpanel]
-destinations:
-  aws-s3: {enforce: false}
-"""
+""")
 
 KEYS = [
     "time", "request_id", "rpc", "entry", "policy_generation", "policy_digest", "consent", "allowed", "blocked",
