@@ -13,11 +13,7 @@ import time
 from typing import Any
 
 import pytest
-from consent_client.adapters import (
-    ConsentFormatError,
-    decode_gpp,
-    gpp_to_preferences,
-)
+from consent_client.adapters import ConsentFormatError, decode_gpp, gpp_to_preferences
 from consent_client.adapters._common import MAX_INPUT_CHARS
 from hypothesis import given, settings
 from hypothesis import strategies as st

@@ -11,11 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from consent_client.adapters import (
-    ConsentFormatError,
-    decode_gpp,
-    gpp_to_preferences,
-)
+from consent_client.adapters import ConsentFormatError, decode_gpp, gpp_to_preferences
 
 from .gpp_strings import gpp, header
 from .test_gpp import TC_JAVA

@@ -11,9 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from consent_client.adapters import (
-    decode_gpp,
-)
+from consent_client.adapters import decode_gpp
 from consent_client.adapters.gpp_sections import US_SECTIONS
 
 from .gpp_strings import gpp

@@ -11,11 +11,7 @@ import json
 from typing import Any
 
 import pytest
-from consent_client.adapters import (
-    ConsentFormatError,
-    ketch_from_consent_cookie,
-    ketch_from_purposes,
-)
+from consent_client.adapters import ConsentFormatError, ketch_from_consent_cookie, ketch_from_purposes
 
 # _ketch_consent_v1_ cookies captured from live sites (Cookie headers in public repositories).
 KETCH_SEATGEEK = (

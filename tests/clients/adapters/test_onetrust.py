@@ -9,11 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from consent_client.adapters import (
-    ConsentFormatError,
-    onetrust_from_active_groups,
-    onetrust_from_optanon_cookie,
-)
+from consent_client.adapters import ConsentFormatError, onetrust_from_active_groups, onetrust_from_optanon_cookie
 
 # OptanonConsent values as captured from live sites (Cookie headers in public repositories).
 OPTANON_VINTED = (

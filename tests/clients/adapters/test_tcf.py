@@ -10,12 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from consent_client.adapters import (
-    ConsentFormatError,
-    TCString,
-    decode_tc_string,
-    tcf_to_preferences,
-)
+from consent_client.adapters import ConsentFormatError, TCString, decode_tc_string, tcf_to_preferences
 
 
 def _utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0,

@@ -9,11 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from consent_client.adapters import (
-    ConsentFormatError,
-    trustarc_from_notice_gdpr_prefs,
-    trustarc_from_storage_item,
-)
+from consent_client.adapters import ConsentFormatError, trustarc_from_notice_gdpr_prefs, trustarc_from_storage_item
 
 STOCK_LEVELS = {0: "required", 1: "functional", 2: "advertising"}
 

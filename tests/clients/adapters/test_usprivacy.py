@@ -7,12 +7,7 @@ ones that suite asserts (named in the comment above each case).
 from __future__ import annotations
 
 import pytest
-from consent_client.adapters import (
-    ConsentFormatError,
-    USPrivacy,
-    decode_us_privacy,
-    us_privacy_to_preferences,
-)
+from consent_client.adapters import ConsentFormatError, USPrivacy, decode_us_privacy, us_privacy_to_preferences
 
 
 @pytest.mark.parametrize(
