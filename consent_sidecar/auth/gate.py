@@ -39,7 +39,8 @@ from consent_sidecar.config import ServeConfig
 from consent_sidecar.observe import logs
 from consent_sidecar.process.pem import CERTIFICATE, PRIVATE_KEY, read_pem
 from consent_sidecar.services.status import abort
-from consent_sidecar.store.watch import CHECK_MS, DirectoryWatch, stat_key
+from consent_sidecar.store.file_state import stat_key
+from consent_sidecar.store.watch import CHECK_MS, DirectoryWatch
 
 __all__ = ["Authenticator", "PrincipalsFile", "TLSConfigError", "admin_credentials"]
 
