@@ -51,7 +51,7 @@ from consent_sidecar.audit.records import (
     log_fields,
 )
 from consent_sidecar.audit.verify import VerifyResult
-from consent_sidecar.audit.watchers import Watcher, cut_off
+from consent_sidecar.audit.watchers import Watcher, check_watch, cut_off
 from consent_sidecar.etcd.client import Compacted, EtcdClient, EtcdUnavailable
 from consent_sidecar.etcd.keys import Keys
 
@@ -312,10 +312,7 @@ class EtcdTrail:
         The backlog is read from etcd; live events come from this process's one follower of
         the trail. A consumer more than `buffer` events behind is cut off (ResourceExhausted).
         """
-        if after_sequence < 0:
-            raise errors.InvalidArgument("after_sequence", f"must not be negative (got {after_sequence})")
-        if buffer < 1:
-            raise ValueError(f"buffer must be at least 1 (got {buffer})")
+        check_watch(after_sequence, buffer)
         if self._closed:
             return
         w = Watcher(asyncio.get_running_loop(), buffer, self._forget)

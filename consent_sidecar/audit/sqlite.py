@@ -78,7 +78,7 @@ from consent_sidecar.audit.schema import (
     row_bytes,
     row_to_record,
 )
-from consent_sidecar.audit.watchers import Fanout, cut_off
+from consent_sidecar.audit.watchers import Fanout, check_watch, cut_off
 
 __all__ = ["DEFAULT_PAGE_SIZE", "MAX_PAGE_BYTES", "MAX_PAGE_SIZE", "WATCH_CHUNK", "WATCH_CHUNK_BYTES", "AuditLog"]
 
@@ -386,10 +386,7 @@ class AuditLog:
         followed live (from then on a consumer that stops reading can be cut off).
         Leave early with `aclose()` (or let the generator be collected).
         """
-        if after_sequence < 0:
-            raise errors.InvalidArgument("after_sequence", f"must not be negative (got {after_sequence})")
-        if buffer < 1:
-            raise ValueError(f"buffer must be at least 1 (got {buffer})")
+        check_watch(after_sequence, buffer)
         w = self._fanout.register(asyncio.get_running_loop(), buffer)
         if w is None:  # closed
             return
