@@ -34,6 +34,7 @@ import contextlib
 import os
 import sqlite3
 import threading
+import weakref
 from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -122,6 +123,9 @@ class AuditLog:
         self._readers: list[sqlite3.Connection] = []  # idle read connections
         self._readers_lock = threading.Lock()
         self._fanout = Fanout()
+        self._read_gates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+            weakref.WeakKeyDictionary()
+        )
         self._closed = False
         self._head: Head | None = None  # the newest event, read at open, then set by each append
 
@@ -367,6 +371,15 @@ class AuditLog:
         """How many watch() iterators are currently registered (for metrics and tests)."""
         return len(self._fanout)
 
+    def _catch_up_reads(self) -> asyncio.Semaphore:
+        """The running loop's gate for backlog reads: two hundred watchers catching up at once would
+        each hold a worker thread building records, and the loop would wait for the GIL behind them."""
+        loop = asyncio.get_running_loop()
+        gate = self._read_gates.get(loop)
+        if gate is None:
+            gate = self._read_gates[loop] = asyncio.Semaphore(1)
+        return gate
+
     async def watch(
         self,
         after_sequence: int,
@@ -401,9 +414,10 @@ class AuditLog:
                     on_live()
                 while True:
                     try:
-                        chunk, more = await asyncio.to_thread(
-                            self._select, "sequence > ?", (last,), WATCH_CHUNK, WATCH_CHUNK_BYTES
-                        )
+                        async with self._catch_up_reads():  # one backlog read at a time per loop: see below
+                            chunk, more = await asyncio.to_thread(
+                                self._select, "sequence > ?", (last,), WATCH_CHUNK, WATCH_CHUNK_BYTES
+                            )
                     except AuditError:
                         if w.closed or self._closed:
                             return

@@ -47,6 +47,7 @@ from consent_sidecar.audit import AuditRecord
 from consent_sidecar.audit.trail import AuditTrail
 from consent_sidecar.auth.principals import Principal
 from consent_sidecar.observe import logs
+from consent_sidecar.services.pacing import Pacer
 from consent_sidecar.services.status import abort
 from consent_sidecar.store.policy import PolicyStore, Snapshot
 from consent_sidecar.store.ports import PolicyWriterPort, StoreInfo
@@ -248,6 +249,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         self._fleet = fleet  # None: the policy source is a file
         self._closing = asyncio.Event()
         self._streams: set[_Stream] = set()
+        self._catch_up = Pacer()  # every stream's backlog replay together: decisions share this loop
         if gate is not None:
             gate.subscribe(self._principals_changed)
 
@@ -450,7 +452,13 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         if self._closing.is_set():
             return
         stream = self._open_stream(principal)
-        records = self._audit.watch(_sequence(request.after_sequence), buffer=self._watch_buffer)
+        live = False
+
+        def went_live() -> None:
+            nonlocal live
+            live = True
+
+        records = self._audit.watch(_sequence(request.after_sequence), buffer=self._watch_buffer, on_live=went_live)
         closing = asyncio.ensure_future(self._closing.wait())
         step: asyncio.Future[AuditRecord] | None = None
         try:
@@ -465,6 +473,8 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
                     record = step.result()
                 except StopAsyncIteration:  # the log was closed
                     return
+                if not live:
+                    await self._catch_up.take()
                 yield audit_event(record)
         finally:
             self._streams.discard(stream)
