@@ -1,9 +1,9 @@
 """The tamper-evident audit trail: records and hash chain, the SQLite store, verification.
 
 `records` is the vocabulary and the chain (pure), `schema` the on-disk format, `sqlite`
-the open store (`AuditLog`), `anchor` its head and the files beside it, `tokens` its page
-tokens, `watchers` its live fan-out, and `verify` the chain checker. Import from here; the
-submodules' other names are internal.
+the open store (`AuditLog`), `anchor` its head and the files beside it, `paging` and
+`tokens` its page requests and tokens, `watchers` its live fan-out, and `verify` the chain
+checker. Import from here; the submodules' other names are internal.
 """
 
 from consent_sidecar.audit.anchor import Head, parse_head

@@ -41,18 +41,17 @@ from consent_sidecar.audit.etcd_layout import (
     encode_chunks,
     encode_record,
 )
+from consent_sidecar.audit.paging import PageQuery
 from consent_sidecar.audit.records import (
     GENESIS_HASH,
-    AuditAction,
     AuditRecord,
     NewEvent,
     PublishedPolicy,
     check_new_event,
-    format_time,
+    log_fields,
 )
-from consent_sidecar.audit.tokens import decode_token, encode_token, filters_fingerprint
 from consent_sidecar.audit.verify import VerifyResult
-from consent_sidecar.audit.watchers import Watcher, cut_off
+from consent_sidecar.audit.watchers import Watcher, check_watch, cut_off
 from consent_sidecar.etcd.client import Compacted, EtcdClient, EtcdUnavailable
 from consent_sidecar.etcd.keys import Keys
 
@@ -67,8 +66,6 @@ __all__ = [
     "encode_record",
 ]
 
-DEFAULT_PAGE_SIZE: Final = 100
-MAX_PAGE_SIZE: Final = 1000
 SCAN_CHUNK: Final = 100  # chunk keys read per etcd range while paging, watching or verifying
 MAX_APPEND_TRIES: Final = 50  # an append racing other sidecars' appends re-reads the head at most this often
 _BRIDGE_TIMEOUT: Final = 30.0  # a blocking call from a worker thread waits this long for the loop's answer
@@ -197,11 +194,7 @@ class EtcdTrail:
             self.note(replace(self._known, sequence=records[-1].sequence, hash=records[-1].hash))
         for r in records:
             with contextlib.suppress(Exception):
-                self._logger.info(
-                    "audit", sequence=r.sequence, time=format_time(r.time), actor=r.actor,
-                    action=r.action.proto_name, category_id=r.category_id, destination=r.destination,
-                    detail=r.detail, prev_hash=r.prev_hash, hash=r.hash, trail=self.path,
-                )  # fmt: skip
+                self._logger.info("audit", **log_fields(r), trail=self.path)
 
     async def last_policy(self) -> PublishedPolicy | None:
         """The canonical policy the trail last published, if any (the base of unattributed diffs)."""
@@ -237,37 +230,24 @@ class EtcdTrail:
         after_sequence: int = 0,
     ) -> tuple[list[AuditRecord], str]:
         """AuditLog.page's contract, over the etcd trail (filters applied while scanning in order)."""
-        if page_size < 0:
-            raise errors.InvalidArgument("page_size", f"must not be negative (got {page_size})")
-        if page_size > MAX_PAGE_SIZE:
-            raise errors.InvalidArgument("page_size", f"must be at most {MAX_PAGE_SIZE} (got {page_size})")
-        if after_sequence < 0:
-            raise errors.InvalidArgument("after_sequence", f"must not be negative (got {after_sequence})")
-        if action:
-            try:
-                AuditAction(action)
-            except ValueError:
-                raise errors.InvalidArgument("action", f"unknown AuditAction value {action}") from None
-        size = page_size or DEFAULT_PAGE_SIZE
-        fingerprint = filters_fingerprint(category_id, int(action), after_sequence)
-        last = after_sequence
-        if page_token:
-            last = max(last, decode_token(page_token, fingerprint))
+        query = PageQuery.parse(page_size=page_size, page_token=page_token, category_id=category_id,
+                                action=action, after_sequence=after_sequence)  # fmt: skip
+        last = query.start
         found: list[AuditRecord] = []
-        while len(found) <= size:
+        while len(found) <= query.size:
             chunk, _ = await self._after(last, SCAN_CHUNK)
             for r in chunk:
-                if (not category_id or r.category_id == category_id) and (not action or r.action == action):
+                if query.matches(r):
                     found.append(r)
-                    if len(found) > size:
+                    if len(found) > query.size:
                         break
             if not chunk:
                 break
             last = chunk[-1].sequence
-        if len(found) <= size:
+        if len(found) <= query.size:
             return found, ""
-        found = found[:size]
-        return found, encode_token(found[-1].sequence, fingerprint)
+        found = found[: query.size]
+        return found, query.token_after(found[-1])
 
     def page(self, **kw: Any) -> tuple[list[AuditRecord], str]:
         """`page_async`, blocking (the services call it in a worker thread, as for AuditLog)."""
@@ -332,10 +312,7 @@ class EtcdTrail:
         The backlog is read from etcd; live events come from this process's one follower of
         the trail. A consumer more than `buffer` events behind is cut off (ResourceExhausted).
         """
-        if after_sequence < 0:
-            raise errors.InvalidArgument("after_sequence", f"must not be negative (got {after_sequence})")
-        if buffer < 1:
-            raise ValueError(f"buffer must be at least 1 (got {buffer})")
+        check_watch(after_sequence, buffer)
         if self._closed:
             return
         w = Watcher(asyncio.get_running_loop(), buffer, self._forget)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Final
 
 from consent_core import errors
@@ -21,12 +21,11 @@ from consent_sidecar.audit.records import (
     AuditAction,
     AuditRecord,
     NewEvent,
-    canonical_bytes,
     check_new_event,
     event_hash,
-    format_time,
     parse_time,
 )
+from consent_sidecar.audit.records import chain as chain_records
 
 if TYPE_CHECKING:
     from consent_sidecar.etcd.client import KeyValue
@@ -129,22 +128,7 @@ def chain(head: TrailHead, events: Sequence[NewEvent], time: datetime) -> list[A
     """The records `events` become when appended after `head` (pure; checked like AuditLog.append)."""
     for i, e in enumerate(events):
         check_new_event(i, e)
-    stamp = format_time(time)
-    at = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
-    seq, prev = head.sequence, head.hash
-    out: list[AuditRecord] = []
-    for e in events:
-        seq += 1
-        action = AuditAction(e.action)
-        digest = event_hash(canonical_bytes(
-            sequence=seq, time=stamp, actor=e.actor, action=action, category_id=e.category_id,
-            destination=e.destination, before_json=e.before_json, after_json=e.after_json, detail=e.detail,
-            prev_hash=prev,
-        ))  # fmt: skip
-        out.append(AuditRecord(seq, at, e.actor, action, e.category_id, e.destination, e.before_json,
-                               e.after_json, e.detail, prev, digest))  # fmt: skip
-        prev = digest
-    return out
+    return chain_records(head.sequence, head.hash, events, time)
 
 
 def check_event(r: AuditRecord, expected: int, prev: str) -> tuple[str, str] | None:

@@ -3,8 +3,9 @@
 Owns `AuditAction` (values equal consent.v1.AuditAction), `NewEvent` (what is appended),
 `AuditRecord` (what is stored), `PublishedPolicy`, the canonical encoding below, the sha256
 chain (`GENESIS_HASH`, `event_hash`), the checks an entry must pass before it may be
-appended, and `changes_to_events` with `action_of`: the one place a core `ChangeKind`
-becomes an `AuditAction`. Pure: must never do I/O, read clocks, log, or import generated
+appended, `chain` (new events -> the records continuing a trail, for both stores), the
+fields of each event's "audit" log line, and `changes_to_events` with `action_of`: the one
+place a core `ChangeKind` becomes an `AuditAction`. Pure: must never do I/O, read clocks, log, or import generated
 protobuf code; the SQLite store and the services are the shells around it.
 
 Canonical encoding (what `hash` covers; reproducible in any language). For each event,
@@ -57,10 +58,12 @@ __all__ = [
     "action_of",
     "canonical_bytes",
     "canonical_json",
+    "chain",
     "changes_to_events",
     "check_new_event",
     "event_hash",
     "format_time",
+    "log_fields",
     "parse_time",
 ]
 
@@ -218,6 +221,46 @@ def canonical_bytes(
 def event_hash(canonical: bytes) -> str:
     """sha256 lowercase hex of a canonical encoding."""
     return hashlib.sha256(canonical).hexdigest()
+
+
+def chain(sequence: int, prev_hash: str, events: Sequence[NewEvent], time: datetime) -> list[AuditRecord]:
+    """The records `events` become when appended after event `sequence` (hash `prev_hash`), all at `time`.
+
+    The SQLite and etcd trails both extend their chain here. The caller checks each event
+    first (`check_new_event`); ValueError for a naive `time`. The records' time is `time` as
+    stored (to the microsecond), so a record read back compares equal.
+    """
+    stamp = format_time(time)
+    at = parse_time(stamp)
+    seq, prev = sequence, prev_hash
+    out: list[AuditRecord] = []
+    for e in events:
+        seq += 1
+        action = AuditAction(e.action)
+        digest = event_hash(canonical_bytes(
+            sequence=seq, time=stamp, actor=e.actor, action=action, category_id=e.category_id,
+            destination=e.destination, before_json=e.before_json, after_json=e.after_json, detail=e.detail,
+            prev_hash=prev,
+        ))  # fmt: skip
+        out.append(AuditRecord(seq, at, e.actor, action, e.category_id, e.destination, e.before_json,
+                               e.after_json, e.detail, prev, digest))  # fmt: skip
+        prev = digest
+    return out
+
+
+def log_fields(r: AuditRecord) -> dict[str, Any]:
+    """The fields of the "audit" log line each stored event is written as (log shippers anchor on `hash`)."""
+    return {
+        "sequence": r.sequence,
+        "time": format_time(r.time),
+        "actor": r.actor,
+        "action": r.action.proto_name,
+        "category_id": r.category_id,
+        "destination": r.destination,
+        "detail": r.detail,
+        "prev_hash": r.prev_hash,
+        "hash": r.hash,
+    }
 
 
 def changes_to_events(changes: Sequence[Change], actor: str) -> list[NewEvent]:

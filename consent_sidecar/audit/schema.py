@@ -17,7 +17,7 @@ from typing import Any, Final
 
 from consent_core import errors
 
-from consent_sidecar.audit.records import AuditAction, AuditRecord, parse_time
+from consent_sidecar.audit.records import AuditAction, AuditRecord, format_time, parse_time
 
 __all__ = [
     "COLUMNS",
@@ -31,6 +31,7 @@ __all__ = [
     "check_schema",
     "connect",
     "create_schema",
+    "record_to_row",
     "row_bytes",
     "row_to_record",
 ]
@@ -150,6 +151,12 @@ def create_schema(conn: sqlite3.Connection) -> None:
     except BaseException:
         conn.execute("ROLLBACK")
         raise
+
+
+def record_to_row(r: AuditRecord) -> tuple[Any, ...]:
+    """A record as its stored row (columns in `COLUMNS` order): the inverse of `row_to_record`."""
+    return (r.sequence, format_time(r.time), r.actor, int(r.action), r.category_id, r.destination,
+            r.before_json, r.after_json, r.detail, r.prev_hash, r.hash)  # fmt: skip
 
 
 def row_to_record(row: tuple[Any, ...]) -> AuditRecord:

@@ -1,9 +1,9 @@
 """The tamper-evident audit trail on SQLite: append (hash chain), page, watch.
 
 Owns the open audit database: the durability settings (WAL, synchronous=FULL), the one
-writer extending the chain (`records`) in one transaction per batch, keyset paging with
-opaque tokens (`tokens`), live fan-out to asyncio watchers (`watchers`), and the
-content-addressed store of published policies. Must never rewrite or delete an event,
+writer extending the chain (`records`) in one transaction per batch, keyset paging (the
+request's checks and opaque tokens are `paging`'s), live fan-out to asyncio watchers
+(`watchers`), and the content-addressed store of published policies. Must never rewrite or delete an event,
 decide policy, touch the mapping file, import generated protobuf code, or configure
 structlog: services translate `AuditRecord`s to consent.v1.AuditEvent and map the errors.
 The schema is `schema`'s; checking a whole trail is `verify`'s.
@@ -51,16 +51,16 @@ from consent_sidecar.audit.anchor import (
     tighten,
     write_anchor,
 )
+from consent_sidecar.audit.paging import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, PageQuery
 from consent_sidecar.audit.records import (
     GENESIS_HASH,
     AuditAction,
     AuditRecord,
     NewEvent,
     PublishedPolicy,
-    canonical_bytes,
+    chain,
     check_new_event,
-    event_hash,
-    format_time,
+    log_fields,
 )
 from consent_sidecar.audit.schema import (
     COLUMNS,
@@ -74,16 +74,14 @@ from consent_sidecar.audit.schema import (
     check_schema,
     connect,
     create_schema,
+    record_to_row,
     row_bytes,
     row_to_record,
 )
-from consent_sidecar.audit.tokens import decode_token, encode_token, filters_fingerprint
-from consent_sidecar.audit.watchers import Fanout, cut_off
+from consent_sidecar.audit.watchers import Fanout, check_watch, cut_off
 
 __all__ = ["DEFAULT_PAGE_SIZE", "MAX_PAGE_BYTES", "MAX_PAGE_SIZE", "WATCH_CHUNK", "WATCH_CHUNK_BYTES", "AuditLog"]
 
-DEFAULT_PAGE_SIZE: Final = 100
-MAX_PAGE_SIZE: Final = 1000
 # A page ends early once its events' text reaches this (always at least one event): well under
 # the 4 MiB default gRPC message limit, whatever the page size asked.
 MAX_PAGE_BYTES: Final = 1 << 20
@@ -211,8 +209,8 @@ class AuditLog:
         with self._write_lock:
             if self._closed:
                 raise AuditError(f"{self._path}: audit log is closed")
-            time = format_time(self._clock())  # under the lock: times never go backwards along sequences
-            records = self._append_locked(entries, time)
+            now = self._clock()  # under the lock: times never go backwards along sequences
+            records = self._append_locked(entries, now)
             self._head = head = Head(records[-1].sequence, records[-1].hash)
             self._fanout.hand_off(records)
             try:  # under the lock: anchors are written in append order
@@ -224,7 +222,7 @@ class AuditLog:
         self._log(records)
         return records
 
-    def _append_locked(self, entries: Sequence[NewEvent], time: str) -> list[AuditRecord]:
+    def _append_locked(self, entries: Sequence[NewEvent], now: datetime) -> list[AuditRecord]:
         conn = self._conn
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -233,32 +231,13 @@ class AuditLog:
         try:
             head = conn.execute(f"SELECT sequence, hash FROM {TABLE} ORDER BY sequence DESC LIMIT 1").fetchone()
             seq, prev = (0, GENESIS_HASH) if head is None else (int(head[0]), str(head[1]))
-            records: list[AuditRecord] = []
-            for e in entries:
-                seq += 1
-                action = AuditAction(e.action)
-                digest = event_hash(
-                    canonical_bytes(
-                        sequence=seq,
-                        time=time,
-                        actor=e.actor,
-                        action=action,
-                        category_id=e.category_id,
-                        destination=e.destination,
-                        before_json=e.before_json,
-                        after_json=e.after_json,
-                        detail=e.detail,
-                        prev_hash=prev,
-                    )
-                )
-                row = (seq, time, e.actor, int(action), e.category_id, e.destination,
-                       e.before_json, e.after_json, e.detail, prev, digest)  # fmt: skip
-                conn.execute(f"INSERT INTO {TABLE} ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * 11)})", row)
-                records.append(row_to_record(row))
-                prev = digest
+            records = chain(seq, prev, entries, now)
+            for r, e in zip(records, entries, strict=True):
+                conn.execute(f"INSERT INTO {TABLE} ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * 11)})",
+                             record_to_row(r))  # fmt: skip
                 if e.policy is not None:  # content-addressed: a policy published again is stored once
                     conn.execute(f"INSERT OR IGNORE INTO {POLICIES} (digest, canonical) VALUES (?, ?)", e.policy)
-                    conn.execute(f"INSERT INTO {PUBLISHED} (sequence, digest) VALUES (?, ?)", (seq, e.policy[0]))
+                    conn.execute(f"INSERT INTO {PUBLISHED} (sequence, digest) VALUES (?, ?)", (r.sequence, e.policy[0]))
             conn.execute("COMMIT")
         except BaseException as exc:
             with contextlib.suppress(sqlite3.Error):
@@ -273,18 +252,7 @@ class AuditLog:
         for r in records:
             # The events are durable already: a failing log sink must not turn the append into an error.
             with contextlib.suppress(Exception):
-                logger.info(
-                    "audit",
-                    sequence=r.sequence,
-                    time=format_time(r.time),
-                    actor=r.actor,
-                    action=r.action.proto_name,
-                    category_id=r.category_id,
-                    destination=r.destination,
-                    detail=r.detail,
-                    prev_hash=r.prev_hash,
-                    hash=r.hash,
-                )
+                logger.info("audit", **log_fields(r))
 
     # ------------------------------------------------------------------ reading
 
@@ -373,38 +341,24 @@ class AuditLog:
         matches right now; it is only valid with the same filters. errors.InvalidArgument
         names page_size, page_token, action or after_sequence when one is unusable.
         """
-        if page_size < 0:
-            raise errors.InvalidArgument("page_size", f"must not be negative (got {page_size})")
-        if page_size > MAX_PAGE_SIZE:
-            raise errors.InvalidArgument("page_size", f"must be at most {MAX_PAGE_SIZE} (got {page_size})")
-        if after_sequence < 0:
-            raise errors.InvalidArgument("after_sequence", f"must not be negative (got {after_sequence})")
-        if action:
-            try:
-                AuditAction(action)
-            except ValueError:
-                raise errors.InvalidArgument("action", f"unknown AuditAction value {action}") from None
-        size = page_size or DEFAULT_PAGE_SIZE
-        fingerprint = filters_fingerprint(category_id, int(action), after_sequence)
-        start = after_sequence
-        if page_token:
-            start = max(start, decode_token(page_token, fingerprint))
+        query = PageQuery.parse(page_size=page_size, page_token=page_token, category_id=category_id,
+                                action=action, after_sequence=after_sequence)  # fmt: skip
         where: list[str] = ["sequence > ?"]
-        params: list[Any] = [start]
-        if category_id:
+        params: list[Any] = [query.start]
+        if query.category_id:
             where.append("category_id = ?")
-            params.append(category_id)
-        if action:
+            params.append(query.category_id)
+        if query.action:
             where.append("action = ?")
-            params.append(int(action))
+            params.append(query.action)
         # One extra row: are there more?
-        records, cut = self._select(" AND ".join(where), params, size + 1, MAX_PAGE_BYTES)
+        records, cut = self._select(" AND ".join(where), params, query.size + 1, MAX_PAGE_BYTES)
         if cut:
-            return records, encode_token(records[-1].sequence, fingerprint)
-        if len(records) <= size:
+            return records, query.token_after(records[-1])
+        if len(records) <= query.size:
             return records, ""
-        records = records[:size]
-        return records, encode_token(records[-1].sequence, fingerprint)
+        records = records[: query.size]
+        return records, query.token_after(records[-1])
 
     # ------------------------------------------------------------------ watching
 
@@ -432,10 +386,7 @@ class AuditLog:
         followed live (from then on a consumer that stops reading can be cut off).
         Leave early with `aclose()` (or let the generator be collected).
         """
-        if after_sequence < 0:
-            raise errors.InvalidArgument("after_sequence", f"must not be negative (got {after_sequence})")
-        if buffer < 1:
-            raise ValueError(f"buffer must be at least 1 (got {buffer})")
+        check_watch(after_sequence, buffer)
         w = self._fanout.register(asyncio.get_running_loop(), buffer)
         if w is None:  # closed
             return

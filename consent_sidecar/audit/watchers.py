@@ -25,7 +25,7 @@ from consent_core import errors
 
 from consent_sidecar.audit.records import AuditRecord
 
-__all__ = ["Fanout", "Watcher", "cut_off"]
+__all__ = ["Fanout", "Watcher", "check_watch", "cut_off"]
 
 
 class Watcher:
@@ -82,6 +82,14 @@ class Watcher:
             self.batches.popleft()
             self._at = 0
         return record
+
+
+def check_watch(after_sequence: int, buffer: int) -> None:
+    """A `watch()` call's arguments, checked alike by both trails: InvalidArgument, or ValueError for `buffer`."""
+    if after_sequence < 0:
+        raise errors.InvalidArgument("after_sequence", f"must not be negative (got {after_sequence})")
+    if buffer < 1:
+        raise ValueError(f"buffer must be at least 1 (got {buffer})")
 
 
 def cut_off(w: Watcher, last: int) -> errors.ResourceExhausted:

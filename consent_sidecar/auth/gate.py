@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -38,8 +37,10 @@ from consent_sidecar.auth.principals import (
 )
 from consent_sidecar.config import ServeConfig
 from consent_sidecar.observe import logs
+from consent_sidecar.process.pem import CERTIFICATE, PRIVATE_KEY, read_pem
 from consent_sidecar.services.status import abort
-from consent_sidecar.store.watch import CHECK_MS, DirectoryWatch, stat_key
+from consent_sidecar.store.file_state import stat_key
+from consent_sidecar.store.watch import CHECK_MS, DirectoryWatch
 
 __all__ = ["Authenticator", "PrincipalsFile", "TLSConfigError", "admin_credentials"]
 
@@ -212,17 +213,6 @@ class TLSConfigError(StartupError):
     """The admin listener's TLS flags are inconsistent or name unusable files; the message says which."""
 
 
-def _read_pem(flag: str, path: str, marker: bytes) -> bytes:
-    try:
-        data = Path(path).read_bytes()
-    except OSError as e:
-        raise TLSConfigError(f"{flag} {path}: cannot read: {e.strerror or e}") from None
-    if b"-----BEGIN " not in data or marker not in data:
-        what = "a PEM private key" if marker == b"PRIVATE KEY" else "PEM certificates"
-        raise TLSConfigError(f"{flag} {path}: does not hold {what}")
-    return data
-
-
 def admin_credentials(config: ServeConfig) -> grpc.ServerCredentials | None:
     """TLS credentials for `--admin-listen` (mTLS when a client CA is given), or None for plaintext.
 
@@ -239,9 +229,9 @@ def admin_credentials(config: ServeConfig) -> grpc.ServerCredentials | None:
         raise TLSConfigError("--admin-tls-cert and --admin-tls-key must be given together")
     if config.admin_listen is None:
         raise TLSConfigError("--admin-tls-cert/--admin-tls-key are for --admin-listen, which is not set")
-    chain = _read_pem("--admin-tls-cert", cert, b"CERTIFICATE")
-    private = _read_pem("--admin-tls-key", key, b"PRIVATE KEY")
-    roots = _read_pem("--admin-client-ca", ca, b"CERTIFICATE") if ca is not None else None
+    chain = read_pem("--admin-tls-cert", cert, CERTIFICATE, TLSConfigError)
+    private = read_pem("--admin-tls-key", key, PRIVATE_KEY, TLSConfigError)
+    roots = read_pem("--admin-client-ca", ca, CERTIFICATE, TLSConfigError) if ca is not None else None
     return grpc.ssl_server_credentials(
         [(private, chain)], root_certificates=roots, require_client_auth=roots is not None
     )

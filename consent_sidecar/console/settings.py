@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Final
 
 import grpc
 
 from consent_sidecar.process.addresses import AddressError, parse_address
+from consent_sidecar.process.pem import CERTIFICATE, PRIVATE_KEY, read_pem
 
 __all__ = [
     "DEFAULT_LISTEN",
@@ -67,24 +67,12 @@ class ConsoleConfig:
             raise ConsoleConfigError("--session-idle must be more than 0 seconds")
         split_host_port(self.listen)
         for flag, path, marker in (
-            ("--tls-cert", self.tls_cert, b"CERTIFICATE"),
-            ("--tls-key", self.tls_key, b"PRIVATE KEY"),
+            ("--tls-cert", self.tls_cert, CERTIFICATE),
+            ("--tls-key", self.tls_key, PRIVATE_KEY),
         ):
             if path is not None:
-                read_pem(flag, path, marker)
+                read_pem(flag, path, marker, ConsoleConfigError)
         admin_channel_credentials(self)
-
-
-def read_pem(flag: str, path: str, marker: bytes) -> bytes:
-    """The PEM file's bytes; ConsoleConfigError naming `flag` if unreadable or not what it should hold."""
-    try:
-        data = Path(path).read_bytes()
-    except OSError as e:
-        raise ConsoleConfigError(f"{flag} {path}: cannot read: {e.strerror or e}") from None
-    if b"-----BEGIN " not in data or marker not in data:
-        what = "a PEM private key" if marker == b"PRIVATE KEY" else "PEM certificates"
-        raise ConsoleConfigError(f"{flag} {path}: does not hold {what}")
-    return data
 
 
 def admin_channel_credentials(config: ConsoleConfig) -> grpc.ChannelCredentials | None:
@@ -97,9 +85,9 @@ def admin_channel_credentials(config: ConsoleConfig) -> grpc.ChannelCredentials 
         return None
     if (cert is None) != (key is None):
         raise ConsoleConfigError("--admin-tls-cert and --admin-tls-key must be given together")
-    roots = read_pem("--admin-tls-ca", ca, b"CERTIFICATE") if ca is not None else None
-    chain = read_pem("--admin-tls-cert", cert, b"CERTIFICATE") if cert is not None else None
-    private = read_pem("--admin-tls-key", key, b"PRIVATE KEY") if key is not None else None
+    roots = read_pem("--admin-tls-ca", ca, CERTIFICATE, ConsoleConfigError) if ca is not None else None
+    chain = read_pem("--admin-tls-cert", cert, CERTIFICATE, ConsoleConfigError) if cert is not None else None
+    private = read_pem("--admin-tls-key", key, PRIVATE_KEY, ConsoleConfigError) if key is not None else None
     return grpc.ssl_channel_credentials(root_certificates=roots, private_key=private, certificate_chain=chain)
 
 

@@ -21,7 +21,6 @@ import contextlib
 import hashlib
 import os
 import re
-import stat
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -35,6 +34,7 @@ from consent_core.model import ConsentMapping
 from consent_sidecar.audit import AuditRecord, NewEvent
 from consent_sidecar.observe import logs
 from consent_sidecar.store.events import change_events
+from consent_sidecar.store.file_state import content_hash
 from consent_sidecar.store.policy import PolicyStore, Snapshot
 
 __all__ = ["AdminEditor", "FileIdentity", "remove_stale_temp_files"]
@@ -51,25 +51,6 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _file_sha256(path: str) -> str | None:
-    """The content hash of a regular file (None if it cannot be read); never blocks on a FIFO."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    except OSError:
-        return None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
-        digest = hashlib.sha256()
-        while chunk := os.read(fd, 1 << 20):
-            digest.update(chunk)
-        return digest.hexdigest()
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-
-
 @dataclass(frozen=True, slots=True)
 class FileIdentity:
     """What the sidecar itself last wrote to the mapping file: its content hash and the policy digest."""
@@ -84,7 +65,7 @@ class FileIdentity:
 
     def matches_file(self) -> bool:
         """True while the file on disk still holds exactly these bytes (blocking: reads it)."""
-        return _file_sha256(self.path) == self.sha256
+        return content_hash(self.path) == self.sha256
 
 
 def remove_stale_temp_files(path: str) -> list[str]:
@@ -193,7 +174,7 @@ class AdminEditor:
         except OSError as e:
             # atomic_write changes nothing on failure, except a directory fsync failing after
             # the rename: then put the previous content back (best effort) before failing.
-            if _file_sha256(path) == _sha256(text.encode("utf-8")):
+            if content_hash(path) == _sha256(text.encode("utf-8")):
                 with contextlib.suppress(OSError):
                     atomic_write(path, previous)
             raise Unavailable(f"cannot write the mapping file {path}: {e.strerror or e}; nothing changed") from e

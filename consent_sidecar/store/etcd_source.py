@@ -42,7 +42,7 @@ from consent_sidecar.etcd.keys import Keys
 from consent_sidecar.observe import logs
 from consent_sidecar.store.policy import PolicyStore, Snapshot
 
-__all__ = ["UNATTRIBUTED", "EtcdSource", "FleetState", "StoreRead", "document_events"]
+__all__ = ["UNATTRIBUTED", "EtcdSource", "FleetState", "StoreRead", "document_events", "published_mapping"]
 
 UNATTRIBUTED: Final = "etcd:unattributed"  # the actor of documents written around the sidecars
 MAX_APPLY_TRIES: Final = 20  # an unaudited revision raced by other auditors: re-read at most this often
@@ -264,7 +264,7 @@ class EtcdSource:
                                    detail=f"revision {kv.mod_revision} digest {index.digest} unchanged; "
                                           "clears the reload failure")]  # fmt: skip
             else:
-                base = _mapping(read.policy)
+                base = published_mapping(read.policy)
                 detail = f"revision {kv.mod_revision} digest {index.digest}, written around the sidecars"
                 events = await asyncio.to_thread(document_events, base, index.mapping, UNATTRIBUTED, detail)
             if await self._audit(kv, head, events, policy=index.digest, rejected="", mapping=index.mapping):
@@ -442,14 +442,14 @@ def _compiled_if(canonical: bytes, digest: str, memo_bytes: int) -> Index | None
     """(blocking) The compiled policy of `canonical` if it is exactly the one of `digest`, else None."""
     if not digest or sha256_hex(canonical) != digest:
         return None
-    try:
-        mapping = ConsentMapping.from_json_dict(json.loads(canonical))
-    except ValueError:
+    mapping = published_mapping(canonical)
+    if mapping is None:
         return None
     return compile_index(mapping, memo_bytes=memo_bytes) if mapping.digest() == digest else None
 
 
-def _mapping(canonical: str | None) -> ConsentMapping | None:
+def published_mapping(canonical: str | bytes | None) -> ConsentMapping | None:
+    """The mapping of a published policy's canonical JSON; None when there is none or it does not read."""
     if canonical is None:
         return None
     try:

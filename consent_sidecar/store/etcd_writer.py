@@ -15,7 +15,6 @@ report success for a transaction that may not have committed, or write outside t
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -32,7 +31,7 @@ from consent_sidecar.audit.etcd import EtcdTrail, TrailHead
 from consent_sidecar.etcd.client import EtcdClient, EtcdUnavailable, KeyValue
 from consent_sidecar.etcd.keys import Keys
 from consent_sidecar.observe import logs
-from consent_sidecar.store.etcd_source import EtcdSource, StoreRead, document_events
+from consent_sidecar.store.etcd_source import EtcdSource, StoreRead, document_events, published_mapping
 from consent_sidecar.store.policy import PolicyStore, Snapshot
 
 __all__ = ["MAX_WRITE_TRIES", "FleetWriter", "PushResult", "push_document"]
@@ -107,7 +106,7 @@ async def push_document(
             raise FailedPrecondition(f"the document is at revision {current}, not {expect_revision}: nothing written")
         if read.document is not None and read.document.value == data and not read.head.rejected:
             return PushResult(current, False, [])
-        old = _mapping(read.policy)
+        old = published_mapping(read.policy)
         if digest == read.head.policy and not read.head.rejected:
             events: list[NewEvent] = []  # comments or layout only: the policy is unchanged
         elif digest == read.head.policy:
@@ -128,15 +127,6 @@ async def _read(client: EtcdClient, keys: Keys) -> StoreRead:
     result = await client.txn([], [client.read(keys.mapping), client.read(keys.head), client.read(keys.policy)])
     doc, head, policy = (r[0] if r else None for r in result.ranges)
     return StoreRead(doc, TrailHead.decode(head), None if policy is None else policy.value.decode(), result.revision)
-
-
-def _mapping(canonical: str | None) -> ConsentMapping | None:
-    if canonical is None:
-        return None
-    try:
-        return ConsentMapping.from_json_dict(json.loads(canonical))
-    except ValueError:
-        return None
 
 
 def _always() -> bool:

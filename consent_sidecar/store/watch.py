@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import os
-import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import Final
@@ -32,50 +30,17 @@ from typing import Final
 import structlog
 from watchfiles import Change, awatch
 
+from consent_sidecar.store.file_state import StatKey, content_hash, stat_key
 from consent_sidecar.store.policy import Candidate, ReloadResult
 from consent_sidecar.store.writer import PolicyWriter
 
-__all__ = ["CHECK_MS", "DirectoryWatch", "MappingWatcher", "content_hash", "stat_key"]
+__all__ = ["CHECK_MS", "DirectoryWatch", "MappingWatcher"]
 
 log = structlog.get_logger("consent_sidecar.store.watch")
 
 CHECK_MS: Final = 1000  # the content check's period
 RETRY_FIRST: Final = 0.5  # seconds before the first retry of an edit the audit log refused; doubling ...
 RETRY_MAX: Final = 30.0  # ... up to this
-
-_StatKey = tuple[int, int, int] | None
-
-
-def stat_key(path: str) -> _StatKey:
-    """(inode, size, mtime_ns) of the file behind `path`, or None when it cannot be stat'ed."""
-    try:
-        st = os.stat(path)  # follows symlinks: a ..data swap changes the target's identity
-    except OSError:
-        return None
-    return (st.st_ino, st.st_size, st.st_mtime_ns)
-
-
-def content_hash(path: str, max_bytes: int) -> str | None:
-    """sha256 hex of the first `max_bytes + 1` bytes of the regular file behind `path` (blocking; never on a
-    FIFO or device); None when it cannot be read."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    except OSError:
-        return None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
-        digest = hashlib.sha256()
-        left = max_bytes + 1
-        while left > 0 and (chunk := os.read(fd, min(left, 1 << 20))):
-            digest.update(chunk)
-            left -= len(chunk)
-        return digest.hexdigest()
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-
 
 class DirectoryWatch:
     """The plumbing every hot-reloaded file shares: watch its directory, coalesce events, settle.
@@ -117,7 +82,7 @@ class DirectoryWatch:
         self._reloading = False
         # The file as the last reload was about to read it; first, as it is when the watcher is built
         # (right after the first load: an edit from then on is found, whatever its stat says).
-        self._seen: tuple[_StatKey, str | None] = (stat_key(path), content_hash(path, max_bytes))
+        self._seen: tuple[StatKey, str | None] = (stat_key(path), content_hash(path, max_bytes))
         self.checks = 0  # content checks done (tests wait on it)
         self._unwatched = stat_key(path)  # the file as it was before the watch was armed
         self.watching = asyncio.Event()  # set once the directory watch is armed (tests wait on it)
@@ -166,7 +131,7 @@ class DirectoryWatch:
                 log.warning("watch failed, retrying", file=self._what, error=str(e), directory=self._dir)
                 await asyncio.sleep(1.0)
 
-    def _observe(self) -> tuple[_StatKey, str | None]:
+    def _observe(self) -> tuple[StatKey, str | None]:
         """(blocking) The file's (inode, size, mtime_ns) and content hash, now."""
         return stat_key(self._path), content_hash(self._path, self._max_bytes)
 
@@ -215,7 +180,7 @@ class DirectoryWatch:
     def reload_failed(self, error: str) -> None:
         """An unexpected error in a reload: subclasses show it in their status."""
 
-    async def _wait_settled(self, interval: float) -> _StatKey:
+    async def _wait_settled(self, interval: float) -> StatKey:
         """Waits (bounded: 50 intervals) until the file's identity, size and mtime stop moving for
         `interval` seconds; returns the last stat, and records it with the content's hash as `_seen`
         (every reload calls this right before it reads)."""
@@ -309,7 +274,7 @@ class MappingWatcher(DirectoryWatch):
             final = attempt >= self._max_retries
             torn = False
 
-            def accept(candidate: Candidate, before: _StatKey = before, final: bool = final) -> bool:
+            def accept(candidate: Candidate, before: StatKey = before, final: bool = final) -> bool:
                 nonlocal torn
                 if stat_key(self._path) != before:
                     torn = True  # written to while we read it: whatever we read may be torn

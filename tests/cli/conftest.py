@@ -9,40 +9,27 @@ import contextlib
 import dataclasses
 import functools
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import grpc
 import pytest
 from consent_core.mapping_file import parse_mapping
 from consent_core.model import ConsentMapping
+from samples import mapping_text
+from serving import serve_process
 
 from consent_sidecar.config import ServeConfig
 
-MAPPINGS = """\
-version: 1
-settings:
-  unknown_destinations: allow
-categories:
-  - id: C0002
-    name: Performance Cookies
-    destinations: [amplitude, mixpanel]
-  - id: C0004
-    name: Targeting Cookies
-    destinations: [google-ads, braze]
+# The sample with a shadow category of its own: C0005 -> amplitude.
+MAPPINGS = mapping_text("""\
   - id: C0005
     name: Experiments
     shadow: true
     destinations: [amplitude]
-destinations:
-  aws-s3: {enforce: false}
-  braze: {resolution: any}
-"""
+""")
 
 # categories[1].id sits at line 7, column 9: the example of docs/reference.md, "4. Mapping file".
 BROKEN = """\
@@ -130,7 +117,7 @@ class SidecarProcess:
     decision: str  # unix:... the --listen address
     admin: str  # unix:... the --admin-listen address
     tokens: dict[str, str]  # principal id -> token
-    process: subprocess.Popen[bytes]
+    process: subprocess.Popen[str]
     tls: dict[str, str]  # the client's TLS flags' values, when the admin listener speaks TLS
 
     def env(self, who: str | None = "alice") -> dict[str, str]:
@@ -148,24 +135,6 @@ def cli_bin() -> str:
     return str(Path(sys.executable).parent / "consent-sidecar")
 
 
-def wait_serving(address: str, process: subprocess.Popen[bytes]) -> None:
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-    deadline = time.monotonic() + WAIT
-    with grpc.insecure_channel(address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while True:
-            assert process.poll() is None, f"serve exited {process.returncode}"
-            try:
-                answer = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                if answer.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.RpcError:
-                pass
-            assert time.monotonic() < deadline, "the sidecar never answered SERVING"
-            time.sleep(0.05)  # polling a bounded condition
-
-
 @contextlib.contextmanager
 def sidecar_process(directory: Path, *, tls: Path | None = None, mtls: bool = False) -> Iterator[SidecarProcess]:
     """Serves MAPPINGS with principals alice (owner) and bob (member), made by `principals add`.
@@ -175,7 +144,6 @@ def sidecar_process(directory: Path, *, tls: Path | None = None, mtls: bool = Fa
     """
     directory.mkdir(parents=True, exist_ok=True)
     mappings = directory / "mappings.yaml"
-    mappings.write_text(MAPPINGS)
     principals = directory / "principals.yaml"
     tokens = {}
     for pid, role in (("alice", "owner"), ("bob", "member")):
@@ -184,31 +152,19 @@ def sidecar_process(directory: Path, *, tls: Path | None = None, mtls: bool = Fa
         tokens[pid] = done.stdout.strip()
     with tempfile.TemporaryDirectory(prefix="cs-cli-") as sockets:
         decision, admin = f"unix:{sockets}/d.sock", f"unix:{sockets}/a.sock"
-        argv = [cli_bin(), "serve", "--mappings", str(mappings), "--listen", decision, "--admin-listen", admin,
-                "--principals", str(principals), "--audit-db", str(directory / "audit.db"), "--grace-period", "1",
-                "--log-format", "json"]
+        flags = ["--listen", decision, "--admin-listen", admin, "--principals", str(principals), "--grace-period", "1"]
         client: dict[str, str] = {}
         if tls is not None:
-            argv += ["--admin-tls-cert", str(tls / "server.pem"), "--admin-tls-key", str(tls / "server.key")]
+            flags += ["--admin-tls-cert", str(tls / "server.pem"), "--admin-tls-key", str(tls / "server.key")]
             client["tls-ca"] = str(tls / "ca.pem")
             client["tls-server-name"] = "localhost"  # a unix socket has no host name to check
             if mtls:
-                argv += ["--admin-client-ca", str(tls / "ca.pem")]
+                flags += ["--admin-client-ca", str(tls / "ca.pem")]
                 client.update({"tls-cert": str(tls / "client.pem"), "tls-key": str(tls / "client.key")})
-        log = (directory / "serve.log").open("wb")
-        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=directory)
-        try:
-            wait_serving(decision, process)
+        with serve_process(directory, *flags, mapping=MAPPINGS) as running:
+            running.wait_started(WAIT)
             yield SidecarProcess(directory, mappings, principals, directory / "audit.db", decision, admin, tokens,
-                                 process, client)
-        finally:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(WAIT)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-            log.close()
+                                 running.process, client)
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
-"""What the client tests share: the real sidecar (in a thread, on the test's event loop, or as a
-process), the examples-like mapping it serves, a request workload and a fake gRPC error.
+"""What the client tests share: the real sidecar (in a thread, or on the test's event loop; as a
+process, `serving.serve_process`), the examples-like mapping it serves, a request workload and a
+fake gRPC error.
 
 Every wait is bounded by WAIT; nothing sleeps to synchronise.
 """
@@ -9,12 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
-import os
-import shutil
-import signal
 import socket
-import subprocess
-import sys
 import tempfile
 import threading
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -144,29 +140,6 @@ async def serving_here(mappings: Path, listen: Sequence[str]) -> AsyncIterator[N
     finally:
         stop.set()
         await asyncio.wait_for(task, WAIT)
-
-
-@contextlib.contextmanager
-def sidecar_process(mapping: Path, listen: str) -> Iterator[subprocess.Popen[bytes]]:
-    """`consent-sidecar serve` as a child process (so it can be frozen with SIGSTOP)."""
-    exe = shutil.which("consent-sidecar", path=str(Path(sys.executable).parent)) or "consent-sidecar"
-    proc = subprocess.Popen(
-        [exe, "serve", "--mappings", str(mapping), "--listen", listen, "--grace-period", "0.2"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
-        with grpc.insecure_channel(listen) as ch:
-            grpc.channel_ready_future(ch).result(timeout=WAIT)
-        yield proc
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, signal.SIGCONT)
-        proc.terminate()
-        try:
-            proc.wait(WAIT)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(WAIT)
 
 
 FULL = {"C0001": True, "C0002": True, "C0003": True, "C0004": True, "C0005": True}

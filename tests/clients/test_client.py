@@ -30,8 +30,9 @@ from consent_client import (
     Request,
     RetryPolicy,
 )
+from serving import serve_process
 
-from .support import FULL, WAIT, ServerThread, free_port, sidecar_process, workload
+from .support import FULL, WAIT, ServerThread, free_port, workload
 
 
 def test_a_closed_client_refuses_calls() -> None:
@@ -206,32 +207,34 @@ async def test_calls_take_turns_over_the_connections_asked_for(mapping_file: Pat
             assert _client_connections_to(async_port) == connections
 
 
-def test_a_frozen_sidecar_exceeds_the_deadline(mapping_file: Path) -> None:
+def test_a_frozen_sidecar_exceeds_the_deadline(mapping_file: Path, tmp_path: Path) -> None:
     target = f"127.0.0.1:{free_port()}"
-    with (
-        sidecar_process(mapping_file, target) as proc,
-        ConsentClient(target, timeout=0.3, failure_policy="raise") as raising,
-        ConsentClient(target, timeout=0.3) as closed,
-    ):
-        assert raising.decide(["google-ads"], {"C0004": True}, timeout=WAIT).allowed == ("google-ads",)
-        assert closed.decide(["google-ads"], {"C0004": True}, timeout=WAIT).allowed == ("google-ads",)
-        os.kill(proc.pid, signal.SIGSTOP)
-        try:
-            with pytest.raises(DeadlineExceeded) as info:
-                raising.decide(["google-ads"], {"C0004": True})
-            assert info.value.code is grpc.StatusCode.DEADLINE_EXCEEDED
-            assert info.value.attempts == 1  # a deadline is never retried
-            with pytest.raises(DeadlineExceeded):
-                raising.decide(["google-ads"], {"C0004": True}, timeout=0.05)  # per-call override
-            degraded = closed.decide(["google-ads"], {"C0004": True})
-            assert degraded.degraded and degraded.blocked == ("google-ads",)
-            assert degraded.failure is not None and degraded.failure.startswith("DEADLINE_EXCEEDED")
-            with closed.stream([Request(("google-ads",), {"C0004": True})] * 3, timeout=0.3) as results:
-                streamed = list(results)
-            assert [r.degraded for r in streamed] == [True, True, True]
-        finally:
-            os.kill(proc.pid, signal.SIGCONT)
-        assert raising.decide(["google-ads"], {"C0004": True}, timeout=WAIT).allowed == ("google-ads",)
+    # A child process, so that it can be frozen with SIGSTOP.
+    with serve_process(tmp_path, "--listen", target, "--grace-period", "0.2", mapping=mapping_file.read_text()) as sc:
+        sc.wait_started()
+        with (
+            ConsentClient(target, timeout=0.3, failure_policy="raise") as raising,
+            ConsentClient(target, timeout=0.3) as closed,
+        ):
+            assert raising.decide(["google-ads"], {"C0004": True}, timeout=WAIT).allowed == ("google-ads",)
+            assert closed.decide(["google-ads"], {"C0004": True}, timeout=WAIT).allowed == ("google-ads",)
+            os.kill(sc.process.pid, signal.SIGSTOP)
+            try:
+                with pytest.raises(DeadlineExceeded) as info:
+                    raising.decide(["google-ads"], {"C0004": True})
+                assert info.value.code is grpc.StatusCode.DEADLINE_EXCEEDED
+                assert info.value.attempts == 1  # a deadline is never retried
+                with pytest.raises(DeadlineExceeded):
+                    raising.decide(["google-ads"], {"C0004": True}, timeout=0.05)  # per-call override
+                degraded = closed.decide(["google-ads"], {"C0004": True})
+                assert degraded.degraded and degraded.blocked == ("google-ads",)
+                assert degraded.failure is not None and degraded.failure.startswith("DEADLINE_EXCEEDED")
+                with closed.stream([Request(("google-ads",), {"C0004": True})] * 3, timeout=0.3) as results:
+                    streamed = list(results)
+                assert [r.degraded for r in streamed] == [True, True, True]
+            finally:
+                os.kill(sc.process.pid, signal.SIGCONT)
+            assert raising.decide(["google-ads"], {"C0004": True}, timeout=WAIT).allowed == ("google-ads",)
 
 
 def test_a_deadline_must_be_positive(client: ConsentClient) -> None:

@@ -20,6 +20,7 @@ from consent_core.model import (
     category_problems,
     mapping_problems,
 )
+from samples import mapping_text
 
 
 def cat(
@@ -183,21 +184,7 @@ def test_a_mapping_is_immutable_even_its_destinations() -> None:
 
 # -- digest ----------------------------------------------------------------------------------
 
-BASE = """\
-version: 1
-settings:
-  unknown_destinations: allow
-categories:
-  - id: C0002
-    name: Performance Cookies
-    destinations: [amplitude, mixpanel]
-  - id: C0004
-    name: Targeting Cookies
-    destinations: [google-ads, braze]
-destinations:
-  aws-s3: {enforce: false}
-  braze: {resolution: any}
-"""
+BASE = mapping_text()  # the sample's two plain categories and its destinations
 
 SAME_MEANING = """\
 # A comment on top, different layout and quoting, defaults spelled out.

@@ -18,13 +18,11 @@ import grpc
 import grpc.aio
 import pytest
 from consent.v1 import decision_pb2
-from consent_core.limits import Limits
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
+from serving import decision_server
 
-from consent_sidecar.observe.metrics import Metrics, Recorder
-from consent_sidecar.services import decision
-from consent_sidecar.store.policy import PolicyStore
+from consent_sidecar.observe.metrics import Recorder
 
 R = decision_pb2.Reason
 
@@ -106,21 +104,8 @@ class Served:
 
 @pytest.fixture
 async def served(tmp_path: Path) -> AsyncIterator[Served]:
-    path = tmp_path / "mappings.yaml"
-    path.write_text(MAPPING)
-    store = PolicyStore()
-    store.load_initial(str(path))
-    recorder = Recorder(Metrics())
-    server = grpc.aio.server()
-    decision.add_to_server(decision.DecisionService(store, Limits(), recorder=recorder), server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-    try:
-        yield Served(channel, recorder)
-    finally:
-        await channel.close()
-        await server.stop(None)
+    async with decision_server(tmp_path, MAPPING) as server:
+        yield Served(server.channel, server.recorder)
 
 
 def request(case: Case, explain: bool) -> decision_pb2.DecideRequest:

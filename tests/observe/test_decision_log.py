@@ -18,37 +18,24 @@ import grpc.aio
 import pytest
 from consent.v1 import decision_pb2
 from consent_core.index import compile
-from consent_core.limits import Limits
 from consent_core.model import Category, ConsentMapping
+from samples import FUNCTIONAL_SHADOW, mapping_text
+from serving import decision_server
 
 from consent_sidecar.observe import decision_log
 from consent_sidecar.observe.decision_log import DecisionLog, Entry, TokenBucket, format_line, parse_rate
 from consent_sidecar.observe.metrics import Metrics, Recorder
-from consent_sidecar.services import decision
 from consent_sidecar.store.policy import PolicyStore
 
 Req = decision_pb2.DecideRequest
 
-MAPPING = """\
-version: 1
-categories:
-  - id: C0002
-    name: Performance Cookies
-    destinations: [amplitude, mixpanel]
-  - id: C0004
-    name: Targeting Cookies
-    destinations: [google-ads, braze]
-  - id: C0003
-    name: Functional Cookies
-    shadow: true
-    destinations: [amplitude, hotjar]
+# The sample with a disabled category: its consent never reaches a log line.
+MAPPING = mapping_text(FUNCTIONAL_SHADOW, """\
   - id: C0009
     name: Off
     enabled: false
     destinations: [mixpanel]
-destinations:
-  aws-s3: {enforce: false}
-"""
+""")
 
 KEYS = [
     "time", "request_id", "rpc", "entry", "policy_generation", "policy_digest", "consent", "allowed", "blocked",
@@ -248,23 +235,12 @@ class Served:
 
 @pytest.fixture
 async def served(tmp_path: Path) -> AsyncIterator[Served]:
-    mapping = tmp_path / "mappings.yaml"
-    mapping.write_text(MAPPING)
-    store = PolicyStore()
-    store.load_initial(str(mapping))
     path = tmp_path / "decisions.log"
     log = DecisionLog(str(path), sample=1.0)
-    server = grpc.aio.server()
-    service = decision.DecisionService(store, Limits(), recorder=Recorder(Metrics()), decision_log=log)
-    decision.add_to_server(service, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
     try:
-        yield Served(channel, log, path, store)
+        async with decision_server(tmp_path, MAPPING, decision_log=log) as server:
+            yield Served(server.channel, log, path, server.store)
     finally:
-        await channel.close()
-        await server.stop(None)
         log.close()
 
 

@@ -19,10 +19,10 @@ import grpc.aio
 import pytest
 from consent.v1 import decision_pb2
 from consent_core.index import Decision, Reason
-from consent_core.limits import Limits
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.parser import text_string_to_metric_families
 from samples import SAMPLE_MAPPING as MAPPING  # the same policy; settings spelled out
+from serving import decision_server
 
 from consent_sidecar.observe.endpoint import serve_metrics
 from consent_sidecar.observe.metrics import (
@@ -34,8 +34,7 @@ from consent_sidecar.observe.metrics import (
     multiprocess_registry,
     tally,
 )
-from consent_sidecar.services import decision
-from consent_sidecar.store.policy import PolicyStore
+from consent_sidecar.store.policy import PolicyStore, Snapshot
 
 Req = decision_pb2.DecideRequest
 
@@ -110,25 +109,17 @@ class Running:
 
 @pytest.fixture
 async def running(tmp_path: Path) -> AsyncIterator[Running]:
-    path = tmp_path / "mappings.yaml"
-    path.write_text(MAPPING)
-    store = PolicyStore()
     metrics = Metrics()
-    store.add_listener(lambda old, new: metrics.policy_published(new.generation, new.digest, new.loaded_at.timestamp()))
-    store.load_initial(str(path))
-    recorder = Recorder(metrics)
-    server = grpc.aio.server()
-    decision.add_to_server(decision.DecisionService(store, Limits(), recorder=recorder), server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    endpoint = serve_metrics("127.0.0.1:0", metrics.registry)
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-    try:
-        yield Running(channel, recorder, f"http://{endpoint.address}/metrics", store)
-    finally:
-        await channel.close()
-        endpoint.close()
-        await server.stop(None)
+
+    def published(old: Snapshot | None, new: Snapshot) -> None:
+        metrics.policy_published(new.generation, new.digest, new.loaded_at.timestamp())
+
+    async with decision_server(tmp_path, MAPPING, metrics=metrics, on_publish=published) as server:
+        endpoint = serve_metrics("127.0.0.1:0", metrics.registry)
+        try:
+            yield Running(server.channel, server.recorder, f"http://{endpoint.address}/metrics", server.store)
+        finally:
+            endpoint.close()
 
 
 def consent(**prefs: bool) -> decision_pb2.Consent:

@@ -18,10 +18,11 @@ from pathlib import Path
 import grpc
 from consent.v1 import admin_pb2, admin_pb2_grpc
 from google.protobuf import field_mask_pb2
+from serving import serve_process
 
 from consent_sidecar.process.deadline import EXIT_MARGIN, ExitDeadline
 
-from .support import free_port, poll, serve_process
+from .support import free_port, poll
 
 GRACE = 1.0
 OWNER = (("authorization", "Bearer owner-token"),)

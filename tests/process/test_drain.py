@@ -22,8 +22,9 @@ import grpc
 import pytest
 from consent.v1 import decision_pb2, decision_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from serving import serve_process
 
-from .support import poll, serve_process
+from .support import poll
 
 BATCH_ENTRIES = 10_000
 BATCHES = 6

@@ -13,9 +13,9 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import grpc
@@ -25,6 +25,7 @@ import structlog
 from consent.v1 import decision_pb2, decision_pb2_grpc
 from consent_core.errors import SidecarError, StartupError
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from serving import ServeProcess, serve_process
 
 from consent_sidecar.auth.gate import TLSConfigError
 from consent_sidecar.config import ServeConfig
@@ -206,45 +207,14 @@ async def test_a_regular_file_at_the_socket_path_is_not_deleted(tmp_path: Path, 
     assert read_text(sock) == "precious"
 
 
-# -- the real process: run(), signals, drain ------------------------------------------------
+# -- the real process: serve, signals, drain ------------------------------------------------
 
-_RUN = (
-    "import sys\n"
-    "from consent_sidecar.config import ServeConfig\n"
-    "from consent_sidecar.process.server import run\n"
-    "sys.exit(run(ServeConfig(mappings=sys.argv[1], listen=tuple(sys.argv[2].split(',')),"
-    " grace_period=float(sys.argv[3]), log_format='json')))\n"
-)
+def sidecar_process(tmp_path: Path, listen: str, grace: float = 10.0) -> AbstractContextManager[ServeProcess]:
+    """`consent-sidecar serve` of tmp_path/mappings.yaml in a child process, on `listen` only."""
+    return serve_process(tmp_path, "--listen", listen, "--grace-period", str(grace))
 
 
-@contextlib.contextmanager
-def sidecar_process(
-    tmp_path: Path, mapping: Path, listen: str, grace: float = 10.0
-) -> Iterator[subprocess.Popen[bytes]]:
-    """`run()` in a child process (as the CLI will call it); stderr goes to tmp_path/stderr.log."""
-    with open(tmp_path / "stderr.log", "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-c", _RUN, str(mapping), listen, str(grace)],
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-        )
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=10)
-
-
-def log_lines(tmp_path: Path) -> list[dict[str, object]]:
-    out = []
-    for line in (tmp_path / "stderr.log").read_text().splitlines():
-        with contextlib.suppress(ValueError):
-            out.append(json.loads(line))
-    return out
-
-
-async def wait_until(proc: subprocess.Popen[bytes], channel: grpc.aio.Channel, serving: bool, deadline: float) -> None:
+async def wait_until(proc: subprocess.Popen[str], channel: grpc.aio.Channel, serving: bool, deadline: float) -> None:
     """Polls health until it is (or is no longer) SERVING; fails if the process exits or the deadline passes."""
     while True:
         assert proc.poll() is None or not serving, f"sidecar exited with {proc.returncode}"
@@ -262,9 +232,9 @@ async def test_run_fails_with_exit_2_and_positions_on_a_broken_mapping(tmp_path:
     path = tmp_path / "mappings.yaml"
     write_text(path, BROKEN_MAPPING)
     sock = short_socket(tmp_path)
-    with sidecar_process(tmp_path, path, f"unix:{sock}") as proc:
-        assert proc.wait(timeout=30) == EXIT_MAPPING
-    err = read_text(tmp_path / "stderr.log")
+    with sidecar_process(tmp_path, f"unix:{sock}") as sc:
+        assert sc.process.wait(timeout=30) == EXIT_MAPPING
+    err = sc.stderr_text()
     assert f"{path}:6:9: categories[1].id: must not start with a digit" in err
     assert not exists(sock)
 
@@ -272,10 +242,10 @@ async def test_run_fails_with_exit_2_and_positions_on_a_broken_mapping(tmp_path:
 async def test_sigterm_drains_an_in_flight_stream_then_exits_0(tmp_path: Path, mapping_path: Path) -> None:
     sock = short_socket(tmp_path)
     grace = 20.0
-    with sidecar_process(tmp_path, mapping_path, f"unix:{sock}", grace=grace) as proc:
+    with sidecar_process(tmp_path, f"unix:{sock}", grace=grace) as sc:
         async with grpc.aio.insecure_channel(f"unix:{sock}") as probe, grpc.aio.insecure_channel(f"unix:{sock}") as ch:
             # Every wait has a deadline: startup is bounded by it, not by a sleep.
-            await wait_until(proc, probe, serving=True, deadline=time.monotonic() + 30)
+            await wait_until(sc.process, probe, serving=True, deadline=time.monotonic() + 30)
             call = decision_pb2_grpc.DecisionServiceStub(ch).DecideStream(timeout=60)
             request = decision_pb2.DecideRequest(
                 consent=decision_pb2.Consent(category_preferences={"C0002": True}),
@@ -286,9 +256,9 @@ async def test_sigterm_drains_an_in_flight_stream_then_exits_0(tmp_path: Path, m
             assert list(first.allowed) == ["amplitude"]  # the stream is in flight
 
             signalled = time.monotonic()
-            proc.send_signal(signal.SIGTERM)
+            sc.process.send_signal(signal.SIGTERM)
             # Health goes NOT_SERVING (or new RPCs are refused) once shutdown has begun...
-            await wait_until(proc, probe, serving=False, deadline=signalled + 10)
+            await wait_until(sc.process, probe, serving=False, deadline=signalled + 10)
             # ...while the in-flight stream keeps being answered until the client finishes it.
             for _ in range(3):
                 await call.write(request)
@@ -298,30 +268,30 @@ async def test_sigterm_drains_an_in_flight_stream_then_exits_0(tmp_path: Path, m
             assert await call.read() == grpc.aio.EOF
             assert await call.code() == grpc.StatusCode.OK
 
-        code = await asyncio.to_thread(proc.wait, 15)
+        code = await asyncio.to_thread(sc.process.wait, 15)
         elapsed = time.monotonic() - signalled
     assert code == EXIT_OK
     assert elapsed < grace  # the drain ended when the last RPC did, not at the grace deadline
     assert not exists(sock)
-    events = {str(e.get("event")): e for e in log_lines(tmp_path)}
+    events = {str(e.get("event")): e for e in sc.lines}
     started = events["sidecar started"]
     assert started["policy_generation"] == 1 and len(str(started["policy_digest"])) == 64
     assert started["listen"] == [f"unix:{sock}"]
     assert "shutting down" in events and "stopped" in events
     # The mapping's content is never logged.
-    assert "Performance Cookies" not in read_text(tmp_path / "stderr.log")
+    assert "Performance Cookies" not in sc.stderr_text()
 
 
 async def test_sigterm_cuts_a_stream_that_outlives_the_grace_period(tmp_path: Path, mapping_path: Path) -> None:
     sock = short_socket(tmp_path)
-    with sidecar_process(tmp_path, mapping_path, f"unix:{sock}", grace=0.5) as proc:
+    with sidecar_process(tmp_path, f"unix:{sock}", grace=0.5) as sc:
         async with grpc.aio.insecure_channel(f"unix:{sock}") as ch:
-            await wait_until(proc, ch, serving=True, deadline=time.monotonic() + 30)
+            await wait_until(sc.process, ch, serving=True, deadline=time.monotonic() + 30)
             call = decision_pb2_grpc.DecisionServiceStub(ch).DecideStream(timeout=60)
             await call.write(decision_pb2.DecideRequest(destinations=["amplitude"]))
             assert list((await call.read()).allowed) == ["amplitude"]
-            proc.send_signal(signal.SIGTERM)
-            code = await asyncio.to_thread(proc.wait, 15)  # never finishing the stream
+            sc.process.send_signal(signal.SIGTERM)
+            code = await asyncio.to_thread(sc.process.wait, 15)  # never finishing the stream
             assert code == EXIT_OK
             with pytest.raises(grpc.aio.AioRpcError):
                 await asyncio.wait_for(call.read(), timeout=10)
@@ -329,20 +299,20 @@ async def test_sigterm_cuts_a_stream_that_outlives_the_grace_period(tmp_path: Pa
 
 async def test_a_second_sigterm_stops_draining_at_once(tmp_path: Path, mapping_path: Path) -> None:
     sock = short_socket(tmp_path)
-    with sidecar_process(tmp_path, mapping_path, f"unix:{sock}", grace=60.0) as proc:
+    with sidecar_process(tmp_path, f"unix:{sock}", grace=60.0) as sc:
         async with grpc.aio.insecure_channel(f"unix:{sock}") as probe, grpc.aio.insecure_channel(f"unix:{sock}") as ch:
-            await wait_until(proc, probe, serving=True, deadline=time.monotonic() + 30)
+            await wait_until(sc.process, probe, serving=True, deadline=time.monotonic() + 30)
             call = decision_pb2_grpc.DecisionServiceStub(ch).DecideStream(timeout=120)
             await call.write(decision_pb2.DecideRequest(destinations=["amplitude"]))
             assert list((await call.read()).allowed) == ["amplitude"]
-            proc.send_signal(signal.SIGTERM)
-            await wait_until(proc, probe, serving=False, deadline=time.monotonic() + 10)
-            proc.send_signal(signal.SIGTERM)  # the operator insists: abort the in-flight stream
-            code = await asyncio.to_thread(proc.wait, 15)  # far below the 60 s grace period
+            sc.process.send_signal(signal.SIGTERM)
+            await wait_until(sc.process, probe, serving=False, deadline=time.monotonic() + 10)
+            sc.process.send_signal(signal.SIGTERM)  # the operator insists: abort the in-flight stream
+            code = await asyncio.to_thread(sc.process.wait, 15)  # far below the 60 s grace period
             assert code == EXIT_OK
             with pytest.raises(grpc.aio.AioRpcError):
                 await asyncio.wait_for(call.read(), timeout=10)
-    events = [e.get("event") for e in log_lines(tmp_path)]
+    events = [e.get("event") for e in sc.lines]
     assert "second signal: aborting in-flight RPCs" in events
 
 

@@ -22,8 +22,9 @@ import pytest
 from consent.v1 import decision_pb2, decision_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
+from serving import serve_process
 
-from .support import alive, free_port, poll, serve_process
+from .support import alive, free_port, poll
 
 pytestmark = pytest.mark.skipif(not hasattr(socket, "SO_REUSEPORT"), reason="needs SO_REUSEPORT")
 

@@ -1,6 +1,6 @@
 """`serve --workers N`: workers share the TCP port, serve and reload together, drain on SIGTERM, report metrics.
 
-The sidecar runs as a real process (`python -m sidecar serve ...`): workers are processes, signals
+The sidecar runs as a real process (`support.serve_process`): workers are processes, signals
 are real, and multiprocess metrics must not leak into this test process. Waits are bounded polls.
 """
 
@@ -11,8 +11,6 @@ import json
 import os
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -29,108 +27,30 @@ from consent_core.model import ConsentMapping
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 from samples import SAMPLE_MAPPING as MAPPING
+from serving import ServeProcess, serve_process
 
 from consent_sidecar.process.workers import reserve_tcp
+
+from .support import alive, free_port, poll
 
 pytestmark = pytest.mark.skipif(not hasattr(socket, "SO_REUSEPORT"), reason="needs SO_REUSEPORT")
 
 
-ROOT = Path(__file__).resolve().parents[2]
 Req = decision_pb2.DecideRequest
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Sidecar:
-    """A `serve --workers` process, its parsed log lines and where it listens."""
-
-    def __init__(self, process: subprocess.Popen[str], prom: Path, metrics: str, unix: str) -> None:
-        self.process = process
-        self.prom = prom
-        self.metrics_url = f"http://{metrics}/metrics"
-        self.unix = unix
-        self.lines: list[dict[str, Any]] = []
-        self.started: dict[str, Any] = {}
-        self._cond = threading.Condition()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.process.stderr is not None
-        for raw in self.process.stderr:
-            try:
-                line = json.loads(raw)
-            except ValueError:
-                line = {"event": raw.rstrip()}
-            with self._cond:
-                self.lines.append(line)
-                self._cond.notify_all()
-
-    def wait_line(self, event: str, timeout: float = 60.0) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                for line in self.lines:
-                    if line.get("event") == event:
-                        return line
-                left = deadline - time.monotonic()
-                if left <= 0 or (self.process.poll() is not None and not self._reader.is_alive()):
-                    raise AssertionError(f"no {event!r} log line; got {self.lines[-10:]}")
-                self._cond.wait(min(left, 0.2))
-
-    @property
-    def tcp(self) -> str:
-        return next(a for a in self.started["listen"] if not a.startswith("unix:"))
-
-    @property
-    def worker_pids(self) -> list[int]:
-        return list(self.started["workers"])
 
 
 @contextlib.contextmanager
 def start(
     tmp_path: Path, *extra: str, workers: int = 2, port: int = 0, stdout: Path | None = None
-) -> Iterator[Sidecar]:
-    mapping = tmp_path / "mappings.yaml"
-    if not mapping.exists():
-        mapping.write_text(MAPPING)
-    prom = tmp_path / "prom"
-    metrics = f"127.0.0.1:{free_port()}"
+) -> Iterator[ServeProcess]:
+    """`serve --workers N` on 127.0.0.1:PORT and a unix socket, metrics on a free port, kept in tmp_path/prom."""
     unix = f"unix:{tmp_path / 'd.sock'}" if len(str(tmp_path)) < 90 else f"unix:/tmp/cs-{os.getpid()}-w.sock"
-    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(prom), "PYTHONDONTWRITEBYTECODE": "1"}
-    argv = [
-        sys.executable, "-m", "consent_sidecar", "serve", "--mappings", str(mapping),
-        "--listen", f"127.0.0.1:{port}", "--listen", unix, "--workers", str(workers),
-        "--metrics-listen", metrics, "--audit-db", str(tmp_path / "audit.db"),
-        "--log-format", "json", "--grace-period", "5", *extra,
-    ]
-    out = stdout.open("wb") if stdout is not None else subprocess.DEVNULL
-    process = subprocess.Popen(argv, stderr=subprocess.PIPE, stdout=out, text=True, env=env, cwd=ROOT)
-    if stdout is not None:
-        out.close()  # type: ignore[union-attr]
-    sidecar = Sidecar(process, prom, metrics, unix)
-    try:
+    with serve_process(
+        tmp_path, "--listen", f"127.0.0.1:{port}", "--listen", unix, "--workers", str(workers),
+        "--metrics-listen", f"127.0.0.1:{free_port()}", "--grace-period", "5", *extra,
+        env={"PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prom")}, stdout=stdout,
+    ) as sidecar:  # fmt: skip
         yield sidecar
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        for pid in sidecar.started.get("workers", []):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-
-
-def started(sidecar: Sidecar) -> Sidecar:
-    sidecar.started = sidecar.wait_line("sidecar started")
-    return sidecar
 
 
 def decide_fresh(target: str, request: decision_pb2.DecideRequest) -> decision_pb2.DecideResponse:
@@ -157,17 +77,6 @@ def scrape(url: str) -> list[Any]:
         return list(text_string_to_metric_families(r.read().decode()))
 
 
-def poll(check: Any, timeout: float = 15.0, interval: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s (last: {result!r})")
-        time.sleep(interval)
-
-
 GRANT = Req(consent=decision_pb2.Consent(category_preferences={"C0002": True}), destinations=["amplitude", "braze"])
 
 
@@ -176,7 +85,7 @@ GRANT = Req(consent=decision_pb2.Consent(category_preferences={"C0002": True}), 
 
 def test_workers_share_the_port_and_serve_together(tmp_path: Path) -> None:
     with start(tmp_path) as sc:
-        started(sc)
+        sc.wait_started()
         assert len(sc.worker_pids) == 2
         assert sc.unix in sc.started["listen"]
         for _ in range(40):
@@ -186,7 +95,8 @@ def test_workers_share_the_port_and_serve_together(tmp_path: Path) -> None:
         assert list(r.allowed) == ["amplitude"]
         # Every worker served some of the 40 connections (each counts its decisions in its own file).
         # Workers flush their counts about once a second: wait for all 40 requests x 2 destinations.
-        counts = poll(lambda: (c := per_pid_decisions(sc.prom, sc.worker_pids)) and sum(c.values()) == 80 and c)
+        prom = tmp_path / "prom"
+        counts = poll(lambda: (c := per_pid_decisions(prom, sc.worker_pids)) and sum(c.values()) == 80 and c)
         assert all(counts.values()), counts
         # The endpoint (parent) adds up every process: 41 requests x 2 destinations.
 
@@ -207,7 +117,7 @@ def test_workers_share_the_port_and_serve_together(tmp_path: Path) -> None:
 
 def test_workers_reload_together_when_the_file_changes(tmp_path: Path) -> None:
     with start(tmp_path) as sc:
-        started(sc)
+        sc.wait_started()
         assert list(decide_fresh(sc.tcp, GRANT).blocked) == ["braze"]
         mapping = tmp_path / "mappings.yaml"
         edited = tmp_path / "mappings.yaml.tmp"
@@ -238,7 +148,7 @@ def test_workers_reload_together_when_the_file_changes(tmp_path: Path) -> None:
 
 def test_sigterm_drains_every_worker(tmp_path: Path) -> None:
     with start(tmp_path) as sc:
-        started(sc)
+        sc.wait_started()
         pids = sc.worker_pids
         channel = grpc.insecure_channel(sc.tcp)
         stub = decision_pb2_grpc.DecisionServiceStub(channel)
@@ -266,16 +176,16 @@ def test_sigterm_drains_every_worker(tmp_path: Path) -> None:
         channel.close()
         assert sc.process.wait(20) == 0
         for pid in pids:
-            assert poll(lambda pid=pid: not _alive(pid), timeout=10)
+            assert poll(lambda pid=pid: not alive(pid), timeout=10)
         assert sc.wait_line("stopped")
 
 
 def test_a_worker_that_dies_stops_the_sidecar(tmp_path: Path) -> None:
     with start(tmp_path) as sc:
-        started(sc)
+        sc.wait_started()
         os.kill(sc.worker_pids[0], signal.SIGKILL)
         assert sc.process.wait(30) == 4
-        assert not _alive(sc.worker_pids[1]) or poll(lambda: not _alive(sc.worker_pids[1]), timeout=10)
+        assert not alive(sc.worker_pids[1]) or poll(lambda: not alive(sc.worker_pids[1]), timeout=10)
 
 
 def test_a_taken_port_fails_before_any_worker_starts(tmp_path: Path) -> None:
@@ -332,20 +242,10 @@ def load_mapping_text(text: str) -> Any:
     return parse_mapping(text, "m.yaml")
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with contextlib.suppress(OSError), open(f"/proc/{pid}/stat") as f:
-        return f.read().rpartition(")")[2].split()[0] != "Z"
-    return True
-
-
 def test_workers_write_decision_logs_to_the_parents_stdout(tmp_path: Path) -> None:
     out = tmp_path / "stdout.jsonl"
     with start(tmp_path, "--decision-log", "-", "--decision-log-rate", "0", stdout=out) as sc:
-        started(sc)
+        sc.wait_started()
         for i in range(30):
             decide_fresh(sc.tcp, Req(destinations=[f"x-{i}", "amplitude"]))
         sc.process.send_signal(signal.SIGTERM)
@@ -360,7 +260,7 @@ def test_an_operators_metrics_directory_is_used_and_survives_the_run(tmp_path: P
     prom.mkdir()
     (prom / "keep.txt").write_text("the operator's")
     with start(tmp_path) as sc:
-        started(sc)
+        sc.wait_started()
         runs = list(prom.glob("consent-sidecar-metrics-*"))  # the run's own directory, inside theirs
         assert len(runs) == 1 and runs[0].stat().st_mode & 0o777 == 0o700
         assert (prom / "keep.txt").read_text() == "the operator's"

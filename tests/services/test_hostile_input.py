@@ -31,7 +31,7 @@ from samples import SAMPLE_MAPPING
 from consent_sidecar.observe import logs
 from consent_sidecar.services import decision, status
 
-from .test_admin_writes import OWNER, admin_sidecar
+from .admin_support import OWNER, admin_sidecar
 
 if TYPE_CHECKING:
     from conftest import RunningSidecar, StartSidecar

@@ -25,6 +25,7 @@ import grpc
 import grpc.aio
 from consent.v1 import admin_pb2, admin_pb2_grpc, decision_pb2, decision_pb2_grpc
 from consent_core.mapping_file import parse_mapping
+from samples import TWO_CATEGORIES
 
 from consent_sidecar.auth.principals import hash_token
 from consent_sidecar.cli import run_cli
@@ -37,16 +38,7 @@ ACTOR = "file:mappings.yaml"
 TOKEN = "reader-token"  # a member: the admin reads need a bearer token once authentication is on
 AUTH = (("authorization", f"Bearer {TOKEN}"),)
 
-BASE = """\
-version: 1
-categories:
-  - id: C0002
-    name: Performance Cookies
-    destinations: [amplitude, mixpanel]
-  - id: C0004
-    name: Targeting Cookies
-    destinations: [google-ads]
-"""
+BASE = TWO_CATEGORIES
 
 
 def with_destinations(*destinations: str) -> str:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from consent_core import errors
 from consent_core.model import ConsentMapping
+from samples import TWO_CATEGORIES
 
 from consent_sidecar.audit import GENESIS_HASH, AuditAction, AuditLog, AuditRecord, NewEvent, verify
 from consent_sidecar.store.policy import PolicyStore, load_mapping_file
@@ -21,16 +22,7 @@ from consent_sidecar.store.writer import PolicyWriter, file_actor
 A = AuditAction
 ACTOR = "file:mappings.yaml"
 
-BASE = """\
-version: 1
-categories:
-  - id: C0002
-    name: Performance Cookies
-    destinations: [amplitude, mixpanel]
-  - id: C0004
-    name: Targeting Cookies
-    destinations: [google-ads]
-"""
+BASE = TWO_CATEGORIES
 
 
 def records(audit: AuditLog) -> list[AuditRecord]:

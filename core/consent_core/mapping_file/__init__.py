@@ -1,8 +1,9 @@
 """The mapping file on disk: read with positions, edited keeping comments, saved atomically.
 
 `reader` turns the file's text into a validated `ConsentMapping` (every problem located
-`file:line:column: path: message`), `editor` turns a new `ConsentMapping` into the smallest
-change to the file's own text, `saver` replaces the file atomically and durably. This
+`file:line:column: path: message`; `walker` checks the node tree), `editor` turns a new
+`ConsentMapping` into the smallest change to the file's own text (`rewrite` computes the
+splices), `saver` replaces the file atomically and durably. This
 package never decides anything, never watches, logs or audits, and never leaves a
 half-written mapping file behind.
 """
