@@ -463,8 +463,7 @@ def _write_private(path: str, text: str) -> None:
     directory = os.path.dirname(path)
     if directory:
         os.makedirs(directory, mode=0o700, exist_ok=True)
-    atomic_write(path, text)
-    os.chmod(path, 0o600)
+    atomic_write(path, text, mode=0o600)
 
 
 def describe(snap: Snapshot, state: FleetState) -> dict[str, Any]:

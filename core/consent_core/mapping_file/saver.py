@@ -16,12 +16,14 @@ import tempfile
 __all__ = ["atomic_write"]
 
 
-def atomic_write(path: str | os.PathLike[str], text: str) -> None:
+def atomic_write(path: str | os.PathLike[str], text: str, *, mode: int | None = None) -> None:
     """Replace the file at `path` with `text` (UTF-8) atomically and durably, or raise OSError changing nothing.
 
     Temp file in the same directory, write, flush, fsync, `os.replace`, fsync the directory.
-    Keeps the old file's permission bits (and owner, where allowed). Refuses anything but a
-    regular file (a symlink is not followed: mounted ConfigMaps are read-only anyway).
+    Keeps the old file's permission bits (and owner, where allowed); `mode` instead sets them
+    (a private file is private from its first byte, never chmod-ed after the rename); a new
+    file without `mode` gets 0644. Refuses anything but a regular file (a symlink is not
+    followed: mounted ConfigMaps are read-only anyway).
     """
     target = os.fspath(path)
     try:
@@ -39,7 +41,7 @@ def atomic_write(path: str | os.PathLike[str], text: str) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(target)}.", suffix=".tmp", dir=directory)
     try:
         try:
-            os.fchmod(fd, stat.S_IMODE(st.st_mode) if st is not None else 0o644)
+            os.fchmod(fd, mode if mode is not None else stat.S_IMODE(st.st_mode) if st is not None else 0o644)
             if st is not None and (st.st_uid, st.st_gid) != (os.geteuid(), os.getegid()):
                 with contextlib.suppress(PermissionError):  # not ours to give away; the mode is kept anyway
                     os.fchown(fd, st.st_uid, st.st_gid)

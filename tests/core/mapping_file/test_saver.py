@@ -32,6 +32,28 @@ def test_atomic_write_creates_a_missing_file(tmp_path: Path) -> None:
     assert leftovers(tmp_path) == []
 
 
+@pytest.mark.parametrize("existing", [None, 0o644])
+def test_a_mode_given_holds_from_the_first_byte_new_file_or_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, existing: int | None
+) -> None:
+    """A private file (the fleet's cache) is never readable by others, not even between rename and chmod."""
+    path = tmp_path / "cache.yaml"
+    if existing is not None:
+        path.write_text("old\n")
+        path.chmod(existing)
+    seen: list[int] = []
+    real_replace = os.replace
+
+    def replace(src: str, dst: str) -> None:
+        seen.append(stat.S_IMODE(os.stat(src).st_mode))  # the temp file, as it is renamed into place
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    atomic_write(path, "secret: 1\n", mode=0o600)
+    assert seen == [0o600]
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
 def test_atomic_write_refuses_a_symlink_and_leaves_both_ends_alone(tmp_path: Path) -> None:
     target = tmp_path / "real.yaml"
     target.write_text("real\n")
