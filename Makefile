@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 # test-fast: the pure and in-process tests (markers in tests/conftest.py), for the edit-test loop.
-.PHONY: run test test-fast lint typecheck lint-deploy lint-proto unit browser docs bench proto dist clean
+.PHONY: run test test-fast lint typecheck lint-deploy lint-proto unit browser h2load docs bench proto dist clean
 
 $(STAMP): pyproject.toml core/pyproject.toml clients/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,8 +37,19 @@ browser:
 	  exit 1; \
 	fi
 
+# bench workers drives its load with h2load (Debian's nghttp2-client) when it is there, and the
+# test of that row runs it; as root with apt it is installed, anywhere else the test says it skipped.
+h2load:
+	@if command -v h2load >/dev/null 2>&1; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing nghttp2-client (h2load) for the workers benchmark's test"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nghttp2-client >/dev/null; \
+	else \
+	  echo "h2load not installed (sudo apt-get install -y nghttp2-client): its workers-benchmark test will skip" >&2; \
+	fi
+
 # pytest exits 5 when it collects nothing: that is a failure here, not a pass.
-unit: $(STAMP) browser
+unit: $(STAMP) browser h2load
 	@$(BIN)/pytest; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; fi; exit $$rc
 
