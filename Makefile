@@ -79,8 +79,9 @@ lint-proto: $(STAMP)
 
 test: lint typecheck lint-deploy lint-proto unit
 
+# test-fast spreads over every core (pytest-xdist): each test takes free ports and its own tmp_path.
 test-fast: $(STAMP)
-	@$(BIN)/pytest -q -m "not slow and not integration"; rc=$$?; \
+	@$(BIN)/pytest -q -n auto -m "not slow and not integration"; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; fi; exit $$rc
 
 # docs/configuration.md is generated from the CLI's own flag definitions (a test compares).

@@ -162,6 +162,7 @@ def channel(request: pytest.FixtureRequest, sidecar: RunningSidecar) -> grpc.aio
 # fixtures belong in that list). Modules may also mark themselves (`pytestmark`).
 INTEGRATION_MODULES = frozenset(
     {
+        "cli/test_admin_verbs.py",  # every operator verb against a child-process sidecar (one per test)
         "cli/test_main.py",  # the console script in child processes
         "console/test_console_browser.py",  # headless Chromium
         "console/test_console_cli.py",  # the console verb's processes, HTTPS and admin TLS
