@@ -180,9 +180,51 @@ INTEGRATION_MODULES = frozenset(
 INTEGRATION_FIXTURES = frozenset({"wheel_venv", "wheels", "etcd_cluster", "dedicated_cluster"})  # real etcd members
 
 
+# In-process tests of a second or more each (timed with `--durations=0`): `slow`, so the edit-test
+# loop stays about a minute on two cores. They are long by nature (hypothesis over thousands of
+# documents, waits for an idle timeout or a polling interval, thousands of distinct requests).
+SLOW_TESTS = frozenset(
+    {
+        "cli/test_inspect.py::test_a_progress_bar_goes_to_stderr_on_a_terminal",
+        "cli/test_inspect.py::test_counts_equal_the_sidecars_own_decisions_on_a_sample",
+        "cli/test_inspect.py::test_gzip_files_and_stdin_read_as_the_plain_file",
+        "clients/adapters/test_gpp_hostile.py::test_mutated_valid_strings_only_raise_consent_format_error",
+        "clients/test_aio.py::test_async_stream_reopens_after_a_restart",
+        "clients/test_client.py::test_a_frozen_sidecar_exceeds_the_deadline",
+        "clients/test_embedded.py::test_concurrent_decisions_during_reloads_see_whole_policies",
+        "clients/test_embedded.py::test_embedded_answers_exactly_like_the_sidecar",
+        "console/test_bench_console.py::test_the_categories_page_of_1000_categories_renders_within_budget",
+        "core/mapping_file/test_c_composer.py::test_any_document_reads_the_same_on_both_paths",
+        "core/mapping_file/test_editor.py::test_any_sequence_of_edits_re_reads_as_intended_and_keeps_the_file_comments",
+        "core/test_index.py::test_index_equals_reference_on_random_mappings",
+        "core/test_split.py::test_a_mask_that_blocks_nothing_skips_the_pass_but_not_the_checks",
+        "core/test_split.py::test_the_pass_and_the_tables_equal_the_reference",
+        "core/test_split.py::test_validation_in_the_pass_raises_what_check_destinations_raises",
+        "observe/test_metrics.py::test_idle_connections_cost_no_thread_and_are_closed_after_the_idle_timeout",
+        "observe/test_metrics.py::test_serve_exposes_metrics_on_metrics_listen_and_counts_reloads_and_audit",
+        "process/test_deadline.py::test_sigterm_with_a_write_stuck_on_a_fifo_exits_within_grace_plus_two_seconds",
+        "process/test_drain.py::test_health_turns_not_serving_and_new_calls_are_refused_while_the_drain_goes_on",
+        "process/test_grpc_server.py::test_concurrent_streams_per_connection_are_capped_on_every_listener",
+        "process/test_grpc_server.py::test_idle_connections_are_closed_on_every_listener",
+        "services/test_admin_bounds.py::test_a_category_of_4000_destinations_adds_audit_text_linear_in_them",
+        "services/test_admin_write_file.py::test_own_writes_are_neither_published_nor_audited_again_by_the_watcher",
+        "services/test_admin_write_fuzz.py::test_arbitrary_writes_get_documented_codes_and_the_server_keeps_serving",
+        "services/test_decision.py::test_stream_handles_many_messages_with_backpressure",
+        "services/test_decision_memory.py::test_many_distinct_large_consent_maps_keep_the_memos_within_their_budget",
+        "store/test_audit_first.py::test_a_hand_edit_the_audit_refuses_stays_pending_then_is_served_and_audited_once",
+        "store/test_watch.py::test_an_edit_the_events_reported_is_not_reloaded_again_by_the_content_check",
+        "store/test_watch_polling.py::test_a_rotated_token_stops_working_within_2_s",
+        "store/test_watch_polling.py::test_edits_with_equal_size_and_mtime_go_live_within_2_s",
+        "test_scale.py::test_the_large_mapping_decides_as_the_reference",
+    }
+)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     root = Path(__file__).parent
     for item in items:
         module = item.path.relative_to(root).as_posix() if item.path.is_relative_to(root) else ""
         if module in INTEGRATION_MODULES or INTEGRATION_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.integration)
+        if f"{module}::{item.name.partition('[')[0]}" in SLOW_TESTS:
+            item.add_marker(pytest.mark.slow)
