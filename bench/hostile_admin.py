@@ -27,6 +27,7 @@ import contextlib
 import hashlib
 import os
 import resource
+import socket
 import sqlite3
 import statistics
 import subprocess
@@ -113,7 +114,7 @@ def _umount(path: Path) -> None:
 
 
 @contextlib.asynccontextmanager
-async def serve(directory: Path, *, db_dir: Path | None = None) -> AsyncIterator[Server]:
+async def serve(directory: Path, *, db_dir: Path | None = None, workers: int = 1) -> AsyncIterator[Server]:
     import grpc.aio
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -123,10 +124,16 @@ async def serve(directory: Path, *, db_dir: Path | None = None) -> AsyncIterator
     (directory / "principals.yaml").write_text(_principals())
     db = (db_dir or directory) / "audit.db"
     decide, admin = f"unix:{directory}/d.sock", f"unix:{directory}/a.sock"
+    extra: list[str] = []
+    if workers > 1:  # decisions in worker processes, which share TCP ports only
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            decide = f"127.0.0.1:{probe.getsockname()[1]}"
+        extra = ["--workers", str(workers)]
     cmd = [
         sys.executable, "-c", "import sys; from consent_sidecar.cli import main; sys.exit(main())",
         "serve", "--mappings", str(mapping), "--listen", decide, "--admin-listen", admin,
-        "--principals", str(directory / "principals.yaml"), "--audit-db", str(db), "--log-level", "error",
+        "--principals", str(directory / "principals.yaml"), "--audit-db", str(db), "--log-level", "error", *extra,
     ]
     proc, log = _spawn(cmd, directory / "server.log")
     server = Server(proc, db.parent, decide, admin, db)
@@ -262,12 +269,12 @@ async def _decide_latency_apart(target: str, calls: int) -> tuple[float, float]:
     return float(p50), float(p99)
 
 
-async def watchers(streams: int, principals: int) -> None:
+async def watchers(streams: int, principals: int, workers: int = 1) -> None:
     import grpc.aio
     from consent.v1 import admin_pb2
 
     with tempfile.TemporaryDirectory(prefix="hw-") as d:
-        async with serve(Path(d)) as server, grpc.aio.insecure_channel(server.admin) as ch:
+        async with serve(Path(d), workers=workers) as server, grpc.aio.insecure_channel(server.admin) as ch:
             stub = _admin_stub(ch)
             # A trail worth reading: one 1,000-destination category, then 200 small updates.
             big = admin_pb2.Category(id="C0009", name="Big", destinations=[f"dest-{i:05d}" for i in range(1000)])
@@ -432,6 +439,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--principals", type=int, default=1,
                         help=f"watchers: spread the streams over this many members (at most {MEMBERS})")
     parser.add_argument("--denials", type=int, default=5000)
+    parser.add_argument("--workers", type=int, default=1,
+                        help="watchers: serve --workers N (decisions in N worker processes, over TCP)")
     args = parser.parse_args(argv)
     if args.parts == ["decide-latency"]:  # the measuring child of `watchers`
         p50, p99 = asyncio.run(_decide_latency(args.target, args.calls))
@@ -448,7 +457,7 @@ def main(argv: list[str] | None = None) -> int:
             elif part == "denials":
                 asyncio.run(denials(args.denials))
             elif part == "watchers":
-                asyncio.run(watchers(args.streams, args.principals))
+                asyncio.run(watchers(args.streams, args.principals, args.workers))
             elif part == "locked":
                 asyncio.run(locked())
             elif part == "diskfull":
