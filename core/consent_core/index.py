@@ -261,29 +261,11 @@ class Index:
                     return None
                 if type(k) is not str:
                     return None
-        if not destinations:
-            return self._plain(granted, destinations, limits, field)
-        # `_limited`, inlined: a memo hit when the memo is on (repeated lists: it also spares the
-        # ids' check), else the free shortcut, else the pass.
-        dests = destinations if type(destinations) is tuple else tuple(destinations)
-        memo = self._memo
-        if memo.seen is None and not memo.skip:
-            e = memo.young.get((granted, dests))
-            if e is not None and e[2] is limits:
-                memo.hits += 1
-                return e[0]
-        split = self._split
-        if granted in self._free:  # nothing blocked: known ids need no check either
-            if limits is split.ok_limits and len(dests) <= limits.max_destinations and split.known.issuperset(dests):
-                return _tuple_new(Outcome, (dests, (), None))
-            return split.split(granted, dests, limits, field)
-        if memo.skip:
-            memo.skip -= 1
-            return split.split(granted, dests, limits, field)
-        return self._plain(granted, dests, limits, field)
+        return self._limited(granted, destinations, limits, field)
 
     def _limited(self, granted: int | None, destinations: Sequence[str], limits: Limits, field: str) -> Outcome:
-        """`decide_plain` with limits: `decide`'s inlined paths, plus the check of a memoised entry."""
+        """`decide_plain` with limits: a memo hit when the memo is on (it also spares the ids'
+        check), else the free shortcut, else the pass."""
         if destinations:
             memo = self._memo
             dests = destinations if type(destinations) is tuple else tuple(destinations)
@@ -292,10 +274,16 @@ class Index:
                 if e is not None and e[2] is limits:  # its ids were checked against these very limits
                     memo.hits += 1
                     return e[0]
-            if granted in self._free or memo.skip:  # nothing blocked (the split only checks the ids), or memo off
-                if memo.skip:
-                    memo.skip -= 1
-                return self._split.split(granted, dests, limits, field)
+            split = self._split
+            if granted in self._free:  # nothing blocked: ids the mapping knows need no check either
+                trusted = limits is split.ok_limits and len(dests) <= limits.max_destinations
+                if trusted and split.known.issuperset(dests):
+                    return _tuple_new(Outcome, (dests, (), None))
+                return split.split(granted, dests, limits, field)
+            if memo.skip:  # off (traffic that does not repeat): the compiled pass alone
+                memo.skip -= 1
+                return split.split(granted, dests, limits, field)
+            return self._plain(granted, dests, limits, field)
         return self._plain(granted, destinations, limits, field)
 
     def decide_plain(
