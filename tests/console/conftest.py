@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
@@ -31,6 +30,8 @@ from consent_sidecar.console.settings import ConsoleConfig
 from consent_sidecar.process.server import Sidecar
 from consent_sidecar.store.policy import PolicyStore
 from consent_sidecar.store.writer import PolicyWriter
+
+from .support import csrf_of
 
 OWNER_TOKEN = "owner-secret-token-4d1f9a"
 MEMBER_TOKEN = "member-secret-token-77c2e0"
@@ -137,15 +138,6 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
-
-
-_CSRF = re.compile(r'name="csrf_token" value="([^"]*)"')
-
-
-def csrf_of(html: str) -> str:
-    found = _CSRF.search(html)
-    assert found is not None, "the page has no csrf_token field"
-    return found.group(1)
 
 
 @dataclass

@@ -2,26 +2,16 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import httpx
+from console.support import sign_in
 from etcd_cluster import EtcdCluster
 
 from consent_sidecar.console.app import create_app
 from consent_sidecar.console.settings import ConsoleConfig
 
 from .conftest import MEMBER_TOKEN, eventually, fleet, push, settings
-
-_CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
-
-
-async def signed_in(http: httpx.AsyncClient, token: str) -> None:
-    page = await http.get("/login")
-    found = _CSRF.search(page.text)
-    assert found is not None
-    r = await http.post("/login", data={"token": token, "csrf_token": found.group(1)})
-    assert r.status_code == 303, r.text
 
 
 async def test_the_status_page_lists_every_member_of_the_fleet_and_what_it_serves(
@@ -34,7 +24,7 @@ async def test_the_status_page_lists_every_member_of_the_fleet_and_what_it_serve
         assert admin is not None
         app = create_app(ConsoleConfig(admin_address=admin))
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://console.test") as http:
-            await signed_in(http, MEMBER_TOKEN)  # a member reads the fleet too
+            await sign_in(http, MEMBER_TOKEN)  # a member reads the fleet too
 
             async def page() -> str | None:
                 html = (await http.get("/status")).text
