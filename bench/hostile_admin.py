@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import os
 import resource
@@ -304,6 +305,22 @@ class Phases:
     opened: int
     refused: int
     rss: tuple[int, int]
+    timeline: list[tuple[float, float]] = dataclasses.field(default_factory=list)  # (s after opening, ms)
+    cpu: list[tuple[float, float]] = dataclasses.field(default_factory=list)  # (s after opening, server cores)
+
+    def print_timeline(self, step: float = 1.0) -> None:
+        """Per `step` seconds from opening the streams: Decide p50 / p99 / max and the server's cores."""
+        buckets: dict[int, list[float]] = {}
+        for t, ms in self.timeline:
+            buckets.setdefault(int(t // step), []).append(ms)
+        cores: dict[int, list[float]] = {}
+        for t, c in self.cpu:
+            cores.setdefault(int(t // step), []).append(c)
+        for b in sorted(buckets):
+            xs = buckets[b]
+            c = cores.get(b)
+            print(f"    {b * step:+6.1f} s  n={len(xs):4d}  p50 {_pct(xs, 0.5):6.2f}  p99 {_pct(xs, 0.99):7.2f}  "
+                  f"max {max(xs):7.1f} ms  server {statistics.mean(c) if c else float('nan'):.2f} cores", flush=True)
 
     def row(self) -> str:
         base50, base99 = _pct(self.before, 0.5), _pct(self.before, 0.99)
@@ -384,12 +401,14 @@ async def _watchers_once(
                         received[0] += 1
 
             readers = [asyncio.ensure_future(drain(c)) for c in calls] if read else []
-            # Busy until the server's CPU stays within a tenth of a core of the baseline's for 0.5 s (or 60 s pass).
+            # Busy until the server's CPU stays within a tenth of a core of the baseline's for 0.5 s (or 180 s pass).
             quiet_since = None
+            cpu_series: list[tuple[float, float]] = []
             last_t, last_cpu = opened_at, cpu0
-            while time.monotonic() - opened_at < 60:
+            while time.monotonic() - opened_at < 180:
                 await asyncio.sleep(0.1)
                 now, cpu = time.monotonic(), _cpu_seconds(pid)
+                cpu_series.append((now, (cpu - last_cpu) / (now - last_t)))
                 busy = (cpu - last_cpu) / (now - last_t) > idle + 0.1
                 last_t, last_cpu = now, cpu
                 if busy or (read and received[0] < streams * trail):
@@ -420,12 +439,15 @@ async def _watchers_once(
     before = [ms for t, ms in series if opened_at - 3 <= t < opened_at]
     during = [ms for t, ms in series if opened_at <= t < quiet_at]
     after = [ms for t, ms in series if quiet_at + 0.5 <= t]
-    return Phases(label, before, during, after, quiet_at - opened_at, opened, refused, (rss0, rss1))
+    phases = Phases(label, before, during, after, quiet_at - opened_at, opened, refused, (rss0, rss1))
+    phases.timeline = [(t - opened_at, ms) for t, ms in series]
+    phases.cpu = [(t - opened_at, c) for t, c in cpu_series]
+    return phases
 
 
 async def watchers(
     streams: int, principals: int, workers: int = 1, trees: list[Path] | None = None, rounds: int = 1,
-    read: bool = False,
+    read: bool = False, timeline: bool = False,
 ) -> None:
     """Decide latency before / during / after `streams` WatchAuditEvents streams catch up, per configuration.
 
@@ -450,6 +472,8 @@ async def watchers(
                 phases = await _watchers_once(seed, label, streams, principals, n, tree, read)
                 results.setdefault(label, []).append(phases)
                 print(f"  round {r + 1} {phases.row()}", flush=True)
+                if timeline:
+                    phases.print_timeline()
         if rounds > 1:
             print("  all rounds pooled:")
             for label, runs in results.items():
@@ -581,6 +605,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="watchers: also run the server from this checkout (e.g. an older commit), in turns")
     parser.add_argument("--rounds", type=int, default=1, help="watchers: runs of each configuration, in turns")
     parser.add_argument("--read", action="store_true", help="watchers: the streams read everything (not idle)")
+    parser.add_argument("--timeline", action="store_true", help="watchers: Decide latency and server CPU per second")
     args = parser.parse_args(argv)
     if args.parts == ["decide-probe"]:  # the measuring child of `watchers`
         asyncio.run(_probe(args.target, Path(args.stop_file)))
@@ -596,7 +621,8 @@ def main(argv: list[str] | None = None) -> int:
             elif part == "denials":
                 asyncio.run(denials(args.denials))
             elif part == "watchers":
-                asyncio.run(watchers(args.streams, args.principals, args.workers, args.tree, args.rounds, args.read))
+                asyncio.run(watchers(args.streams, args.principals, args.workers, args.tree, args.rounds, args.read,
+                                     args.timeline))
             elif part == "locked":
                 asyncio.run(locked())
             elif part == "diskfull":
