@@ -152,6 +152,11 @@ class Index:
         """Whether `category_id` is an enabled category in dry run."""
         return category_id in self._shadow_names
 
+    def needs(self) -> tuple[Mapping[str, int], int]:
+        """consent_core.split's compiled table: known destination id -> need, and an unknown id's need
+        (for consent_core.native's tables; read only)."""
+        return self._split.needs()
+
     # -- memos -----------------------------------------------------------------------------
 
     def clear_memo(self) -> None:

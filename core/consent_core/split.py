@@ -120,6 +120,10 @@ class Split:
         # grants everything.
         self.free: set[int | None] = {None}
 
+    def needs(self) -> tuple[dict[str, int], int]:
+        """The compiled table (known id -> need) and the need of an id it does not hold (read only)."""
+        return self._need, self._unknown_need
+
     # -- validation --------------------------------------------------------------------------
 
     def _trusted(self, limits: Limits) -> bool:
