@@ -435,17 +435,23 @@ done:
 
 /* -- split over Python objects ------------------------------------------------------------ */
 
-/* split(need: dict[str, int], unknown_need, granted, destinations: tuple[str, ...], strict)
- * -> (allowed, blocked) in request order, or None for an id that is not an exact str, or (strict)
- * any id the table does not hold (the caller's pass then resolves and validates it). */
+/* split(need: dict[str, int], unknown_need, granted: int, destinations: tuple[str, ...], strict)
+ * -> (allowed, blocked) in request order, or None for an id that is not an exact str, a mask or
+ * need over 64 bits, or (strict) any id the table does not hold (the caller's pass then resolves
+ * and validates it). */
 static PyObject *split(PyObject *Py_UNUSED(self), PyObject *args) {
-    PyObject *need, *dests;
+    PyObject *need, *dests, *granted_obj;
     long long unknown_need;
-    unsigned long long granted;
     int strict;
-    if (!PyArg_ParseTuple(args, "O!LKO!p", &PyDict_Type, &need, &unknown_need, &granted, &PyTuple_Type, &dests,
-                          &strict))
+    if (!PyArg_ParseTuple(args, "O!LO!O!p", &PyDict_Type, &need, &unknown_need, &PyLong_Type, &granted_obj,
+                          &PyTuple_Type, &dests, &strict))
         return NULL;
+    unsigned long long granted = PyLong_AsUnsignedLongLong(granted_obj);
+    if (granted == (unsigned long long)-1 && PyErr_Occurred()) { /* negative or over 64 bits: not ours */
+        if (!PyErr_ExceptionMatches(PyExc_OverflowError)) return NULL;
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
     Py_ssize_t n = PyTuple_GET_SIZE(dests);
     PyObject *al = PyTuple_New(n), *bl = PyTuple_New(n);
     Py_ssize_t na = 0, nb = 0;
@@ -469,7 +475,10 @@ static PyObject *split(PyObject *Py_UNUSED(self), PyObject *args) {
         }
         int64_t nd = unknown_need;
         if (v != NULL) {
-            nd = PyLong_AsLongLong(v);
+            if (!PyLong_CheckExact(v)) goto doubt;
+            int overflow;
+            nd = PyLong_AsLongLongAndOverflow(v, &overflow);
+            if (overflow) goto doubt; /* a need over 64 bits: the pure pass */
             if (nd == -1 && PyErr_Occurred()) goto fail;
         }
         Py_INCREF(d);
