@@ -505,7 +505,46 @@ fail:
     return NULL;
 }
 
+/* -- a consent object's granted mask ----------------------------------------------------- */
+
+/* granted(bits: dict[str, int], preferences: dict, strict) -> int | None: Index.granted_mask
+ * (strict false: values other than True ignored) or granted_mask_strict (strict: None when a
+ * value is not a bool or an id not an exact str). -1 when it is not this function's to answer
+ * (a key that is not an exact str, whose hash or equality could run Python code, or a bit over
+ * 64): the caller then takes its pure loop. */
+static PyObject *granted(PyObject *Py_UNUSED(self), PyObject *args) {
+    PyObject *bits, *prefs;
+    int strict;
+    if (!PyArg_ParseTuple(args, "O!O!p", &PyDict_Type, &bits, &PyDict_Type, &prefs, &strict)) return NULL;
+    uint64_t g = 0;
+    Py_ssize_t pos = 0;
+    PyObject *k, *v;
+    while (PyDict_Next(prefs, &pos, &k, &v)) {
+        if (!PyUnicode_CheckExact(k)) return PyLong_FromLong(-1);
+        if (v == Py_True) {
+            PyObject *b = PyDict_GetItemWithError(bits, k); /* borrowed; exact str keys run no Python code */
+            if (b == NULL) {
+                if (PyErr_Occurred()) return NULL;
+                continue;
+            }
+            if (!PyLong_CheckExact(b)) return PyLong_FromLong(-1);
+            unsigned long long bit = PyLong_AsUnsignedLongLong(b);
+            if (bit == (unsigned long long)-1 && PyErr_Occurred()) {
+                if (!PyErr_ExceptionMatches(PyExc_OverflowError)) return NULL;
+                PyErr_Clear();
+                return PyLong_FromLong(-1);
+            }
+            g |= bit;
+        } else if (strict && v != Py_False) {
+            Py_RETURN_NONE;
+        }
+    }
+    return PyLong_FromUnsignedLongLong(g);
+}
+
 static PyMethodDef methods[] = {
+    {"granted", granted, METH_VARARGS,
+     "granted(bits, preferences, strict) -> the granted mask, None (strict: an odd entry), or -1 (not ours)."},
     {"decide_batch", decide_batch, METH_VARARGS,
      "decide_batch(table, data) -> the encoded DecideBatchResponse, or None outside the plain case."},
     {"split", split, METH_VARARGS,
