@@ -312,7 +312,7 @@ class EmbeddedDecider:
         snap = self.snapshot
         index, limits, policy = snap.index, self.limits, snap.policy
         bits = index.category_bits  # `Index.granted_mask_strict`, inlined below: the per-event cost
-        native = NATIVE is not None  # ... unless the C accelerator does it faster
+        native = None if NATIVE is None else NATIVE.granted  # ... or in C, when the accelerator is there
         # (granted mask, id(destination list)) -> the one result of every entry sharing both; id() is
         # safe, every list is alive in `reqs` meanwhile. Invalid entries are never stored (each is
         # reported under its own index).
@@ -334,9 +334,9 @@ class EmbeddedDecider:
                 pass
             elif consent is last_consent:  # one consent object for many events
                 granted = last_granted
-            elif native and type(consent) is dict:  # the loop below, in C (consent_core._native)
-                granted = index.granted_mask_strict(consent)
-                if granted is None:
+            elif native is not None and type(consent) is dict:  # the loop below, in C (consent_core._native)
+                granted = native(bits, consent, True)
+                if granted is None or granted < 0:  # something is odd (or not the C's to say): as below
                     try:
                         granted = _granted(index, consent)
                     except InvalidArgument as e:
