@@ -12,6 +12,8 @@ module never does I/O beyond the import.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import ModuleType
 from typing import TYPE_CHECKING, Final
 
@@ -19,7 +21,7 @@ if TYPE_CHECKING:
     from consent_core.index import Index
     from consent_core.limits import Limits
 
-__all__ = ["MAX_CATEGORIES", "NATIVE", "batch_table", "load"]
+__all__ = ["MAX_CATEGORIES", "NATIVE", "batch_table", "load", "pure"]
 
 # The C code holds masks in 64 bits (a need's sign is its `any` flag): more categories stay pure.
 MAX_CATEGORIES: Final = 62
@@ -58,3 +60,19 @@ def batch_table(index: Index, limits: Limits, policy_tail: bytes, policy_field: 
         limits.max_batch, policy_tail, policy_field,
     )
     return table
+
+
+@contextmanager
+def pure() -> Iterator[None]:
+    """Within it, consent_core's decisions take the pure path, as CONSENT_CORE_PURE=1 makes them do
+    (for tests and benchmarks comparing both paths in one process; not thread-safe, not for serving).
+    Tables `batch_table` built meanwhile are None."""
+    from consent_core import index, split
+
+    global NATIVE
+    saved = NATIVE, split._native_split, index._native_granted
+    NATIVE = split._native_split = index._native_granted = None  # type: ignore[misc]
+    try:
+        yield
+    finally:
+        NATIVE, split._native_split, index._native_granted = saved  # type: ignore[misc]

@@ -8,24 +8,14 @@ CONSENT_CORE_PURE=1 forces it, so `make test` keeps both equal to the oracle.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
 
 import pytest
-from consent_core import index, split
+from consent_core.native import pure
 
 BOTH_PATHS = frozenset({"test_index", "test_split", "test_shadow", "test_event"})
 
 
-@contextmanager
-def pure_path() -> Iterator[None]:
-    """Forces the pure path of consent_core for the duration (what CONSENT_CORE_PURE=1 does at import)."""
-    saved = split._native_split, index._native_granted
-    split._native_split = None  # type: ignore[misc]
-    index._native_granted = None  # type: ignore[misc]
-    try:
-        yield
-    finally:
-        split._native_split, index._native_granted = saved  # type: ignore[misc]
+pure_path = pure  # forces the pure path of consent_core for the duration (CONSENT_CORE_PURE=1's effect)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -24,12 +24,12 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from consent_core import errors as core_errors
+from consent_core import native as core_native
 from consent_core.event import check_destinations, decide_one, parse_segment_event
 from consent_core.index import Index, Outcome
 from consent_core.index import compile as compile_index
 from consent_core.limits import Limits
 from consent_core.model import ConsentMapping
-from consent_core.native import NATIVE
 
 from consent_client._wire import encode_event
 from consent_client.errors import InvalidArgument, MappingFileError
@@ -312,7 +312,8 @@ class EmbeddedDecider:
         snap = self.snapshot
         index, limits, policy = snap.index, self.limits, snap.policy
         bits = index.category_bits  # `Index.granted_mask_strict`, inlined below: the per-event cost
-        native = None if NATIVE is None else NATIVE.granted  # ... or in C, when the accelerator is there
+        # ... or in C, when consent-core's accelerator is there
+        native = None if core_native.NATIVE is None else core_native.NATIVE.granted
         # (granted mask, id(destination list)) -> the one result of every entry sharing both; id() is
         # safe, every list is alive in `reqs` meanwhile. Invalid entries are never stored (each is
         # reported under its own index).
