@@ -11,14 +11,17 @@ dependency sets are the evidence the issue asks for.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import venv
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -42,13 +45,17 @@ def _normalise(name: str) -> str:
 def wheels(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The three wheels, built as `make dist` builds them (stale build/ directories removed first)."""
     out = tmp_path_factory.mktemp("dist")
-    for project in (ROOT / "core", ROOT / "clients" / "python", ROOT):
-        shutil.rmtree(project / "build", ignore_errors=True)
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-         "--wheel-dir", str(out), str(ROOT / "core"), str(ROOT / "clients" / "python"), str(ROOT)],
-        check=True, timeout=300,
-    )
+    # One build at a time in this source tree: pytest-xdist workers each build the wheels, and one
+    # removing build/ while another compiles consent-core's C accelerator there broke a wheel.
+    with open(Path(tempfile.gettempdir()) / f"consent-wheels-{zlib.crc32(str(ROOT).encode()):08x}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        for project in (ROOT / "core", ROOT / "clients" / "python", ROOT):
+            shutil.rmtree(project / "build", ignore_errors=True)
+        subprocess.run(
+            [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+             "--wheel-dir", str(out), str(ROOT / "core"), str(ROOT / "clients" / "python"), str(ROOT)],
+            check=True, timeout=300,
+        )
     found = {w.name.split("-")[0]: w for w in out.glob("*.whl")}
     assert set(found) == {"consent_core", "consent_client", "consent_sidecar"}, sorted(found)
     return found
