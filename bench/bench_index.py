@@ -6,11 +6,12 @@ each event draws its own 20 destinations, so every event takes the memo's miss p
 `decide_many` over 1,000 events drawn from 10 lists. The baselines: `PlainDecider`
 (bench/plain_reference.py, the 30-line frozenset decider: what compiling must beat) and the
 naive oracle of tests/reference.py (for the explained rows). Rows marked `pure` repeat a row
-with consent-core's C accelerator off (`consent_core.native.pure`, what CONSENT_CORE_PURE=1 does). Each row replays its events for a
-fixed time; rows take turns, round after round, and each ratio is taken within a round (this
-machine is noisy); the table reports medians. Ratio = rate / baseline's rate: above 1 is faster.
-Time is this process's CPU time (`time.process_time`): on a shared machine another process
-taking the core for a while then stretches no row (wall time did, by up to 2x between rows).
+with consent-core's C accelerator off (`consent_core.native.pure`, what CONSENT_CORE_PURE=1
+does). Each row replays its events for a fixed time; rows take turns, round after round, and
+each ratio is taken within a round (this machine is noisy); the table reports medians.
+Ratio = rate / baseline's rate: above 1 is faster. Time is this process's CPU time
+(`time.process_time`): on a shared machine another process taking the core for a while then
+stretches no row (wall time did, by up to 2x between rows).
 """
 
 from __future__ import annotations
