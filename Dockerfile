@@ -16,6 +16,12 @@
 # -- build: the project and every dependency as wheels (no compiler or source reaches runtime) --
 FROM python:3.11-slim AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1
+# consent-core's C accelerator is compiled here (the image's Python headers, Debian's gcc); only
+# the built wheel reaches runtime. Unpinned: Debian's point releases replace these versions.
+# hadolint ignore=DL3008
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends gcc libc6-dev \
+ && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY consent_sidecar ./consent_sidecar

@@ -5,11 +5,13 @@ sources, so the per-snapshot memo answers most events), (a2) varying lists (`bui
 each event draws its own 20 destinations, so every event takes the memo's miss path) and (a3)
 `decide_many` over 1,000 events drawn from 10 lists. The baselines: `PlainDecider`
 (bench/plain_reference.py, the 30-line frozenset decider: what compiling must beat) and the
-naive oracle of tests/reference.py (for the explained rows). Each row replays its events for a
-fixed time; rows take turns, round after round, and each ratio is taken within a round (this
-machine is noisy); the table reports medians. Ratio = rate / baseline's rate: above 1 is faster.
-Time is this process's CPU time (`time.process_time`): on a shared machine another process
-taking the core for a while then stretches no row (wall time did, by up to 2x between rows).
+naive oracle of tests/reference.py (for the explained rows). Rows marked `pure` repeat a row
+with consent-core's C accelerator off (`consent_core.native.pure`, what CONSENT_CORE_PURE=1
+does). Each row replays its events for a fixed time; rows take turns, round after round, and
+each ratio is taken within a round (this machine is noisy); the table reports medians.
+Ratio = rate / baseline's rate: above 1 is faster. Time is this process's CPU time
+(`time.process_time`): on a shared machine another process taking the core for a while then
+stretches no row (wall time did, by up to 2x between rows).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +29,7 @@ from consent_client import EmbeddedDecider, Request
 from consent_core.event import decide_one
 from consent_core.index import Index, compile
 from consent_core.limits import Limits
+from consent_core.native import pure
 
 from bench.plain_reference import PlainDecider
 from bench.workload import Event, Workload, build_varying
@@ -64,6 +68,7 @@ class _Spec:
     items: Sequence[Any]  # what `fn` is called with, in turn
     events_per_item: int
     baseline: str | None
+    pure: bool = False  # timed with consent_core's C accelerator off (consent_core.native.pure)
 
 
 def _rate(spec: _Spec, seconds: float) -> float:
@@ -128,6 +133,8 @@ def _section(section: str, w: Workload, decider: EmbeddedDecider) -> list[_Spec]
     if section == "a3":
         out.append(_Spec(section, f"EmbeddedDecider.decide_many({MANY})", decider.decide_many,
                          _batches(events, MANY), MANY, pr))
+        out.append(_Spec(section, f"EmbeddedDecider.decide_many({MANY}), pure", decider.decide_many,
+                         _batches(events, MANY), MANY, pr, pure=True))
         return out
 
     def cold(e: Event) -> object:
@@ -142,6 +149,13 @@ def _section(section: str, w: Workload, decider: EmbeddedDecider) -> list[_Spec]
         _Spec(section, f"EmbeddedDecider.decide_many({BATCH})", decider.decide_many, _batches(events, BATCH),
               BATCH, pr),
     ]
+    if section == "a2":  # the same calls with the C accelerator off: what it buys on the miss path
+        out += [
+            _Spec(section, "Index.decide, pure", lambda e: index.decide(e.preferences, e.destinations), events, 1, pr,
+                  pure=True),
+            _Spec(section, "EmbeddedDecider.decide, pure", lambda e: decider.decide(e.destinations, e.preferences),
+                  events, 1, pr, pure=True),
+        ]
     if section != "a1":
         return out
 
@@ -183,12 +197,15 @@ def run(workload: Workload, *, seconds: float = 1.0, rounds: int = 3) -> list[In
             for s in specs
         }
         for s in specs:  # warm up: imports, caches, the memo
-            for item in s.items[:300]:
-                s.fn(item)
+            with pure() if s.pure else nullcontext():
+                for item in s.items[:300]:
+                    s.fn(item)
         for _ in range(rounds):
             this_round: dict[tuple[str, str], float] = {}
             for s in specs:
-                this_round[s.section, s.name] = rate = _rate(s, seconds)
+                with pure() if s.pure else nullcontext():
+                    rate = _rate(s, seconds)
+                this_round[s.section, s.name] = rate
                 rows[s.section, s.name].rates.append(rate)
                 if s.baseline is not None:
                     rows[s.section, s.name].ratios.append(rate / this_round[s.section, s.baseline])

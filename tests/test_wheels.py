@@ -3,21 +3,25 @@
 `make dist` builds consent-core, consent-client and consent-sidecar from this repository. A
 pipeline team installs only the client: its wheel, with the dependencies pip resolves for it,
 must decide over gRPC against a running sidecar and pull in nothing of the server. The
-`[embedded]` extra adds the core and decides in-process; the core alone compiles and decides.
+`[embedded]` extra adds the core and decides in-process; the core alone compiles and decides, with
+its C accelerator (a platform wheel).
 Each venv is real (pip resolves every dependency from the configured index); the printed
 dependency sets are the evidence the issue asks for.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import venv
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -41,13 +45,17 @@ def _normalise(name: str) -> str:
 def wheels(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The three wheels, built as `make dist` builds them (stale build/ directories removed first)."""
     out = tmp_path_factory.mktemp("dist")
-    for project in (ROOT / "core", ROOT / "clients" / "python", ROOT):
-        shutil.rmtree(project / "build", ignore_errors=True)
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-         "--wheel-dir", str(out), str(ROOT / "core"), str(ROOT / "clients" / "python"), str(ROOT)],
-        check=True, timeout=300,
-    )
+    # One build at a time in this source tree: pytest-xdist workers each build the wheels, and one
+    # removing build/ while another compiles consent-core's C accelerator there broke a wheel.
+    with open(Path(tempfile.gettempdir()) / f"consent-wheels-{zlib.crc32(str(ROOT).encode()):08x}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        for project in (ROOT / "core", ROOT / "clients" / "python", ROOT):
+            shutil.rmtree(project / "build", ignore_errors=True)
+        subprocess.run(
+            [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+             "--wheel-dir", str(out), str(ROOT / "core"), str(ROOT / "clients" / "python"), str(ROOT)],
+            check=True, timeout=300,
+        )
     found = {w.name.split("-")[0]: w for w in out.glob("*.whl")}
     assert set(found) == {"consent_core", "consent_client", "consent_sidecar"}, sorted(found)
     return found
@@ -157,6 +165,8 @@ def test_the_embedded_extra_decides_in_process_without_a_sidecar(
         decider = EmbeddedDecider({str(mapping)!r})
         r = decider.decide(["amplitude", "google-ads"], {{"C0002": True, "C0004": False}})
         print(list(r.allowed), list(r.blocked))
+        from consent_core.native import NATIVE
+        assert NATIVE is not None, "the core wheel lost its C accelerator"
     """)
     assert done.returncode == 0, done.stderr
     assert done.stdout == "['amplitude'] ['google-ads']\n"
@@ -165,6 +175,7 @@ def test_the_embedded_extra_decides_in_process_without_a_sidecar(
 def test_the_core_wheel_alone_compiles_and_decides(
     tmp_path: Path, wheels: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
+    assert not wheels["consent_core"].name.endswith("-none-any.whl")  # a platform wheel: the C accelerator
     python = _fresh_venv(tmp_path / "core", str(wheels["consent_core"]))
     installed = _installed(python)
     _show(capsys, "consent-core installs", installed)
@@ -180,6 +191,8 @@ def test_the_core_wheel_alone_compiles_and_decides(
         outcome = index.decide({{"C0002": True, "C0004": False}}, ["amplitude", "google-ads"])
         print(list(outcome.allowed), list(outcome.blocked))
         assert "grpc" not in sys.modules
+        from consent_core.native import NATIVE
+        assert NATIVE is not None, "the core wheel lost its C accelerator"
     """)
     assert done.returncode == 0, done.stderr
     assert done.stdout == "['amplitude'] ['google-ads']\n"

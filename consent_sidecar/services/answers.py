@@ -20,7 +20,9 @@ from typing import Any, Final, Generic, TypeVar
 from consent.v1 import decision_pb2
 from consent_core.errors import InvalidArgument, printable
 from consent_core.index import Index, Outcome
+from consent_core.limits import Limits
 from consent_core.memo import MemoStats
+from consent_core.native import batch_table
 
 from consent_sidecar.observe.metrics import Tally
 from consent_sidecar.store.policy import Snapshot
@@ -261,18 +263,20 @@ class Served:
     """Everything kept for one policy snapshot; replaced (never cleared) when the snapshot changes."""
 
     __slots__ = (
-        "_allowed", "_blocked", "_known", "_policy_tail", "answers", "consent", "generation", "index", "policy",
-        "policy_field", "raw", "snap",
+        "_allowed", "_blocked", "_known", "_policy_tail", "answers", "batch_table", "consent", "generation", "index",
+        "policy", "policy_field", "raw", "snap",
     )
 
-    def __init__(self, snap: Snapshot) -> None:
+    def __init__(self, snap: Snapshot, limits: Limits | None = None) -> None:
         self.snap = snap
         self.index: Index = snap.index
         self.generation = snap.generation
         self.policy = decision_pb2.PolicyVersion(generation=snap.generation, digest=snap.digest)
         policy = self.policy.SerializeToString()
-        self.policy_field = field(POLICY_TAG, policy)  # of a DecideBatchResponse
+        self.policy_field = policy_field = field(POLICY_TAG, policy)  # of a DecideBatchResponse
         self._policy_tail = field(_RESPONSE_POLICY_TAG, policy)  # of a DecideResponse (its last field)
+        # consent_core.native's compiled table for plain batches (None: no extension, or no limits given).
+        self.batch_table = None if limits is None else batch_table(self.index, limits, self._policy_tail, policy_field)
         per_generation = max(self.index.memo_bytes // _MEMO_SHARE, 1)
         self.raw: Memo[bytes, Answer] = Memo(per_generation // 512, per_generation, _weigh_raw)
         self.answers: Memo[AnswerKey, Answer] = Memo(per_generation // 512, per_generation, _weigh_answer)

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import time
 import traceback
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Final, NoReturn
 
 import grpc
@@ -46,6 +46,7 @@ from consent_core.errors import InvalidArgument
 from consent_core.event import check_consent_keys, parse_segment_event
 from consent_core.limits import Limits
 from consent_core.memo import MemoStats
+from consent_core.native import NATIVE
 from google.protobuf.message import DecodeError
 
 from consent_sidecar.observe.decision_log import DecisionLog, Entry
@@ -76,6 +77,11 @@ DecideResponse = decision_pb2.DecideResponse
 DecideBatchRequest = decision_pb2.DecideBatchRequest
 
 _field = field  # the wire helper's old name, for tests and tools
+
+# consent_core._native's whole-batch decision (None: no extension, or CONSENT_CORE_PURE=1).
+_native_batch: Final[Callable[[object, bytes], bytes | None] | None] = (
+    None if NATIVE is None else NATIVE.decide_batch
+)
 
 
 # -- the service --------------------------------------------------------------------------------------
@@ -121,7 +127,7 @@ class DecisionService(decision_pb2_grpc.DecisionServiceServicer):
         snap = self._store.current
         st = self._served_state
         if st is None or st.snap is not snap:
-            st = Served(snap)
+            st = Served(snap, self._limits)
             self._served_state = st  # one reference swap: a concurrent reader sees old or new
         return st
 
@@ -302,6 +308,14 @@ class DecisionService(decision_pb2_grpc.DecisionServiceServicer):
     async def _decide_batch(self, data: bytes, context: _Context) -> bytes:
         t0 = time.perf_counter()
         st = self._served()  # one snapshot for the whole batch
+        table = st.batch_table
+        if table is not None and self._recorder is None and self._dlog is None and _native_batch is not None:
+            # The plain case (consent or none, no explain, valid ASCII ids, within limits) decided in C,
+            # byte-identical to what follows; None for anything else, which then goes the Python way.
+            # Not with metrics or the decision log: their per-entry tallies and samples stay in Python.
+            body = _native_batch(table, data)
+            if body is not None:
+                return body
         if st.raw.bypass() and self._recorder is None and self._dlog is None:
             # Requests do not repeat: protobuf parses the batch at once, each entry is decided anew.
             requests: Sequence[decision_pb2.DecideRequest] = DecideBatchRequest.FromString(data).requests

@@ -19,10 +19,15 @@ from consent_core.explain import ENTRY_BYTES, ID_BYTES, Explainer, Row, event_al
 from consent_core.limits import Limits
 from consent_core.memo import DEFAULT_MEMO_BYTES, Memo, MemoStats
 from consent_core.model import ConsentMapping, Resolution, UnknownDestinations
+from consent_core.native import NATIVE
 from consent_core.outcome import Decision, Outcome, Reason
 from consent_core.split import Split
 
 _tuple_new: Final = tuple.__new__
+
+# consent_core._native's consent reduction: (bits, preferences dict, strict) -> mask, None (strict:
+# an odd entry) or -1 (not its to answer: the pure loop). None without the extension.
+_native_granted: Final = None if NATIVE is None else NATIVE.granted
 
 __all__ = [
     "DEFAULT_MEMO_BYTES", "PREFERENCE_EVENT_NAME", "Decision", "Index", "MemoStats", "Outcome", "Reason", "compile",
@@ -113,6 +118,10 @@ class Index:
 
     def granted_mask(self, preferences: Mapping[str, bool]) -> int:
         """The bits of the enabled categories granted `True`; unknown ids are ignored."""
+        if _native_granted is not None and type(preferences) is dict:
+            g: int = _native_granted(self._bits, preferences, False)
+            if g >= 0:
+                return g
         bits = self._bits
         g = 0
         for k, v in preferences.items():
@@ -125,6 +134,10 @@ class Index:
     def granted_mask_strict(self, preferences: Mapping[Any, object]) -> int | None:
         """`granted_mask` of untrusted input in the same pass: None when a value is not a bool or
         an id not an exact str (the caller then says why; a str subclass is merely unusual)."""
+        if _native_granted is not None and type(preferences) is dict:
+            n: int | None = _native_granted(self._bits, preferences, True)
+            if n is None or n >= 0:
+                return n
         get = self._bits.get
         g = 0
         for k, v in preferences.items():
@@ -151,6 +164,11 @@ class Index:
     def is_shadow(self, category_id: str) -> bool:
         """Whether `category_id` is an enabled category in dry run."""
         return category_id in self._shadow_names
+
+    def needs(self) -> tuple[Mapping[str, int], int]:
+        """consent_core.split's compiled table: known destination id -> need, and an unknown id's need
+        (for consent_core.native's tables; read only)."""
+        return self._split.needs()
 
     # -- memos -----------------------------------------------------------------------------
 
@@ -191,6 +209,10 @@ class Index:
         """
         if preferences is None:
             granted = None
+        elif _native_granted is not None and type(preferences) is dict and (
+            (granted := _native_granted(self._bits, preferences, False)) >= 0
+        ):
+            pass
         else:  # granted_mask, inlined (a call costs a tenth of a miss)
             get = self._bits.get
             granted = 0
@@ -248,6 +270,12 @@ class Index:
         them (None when a preference is not a bool or an id not a str: the caller says why)."""
         if preferences is None:
             granted = None
+        elif _native_granted is not None and type(preferences) is dict and (
+            (got := _native_granted(self._bits, preferences, True)) is None or got >= 0
+        ):
+            if got is None:
+                return None
+            granted = got
         else:  # granted_mask_strict, inlined
             get = self._bits.get
             granted = 0

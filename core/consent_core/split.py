@@ -28,6 +28,7 @@ from consent_core.errors import InvalidArgument
 from consent_core.limits import Limits
 from consent_core.memo import Memo
 from consent_core.model import invisible_problem
+from consent_core.native import NATIVE
 from consent_core.outcome import Outcome
 
 __all__ = ["Split", "check_destination_ids", "destination_problem"]
@@ -40,6 +41,9 @@ _TABLE_SHARE: Final = 8  # a table holds at most this fraction of the known ids
 _NO_TABLE_BYTES: Final = 100  # the estimated size of a "no table for this mask" entry
 
 _tuple_new: Final = tuple.__new__
+
+# consent_core._native's pass (None: the pure one below, always, e.g. with CONSENT_CORE_PURE=1).
+_native_split: Final = None if NATIVE is None else NATIVE.split
 
 
 def destination_problem(destination: str, max_bytes: int) -> str | None:
@@ -120,6 +124,10 @@ class Split:
         # grants everything.
         self.free: set[int | None] = {None}
 
+    def needs(self) -> tuple[dict[str, int], int]:
+        """The compiled table (known id -> need) and the need of an id it does not hold (read only)."""
+        return self._need, self._unknown_need
+
     # -- validation --------------------------------------------------------------------------
 
     def _trusted(self, limits: Limits) -> bool:
@@ -185,6 +193,12 @@ class Split:
                 return _tuple_new(Outcome, (dests, (), None))
             if not self._known.issuperset(dests):
                 table = None  # an instance, unknown or invalid id: the pass resolves it
+        if _native_split is not None:  # the same pass in C; None: an id or mask it leaves to the pure pass
+            got = _native_split(self._need, self._unknown_need, granted, dests, limits is not None)
+            if got is not None:
+                if counted and tables is not None:
+                    self._count(tables, granted, len(dests))
+                return _tuple_new(Outcome, (got[0], got[1], None))
         if table is not None:
             if not ids:
                 return _tuple_new(Outcome, ((dests, (), None) if is_blocked else ((), dests, None)))

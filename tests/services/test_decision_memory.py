@@ -8,6 +8,7 @@ import tracemalloc
 from pathlib import Path
 from typing import Any
 
+import pytest
 from consent.v1 import decision_pb2
 from consent_core.index import DEFAULT_MEMO_BYTES, compile
 from consent_core.limits import Limits
@@ -37,7 +38,12 @@ def _batch(requests: list[Req]) -> bytes:
     return decision_pb2.DecideBatchRequest(requests=requests).SerializeToString()
 
 
-async def test_requests_that_never_repeat_turn_the_memos_off_and_repeats_on(tmp_path: Path) -> None:
+async def test_requests_that_never_repeat_turn_the_memos_off_and_repeats_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The memos serve the Python batch path (the native one, when built, takes plain batches first
+    # unless metrics or the decision log are on): this is about that path.
+    monkeypatch.setattr(decision, "_native_batch", None)
     service = _service(tmp_path)
     ctx: Any = _Context()
     consent = decision_pb2.Consent(category_preferences={"C0002": True})

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from consent_core import errors as core_errors
+from consent_core import native as core_native
 from consent_core.event import check_destinations, decide_one, parse_segment_event
 from consent_core.index import Index, Outcome
 from consent_core.index import compile as compile_index
@@ -311,6 +312,8 @@ class EmbeddedDecider:
         snap = self.snapshot
         index, limits, policy = snap.index, self.limits, snap.policy
         bits = index.category_bits  # `Index.granted_mask_strict`, inlined below: the per-event cost
+        # ... or in C, when consent-core's accelerator is there
+        native = None if core_native.NATIVE is None else core_native.NATIVE.granted
         # (granted mask, id(destination list)) -> the one result of every entry sharing both; id() is
         # safe, every list is alive in `reqs` meanwhile. Invalid entries are never stored (each is
         # reported under its own index).
@@ -332,6 +335,15 @@ class EmbeddedDecider:
                 pass
             elif consent is last_consent:  # one consent object for many events
                 granted = last_granted
+            elif native is not None and type(consent) is dict:  # the loop below, in C (consent_core._native)
+                granted = native(bits, consent, True)
+                if granted is None or granted < 0:  # something is odd (or not the C's to say): as below
+                    try:
+                        granted = _granted(index, consent)
+                    except InvalidArgument as e:
+                        append(DecideResult(error=e.message, policy=policy))
+                        continue
+                last_consent, last_granted = consent, granted
             else:
                 granted = 0
                 for k, v in consent.items():

@@ -1,0 +1,570 @@
+/* consent_core._native: the optional C accelerator of the compiled decision; pure computation.
+ *
+ * Owns two functions over tables that consent_core.native builds once per compiled Index:
+ *   decide_batch(table, data) -> bytes | None
+ *       an encoded DecideBatchRequest -> the encoded DecideBatchResponse, byte-identical to the
+ *       server's Python path, or None for anything outside the plain case it handles (then the
+ *       caller decides the whole batch in Python, exactly as without this module);
+ *   split(need, unknown_need, granted, destinations, strict) -> (allowed, blocked) | None
+ *       consent_core.split's pass over Python str ids.
+ * It must never do I/O, keep state between calls, release the GIL, or trust its input: the bytes
+ * come from the network, so every read is bounds-checked, varints stop at 10 bytes, lengths are
+ * checked against what remains, and any doubt answers None.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+/* -- an open-addressing table of byte strings -> int64 ------------------------------------ */
+
+typedef struct {
+    const char *key; /* NULL: empty slot; points into a bytes object the Table holds */
+    Py_ssize_t len;
+    int64_t value;
+} Slot;
+
+typedef struct {
+    Slot *slots;
+    size_t mask; /* capacity - 1, capacity a power of two at least twice the entries */
+} Map;
+
+static uint64_t hash_bytes(const char *s, Py_ssize_t n) {
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+    for (Py_ssize_t i = 0; i < n; i++) {
+        h ^= (uint8_t)s[i];
+        h *= 1099511628211ULL;
+    }
+    return h;
+}
+
+static int map_init(Map *m, Py_ssize_t n) {
+    size_t cap = 8;
+    while (cap < (size_t)n * 2 + 1) cap <<= 1;
+    m->slots = PyMem_Calloc(cap, sizeof(Slot));
+    if (m->slots == NULL) return -1;
+    m->mask = cap - 1;
+    return 0;
+}
+
+static Slot *map_find(const Map *m, const char *s, Py_ssize_t n) {
+    size_t i = (size_t)hash_bytes(s, n) & m->mask;
+    for (;;) {
+        Slot *slot = &m->slots[i];
+        if (slot->key == NULL || (slot->len == n && memcmp(slot->key, s, (size_t)n) == 0)) return slot;
+        i = (i + 1) & m->mask;
+    }
+}
+
+/* -- the Table type ---------------------------------------------------------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    Map need;        /* destination id -> need (consent_core.split's encoding) */
+    Map bits;        /* enabled category id -> its bit */
+    int64_t unknown_need;
+    PyObject *keep;  /* a tuple of everything the maps and the fields below point into */
+    const char **known;  /* the known ids in mapping order (for an empty destination list) */
+    Py_ssize_t *known_len;
+    int64_t *known_need;
+    Py_ssize_t n_known;
+    Py_ssize_t max_destinations, max_id_bytes, max_batch;
+    const char *policy_tail;  /* DecideResponse.policy, framed */
+    Py_ssize_t policy_tail_len;
+    const char *policy_field; /* DecideBatchResponse.policy, framed */
+    Py_ssize_t policy_field_len;
+} Table;
+
+static void table_dealloc(Table *t) {
+    PyMem_Free(t->need.slots);
+    PyMem_Free(t->bits.slots);
+    PyMem_Free(t->known);
+    PyMem_Free(t->known_len);
+    PyMem_Free(t->known_need);
+    Py_XDECREF(t->keep);
+    Py_TYPE(t)->tp_free((PyObject *)t);
+}
+
+static int fill_map(Map *m, PyObject *dict, PyObject *keep_list) {
+    if (map_init(m, PyDict_Size(dict)) < 0) return -1;
+    Py_ssize_t pos = 0;
+    PyObject *k, *v;
+    while (PyDict_Next(dict, &pos, &k, &v)) {
+        if (!PyBytes_CheckExact(k)) {
+            PyErr_SetString(PyExc_TypeError, "table keys must be bytes");
+            return -1;
+        }
+        long long value = PyLong_AsLongLong(v);
+        if (value == -1 && PyErr_Occurred()) return -1;
+        if (PyList_Append(keep_list, k) < 0) return -1;
+        Slot *slot = map_find(m, PyBytes_AS_STRING(k), PyBytes_GET_SIZE(k));
+        slot->key = PyBytes_AS_STRING(k);
+        slot->len = PyBytes_GET_SIZE(k);
+        slot->value = value;
+    }
+    return 0;
+}
+
+/* Table(need: dict[bytes, int], unknown_need, known: tuple[bytes, ...], bits: dict[bytes, int],
+ *       max_destinations, max_id_bytes, max_batch, policy_tail: bytes, policy_field: bytes) */
+static PyObject *table_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    PyObject *need, *known, *bits, *tail, *pfield;
+    long long unknown_need;
+    Py_ssize_t max_destinations, max_id_bytes, max_batch;
+    if (kwds != NULL && PyDict_Size(kwds) > 0) {
+        PyErr_SetString(PyExc_TypeError, "Table takes positional arguments only");
+        return NULL;
+    }
+    if (!PyArg_ParseTuple(args, "O!LO!O!nnnSS", &PyDict_Type, &need, &unknown_need, &PyTuple_Type, &known,
+                          &PyDict_Type, &bits, &max_destinations, &max_id_bytes, &max_batch, &tail, &pfield))
+        return NULL;
+    Table *t = (Table *)type->tp_alloc(type, 0);
+    if (t == NULL) return NULL;
+    PyObject *keep_list = PyList_New(0);
+    if (keep_list == NULL) goto fail;
+    t->unknown_need = unknown_need;
+    t->max_destinations = max_destinations;
+    t->max_id_bytes = max_id_bytes;
+    t->max_batch = max_batch;
+    if (fill_map(&t->need, need, keep_list) < 0 || fill_map(&t->bits, bits, keep_list) < 0) goto fail;
+    Py_ssize_t n = PyTuple_GET_SIZE(known);
+    t->known = PyMem_Calloc((size_t)n + 1, sizeof(char *));
+    t->known_len = PyMem_Calloc((size_t)n + 1, sizeof(Py_ssize_t));
+    t->known_need = PyMem_Calloc((size_t)n + 1, sizeof(int64_t));
+    if (t->known == NULL || t->known_len == NULL || t->known_need == NULL) {
+        PyErr_NoMemory();
+        goto fail;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *k = PyTuple_GET_ITEM(known, i);
+        if (!PyBytes_CheckExact(k)) {
+            PyErr_SetString(PyExc_TypeError, "known ids must be bytes");
+            goto fail;
+        }
+        Slot *slot = map_find(&t->need, PyBytes_AS_STRING(k), PyBytes_GET_SIZE(k));
+        if (slot->key == NULL) {
+            PyErr_SetString(PyExc_ValueError, "a known id has no need");
+            goto fail;
+        }
+        t->known[i] = slot->key;
+        t->known_len[i] = slot->len;
+        t->known_need[i] = slot->value;
+    }
+    t->n_known = n;
+    if (PyList_Append(keep_list, tail) < 0 || PyList_Append(keep_list, pfield) < 0) goto fail;
+    t->policy_tail = PyBytes_AS_STRING(tail);
+    t->policy_tail_len = PyBytes_GET_SIZE(tail);
+    t->policy_field = PyBytes_AS_STRING(pfield);
+    t->policy_field_len = PyBytes_GET_SIZE(pfield);
+    t->keep = PyList_AsTuple(keep_list);
+    if (t->keep == NULL) goto fail;
+    Py_DECREF(keep_list);
+    return (PyObject *)t;
+fail:
+    Py_XDECREF(keep_list);
+    Py_DECREF(t);
+    return NULL;
+}
+
+static PyTypeObject TableType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "consent_core._native.Table",
+    .tp_basicsize = sizeof(Table),
+    .tp_dealloc = (destructor)table_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "One snapshot's compiled decision table for decide_batch (immutable).",
+    .tp_new = table_new,
+};
+
+/* -- wire format reading (untrusted) ------------------------------------------------------ */
+
+/* 0 and *out on success; -1 when truncated, longer than 10 bytes or over 64 bits. */
+static int read_varint(const uint8_t **p, const uint8_t *end, uint64_t *out) {
+    uint64_t v = 0;
+    for (int i = 0; i < 10; i++) {
+        if (*p >= end) return -1;
+        uint8_t b = *(*p)++;
+        if (i == 9 && b > 1) return -1;
+        v |= (uint64_t)(b & 0x7F) << (7 * i);
+        if (!(b & 0x80)) {
+            *out = v;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+/* A length-delimited field's body: 0 on success, -1 when its length passes the end. */
+static int read_len(const uint8_t **p, const uint8_t *end, const uint8_t **body, Py_ssize_t *len) {
+    uint64_t n;
+    if (read_varint(p, end, &n) < 0 || n > (uint64_t)(end - *p)) return -1;
+    *body = *p;
+    *len = (Py_ssize_t)n;
+    *p += n;
+    return 0;
+}
+
+/* Printable ASCII only (what Python's str.isprintable() accepts there); anything else is a doubt. */
+static int printable_ascii(const uint8_t *s, Py_ssize_t n) {
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (s[i] < 0x20 || s[i] > 0x7E) return 0;
+    return 1;
+}
+
+static int blocks(int64_t need, uint64_t granted) {
+    return ((uint64_t)need & ~granted) != 0 && (need >= 0 || ((~(uint64_t)need) & granted) == 0);
+}
+
+/* -- the output buffer -------------------------------------------------------------------- */
+
+typedef struct {
+    char *buf;
+    size_t len, cap;
+} Out;
+
+static int out_reserve(Out *o, size_t more) {
+    if (o->cap - o->len >= more) return 0;
+    size_t cap = o->cap ? o->cap : 4096;
+    while (cap - o->len < more) {
+        if (cap > PY_SSIZE_T_MAX / 2) return -1;
+        cap *= 2;
+    }
+    char *b = PyMem_Realloc(o->buf, cap);
+    if (b == NULL) return -1;
+    o->buf = b;
+    o->cap = cap;
+    return 0;
+}
+
+static size_t varint_size(uint64_t v) {
+    size_t n = 1;
+    while (v >= 0x80) {
+        v >>= 7;
+        n++;
+    }
+    return n;
+}
+
+static void put_varint(Out *o, uint64_t v) { /* room reserved by the caller */
+    while (v >= 0x80) {
+        o->buf[o->len++] = (char)((v & 0x7F) | 0x80);
+        v >>= 7;
+    }
+    o->buf[o->len++] = (char)v;
+}
+
+/* -- decide_batch ------------------------------------------------------------------------- */
+
+typedef struct {
+    const char *id;
+    Py_ssize_t len;
+    int blocked;
+} Pick;
+
+typedef struct {
+    Pick *at;
+    Py_ssize_t cap;
+} Picks;
+
+/* Room for `n` picks (grown on demand: most requests name a few ids, the limit allows thousands). */
+static int picks_reserve(Picks *ps, Py_ssize_t n) {
+    if (n <= ps->cap) return 0;
+    Py_ssize_t cap = ps->cap ? ps->cap : 64;
+    while (cap < n) cap *= 2;
+    Pick *at = PyMem_Realloc(ps->at, (size_t)cap * sizeof(Pick));
+    if (at == NULL) return -1;
+    ps->at = at;
+    ps->cap = cap;
+    return 0;
+}
+
+#define DOUBT 1 /* outside the plain case: the caller decides in Python */
+#define FAIL -1 /* a Python exception is set (memory) */
+
+static int64_t need_of(const Table *t, const char *id, Py_ssize_t n) {
+    Slot *s = map_find(&t->need, id, n);
+    if (s->key != NULL) return s->value;
+    const char *slash = memchr(id, '/', (size_t)n);
+    if (slash != NULL) { /* `<destination>/<instance>` decides as <destination> */
+        s = map_find(&t->need, id, slash - id);
+        if (s->key != NULL) return s->value;
+    }
+    return t->unknown_need;
+}
+
+/* One DecideRequest entry -> its framed `responses` field appended to `o`; 0, DOUBT or FAIL. */
+static int decide_entry(const Table *t, const uint8_t *p, const uint8_t *end, Picks *ps, Out *o) {
+    Pick *picks = ps->at;
+    int has_consent = 0;
+    uint64_t granted = 0;
+    Py_ssize_t n = 0;
+    while (p < end) {
+        uint64_t tag;
+        if (read_varint(&p, end, &tag) < 0) return DOUBT;
+        if (tag == (1 << 3 | 2)) { /* consent: a map<string, bool> of entries (field 1) */
+            const uint8_t *c, *cend;
+            Py_ssize_t clen;
+            if (read_len(&p, end, &c, &clen) < 0) return DOUBT;
+            cend = c + clen;
+            has_consent = 1;
+            while (c < cend) {
+                const uint8_t *e;
+                Py_ssize_t elen;
+                if (read_varint(&c, cend, &tag) < 0 || tag != (1 << 3 | 2) || read_len(&c, cend, &e, &elen) < 0)
+                    return DOUBT;
+                const uint8_t *eend = e + elen, *key = (const uint8_t *)"";
+                Py_ssize_t klen = 0;
+                uint64_t value = 0;
+                while (e < eend) {
+                    if (read_varint(&e, eend, &tag) < 0) return DOUBT;
+                    if (tag == (1 << 3 | 2)) {
+                        if (read_len(&e, eend, &key, &klen) < 0) return DOUBT;
+                    } else if (tag == (2 << 3 | 0)) {
+                        if (read_varint(&e, eend, &value) < 0) return DOUBT;
+                    } else {
+                        return DOUBT;
+                    }
+                }
+                if (!printable_ascii(key, klen)) return DOUBT;
+                Slot *s = map_find(&t->bits, (const char *)key, klen);
+                if (s->key != NULL) { /* the last value of a key wins, as in protobuf's map */
+                    granted = value ? (granted | (uint64_t)s->value) : (granted & ~(uint64_t)s->value);
+                }
+            }
+        } else if (tag == (3 << 3 | 2)) { /* a destination id */
+            const uint8_t *d;
+            Py_ssize_t dlen;
+            if (read_len(&p, end, &d, &dlen) < 0) return DOUBT;
+            if (n >= t->max_destinations || dlen == 0 || dlen > t->max_id_bytes || d[0] == '/' ||
+                !printable_ascii(d, dlen))
+                return DOUBT;
+            if (picks_reserve(ps, n + 1) < 0) {
+                PyErr_NoMemory();
+                return FAIL;
+            }
+            picks = ps->at;
+            picks[n].id = (const char *)d;
+            picks[n].len = dlen;
+            n++;
+        } else if (tag == (4 << 3 | 0)) { /* explain: only false is plain */
+            uint64_t v;
+            if (read_varint(&p, end, &v) < 0 || v != 0) return DOUBT;
+        } else {
+            return DOUBT; /* segment_event, unknown fields, unexpected wire types */
+        }
+    }
+    if (n == 0) { /* every known destination, in mapping order */
+        if (picks_reserve(ps, t->n_known) < 0) {
+            PyErr_NoMemory();
+            return FAIL;
+        }
+        picks = ps->at;
+        for (Py_ssize_t i = 0; i < t->n_known; i++) {
+            picks[i].id = t->known[i];
+            picks[i].len = t->known_len[i];
+            picks[i].blocked = has_consent && blocks(t->known_need[i], granted);
+        }
+        n = t->n_known;
+    } else {
+        for (Py_ssize_t i = 0; i < n; i++)
+            picks[i].blocked = has_consent && blocks(need_of(t, picks[i].id, picks[i].len), granted);
+    }
+    size_t body = (size_t)t->policy_tail_len;
+    for (Py_ssize_t i = 0; i < n; i++) body += 1 + varint_size((uint64_t)picks[i].len) + (size_t)picks[i].len;
+    if (out_reserve(o, 1 + varint_size(body) + body) < 0) {
+        PyErr_NoMemory();
+        return FAIL;
+    }
+    o->buf[o->len++] = 0x0A;
+    put_varint(o, body);
+    for (int pass = 0; pass < 2; pass++) { /* allowed (field 1), then blocked (field 2), in request order */
+        for (Py_ssize_t i = 0; i < n; i++) {
+            if (picks[i].blocked != pass) continue;
+            o->buf[o->len++] = pass ? 0x12 : 0x0A;
+            put_varint(o, (uint64_t)picks[i].len);
+            memcpy(o->buf + o->len, picks[i].id, (size_t)picks[i].len);
+            o->len += (size_t)picks[i].len;
+        }
+    }
+    memcpy(o->buf + o->len, t->policy_tail, (size_t)t->policy_tail_len);
+    o->len += (size_t)t->policy_tail_len;
+    return 0;
+}
+
+static PyObject *decide_batch(PyObject *Py_UNUSED(self), PyObject *args) {
+    Table *t;
+    Py_buffer view;
+    if (!PyArg_ParseTuple(args, "O!y*", &TableType, &t, &view)) return NULL;
+    const uint8_t *p = view.buf, *end = p + view.len;
+    Picks picks = {NULL, 0};
+    Out o = {NULL, 0, 0};
+    PyObject *result = NULL;
+    int rc = DOUBT;
+    Py_ssize_t entries = 0;
+    while (p < end) {
+        uint64_t tag;
+        const uint8_t *e;
+        Py_ssize_t elen;
+        if (read_varint(&p, end, &tag) < 0 || tag != (1 << 3 | 2) || read_len(&p, end, &e, &elen) < 0 ||
+            ++entries > t->max_batch) {
+            rc = DOUBT;
+            goto done;
+        }
+        rc = decide_entry(t, e, e + elen, &picks, &o);
+        if (rc != 0) goto done;
+    }
+    if (out_reserve(&o, (size_t)t->policy_field_len + 1) < 0) {
+        PyErr_NoMemory();
+        rc = FAIL;
+        goto done;
+    }
+    memcpy(o.buf + o.len, t->policy_field, (size_t)t->policy_field_len);
+    o.len += (size_t)t->policy_field_len;
+    rc = 0;
+done:
+    if (rc == 0) {
+        result = PyBytes_FromStringAndSize(o.buf, (Py_ssize_t)o.len);
+    } else if (rc == DOUBT) {
+        result = Py_NewRef(Py_None);
+    }
+    PyMem_Free(o.buf);
+    PyMem_Free(picks.at);
+    PyBuffer_Release(&view);
+    return result;
+}
+
+/* -- split over Python objects ------------------------------------------------------------ */
+
+/* split(need: dict[str, int], unknown_need, granted: int, destinations: tuple[str, ...], strict)
+ * -> (allowed, blocked) in request order, or None for an id that is not an exact str, a mask or
+ * need over 64 bits, or (strict) any id the table does not hold (the caller's pass then resolves
+ * and validates it). */
+static PyObject *split(PyObject *Py_UNUSED(self), PyObject *args) {
+    PyObject *need, *dests, *granted_obj;
+    long long unknown_need;
+    int strict;
+    if (!PyArg_ParseTuple(args, "O!LO!O!p", &PyDict_Type, &need, &unknown_need, &PyLong_Type, &granted_obj,
+                          &PyTuple_Type, &dests, &strict))
+        return NULL;
+    unsigned long long granted = PyLong_AsUnsignedLongLong(granted_obj);
+    if (granted == (unsigned long long)-1 && PyErr_Occurred()) { /* negative or over 64 bits: not ours */
+        if (!PyErr_ExceptionMatches(PyExc_OverflowError)) return NULL;
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    Py_ssize_t n = PyTuple_GET_SIZE(dests);
+    PyObject *al = PyTuple_New(n), *bl = PyTuple_New(n);
+    Py_ssize_t na = 0, nb = 0;
+    if (al == NULL || bl == NULL) goto fail;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *d = PyTuple_GET_ITEM(dests, i);
+        if (!PyUnicode_CheckExact(d)) goto doubt;
+        PyObject *v = PyDict_GetItemWithError(need, d); /* borrowed */
+        if (v == NULL) {
+            if (PyErr_Occurred()) goto fail;
+            if (strict) goto doubt;
+            Py_ssize_t slash = PyUnicode_FindChar(d, '/', 0, PyUnicode_GET_LENGTH(d), 1);
+            if (slash == -2) goto fail;
+            if (slash >= 0) {
+                PyObject *base = PyUnicode_Substring(d, 0, slash);
+                if (base == NULL) goto fail;
+                v = PyDict_GetItemWithError(need, base);
+                Py_DECREF(base);
+                if (v == NULL && PyErr_Occurred()) goto fail;
+            }
+        }
+        int64_t nd = unknown_need;
+        if (v != NULL) {
+            if (!PyLong_CheckExact(v)) goto doubt;
+            int overflow;
+            nd = PyLong_AsLongLongAndOverflow(v, &overflow);
+            if (overflow) goto doubt; /* a need over 64 bits: the pure pass */
+            if (nd == -1 && PyErr_Occurred()) goto fail;
+        }
+        Py_INCREF(d);
+        if (blocks(nd, granted)) {
+            PyTuple_SET_ITEM(bl, nb++, d);
+        } else {
+            PyTuple_SET_ITEM(al, na++, d);
+        }
+    }
+    if (nb == 0) { /* everything allowed: the request's own tuple */
+        Py_DECREF(al);
+        Py_DECREF(bl);
+        return Py_BuildValue("(O())", dests);
+    }
+    if (_PyTuple_Resize(&al, na) < 0 || _PyTuple_Resize(&bl, nb) < 0) goto fail;
+    return Py_BuildValue("(NN)", al, bl);
+doubt:
+    Py_XDECREF(al);
+    Py_XDECREF(bl);
+    Py_RETURN_NONE;
+fail:
+    Py_XDECREF(al);
+    Py_XDECREF(bl);
+    return NULL;
+}
+
+/* -- a consent object's granted mask ----------------------------------------------------- */
+
+/* granted(bits: dict[str, int], preferences: dict, strict) -> int | None: Index.granted_mask
+ * (strict false: values other than True ignored) or granted_mask_strict (strict: None when a
+ * value is not a bool or an id not an exact str). -1 when it is not this function's to answer
+ * (a key that is not an exact str, whose hash or equality could run Python code, or a bit over
+ * 64): the caller then takes its pure loop. */
+static PyObject *granted(PyObject *Py_UNUSED(self), PyObject *args) {
+    PyObject *bits, *prefs;
+    int strict;
+    if (!PyArg_ParseTuple(args, "O!O!p", &PyDict_Type, &bits, &PyDict_Type, &prefs, &strict)) return NULL;
+    uint64_t g = 0;
+    Py_ssize_t pos = 0;
+    PyObject *k, *v;
+    while (PyDict_Next(prefs, &pos, &k, &v)) {
+        if (!PyUnicode_CheckExact(k)) return PyLong_FromLong(-1);
+        if (v == Py_True) {
+            PyObject *b = PyDict_GetItemWithError(bits, k); /* borrowed; exact str keys run no Python code */
+            if (b == NULL) {
+                if (PyErr_Occurred()) return NULL;
+                continue;
+            }
+            if (!PyLong_CheckExact(b)) return PyLong_FromLong(-1);
+            unsigned long long bit = PyLong_AsUnsignedLongLong(b);
+            if (bit == (unsigned long long)-1 && PyErr_Occurred()) {
+                if (!PyErr_ExceptionMatches(PyExc_OverflowError)) return NULL;
+                PyErr_Clear();
+                return PyLong_FromLong(-1);
+            }
+            g |= bit;
+        } else if (strict && v != Py_False) {
+            Py_RETURN_NONE;
+        }
+    }
+    return PyLong_FromUnsignedLongLong(g);
+}
+
+static PyMethodDef methods[] = {
+    {"granted", granted, METH_VARARGS,
+     "granted(bits, preferences, strict) -> the granted mask, None (strict: an odd entry), or -1 (not ours)."},
+    {"decide_batch", decide_batch, METH_VARARGS,
+     "decide_batch(table, data) -> the encoded DecideBatchResponse, or None outside the plain case."},
+    {"split", split, METH_VARARGS,
+     "split(need, unknown_need, granted, destinations, strict) -> (allowed, blocked), or None."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "consent_core._native",
+    "The optional C accelerator of consent_core's compiled decision (pure computation).", -1, methods,
+    NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__native(void) {
+    if (PyType_Ready(&TableType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL) return NULL;
+    if (PyModule_AddObjectRef(m, "Table", (PyObject *)&TableType) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

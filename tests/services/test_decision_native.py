@@ -1,0 +1,290 @@
+"""The native DecideBatch (consent_core._native.decide_batch) answers byte for byte as the Python path, or declines.
+
+The oracle is the server's own Python path (`DecisionService._decide_batch` with no native table),
+run in-process on the same snapshot: for random mappings and random batches encoded with the
+generated stubs, the native answer is None or the very same bytes, and for plain batches (consent
+or none, explain false, valid ASCII ids within the limits) it must not be None. Mutated, truncated
+and random bytes must never crash it: where the Python path fails (DecodeError, too many entries),
+the native one declines. tests/services/test_decision_bytes.py compares the served bytes over real
+gRPC with the native path on.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+import tracemalloc
+from collections.abc import Coroutine
+from typing import Any
+
+import grpc
+import pytest
+from consent.v1 import decision_pb2
+from consent_core.index import compile
+from consent_core.limits import Limits
+from consent_core.model import ConsentMapping
+from consent_core.native import NATIVE
+from google.protobuf.message import DecodeError
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from consent_sidecar.services.answers import Served
+from consent_sidecar.services.decision import DecisionService
+from consent_sidecar.store.policy import PolicyStore
+from tests.core.test_index import _SHARED, CATEGORY_IDS, REQUESTABLE, mappings
+
+pytestmark = pytest.mark.skipif(NATIVE is None, reason="consent_core._native not built or CONSENT_CORE_PURE=1")
+
+Req = decision_pb2.DecideRequest
+Batch = decision_pb2.DecideBatchRequest
+
+LIMITS = Limits(max_destinations=6, max_batch=5, max_destination_id_bytes=10)
+# Ids the Python path rejects or that the C leaves to it (non-ASCII), beside valid ones.
+ODD_IDS = ["", "/amp", "x" * 11, "x" * 10, "é", "a\x00", "amp\u200b", "a b", "~"]
+KEYS = [*CATEGORY_IDS, "C0004", "", "é", "a\x01", "a b"]
+
+
+class Aborted(Exception):
+    """context.abort, in-process."""
+
+
+class Context:
+    def invocation_metadata(self) -> tuple[()]:
+        return ()
+
+    async def abort(self, code: grpc.StatusCode, details: str) -> None:
+        raise Aborted(code, details)
+
+
+def _run(coro: Coroutine[Any, Any, bytes]) -> bytes:
+    """The handler's coroutine, run to its end (nothing in it waits on I/O)."""
+    try:
+        coro.send(None)
+    except StopIteration as e:
+        return e.value  # type: ignore[no-any-return]
+    raise AssertionError("the handler suspended")
+
+
+class Pair:
+    """One snapshot served by the Python path, and its native table."""
+
+    def __init__(self, mapping: ConsentMapping, limits: Limits = LIMITS) -> None:
+        store = PolicyStore()
+        store.publish(compile(mapping), source="test")
+        self.service = DecisionService(store, limits)
+        served = self.service._served()
+        self.table = served.batch_table
+        served.batch_table = None  # the service answers in Python from now on
+        assert isinstance(self.table, object) and self.table is not None
+
+    def python(self, data: bytes) -> bytes | Exception:
+        try:
+            return _run(self.service._decide_batch(data, Context()))  # type: ignore[arg-type]
+        except (DecodeError, Aborted) as e:
+            return e
+
+    def native(self, data: bytes) -> bytes | None:
+        assert NATIVE is not None
+        out: bytes | None = NATIVE.decide_batch(self.table, data)
+        return out
+
+    def check(self, data: bytes) -> bytes | None:
+        """The native answer, having checked it is None or the Python path's bytes."""
+        got = self.native(data)
+        if got is not None:
+            assert got == self.python(data)
+        return got
+
+
+def _request(draw: st.DrawFn, plain: bool) -> Req:
+    ids = st.sampled_from(REQUESTABLE) if plain else st.sampled_from([*REQUESTABLE, *ODD_IDS])
+    r = Req(destinations=draw(st.lists(ids, max_size=LIMITS.max_destinations if plain else 8)))
+    source = draw(st.sampled_from(["none", "consent"] if plain else ["none", "consent", "event"]))
+    if source == "consent":
+        keys = st.sampled_from([*CATEGORY_IDS, "C0004"] if plain else KEYS)
+        r.consent.SetInParent()  # present even when empty
+        r.consent.category_preferences.update(draw(st.dictionaries(keys, st.booleans())))
+    elif source == "event":
+        r.segment_event = b'{"type":"track","event":"x"}'
+    if not plain:
+        r.explain = draw(st.booleans())
+    return r
+
+
+@st.composite
+def batches(draw: st.DrawFn, plain: bool) -> bytes:
+    n = draw(st.integers(0, LIMITS.max_batch if plain else LIMITS.max_batch + 2))
+    return Batch(requests=[_request(draw, plain) for _ in range(n)]).SerializeToString()
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mappings(), batches(plain=True))
+def test_plain_batches_are_decided_natively_as_the_python_path(mapping: ConsentMapping, data: bytes) -> None:
+    assert Pair(mapping).check(data) is not None
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mappings(), batches(plain=False))
+def test_any_batch_is_declined_or_decided_as_the_python_path(mapping: ConsentMapping, data: bytes) -> None:
+    Pair(mapping).check(data)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mappings(), batches(plain=True), st.data())
+def test_mutated_and_truncated_batches_are_declined_or_decided_as_the_python_path(
+    mapping: ConsentMapping, data: bytes, draw: st.DataObject
+) -> None:
+    b = bytearray(data)
+    for _ in range(draw.draw(st.integers(1, 4))):
+        what = draw.draw(st.sampled_from(["flip", "insert", "delete", "truncate"]))
+        at = draw.draw(st.integers(0, len(b)))
+        if what == "flip" and at < len(b):
+            b[at] = draw.draw(st.integers(0, 255))
+        elif what == "insert":
+            b[at:at] = draw.draw(st.binary(min_size=1, max_size=3))
+        elif what == "delete":
+            del b[at : at + 1]
+        else:
+            del b[at:]
+    pair = Pair(mapping)
+    got = pair.native(bytes(b))
+    if got is not None:  # what the C decides protobuf parses, and the Python path answers the same
+        assert got == pair.python(bytes(b))
+
+
+def _encoded_consent(*entries: bytes) -> bytes:
+    """A DecideRequest whose consent holds these raw map entries (field 1 of Consent each)."""
+    body = b"".join(b"\x0a" + bytes([len(e)]) + e for e in entries)
+    return b"\x0a" + bytes([len(body)]) + body
+
+
+def _entry(request: bytes) -> bytes:
+    return b"\x0a" + bytes([len(request)]) + request
+
+
+def _key(k: bytes, v: int | None = None) -> bytes:
+    return b"\x0a" + bytes([len(k)]) + k + (b"" if v is None else b"\x10" + bytes([v]))
+
+
+SHAPES = [
+    # (name, request bytes, whether the C decides it)
+    ("a key granted then denied: the last value wins", _encoded_consent(_key(b"C0001", 1), _key(b"C0001", 0)), True),
+    ("a key denied then granted", _encoded_consent(_key(b"C0001", 0), _key(b"C0001", 1)), True),
+    ("a map entry without its value is false", _encoded_consent(_key(b"C0001")), True),
+    ("a map entry without its key is the empty id", _encoded_consent(b"\x10\x01"), True),
+    ("a bool encoded as 2 is true", _encoded_consent(_key(b"C0001", 2)), True),
+    ("value before key", _encoded_consent(b"\x10\x01" + _key(b"C0001")[0:7]), True),
+    ("explain false spelled out", b"\x1a\x03amp\x20\x00", True),
+    ("explain true", b"\x1a\x03amp\x20\x01", False),
+    ("no destinations: every known one", _encoded_consent(_key(b"C0002", 1)), True),
+    ("an empty consent object", b"\x0a\x00\x1a\x03amp", True),
+    ("two consent fields merge", _encoded_consent(_key(b"C0001", 1)) + _encoded_consent(_key(b"C0002", 1)), True),
+    ("an instance decides as its destination", b"\x0a\x00\x1a\x06amp/eu", True),
+    ("an id of exactly the byte limit", b"\x1a\x0a" + b"x" * 10, True),
+    ("an id one byte over", b"\x1a\x0b" + b"x" * 11, False),
+    ("a segment event", b"\x12\x02{}", False),
+    ("consent then segment event", b"\x0a\x00\x12\x02{}", False),
+    ("an unknown field", b"\x1a\x03amp\x28\x01", False),
+    ("destinations with the wrong wire type", b"\x18\x01", False),
+    ("a non-ASCII id", b"\x1a\x02\xc3\xa9", False),
+    ("invalid UTF-8", b"\x1a\x01\xff", False),
+    ("a control character in a key", _encoded_consent(_key(b"a\x01", 1)), False),
+    ("a varint of 11 bytes", b"\x20" + b"\x80" * 10 + b"\x00", False),
+    ("a length past the end", b"\x1a\x7famp", False),
+]
+
+
+
+@pytest.mark.parametrize(("name", "request_", "native"), SHAPES, ids=[s[0] for s in SHAPES])
+def test_wire_shapes_are_decided_as_the_python_path_or_declined(name: str, request_: bytes, native: bool) -> None:
+    got = Pair(_SHARED.mapping).check(_entry(request_) + _entry(b"\x1a\x03amp"))
+    assert (got is not None) == native
+
+
+@pytest.mark.parametrize(
+    ("name", "data"),
+    [
+        ("too many entries", _entry(b"\x1a\x03amp") * (LIMITS.max_batch + 1)),
+        ("too many destinations", _entry(b"\x1a\x03amp" * (LIMITS.max_destinations + 1))),
+        ("a batch field other than requests", b"\x12\x00"),
+        ("an entry truncated", _entry(b"\x1a\x03amp")[:-1]),
+    ],
+)
+def test_what_the_python_path_refuses_is_declined(name: str, data: bytes) -> None:
+    assert Pair(_SHARED.mapping).native(data) is None
+
+
+def test_random_bytes_never_crash_it() -> None:
+    pair = Pair(_SHARED.mapping)
+    rng = random.Random(16)
+    plain = Batch(requests=[Req(destinations=["amp", "ga4/eu"], consent=decision_pb2.Consent(
+        category_preferences={"C0001": True}))] * 3).SerializeToString()
+    decided = 0
+    for i in range(20_000):
+        if i % 2:
+            data = bytes(rng.getrandbits(8) for _ in range(rng.randrange(64)))
+        else:  # mostly-valid bytes reach deeper
+            b = bytearray(plain)
+            b[rng.randrange(len(b))] = rng.getrandbits(8)
+            data = bytes(b[: rng.randrange(len(b) + 1)])
+        got = pair.native(data)
+        decided += got is not None
+        if got is not None and i % 20 == 0:
+            assert got == pair.python(data)
+    assert decided > 0
+
+
+def test_calls_leave_reference_counts_and_memory_as_they_were() -> None:
+    pair = Pair(_SHARED.mapping)
+    data = Batch(requests=[Req(destinations=["amp", "ads", "x/y"], consent=decision_pb2.Consent(
+        category_preferences={"C0001": True}))] * 5).SerializeToString()
+    bad = data[:-3]
+    before = sys.getrefcount(data), sys.getrefcount(bad), sys.getrefcount(pair.table)
+    tracemalloc.start()
+    try:
+        grown = []
+        for _ in range(2):  # the first round under tracing refills free lists with traced blocks
+            start = tracemalloc.get_traced_memory()[0]
+            for _ in range(10_000):
+                assert pair.native(data) is not None
+                assert pair.native(bad) is None
+            grown.append(tracemalloc.get_traced_memory()[0] - start)
+    finally:
+        tracemalloc.stop()
+    assert grown[1] < 10_000  # bytes, over 20,000 calls
+    assert (sys.getrefcount(data), sys.getrefcount(bad), sys.getrefcount(pair.table)) == before
+
+
+def test_the_server_takes_the_native_path_only_without_metrics_and_decision_log(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from consent_sidecar.observe.metrics import Metrics, Recorder
+    from consent_sidecar.services import decision
+
+    calls: list[bytes | None] = []
+    real = decision._native_batch
+    assert real is not None
+
+    def spy(table: object, data: bytes) -> bytes | None:
+        calls.append(out := real(table, data))
+        return out
+
+    monkeypatch.setattr(decision, "_native_batch", spy)
+    store = PolicyStore()
+    store.publish(_SHARED, source="test")
+    data = Batch(requests=[Req(destinations=["amp"])]).SerializeToString()
+    lean = _run(DecisionService(store, LIMITS)._decide_batch(data, Context()))  # type: ignore[arg-type]
+    assert calls and calls[0] == lean
+    calls.clear()
+    counted = _run(DecisionService(store, LIMITS, recorder=Recorder(Metrics()))._decide_batch(
+        data, Context()))  # type: ignore[arg-type]
+    assert not calls and counted == lean
+
+
+def test_a_mapping_of_more_categories_than_64_bits_has_no_native_table() -> None:
+    from consent_core.model import Category
+
+    categories = tuple(Category(f"c{i}", f"n{i}", ("amp",)) for i in range(70))
+    store = PolicyStore()
+    store.publish(compile(ConsentMapping(categories)), source="test")
+    assert Served(store.current, LIMITS).batch_table is None
