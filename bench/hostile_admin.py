@@ -8,8 +8,10 @@ PYTHONPATH). Parts:
 - `audit-size`: one CreateCategory with 1,000 / 4,000 / 20,000 destinations: audit database
   bytes (with its WAL) and the server's peak RSS (VmHWM), under a 4 GiB address-space limit.
 - `denials`: a member's 5,000 refused writes: audit events added, and how long they took.
-- `watchers`: 200 WatchAuditEvents streams from sequence 0 that never read: how many opened,
-  server RSS, and Decide p50/p99 before and with them open.
+- `watchers`: 200 WatchAuditEvents streams from sequence 0 (that never read, or `--read`) on a
+  ~1,400-event trail: how many opened, server RSS, and a paced Decide's p50/p99/max before, while
+  the server works for them, and after; this checkout single-process, with `--workers N`, and
+  any older checkout given by `--tree` (the A/B), in turns for `--rounds`.
 - `locked`: a CreateCategory while another connection holds the audit database's write lock:
   how long Decide sees the new category before the write fails (0 = never served).
 - `diskfull`: 30 CreateCategory calls with the audit database on a full tmpfs (root only):
@@ -24,9 +26,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import os
 import resource
+import shutil
 import socket
 import sqlite3
 import statistics
@@ -100,9 +104,14 @@ def _limit_memory() -> None:
     resource.setrlimit(resource.RLIMIT_AS, (4 * gib, 4 * gib))
 
 
-def _spawn(cmd: list[str], log_path: Path) -> tuple[subprocess.Popen[bytes], IO[bytes]]:
+def _spawn(cmd: list[str], log_path: Path, tree: Path | None = None) -> tuple[subprocess.Popen[bytes], IO[bytes]]:
+    """`cmd` with its output in `log_path`; `tree`: import the sidecar from that checkout instead."""
+    env = None
+    if tree is not None:
+        paths = [tree / "core", tree / "clients" / "python", tree]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(str(p) for p in paths)}
     log = open(log_path, "wb")  # noqa: SIM115 - the caller closes it
-    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_limit_memory), log
+    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_limit_memory, env=env), log
 
 
 def _mount_tmpfs(path: Path, size: str) -> None:
@@ -114,7 +123,9 @@ def _umount(path: Path) -> None:
 
 
 @contextlib.asynccontextmanager
-async def serve(directory: Path, *, db_dir: Path | None = None, workers: int = 1) -> AsyncIterator[Server]:
+async def serve(
+    directory: Path, *, db_dir: Path | None = None, workers: int = 1, tree: Path | None = None
+) -> AsyncIterator[Server]:
     import grpc.aio
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -135,7 +146,7 @@ async def serve(directory: Path, *, db_dir: Path | None = None, workers: int = 1
         "serve", "--mappings", str(mapping), "--listen", decide, "--admin-listen", admin,
         "--principals", str(directory / "principals.yaml"), "--audit-db", str(db), "--log-level", "error", *extra,
     ]
-    proc, log = _spawn(cmd, directory / "server.log")
+    proc, log = _spawn(cmd, directory / "server.log", tree)
     server = Server(proc, db.parent, decide, admin, db)
     try:
         deadline = time.monotonic() + 30
@@ -240,7 +251,15 @@ async def denials(count: int) -> None:
                   f"(right after the burst)", flush=True)
 
 
-async def _decide_latency(target: str, calls: int) -> tuple[float, float]:
+PROBE_EVERY = 0.002  # seconds between the probe's Decide calls (a paced caller, not a flood)
+
+
+async def _probe(target: str, until: Path) -> None:
+    """`decide-probe`: one Decide every PROBE_EVERY s until `until` exists; prints `start latency_ms` per call.
+
+    `start` is time.monotonic(), the same clock in every process here, so the parent can cut
+    the series at the moments it opened the streams and saw the server go quiet.
+    """
     import grpc.aio
     from consent.v1 import decision_pb2, decision_pb2_grpc
 
@@ -249,81 +268,222 @@ async def _decide_latency(target: str, calls: int) -> tuple[float, float]:
         req = decision_pb2.DecideRequest(consent=decision_pb2.Consent(category_preferences={"C0001": True}))
         for _ in range(50):
             await stub.Decide(req, timeout=10)
-        times = []
-        for _ in range(calls):
-            t = time.perf_counter()
+        print("ready", flush=True)
+        out = []
+        next_at = time.monotonic()
+        while not until.exists():  # noqa: ASYNC240 - a stat per call, the same for every configuration
+            t = time.monotonic()
             await stub.Decide(req, timeout=10)
-            times.append((time.perf_counter() - t) * 1000)
-    times.sort()
-    return statistics.median(times), times[int(len(times) * 0.99) - 1]
+            out.append(f"{t:.6f} {(time.monotonic() - t) * 1000:.4f}")
+            next_at = max(next_at + PROBE_EVERY, time.monotonic())
+            await asyncio.sleep(next_at - time.monotonic())
+    print("\n".join(out), flush=True)
 
 
-async def _decide_latency_apart(target: str, calls: int) -> tuple[float, float]:
-    """`_decide_latency` from a separate process: the 200 streams' client work must not slow the measurer."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bench.hostile_admin", "decide-latency", "--target", target, "--calls", str(calls),
-        stdout=asyncio.subprocess.PIPE,
-    )
-    out, _ = await proc.communicate()
-    p50, p99 = out.decode().split()
-    return float(p50), float(p99)
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of `pid` and all its threads (children not included)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def watchers(streams: int, principals: int, workers: int = 1) -> None:
+def _pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, int(len(values) * q))]
+
+
+@dataclass
+class Phases:
+    """Decide latencies (ms) of one watchers run: before the streams, while the server worked for them, after."""
+
+    label: str
+    before: list[float]
+    during: list[float]
+    after: list[float]
+    busy: float  # seconds from opening the streams until the server went quiet
+    opened: int
+    refused: int
+    rss: tuple[int, int]
+    timeline: list[tuple[float, float]] = dataclasses.field(default_factory=list)  # (s after opening, ms)
+    cpu: list[tuple[float, float]] = dataclasses.field(default_factory=list)  # (s after opening, server cores)
+
+    def print_timeline(self, step: float = 1.0) -> None:
+        """Per `step` seconds from opening the streams: Decide p50 / p99 / max and the server's cores."""
+        buckets: dict[int, list[float]] = {}
+        for t, ms in self.timeline:
+            buckets.setdefault(int(t // step), []).append(ms)
+        cores: dict[int, list[float]] = {}
+        for t, c in self.cpu:
+            cores.setdefault(int(t // step), []).append(c)
+        for b in sorted(buckets):
+            xs = buckets[b]
+            c = cores.get(b)
+            print(f"    {b * step:+6.1f} s  n={len(xs):4d}  p50 {_pct(xs, 0.5):6.2f}  p99 {_pct(xs, 0.99):7.2f}  "
+                  f"max {max(xs):7.1f} ms  server {statistics.mean(c) if c else float('nan'):.2f} cores", flush=True)
+
+    def row(self) -> str:
+        base50, base99 = _pct(self.before, 0.5), _pct(self.before, 0.99)
+
+        def cell(xs: list[float]) -> str:
+            return f"{_pct(xs, 0.5):6.2f} /{_pct(xs, 0.99):7.2f} /{max(xs, default=float('nan')):7.1f}"
+
+        return (
+            f"{self.label:<22} {cell(self.before)} | {cell(self.during)} ({len(self.during):4d}) "
+            f"x{_pct(self.during, 0.5) / base50:5.1f} /x{_pct(self.during, 0.99) / base99:5.1f} | "
+            f"{cell(self.after)} x{_pct(self.after, 0.99) / base99:4.1f} | {self.busy:4.1f} s "
+            f"{self.opened:3d} open {self.refused} refused, RSS {self.rss[0] / 1024:.0f}->{self.rss[1] / 1024:.0f} MB"
+        )
+
+
+TRAIL_SEED = "trail"  # a directory holding mappings.yaml + audit.db with the trail, built once per run
+
+
+async def _build_trail(directory: Path, tree: Path | None) -> None:
+    """One 1,000-destination category, then 200 small updates: a ~1,400-event trail, kept for every run."""
+    import grpc.aio
+    from consent.v1 import admin_pb2
+
+    async with serve(directory, tree=tree) as server, grpc.aio.insecure_channel(server.admin) as ch:
+        stub = _admin_stub(ch)
+        big = admin_pb2.Category(id="C0009", name="Big", destinations=[f"dest-{i:05d}" for i in range(1000)])
+        await stub.CreateCategory(admin_pb2.CreateCategoryRequest(category=big), metadata=OWNER, timeout=120)  # type: ignore[attr-defined]
+        for i in range(200):
+            cat = admin_pb2.Category(id="C0002", name=f"Performance {i}", destinations=["mixpanel", "heap"])
+            await stub.UpdateCategory(  # type: ignore[attr-defined]
+                admin_pb2.UpdateCategoryRequest(category_id="C0002", category=cat), metadata=OWNER, timeout=30
+            )
+
+
+async def _watchers_once(
+    seed: Path, label: str, streams: int, principals: int, workers: int, tree: Path | None, read: bool
+) -> Phases:
     import grpc.aio
     from consent.v1 import admin_pb2
 
     with tempfile.TemporaryDirectory(prefix="hw-") as d:
-        async with serve(Path(d), workers=workers) as server, grpc.aio.insecure_channel(server.admin) as ch:
-            stub = _admin_stub(ch)
-            # A trail worth reading: one 1,000-destination category, then 200 small updates.
-            big = admin_pb2.Category(id="C0009", name="Big", destinations=[f"dest-{i:05d}" for i in range(1000)])
-            await stub.CreateCategory(admin_pb2.CreateCategoryRequest(category=big), metadata=OWNER, timeout=120)  # type: ignore[attr-defined]
-            for i in range(200):
-                cat = admin_pb2.Category(id="C0002", name=f"Performance {i}", destinations=["mixpanel", "heap"])
-                await stub.UpdateCategory(  # type: ignore[attr-defined]
-                    admin_pb2.UpdateCategoryRequest(category_id="C0002", category=cat), metadata=OWNER, timeout=30
-                )
-            trail = await _events(stub)
-            p50, p99 = await _decide_latency_apart(server.decide, 2000)
+        directory = Path(d)
+        for name in ("mappings.yaml", "audit.db"):
+            shutil.copy(seed / name, directory / name)
+        async with serve(directory, workers=workers, tree=tree) as server, \
+                grpc.aio.insecure_channel(server.admin) as ch:
+            trail = await _events(_admin_stub(ch))
+            stop_file = directory / "probe.stop"
+            probe = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "bench.hostile_admin", "decide-probe", "--target", server.decide,
+                "--stop-file", str(stop_file), stdout=asyncio.subprocess.PIPE,
+            )
+            assert probe.stdout is not None
+            await asyncio.wait_for(probe.stdout.readline(), 30)
+            pid = server.proc.pid
+            t0, c0 = time.monotonic(), _cpu_seconds(pid)
+            await asyncio.sleep(3)  # the baseline: no streams
+            idle = (_cpu_seconds(pid) - c0) / (time.monotonic() - t0)  # what the probe alone costs the server
             rss0 = server.rss_kib()
             channels = [grpc.aio.insecure_channel(server.admin, options=[("grpc.use_local_subchannel_pool", 1)])
                         for _ in range(streams)]
             who = [MEMBER] if principals == 1 else [
                 (("authorization", f"Bearer member{i % MEMBERS}-token"),) for i in range(principals)
             ]
+            opened_at = time.monotonic()
+            cpu0 = _cpu_seconds(pid)
             calls = [
                 _admin_stub(c).WatchAuditEvents(  # type: ignore[attr-defined]
                     admin_pb2.WatchAuditEventsRequest(after_sequence=0), metadata=who[i % len(who)], timeout=600
                 )
                 for i, c in enumerate(channels)
             ]
-            started = asyncio.gather(*(c.initial_metadata() for c in calls), return_exceptions=True)
-            await asyncio.wait_for(started, 60)
-            await asyncio.sleep(3)  # let the server fill whatever it buffers for them
-            early = await _decide_latency_apart(server.decide, 2000)
-            await asyncio.sleep(3)
-            open_now = 0
-            refused = 0
+            received = [0]
+
+            async def drain(call: object) -> None:
+                with contextlib.suppress(grpc.aio.AioRpcError, asyncio.CancelledError):
+                    async for _ in call:  # type: ignore[attr-defined]
+                        received[0] += 1
+
+            readers = [asyncio.ensure_future(drain(c)) for c in calls] if read else []
+            # Busy until the server's CPU stays within a tenth of a core of the baseline's for 0.5 s (or 180 s pass).
+            quiet_since = None
+            cpu_series: list[tuple[float, float]] = []
+            last_t, last_cpu = opened_at, cpu0
+            while time.monotonic() - opened_at < 180:
+                await asyncio.sleep(0.1)
+                now, cpu = time.monotonic(), _cpu_seconds(pid)
+                cpu_series.append((now, (cpu - last_cpu) / (now - last_t)))
+                busy = (cpu - last_cpu) / (now - last_t) > idle + 0.1
+                last_t, last_cpu = now, cpu
+                if busy or (read and received[0] < streams * trail):
+                    quiet_since = None
+                elif quiet_since is None:
+                    quiet_since = now
+                elif now - quiet_since >= 0.5:
+                    break
+            quiet_at = quiet_since if quiet_since is not None else time.monotonic()
+            await asyncio.sleep(3)  # the after window
+            rss1 = server.rss_kib()
+            stop_file.touch()
+            out, _ = await asyncio.wait_for(probe.communicate(), 60)
+            opened = refused = 0
             for c in calls:
-                if c.done():
-                    code = await c.code()
+                if c.done():  # type: ignore[attr-defined]
+                    code = await c.code()  # type: ignore[attr-defined]
                     refused += code == grpc.StatusCode.RESOURCE_EXHAUSTED
                 else:
-                    open_now += 1
-            rss1 = server.rss_kib()
-            late = await _decide_latency_apart(server.decide, 2000)
-            print(
-                f"watchers: trail of {trail} events; {streams} idle streams from sequence 0 by {principals} member(s): "
-                f"{open_now} open, {refused} RESOURCE_EXHAUSTED; server RSS {rss0 / 1024:.0f} -> {rss1 / 1024:.0f} MB; "
-                f"Decide p50/p99 ms: {p50:.2f}/{p99:.2f} without streams, {early[0]:.2f}/{early[1]:.2f} "
-                f"while they opened, {late[0]:.2f}/{late[1]:.2f} 6 s later",
-                flush=True,
-            )
+                    opened += 1
             for c in calls:
-                c.cancel()
+                c.cancel()  # type: ignore[attr-defined]
+            for r in readers:
+                r.cancel()
             for c in channels:
                 await c.close()
+    series = [(float(a), float(b)) for a, b in (line.split() for line in out.decode().splitlines() if line)]
+    before = [ms for t, ms in series if opened_at - 3 <= t < opened_at]
+    during = [ms for t, ms in series if opened_at <= t < quiet_at]
+    after = [ms for t, ms in series if quiet_at + 0.5 <= t]
+    phases = Phases(label, before, during, after, quiet_at - opened_at, opened, refused, (rss0, rss1))
+    phases.timeline = [(t - opened_at, ms) for t, ms in series]
+    phases.cpu = [(t - opened_at, c) for t, c in cpu_series]
+    return phases
+
+
+async def watchers(
+    streams: int, principals: int, workers: int = 1, trees: list[Path] | None = None, rounds: int = 1,
+    read: bool = False, timeline: bool = False,
+) -> None:
+    """Decide latency before / during / after `streams` WatchAuditEvents streams catch up, per configuration.
+
+    Configurations: this checkout single-process, this checkout with `--workers` (when > 1), and
+    each `trees` checkout single-process (an older commit: the A/B). Run in turns, `rounds` times.
+    """
+    configs: list[tuple[str, int, Path | None]] = [("this, 1 process", 1, None)]
+    if workers > 1:
+        configs.append((f"this, --workers {workers}", workers, None))
+    for tree in trees or []:
+        configs.append((f"{tree.name}, 1 process", 1, tree))
+    with tempfile.TemporaryDirectory(prefix="hw-seed-") as seed_dir:
+        seed = Path(seed_dir)
+        await _build_trail(seed, trees[0] if trees else None)  # the oldest tree writes a trail all can read
+        print(f"watchers: {streams} streams from sequence 0 by {principals} member(s), "
+              f"{'reading' if read else 'never reading'}; Decide every {PROBE_EVERY * 1000:.0f} ms from "
+              f"another process. Columns: p50 / p99 / max ms before | during (calls) ratio to before "
+              f"p50 / p99 | after, p99 ratio | server busy", flush=True)
+        results: dict[str, list[Phases]] = {}
+        for r in range(rounds):
+            for label, n, tree in configs:
+                phases = await _watchers_once(seed, label, streams, principals, n, tree, read)
+                results.setdefault(label, []).append(phases)
+                print(f"  round {r + 1} {phases.row()}", flush=True)
+                if timeline:
+                    phases.print_timeline()
+        if rounds > 1:
+            print("  all rounds pooled:")
+            for label, runs in results.items():
+                pooled = Phases(
+                    label, [x for p in runs for x in p.before], [x for p in runs for x in p.during],
+                    [x for p in runs for x in p.after], statistics.median(p.busy for p in runs),
+                    min(p.opened for p in runs), max(p.refused for p in runs),
+                    (max(p.rss[0] for p in runs), max(p.rss[1] for p in runs)),
+                )
+                print(f"  pooled  {pooled.row()}", flush=True)
 
 
 async def locked() -> None:
@@ -431,20 +591,24 @@ def _timed(part: str) -> Iterator[None]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.hostile_admin", description=__doc__.splitlines()[0])
-    parser.add_argument("parts", nargs="*", choices=[*PARTS, "decide-latency", []], metavar="|".join(PARTS))
+    parser.add_argument("parts", nargs="*", choices=[*PARTS, "decide-probe", []], metavar="|".join(PARTS))
     parser.add_argument("--target", help=argparse.SUPPRESS)
-    parser.add_argument("--calls", type=int, default=2000, help=argparse.SUPPRESS)
+    parser.add_argument("--stop-file", help=argparse.SUPPRESS)
     parser.add_argument("--sizes", default="1000,4000,20000", help="audit-size: destinations per create")
     parser.add_argument("--streams", type=int, default=200)
     parser.add_argument("--principals", type=int, default=1,
                         help=f"watchers: spread the streams over this many members (at most {MEMBERS})")
     parser.add_argument("--denials", type=int, default=5000)
     parser.add_argument("--workers", type=int, default=1,
-                        help="watchers: serve --workers N (decisions in N worker processes, over TCP)")
+                        help="watchers: also serve --workers N (decisions in N worker processes, over TCP)")
+    parser.add_argument("--tree", action="append", type=Path, default=[],
+                        help="watchers: also run the server from this checkout (e.g. an older commit), in turns")
+    parser.add_argument("--rounds", type=int, default=1, help="watchers: runs of each configuration, in turns")
+    parser.add_argument("--read", action="store_true", help="watchers: the streams read everything (not idle)")
+    parser.add_argument("--timeline", action="store_true", help="watchers: Decide latency and server CPU per second")
     args = parser.parse_args(argv)
-    if args.parts == ["decide-latency"]:  # the measuring child of `watchers`
-        p50, p99 = asyncio.run(_decide_latency(args.target, args.calls))
-        print(f"{p50} {p99}")
+    if args.parts == ["decide-probe"]:  # the measuring child of `watchers`
+        asyncio.run(_probe(args.target, Path(args.stop_file)))
         return 0
     parts = args.parts or list(PARTS)
     import consent_sidecar
@@ -457,7 +621,8 @@ def main(argv: list[str] | None = None) -> int:
             elif part == "denials":
                 asyncio.run(denials(args.denials))
             elif part == "watchers":
-                asyncio.run(watchers(args.streams, args.principals, args.workers))
+                asyncio.run(watchers(args.streams, args.principals, args.workers, args.tree, args.rounds, args.read,
+                                     args.timeline))
             elif part == "locked":
                 asyncio.run(locked())
             elif part == "diskfull":

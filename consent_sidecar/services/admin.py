@@ -453,21 +453,37 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         records = self._audit.watch(_sequence(request.after_sequence), buffer=self._watch_buffer)
         closing = asyncio.ensure_future(self._closing.wait())
         step: asyncio.Future[AuditRecord] | None = None
+        me = asyncio.current_task()
+
+        def interrupt(_: object) -> None:  # shutdown or revocation: stop waiting for the next record
+            if step is not None and not step.done():
+                step.cancel()
+
+        # One callback per stream, not a three-way wait per event: catching up sends thousands of
+        # events, and each wait's bookkeeping ran on the loop that also serves decisions.
+        closing.add_done_callback(interrupt)
+        stream.ended.add_done_callback(interrupt)
         try:
             while True:
-                step = asyncio.ensure_future(anext(records))
-                await asyncio.wait((step, closing, stream.ended), return_when=asyncio.FIRST_COMPLETED)
                 if stream.ended.done():
                     raise stream.ended.result()  # the principal was revoked at a reload
-                if not step.done():
+                if closing.done():
                     return  # shutting down: end the stream cleanly (finally stops the watch)
+                step = asyncio.ensure_future(anext(records))
                 try:
-                    record = step.result()
+                    record = await step
                 except StopAsyncIteration:  # the log was closed
                     return
+                except asyncio.CancelledError:
+                    if me is not None and me.cancelling():
+                        raise  # the call itself was cancelled
+                    continue  # interrupted: the loop's head says why
+                if stream.ended.done():  # revoked while the record was read: it is not sent
+                    raise stream.ended.result()
                 yield audit_event(record)
         finally:
             self._streams.discard(stream)
+            stream.ended.remove_done_callback(interrupt)
             closing.cancel()
             if step is not None and not step.done():
                 step.cancel()
