@@ -82,6 +82,10 @@ _field = field  # the wire helper's old name, for tests and tools
 _native_batch: Final[Callable[[object, bytes], bytes | None] | None] = (
     None if NATIVE is None else NATIVE.decide_batch
 )
+# The same, with the batch's entry count and decision counts by metrics slot, for a Recorder.
+_native_counted: Final[Callable[[object, bytes], tuple[bytes, int, tuple[int, ...]] | None] | None] = (
+    None if NATIVE is None else NATIVE.decide_batch_counted
+)
 
 
 # -- the service --------------------------------------------------------------------------------------
@@ -309,12 +313,21 @@ class DecisionService(decision_pb2_grpc.DecisionServiceServicer):
         t0 = time.perf_counter()
         st = self._served()  # one snapshot for the whole batch
         table = st.batch_table
-        if table is not None and self._recorder is None and self._dlog is None and _native_batch is not None:
+        rec = self._recorder
+        if table is not None and self._dlog is None:
             # The plain case (consent or none, no explain, valid ASCII ids, within limits) decided in C,
             # byte-identical to what follows; None for anything else, which then goes the Python way.
-            # Not with metrics or the decision log: their per-entry tallies and samples stay in Python.
-            body = _native_batch(table, data)
-            if body is not None:
+            # With metrics, the C also counts the decisions by reason and outcome, as `tally` would
+            # (not under shadow categories: their would-block tallies stay in Python). Not with the
+            # decision log: its per-decision samples stay in Python.
+            if rec is None:
+                if _native_batch is not None and (body := _native_batch(table, data)) is not None:
+                    return body
+            elif _native_counted is not None and (got := _native_counted(table, data)) is not None:
+                body, n, counts = got
+                rec.add_slots(counts)
+                rec.batch.observe(n)
+                rec.rpc["DecideBatch"].observe(time.perf_counter() - t0)
                 return body
         if st.raw.bypass() and self._recorder is None and self._dlog is None:
             # Requests do not repeat: protobuf parses the batch at once, each entry is decided anew.
@@ -341,7 +354,6 @@ class DecisionService(decision_pb2_grpc.DecisionServiceServicer):
             await abort(context, InvalidArgument("requests", f"too many entries: {n} > {self._limits.max_batch}"))
         raw = st.raw
         young = raw.young
-        rec = self._recorder
         pending = rec.pending if rec is not None else None
         dlog = self._dlog
         parts = []

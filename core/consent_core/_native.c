@@ -22,6 +22,7 @@ typedef struct {
     const char *key; /* NULL: empty slot; points into a bytes object the Table holds */
     Py_ssize_t len;
     int64_t value;
+    int exempt; /* the need map: an `enforce: false` destination (its need is 0, its reason EXEMPT) */
 } Slot;
 
 typedef struct {
@@ -67,6 +68,8 @@ typedef struct {
     const char **known;  /* the known ids in mapping order (for an empty destination list) */
     Py_ssize_t *known_len;
     int64_t *known_need;
+    int *known_reason;   /* their reason when not blocked by consent (GRANTED, EXEMPT or UNMAPPED) */
+    int shadow;          /* the mapping has shadow categories: decide_batch_counted declines */
     Py_ssize_t n_known;
     Py_ssize_t max_destinations, max_id_bytes, max_batch;
     const char *policy_tail;  /* DecideResponse.policy, framed */
@@ -81,6 +84,7 @@ static void table_dealloc(Table *t) {
     PyMem_Free(t->known);
     PyMem_Free(t->known_len);
     PyMem_Free(t->known_need);
+    PyMem_Free(t->known_reason);
     Py_XDECREF(t->keep);
     Py_TYPE(t)->tp_free((PyObject *)t);
 }
@@ -105,18 +109,33 @@ static int fill_map(Map *m, PyObject *dict, PyObject *keep_list) {
     return 0;
 }
 
+/* consent_core.outcome.Reason's values (consent.v1.Reason), for decide_batch_counted's slots */
+#define NO_CONSENT 1
+#define UNMAPPED 2
+#define GRANTED 3
+#define DENIED 4
+#define EXEMPT 5
+#define UNKNOWN_DESTINATION 6
+#define N_SLOTS 18 /* slot = reason * 2 + allowed, as consent_sidecar.observe.metrics._slot */
+
+/* A known destination's reason when consent does not block it (a need of 0 is exempt or unmapped). */
+static int free_reason(const Slot *s) { return s->value != 0 ? GRANTED : s->exempt ? EXEMPT : UNMAPPED; }
+
 /* Table(need: dict[bytes, int], unknown_need, known: tuple[bytes, ...], bits: dict[bytes, int],
- *       max_destinations, max_id_bytes, max_batch, policy_tail: bytes, policy_field: bytes) */
+ *       max_destinations, max_id_bytes, max_batch, policy_tail: bytes, policy_field: bytes
+ *       [, exempt: tuple[bytes, ...] (known ids with enforce: false), shadow: bool]) */
 static PyObject *table_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
-    PyObject *need, *known, *bits, *tail, *pfield;
+    PyObject *need, *known, *bits, *tail, *pfield, *exempt = NULL;
+    int shadow = 0;
     long long unknown_need;
     Py_ssize_t max_destinations, max_id_bytes, max_batch;
     if (kwds != NULL && PyDict_Size(kwds) > 0) {
         PyErr_SetString(PyExc_TypeError, "Table takes positional arguments only");
         return NULL;
     }
-    if (!PyArg_ParseTuple(args, "O!LO!O!nnnSS", &PyDict_Type, &need, &unknown_need, &PyTuple_Type, &known,
-                          &PyDict_Type, &bits, &max_destinations, &max_id_bytes, &max_batch, &tail, &pfield))
+    if (!PyArg_ParseTuple(args, "O!LO!O!nnnSS|O!p", &PyDict_Type, &need, &unknown_need, &PyTuple_Type, &known,
+                          &PyDict_Type, &bits, &max_destinations, &max_id_bytes, &max_batch, &tail, &pfield,
+                          &PyTuple_Type, &exempt, &shadow))
         return NULL;
     Table *t = (Table *)type->tp_alloc(type, 0);
     if (t == NULL) return NULL;
@@ -126,12 +145,28 @@ static PyObject *table_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     t->max_destinations = max_destinations;
     t->max_id_bytes = max_id_bytes;
     t->max_batch = max_batch;
+    t->shadow = shadow;
     if (fill_map(&t->need, need, keep_list) < 0 || fill_map(&t->bits, bits, keep_list) < 0) goto fail;
+    Py_ssize_t n_exempt = exempt == NULL ? 0 : PyTuple_GET_SIZE(exempt);
+    for (Py_ssize_t i = 0; i < n_exempt; i++) {
+        PyObject *k = PyTuple_GET_ITEM(exempt, i);
+        if (!PyBytes_CheckExact(k)) {
+            PyErr_SetString(PyExc_TypeError, "exempt ids must be bytes");
+            goto fail;
+        }
+        Slot *slot = map_find(&t->need, PyBytes_AS_STRING(k), PyBytes_GET_SIZE(k));
+        if (slot->key == NULL) {
+            PyErr_SetString(PyExc_ValueError, "an exempt id has no need");
+            goto fail;
+        }
+        slot->exempt = 1;
+    }
     Py_ssize_t n = PyTuple_GET_SIZE(known);
     t->known = PyMem_Calloc((size_t)n + 1, sizeof(char *));
     t->known_len = PyMem_Calloc((size_t)n + 1, sizeof(Py_ssize_t));
     t->known_need = PyMem_Calloc((size_t)n + 1, sizeof(int64_t));
-    if (t->known == NULL || t->known_len == NULL || t->known_need == NULL) {
+    t->known_reason = PyMem_Calloc((size_t)n + 1, sizeof(int));
+    if (t->known == NULL || t->known_len == NULL || t->known_need == NULL || t->known_reason == NULL) {
         PyErr_NoMemory();
         goto fail;
     }
@@ -149,6 +184,7 @@ static PyObject *table_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
         t->known[i] = slot->key;
         t->known_len[i] = slot->len;
         t->known_need[i] = slot->value;
+        t->known_reason[i] = free_reason(slot);
     }
     t->n_known = n;
     if (PyList_Append(keep_list, tail) < 0 || PyList_Append(keep_list, pfield) < 0) goto fail;
@@ -259,6 +295,7 @@ typedef struct {
     const char *id;
     Py_ssize_t len;
     int blocked;
+    int reason; /* when counting: the reason if not blocked (GRANTED, EXEMPT, UNMAPPED; 0 unknown) */
 } Pick;
 
 typedef struct {
@@ -281,19 +318,43 @@ static int picks_reserve(Picks *ps, Py_ssize_t n) {
 #define DOUBT 1 /* outside the plain case: the caller decides in Python */
 #define FAIL -1 /* a Python exception is set (memory) */
 
-static int64_t need_of(const Table *t, const char *id, Py_ssize_t n) {
+/* The need of a request id, and into *reason what free_reason says of it (0: an id the table does not hold). */
+static int64_t need_of(const Table *t, const char *id, Py_ssize_t n, int *reason) {
     Slot *s = map_find(&t->need, id, n);
-    if (s->key != NULL) return s->value;
-    const char *slash = memchr(id, '/', (size_t)n);
-    if (slash != NULL) { /* `<destination>/<instance>` decides as <destination> */
-        s = map_find(&t->need, id, slash - id);
-        if (s->key != NULL) return s->value;
+    if (s->key == NULL) {
+        const char *slash = memchr(id, '/', (size_t)n);
+        if (slash != NULL) /* `<destination>/<instance>` decides as <destination> */
+            s = map_find(&t->need, id, slash - id);
     }
+    if (s->key != NULL) {
+        *reason = free_reason(s);
+        return s->value;
+    }
+    *reason = 0;
     return t->unknown_need;
 }
 
-/* One DecideRequest entry -> its framed `responses` field appended to `o`; 0, DOUBT or FAIL. */
-static int decide_entry(const Table *t, const uint8_t *p, const uint8_t *end, Picks *ps, Out *o) {
+/* Adds one decided entry's picks to `counts` (N_SLOTS, slot = reason * 2 + allowed), as
+ * consent_core's explained decisions would reason them (consent_sidecar.observe.metrics.tally). */
+static void count_entry(const Pick *picks, Py_ssize_t n, int has_consent, uint64_t *counts) {
+    if (!has_consent) { /* no consent object: everything allowed, NO_CONSENT (unknown ids too) */
+        counts[NO_CONSENT * 2 + 1] += (uint64_t)n;
+        return;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int r = picks[i].reason;
+        if (picks[i].blocked) { /* unknown ids block only under `unknown_destinations: deny` */
+            counts[(r == 0 ? UNKNOWN_DESTINATION : DENIED) * 2]++;
+        } else {
+            counts[(r == 0 ? UNMAPPED : r) * 2 + 1]++;
+        }
+    }
+}
+
+/* One DecideRequest entry -> its framed `responses` field appended to `o`; 0, DOUBT or FAIL.
+ * With `counts` (else NULL), its decisions are added there (count_entry). */
+static int decide_entry(const Table *t, const uint8_t *p, const uint8_t *end, Picks *ps, Out *o,
+                        uint64_t *counts) {
     Pick *picks = ps->at;
     int has_consent = 0;
     uint64_t granted = 0;
@@ -363,12 +424,14 @@ static int decide_entry(const Table *t, const uint8_t *p, const uint8_t *end, Pi
             picks[i].id = t->known[i];
             picks[i].len = t->known_len[i];
             picks[i].blocked = has_consent && blocks(t->known_need[i], granted);
+            picks[i].reason = t->known_reason[i];
         }
         n = t->n_known;
     } else {
         for (Py_ssize_t i = 0; i < n; i++)
-            picks[i].blocked = has_consent && blocks(need_of(t, picks[i].id, picks[i].len), granted);
+            picks[i].blocked = has_consent && blocks(need_of(t, picks[i].id, picks[i].len, &picks[i].reason), granted);
     }
+    if (counts != NULL) count_entry(picks, n, has_consent, counts);
     size_t body = (size_t)t->policy_tail_len;
     for (Py_ssize_t i = 0; i < n; i++) body += 1 + varint_size((uint64_t)picks[i].len) + (size_t)picks[i].len;
     if (out_reserve(o, 1 + varint_size(body) + body) < 0) {
@@ -391,10 +454,11 @@ static int decide_entry(const Table *t, const uint8_t *p, const uint8_t *end, Pi
     return 0;
 }
 
-static PyObject *decide_batch(PyObject *Py_UNUSED(self), PyObject *args) {
-    Table *t;
-    Py_buffer view;
-    if (!PyArg_ParseTuple(args, "O!y*", &TableType, &t, &view)) return NULL;
+/* The batch -> its response bytes (PyBytes), Py_None outside the plain case, NULL with an exception
+ * set; with `counts` (N_SLOTS zeroed), the decisions of every entry added there and the number of
+ * entries into *n_entries. */
+static PyObject *run_batch(Table *t, Py_buffer *view_, uint64_t *counts, Py_ssize_t *n_entries) {
+    Py_buffer view = *view_;
     const uint8_t *p = view.buf, *end = p + view.len;
     Picks picks = {NULL, 0};
     Out o = {NULL, 0, 0};
@@ -410,7 +474,7 @@ static PyObject *decide_batch(PyObject *Py_UNUSED(self), PyObject *args) {
             rc = DOUBT;
             goto done;
         }
-        rc = decide_entry(t, e, e + elen, &picks, &o);
+        rc = decide_entry(t, e, e + elen, &picks, &o, counts);
         if (rc != 0) goto done;
     }
     if (out_reserve(&o, (size_t)t->policy_field_len + 1) < 0) {
@@ -429,8 +493,51 @@ done:
     }
     PyMem_Free(o.buf);
     PyMem_Free(picks.at);
+    *n_entries = entries;
+    return result;
+}
+
+static PyObject *decide_batch(PyObject *Py_UNUSED(self), PyObject *args) {
+    Table *t;
+    Py_buffer view;
+    Py_ssize_t entries;
+    if (!PyArg_ParseTuple(args, "O!y*", &TableType, &t, &view)) return NULL;
+    PyObject *result = run_batch(t, &view, NULL, &entries);
     PyBuffer_Release(&view);
     return result;
+}
+
+/* decide_batch_counted(table, data) -> (body, entries, counts) | None: decide_batch, plus the
+ * number of entries and a tuple of N_SLOTS decision counts (slot = reason * 2 + allowed). None
+ * also when the mapping has shadow categories (their would-block tallies stay in Python). */
+static PyObject *decide_batch_counted(PyObject *Py_UNUSED(self), PyObject *args) {
+    Table *t;
+    Py_buffer view;
+    Py_ssize_t entries = 0;
+    uint64_t counts[N_SLOTS] = {0};
+    if (!PyArg_ParseTuple(args, "O!y*", &TableType, &t, &view)) return NULL;
+    if (t->shadow) {
+        PyBuffer_Release(&view);
+        Py_RETURN_NONE;
+    }
+    PyObject *body = run_batch(t, &view, counts, &entries);
+    PyBuffer_Release(&view);
+    if (body == NULL || body == Py_None) return body;
+    PyObject *tally = PyTuple_New(N_SLOTS);
+    if (tally == NULL) {
+        Py_DECREF(body);
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < N_SLOTS; i++) {
+        PyObject *c = PyLong_FromUnsignedLongLong(counts[i]);
+        if (c == NULL) {
+            Py_DECREF(tally);
+            Py_DECREF(body);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(tally, i, c);
+    }
+    return Py_BuildValue("(NnN)", body, entries, tally);
 }
 
 /* -- split over Python objects ------------------------------------------------------------ */
@@ -547,6 +654,8 @@ static PyMethodDef methods[] = {
      "granted(bits, preferences, strict) -> the granted mask, None (strict: an odd entry), or -1 (not ours)."},
     {"decide_batch", decide_batch, METH_VARARGS,
      "decide_batch(table, data) -> the encoded DecideBatchResponse, or None outside the plain case."},
+    {"decide_batch_counted", decide_batch_counted, METH_VARARGS,
+     "decide_batch_counted(table, data) -> (body, entries, counts by reason * 2 + allowed), or None."},
     {"split", split, METH_VARARGS,
      "split(need, unknown_need, granted, destinations, strict) -> (allowed, blocked), or None."},
     {NULL, NULL, 0, NULL},

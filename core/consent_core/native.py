@@ -1,7 +1,8 @@
 """Loads consent_core._native, the optional C accelerator, and builds its per-snapshot tables; pure.
 
 The C code (consent_core/_native.c) computes what the pure-Python pass computes, faster: the
-server's plain DecideBatch from request bytes to response bytes (`batch_table` + `decide_batch`),
+server's plain DecideBatch from request bytes to response bytes (`batch_table` + `decide_batch`;
+`decide_batch_counted` adds the batch's decision counts by reason and outcome, for metrics),
 and the allowed/blocked pass over Python ids (`split`). The pure code stays the reference and the
 fallback: `NATIVE` is None when the extension is absent (a source checkout never built, another
 interpreter) or when the environment sets CONSENT_CORE_PURE=1, and every caller then takes the
@@ -55,9 +56,14 @@ def batch_table(index: Index, limits: Limits, policy_tail: bytes, policy_field: 
     except UnicodeEncodeError:  # a lone surrogate in an unvalidated mapping: the pure path
         return None
     known = tuple(d.encode() for d in index.known_destinations)
+    # For decide_batch_counted: what tells EXEMPT from UNMAPPED among needs of 0, and whether
+    # shadow (dry-run) categories exist, whose would-block tallies only the Python path counts.
+    settings = index.mapping.destinations
+    exempt = tuple(d.encode() for d in index.known_destinations if d in settings and not settings[d].enforce)
+    shadow = any(index.is_shadow(c) for c in index.category_bits)
     table: object = NATIVE.Table(
         encoded, unknown_need, known, bits, limits.max_destinations, limits.max_destination_id_bytes,
-        limits.max_batch, policy_tail, policy_field,
+        limits.max_batch, policy_tail, policy_field, exempt, shadow,
     )
     return table
 
