@@ -243,8 +243,11 @@ def test_random_bytes_never_crash_it() -> None:
     assert decided > 0
 
 
-def test_calls_leave_reference_counts_and_memory_as_they_were() -> None:
-    pair = Pair(_SHARED.mapping)
+@pytest.mark.parametrize("counted", [False, True])
+def test_calls_leave_reference_counts_and_memory_as_they_were(counted: bool) -> None:
+    assert NATIVE is not None
+    pair = Pair(NO_SHADOW if counted else _SHARED.mapping)
+    call = NATIVE.decide_batch_counted if counted else NATIVE.decide_batch
     data = Batch(requests=[Req(destinations=["amp", "ads", "x/y"], consent=decision_pb2.Consent(
         category_preferences={"C0001": True}))] * 5).SerializeToString()
     bad = data[:-3]
@@ -255,8 +258,8 @@ def test_calls_leave_reference_counts_and_memory_as_they_were() -> None:
         for _ in range(2):  # the first round under tracing refills free lists with traced blocks
             start = tracemalloc.get_traced_memory()[0]
             for _ in range(10_000):
-                assert pair.native(data) is not None
-                assert pair.native(bad) is None
+                assert call(pair.table, data) is not None
+                assert call(pair.table, bad) is None
             grown.append(tracemalloc.get_traced_memory()[0] - start)
     finally:
         tracemalloc.stop()
