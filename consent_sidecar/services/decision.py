@@ -24,8 +24,8 @@ plain way each time. Input protobuf errors surface exactly as they would through
 deserializers (DecodeError -> UNKNOWN). Metrics are added per answer through its precomputed
 `Tally` (one dict increment), decision logs are sampled per decision (one random draw). A plain
 DecideBatch is decided in C (consent_core._native) when the extension is there and the decision
-log is off; with metrics, the C also counts its decisions by reason and outcome
-(`decide_batch_counted`, declined for mappings with shadow categories).
+log is off; with metrics, the C also counts its decisions by reason and outcome and the shadow
+would-block ones (`decide_batch_counted`).
 
 Hostile input: an invalid entry is INVALID_ARGUMENT (unary) or that entry's `error` (batch,
 stream), its message printable whatever the request held; any other exception ends the call
@@ -54,7 +54,7 @@ from google.protobuf.message import DecodeError
 
 from consent_sidecar.observe.decision_log import DecisionLog, Entry
 from consent_sidecar.observe.logs import request_id
-from consent_sidecar.observe.metrics import Recorder, tally
+from consent_sidecar.observe.metrics import Recorder, Tally, tally
 from consent_sidecar.services.answers import (
     RESPONSES_TAG,
     Answer,
@@ -85,8 +85,10 @@ _field = field  # the wire helper's old name, for tests and tools
 _native_batch: Final[Callable[[object, bytes], bytes | None] | None] = (
     None if NATIVE is None else NATIVE.decide_batch
 )
-# The same, with the batch's entry count and decision counts by metrics slot, for a Recorder.
-_native_counted: Final[Callable[[object, bytes], tuple[bytes, int, tuple[int, ...]] | None] | None] = (
+# The same, with the batch's entry count, decision counts by metrics slot and shadow would-block
+# counts (category, destination, count), for a Recorder.
+_Counted = tuple[bytes, int, tuple[int, ...], tuple[tuple[str, str, int], ...]]
+_native_counted: Final[Callable[[object, bytes], _Counted | None] | None] = (
     None if NATIVE is None else NATIVE.decide_batch_counted
 )
 
@@ -320,15 +322,17 @@ class DecisionService(decision_pb2_grpc.DecisionServiceServicer):
         if table is not None and self._dlog is None:
             # The plain case (consent or none, no explain, valid ASCII ids, within limits) decided in C,
             # byte-identical to what follows; None for anything else, which then goes the Python way.
-            # With metrics, the C also counts the decisions by reason and outcome, as `tally` would
-            # (not under shadow categories: their would-block tallies stay in Python). Not with the
-            # decision log: its per-decision samples stay in Python.
+            # With metrics, the C also counts the decisions by reason and outcome and the shadow
+            # would-block ones, as `tally` would. Not with the decision log: its per-decision
+            # samples stay in Python.
             if rec is None:
                 if _native_batch is not None and (body := _native_batch(table, data)) is not None:
                     return body
             elif _native_counted is not None and (got := _native_counted(table, data)) is not None:
-                body, n, counts = got
+                body, n, counts, shadow = got
                 rec.add_slots(counts)
+                if shadow:
+                    rec.count(Tally((), shadow))
                 rec.batch.observe(n)
                 rec.rpc["DecideBatch"].observe(time.perf_counter() - t0)
                 return body

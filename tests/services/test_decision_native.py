@@ -46,7 +46,7 @@ ODD_IDS = ["", "/amp", "x" * 11, "x" * 10, "é", "a\x00", "amp\u200b", "a b", "~
 KEYS = [*CATEGORY_IDS, "C0004", "", "é", "a\x01", "a b"]
 
 
-# _SHARED without its shadow categories (decide_batch_counted declines mappings that have some).
+# _SHARED without its shadow categories.
 NO_SHADOW = ConsentMapping(
     tuple(c for c in _SHARED.mapping.categories if not c.shadow), _SHARED.mapping.destinations,
     _SHARED.mapping.settings,
@@ -282,7 +282,7 @@ def test_the_server_takes_the_native_path_with_metrics_but_not_with_the_decision
         calls.append(out := real(table, data))
         return out
 
-    def spy_counted(table: object, data: bytes) -> tuple[bytes, int, tuple[int, ...]] | None:
+    def spy_counted(table: object, data: bytes) -> Counts | None:
         calls.append(out := real_counted(table, data))
         return out
 
@@ -305,10 +305,10 @@ def test_the_server_takes_the_native_path_with_metrics_but_not_with_the_decision
     finally:
         dlog.close()
     assert not calls and logged == lean
-    store.publish(_SHARED, source="test")  # shadow categories: declined, the Python path counts
+    store.publish(_SHARED, source="test")  # shadow categories: counted natively too
     shadowed = _run(DecisionService(store, LIMITS, recorder=Recorder(Metrics()))._decide_batch(
         data, Context()))  # type: ignore[arg-type]
-    assert calls == [None] and shadowed != lean  # (another policy digest)
+    assert len(calls) == 1 and isinstance(calls[0], tuple) and calls[0][0] == shadowed
 
 
 def test_a_mapping_of_more_categories_than_64_bits_has_no_native_table() -> None:
@@ -335,6 +335,9 @@ def _recorded(rec: Any) -> tuple[dict[int, int], dict[tuple[str, str], int]]:
     return slots, shadow
 
 
+Counts = tuple[bytes, int, tuple[int, ...], tuple[tuple[str, str, int], ...]]
+
+
 class Counted:
     """One snapshot served with metrics by the Python path, and its native table."""
 
@@ -351,32 +354,27 @@ class Counted:
         served.batch_table = None  # the service answers in Python from now on
         assert self.table is not None
 
-    def check(self, data: bytes) -> tuple[bytes, int, tuple[int, ...]] | None:
+    def check(self, data: bytes) -> Counts | None:
         """The native counted answer, having checked it is None or the Python path's bytes and counts."""
         assert NATIVE is not None
-        got: tuple[bytes, int, tuple[int, ...]] | None = NATIVE.decide_batch_counted(self.table, data)
+        got: Counts | None = NATIVE.decide_batch_counted(self.table, data)
         if got is None:
             return None
-        body, n, counts = got
+        body, n, counts, shadow_counts = got
         rec = self.recorder
         assert body == _run(self.service._decide_batch(data, Context()))  # type: ignore[arg-type]
         slots, shadow = _recorded(rec)
         assert {s: c for s, c in enumerate(counts) if c} == slots
-        assert shadow == {}  # the C declines mappings with shadow categories
+        assert {(cat, dest): c for cat, dest, c in shadow_counts} == shadow
+        assert len({(cat, dest) for cat, dest, _ in shadow_counts}) == len(shadow_counts)
         assert sum(rec.batch.counts) == 1 and rec.batch.total == n and rec.errors["DecideBatch"] == 0
         return got
-
-
-def _has_shadow(mapping: ConsentMapping) -> bool:
-    return any(c.enabled and c.shadow for c in mapping.categories)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(mappings(), batches(plain=True))
 def test_native_counts_are_the_python_paths_tallies(mapping: ConsentMapping, data: bytes) -> None:
-    got = Counted(mapping).check(data)
-    # Plain batches are declined only under shadow categories (their would-block counts stay in Python).
-    assert (got is None) == _has_shadow(mapping)
+    assert Counted(mapping).check(data) is not None
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -445,11 +443,13 @@ def test_metrics_after_batches_are_the_same_on_both_paths(shadow: bool) -> None:
             and (not s.name.startswith("consent_sidecar_rpc_duration_seconds_")
                  or s.name == "consent_sidecar_rpc_duration_seconds_count")
         }
-        assert native_counted == (native and not shadow)  # the native path did take the batches
+        assert native_counted == native  # the native path did take the batches
         samples.append(got)
     assert samples[0] == samples[1]
     decided = {k: v for k, v in samples[0].items() if k[0] == "consent_sidecar_decisions"}
     assert sum(decided.values()) > 100
+    would_block = [v for k, v in samples[0].items() if k[0] == "consent_sidecar_shadow_would_block"]
+    assert bool(would_block) == shadow and all(would_block)
 
 
 
@@ -459,3 +459,29 @@ def _random_request(rng: random.Random) -> Req:
         r.consent.SetInParent()
         r.consent.category_preferences.update({k: rng.random() < 0.5 for k in rng.sample(CATEGORY_IDS, 3)})
     return r
+
+
+def test_shadow_would_block_counts_follow_the_explained_rules() -> None:
+    from consent_core.model import Category, DestinationSettings, Resolution
+
+    mapping = ConsentMapping(
+        (
+            Category("C0001", "a", ("amp", "hub")),
+            Category("Perf", "dry", ("amp", "ga4", "ads", "braze", "hub"), shadow=True),
+            Category("C0004", "dry 2", ("braze", "ads"), shadow=True),
+        ),
+        {
+            "ga4": DestinationSettings(enforce=False),  # exempt: never counts
+            "braze": DestinationSettings(resolution=Resolution.ANY),  # any, only shadow: none granted counts
+            "hub": DestinationSettings(resolution=Resolution.ANY),  # any with a required category: never
+        },
+    )
+    pair = Counted(mapping)
+    granted = Req(destinations=["amp", "ga4", "ads", "braze", "hub", "amp/eu"])
+    granted.consent.category_preferences.update({"C0001": True, "C0004": True})
+    none = Req(destinations=["amp", "braze"])
+    none.consent.SetInParent()
+    data = Batch(requests=[granted, none, Req(destinations=["amp"])]).SerializeToString()
+    got = pair.check(data)
+    assert got is not None
+    assert sorted(got[3]) == [("C0004", "braze", 1), ("Perf", "ads", 1), ("Perf", "amp", 2), ("Perf", "braze", 1)]
