@@ -43,6 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=None,
                         help="measured seconds per round (default 1.0 in-process, 1.5 gRPC)")
     parser.add_argument("--quick", action="store_true", help="one short round per row: a smoke test")
+    parser.add_argument("--metrics", action="store_true", help="grpc: the sidecar serves with --metrics-listen")
+    parser.add_argument("--no-shadow", action="store_true",
+                        help="grpc: the workload's mapping without its shadow (dry-run) category")
+    parser.add_argument("--rows", default=None, metavar="TEXT", help="grpc: only the rows whose name holds TEXT")
     args = parser.parse_args(argv)
     parts = args.parts or list(DEFAULT_PARTS)
     rounds = 1 if args.quick else args.rounds
@@ -67,10 +71,17 @@ def main(argv: list[str] | None = None) -> int:
         from bench import bench_grpc
 
         seconds = 0.5 if args.quick else (args.seconds or 1.5)
+        grpc_workload, grpc_varying = workload, workload_module.build_varying()
+        if args.no_shadow:
+            grpc_workload, grpc_varying = workload_module.without_shadow(workload), workload_module.without_shadow(
+                grpc_varying)
+            print("grpc: the mapping without its shadow category")
+        if args.metrics:
+            print("grpc: the sidecar serves with --metrics-listen")
         rows_g = bench_grpc.run(
-            workload, varying=workload_module.build_varying(), seconds=seconds,
+            grpc_workload, varying=grpc_varying, seconds=seconds,
             warmup=0.2 if args.quick else 0.3, rounds=rounds,
-            log=lambda line: print(line, file=sys.stderr, flush=True),
+            log=lambda line: print(line, file=sys.stderr, flush=True), metrics=args.metrics, rows_matching=args.rows,
         )
         print(f"(b)-(d) gRPC vs the empty-handler floor, interleaved floor/sidecar x {rounds} rounds of {seconds:g} s; "
               "medians; ratio = sidecar / floor of the same round (throughput: higher is better; latency: lower)")

@@ -335,7 +335,7 @@ def _batches(requests: list[decision_pb2.DecideRequest]) -> list[decision_pb2.De
 
 async def _run(
     workload: Workload, varying: Workload | None, seconds: float, warmup: float, rounds: int,
-    log: Callable[[str], None],
+    log: Callable[[str], None], metrics: bool = False, rows_matching: str | None = None,
 ) -> list[GrpcRow]:
     if varying is not None and varying.mapping.digest() != workload.mapping.digest():
         raise ValueError("the varying workload must use the workload's mapping (one sidecar serves both)")
@@ -351,7 +351,9 @@ async def _run(
         floor_argv = [sys.executable, "-m", "bench.floor", "--listen", floor_addrs[0], "--listen", floor_addrs[1]]
         with (
             _start("floor", floor_argv, *floor_addrs, workdir) as floor,
-            _start("sidecar", _sidecar_argv(mappings, sidecar_addrs), *sidecar_addrs, workdir) as sidecar,
+            _start("sidecar", _sidecar_argv(
+                mappings, sidecar_addrs, *(("--metrics-listen", f"127.0.0.1:{_free_port()}") if metrics else ()),
+            ), *sidecar_addrs, workdir) as sidecar,
         ):
             await _ready(floor)
             await _ready(sidecar)
@@ -367,7 +369,7 @@ async def _run(
                     await _check_sidecar(stubs["sidecar", "tcp"], w, requests)
                 rows = []
                 for spec in SPECS:
-                    if spec.varying not in traffic:
+                    if spec.varying not in traffic or (rows_matching is not None and rows_matching not in spec.name):
                         continue
                     requests = traffic[spec.varying][1]
                     row = GrpcRow(spec.name, spec.unit)
@@ -393,9 +395,13 @@ async def _run(
 
 
 def run(workload: Workload, *, varying: Workload | None = None, seconds: float = 1.5, warmup: float = 0.3,
-        rounds: int = 3, log: Callable[[str], None] = print) -> list[GrpcRow]:
-    """The rows of SPECS; the `varying` ones only when `varying` (build_varying()) is given."""
-    return asyncio.run(_run(workload, varying, seconds, warmup, rounds, log))
+        rounds: int = 3, log: Callable[[str], None] = print, metrics: bool = False,
+        rows_matching: str | None = None) -> list[GrpcRow]:
+    """The rows of SPECS; the `varying` ones only when `varying` (build_varying()) is given.
+
+    metrics: the sidecar serves with --metrics-listen (as deployments do); rows_matching: only
+    the rows whose name contains it."""
+    return asyncio.run(_run(workload, varying, seconds, warmup, rounds, log, metrics, rows_matching))
 
 
 # -- the table ------------------------------------------------------------------------------------

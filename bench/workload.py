@@ -23,7 +23,7 @@ from pathlib import Path
 
 from consent_core.model import Category, ConsentMapping, DestinationSettings, Resolution, Settings, mapping_problems
 
-__all__ = ["SEED", "Event", "Workload", "build", "build_scale", "build_varying"]
+__all__ = ["SEED", "Event", "Workload", "build", "build_scale", "build_varying", "without_shadow"]
 
 SEED = 20_240_917
 N_CATEGORIES = 12
@@ -208,6 +208,14 @@ def _varying_preferences(rng: random.Random) -> dict[str, bool] | None:
     if r < VARYING_NO_CONSENT_SHARE + VARYING_GRANT_ALL_SHARE + VARYING_NECESSARY_ONLY_SHARE:
         return {cid: cid == "C0001" for cid in ids}
     return {cid: cid == "C0001" or rng.random() < 0.5 for cid in ids}
+
+
+def without_shadow(workload: Workload) -> Workload:
+    """The same events over the mapping without its shadow (dry-run) categories (`bench grpc
+    --no-shadow`: the native DecideBatch counts metrics only for mappings without them)."""
+    m = workload.mapping
+    mapping = ConsentMapping(tuple(c for c in m.categories if not c.shadow), m.destinations, m.settings)
+    return Workload(mapping, workload.events, workload.traffic)
 
 
 def build_varying(n_events: int = VARYING_EVENTS, seed: int = SEED + 16, *, lists: int | None = None) -> Workload:

@@ -214,6 +214,8 @@ SLOW_TESTS = frozenset(
         "services/test_decision.py::test_stream_handles_many_messages_with_backpressure",
         "services/test_decision_native.py::test_any_batch_is_declined_or_decided_as_the_python_path",
         "services/test_decision_native.py::test_mutated_and_truncated_batches_are_declined_or_decided_as_the_python_path",
+        "services/test_decision_native.py::test_native_counts_are_the_python_paths_tallies",
+        "services/test_decision_native.py::test_native_counts_of_any_batch_are_the_python_paths_or_declined",
         "services/test_decision_native.py::test_plain_batches_are_decided_natively_as_the_python_path",
         "services/test_decision_memory.py::test_many_distinct_large_consent_maps_keep_the_memos_within_their_budget",
         "store/test_audit_first.py::test_a_hand_edit_the_audit_refuses_stays_pending_then_is_served_and_audited_once",

@@ -24,7 +24,7 @@ import os
 import shutil
 import tempfile
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -253,6 +253,8 @@ class Recorder:
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
         self.pending: dict[Tally, int] = {}
+        # Decisions counted by slot (reason * 2 + allowed) without a Tally: the native DecideBatch's counts.
+        self.slots = [0] * len(_SLOTS)
         self.rpc = {m: _Hist(metrics.rpc_duration.labels(m), RPC_BUCKETS) for m in METHODS}
         self.batch = _Hist(metrics.batch_size, tuple(float(b) for b in BATCH_SIZE_BUCKETS))
         self.errors = dict.fromkeys(METHODS, 0)
@@ -268,11 +270,16 @@ class Recorder:
     def error(self, method: str) -> None:
         self.errors[method] += 1
 
+    def add_slots(self, counts: Sequence[int]) -> None:
+        """Decisions counted by slot (reason * 2 + allowed; as many as there are slots), added at the next flush."""
+        self.slots = [a + b for a, b in zip(self.slots, counts, strict=True)]
+
     def flush(self) -> None:
         """Moves everything added since the last flush into the prometheus metrics."""
         pending, self.pending = self.pending, {}
-        if pending:
-            by_slot: dict[int, int] = {}
+        slots, self.slots = self.slots, [0] * len(_SLOTS)
+        if pending or any(slots):
+            by_slot: dict[int, int] = {s: c for s, c in enumerate(slots) if c}
             shadow: dict[tuple[str, str], int] = {}
             for t, n in pending.items():
                 for slot, c in t.reasons:

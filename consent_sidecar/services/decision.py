@@ -22,7 +22,10 @@ no (de)serializer); what is kept per snapshot lives in `answers.Served`:
 Entries that are not cacheable (errors, preference events, non-empty `integrations`) go the
 plain way each time. Input protobuf errors surface exactly as they would through the generated
 deserializers (DecodeError -> UNKNOWN). Metrics are added per answer through its precomputed
-`Tally` (one dict increment), decision logs are sampled per decision (one random draw).
+`Tally` (one dict increment), decision logs are sampled per decision (one random draw). A plain
+DecideBatch is decided in C (consent_core._native) when the extension is there and the decision
+log is off; with metrics, the C also counts its decisions by reason and outcome and the shadow
+would-block ones (`decide_batch_counted`).
 
 Hostile input: an invalid entry is INVALID_ARGUMENT (unary) or that entry's `error` (batch,
 stream), its message printable whatever the request held; any other exception ends the call
@@ -51,7 +54,7 @@ from google.protobuf.message import DecodeError
 
 from consent_sidecar.observe.decision_log import DecisionLog, Entry
 from consent_sidecar.observe.logs import request_id
-from consent_sidecar.observe.metrics import Recorder, tally
+from consent_sidecar.observe.metrics import Recorder, Tally, tally
 from consent_sidecar.services.answers import (
     RESPONSES_TAG,
     Answer,
@@ -81,6 +84,12 @@ _field = field  # the wire helper's old name, for tests and tools
 # consent_core._native's whole-batch decision (None: no extension, or CONSENT_CORE_PURE=1).
 _native_batch: Final[Callable[[object, bytes], bytes | None] | None] = (
     None if NATIVE is None else NATIVE.decide_batch
+)
+# The same, with the batch's entry count, decision counts by metrics slot and shadow would-block
+# counts (category, destination, count), for a Recorder.
+_Counted = tuple[bytes, int, tuple[int, ...], tuple[tuple[str, str, int], ...]]
+_native_counted: Final[Callable[[object, bytes], _Counted | None] | None] = (
+    None if NATIVE is None else NATIVE.decide_batch_counted
 )
 
 
@@ -309,12 +318,23 @@ class DecisionService(decision_pb2_grpc.DecisionServiceServicer):
         t0 = time.perf_counter()
         st = self._served()  # one snapshot for the whole batch
         table = st.batch_table
-        if table is not None and self._recorder is None and self._dlog is None and _native_batch is not None:
+        rec = self._recorder
+        if table is not None and self._dlog is None:
             # The plain case (consent or none, no explain, valid ASCII ids, within limits) decided in C,
             # byte-identical to what follows; None for anything else, which then goes the Python way.
-            # Not with metrics or the decision log: their per-entry tallies and samples stay in Python.
-            body = _native_batch(table, data)
-            if body is not None:
+            # With metrics, the C also counts the decisions by reason and outcome and the shadow
+            # would-block ones, as `tally` would. Not with the decision log: its per-decision
+            # samples stay in Python.
+            if rec is None:
+                if _native_batch is not None and (body := _native_batch(table, data)) is not None:
+                    return body
+            elif _native_counted is not None and (got := _native_counted(table, data)) is not None:
+                body, n, counts, shadow = got
+                rec.add_slots(counts)
+                if shadow:
+                    rec.count(Tally((), shadow))
+                rec.batch.observe(n)
+                rec.rpc["DecideBatch"].observe(time.perf_counter() - t0)
                 return body
         if st.raw.bypass() and self._recorder is None and self._dlog is None:
             # Requests do not repeat: protobuf parses the batch at once, each entry is decided anew.
@@ -341,7 +361,6 @@ class DecisionService(decision_pb2_grpc.DecisionServiceServicer):
             await abort(context, InvalidArgument("requests", f"too many entries: {n} > {self._limits.max_batch}"))
         raw = st.raw
         young = raw.young
-        rec = self._recorder
         pending = rec.pending if rec is not None else None
         dlog = self._dlog
         parts = []

@@ -1,10 +1,13 @@
 /* consent_core._native: the optional C accelerator of the compiled decision; pure computation.
  *
- * Owns two functions over tables that consent_core.native builds once per compiled Index:
+ * Owns functions over tables that consent_core.native builds once per compiled Index:
  *   decide_batch(table, data) -> bytes | None
  *       an encoded DecideBatchRequest -> the encoded DecideBatchResponse, byte-identical to the
  *       server's Python path, or None for anything outside the plain case it handles (then the
  *       caller decides the whole batch in Python, exactly as without this module);
+ *   decide_batch_counted(table, data) -> (body, entries, counts, shadow) | None
+ *       the same, plus what the server's metrics count of the batch: decisions by reason and
+ *       outcome, and shadow would-block counts, as consent_core's explained decisions reason them;
  *   split(need, unknown_need, granted, destinations, strict) -> (allowed, blocked) | None
  *       consent_core.split's pass over Python str ids.
  * It must never do I/O, keep state between calls, release the GIL, or trust its input: the bytes
@@ -22,6 +25,8 @@ typedef struct {
     const char *key; /* NULL: empty slot; points into a bytes object the Table holds */
     Py_ssize_t len;
     int64_t value;
+    int exempt; /* the need map: an `enforce: false` destination (its need is 0, its reason EXEMPT) */
+    Py_ssize_t shadow_row; /* the need map: 1 + its row of shadow categories, 0 when none counts */
 } Slot;
 
 typedef struct {
@@ -67,6 +72,19 @@ typedef struct {
     const char **known;  /* the known ids in mapping order (for an empty destination list) */
     Py_ssize_t *known_len;
     int64_t *known_need;
+    int *known_reason;   /* their reason when not blocked by consent (GRANTED, EXEMPT or UNMAPPED) */
+    int shadow;          /* decide_batch_counted declines (shadow counts it cannot label) */
+    Py_ssize_t *known_shadow_row;
+    /* Shadow (dry-run) would-block counting: per row (a known destination whose allowed decisions
+     * may count), its shadow mask, whether it is `any` (then counted only when no shadow
+     * category is granted), its id as a str; per shadow bit, its column. */
+    Py_ssize_t n_rows;
+    uint64_t *row_mask;
+    int *row_any;
+    PyObject **row_name; /* borrowed from keep */
+    int column[64];      /* bit -> column, -1 for a bit no row holds */
+    PyObject *column_name[64]; /* borrowed from keep */
+    int n_columns;
     Py_ssize_t n_known;
     Py_ssize_t max_destinations, max_id_bytes, max_batch;
     const char *policy_tail;  /* DecideResponse.policy, framed */
@@ -81,6 +99,11 @@ static void table_dealloc(Table *t) {
     PyMem_Free(t->known);
     PyMem_Free(t->known_len);
     PyMem_Free(t->known_need);
+    PyMem_Free(t->known_reason);
+    PyMem_Free(t->known_shadow_row);
+    PyMem_Free(t->row_mask);
+    PyMem_Free(t->row_any);
+    PyMem_Free(t->row_name);
     Py_XDECREF(t->keep);
     Py_TYPE(t)->tp_free((PyObject *)t);
 }
@@ -105,18 +128,35 @@ static int fill_map(Map *m, PyObject *dict, PyObject *keep_list) {
     return 0;
 }
 
+/* consent_core.outcome.Reason's values (consent.v1.Reason), for decide_batch_counted's slots */
+#define NO_CONSENT 1
+#define UNMAPPED 2
+#define GRANTED 3
+#define DENIED 4
+#define EXEMPT 5
+#define UNKNOWN_DESTINATION 6
+#define N_SLOTS 18 /* slot = reason * 2 + allowed, as consent_sidecar.observe.metrics._slot */
+
+/* A known destination's reason when consent does not block it (a need of 0 is exempt or unmapped). */
+static int free_reason(const Slot *s) { return s->value != 0 ? GRANTED : s->exempt ? EXEMPT : UNMAPPED; }
+
 /* Table(need: dict[bytes, int], unknown_need, known: tuple[bytes, ...], bits: dict[bytes, int],
- *       max_destinations, max_id_bytes, max_batch, policy_tail: bytes, policy_field: bytes) */
+ *       max_destinations, max_id_bytes, max_batch, policy_tail: bytes, policy_field: bytes
+ *       [, exempt: tuple[bytes, ...] (known ids with enforce: false), shadow: bool (decline counting),
+ *        shadow_rows: tuple[tuple[bytes, str, int, bool], ...] (id, id, shadow mask, any),
+ *        categories: tuple[str, ...] (enabled category ids by bit)]) */
 static PyObject *table_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
-    PyObject *need, *known, *bits, *tail, *pfield;
+    PyObject *need, *known, *bits, *tail, *pfield, *exempt = NULL, *rows = NULL, *cats = NULL;
+    int shadow = 0;
     long long unknown_need;
     Py_ssize_t max_destinations, max_id_bytes, max_batch;
     if (kwds != NULL && PyDict_Size(kwds) > 0) {
         PyErr_SetString(PyExc_TypeError, "Table takes positional arguments only");
         return NULL;
     }
-    if (!PyArg_ParseTuple(args, "O!LO!O!nnnSS", &PyDict_Type, &need, &unknown_need, &PyTuple_Type, &known,
-                          &PyDict_Type, &bits, &max_destinations, &max_id_bytes, &max_batch, &tail, &pfield))
+    if (!PyArg_ParseTuple(args, "O!LO!O!nnnSS|O!pO!O!", &PyDict_Type, &need, &unknown_need, &PyTuple_Type,
+                          &known, &PyDict_Type, &bits, &max_destinations, &max_id_bytes, &max_batch, &tail,
+                          &pfield, &PyTuple_Type, &exempt, &shadow, &PyTuple_Type, &rows, &PyTuple_Type, &cats))
         return NULL;
     Table *t = (Table *)type->tp_alloc(type, 0);
     if (t == NULL) return NULL;
@@ -126,12 +166,72 @@ static PyObject *table_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     t->max_destinations = max_destinations;
     t->max_id_bytes = max_id_bytes;
     t->max_batch = max_batch;
+    t->shadow = shadow;
     if (fill_map(&t->need, need, keep_list) < 0 || fill_map(&t->bits, bits, keep_list) < 0) goto fail;
+    Py_ssize_t n_exempt = exempt == NULL ? 0 : PyTuple_GET_SIZE(exempt);
+    for (Py_ssize_t i = 0; i < n_exempt; i++) {
+        PyObject *k = PyTuple_GET_ITEM(exempt, i);
+        if (!PyBytes_CheckExact(k)) {
+            PyErr_SetString(PyExc_TypeError, "exempt ids must be bytes");
+            goto fail;
+        }
+        Slot *slot = map_find(&t->need, PyBytes_AS_STRING(k), PyBytes_GET_SIZE(k));
+        if (slot->key == NULL) {
+            PyErr_SetString(PyExc_ValueError, "an exempt id has no need");
+            goto fail;
+        }
+        slot->exempt = 1;
+    }
+    for (int b = 0; b < 64; b++) t->column[b] = -1;
+    Py_ssize_t n_rows = rows == NULL ? 0 : PyTuple_GET_SIZE(rows);
+    if (n_rows > 0 && cats == NULL) {
+        PyErr_SetString(PyExc_TypeError, "shadow rows need the category ids");
+        goto fail;
+    }
+    t->row_mask = PyMem_Calloc((size_t)n_rows + 1, sizeof(uint64_t));
+    t->row_any = PyMem_Calloc((size_t)n_rows + 1, sizeof(int));
+    t->row_name = PyMem_Calloc((size_t)n_rows + 1, sizeof(PyObject *));
+    if (t->row_mask == NULL || t->row_any == NULL || t->row_name == NULL) {
+        PyErr_NoMemory();
+        goto fail;
+    }
+    for (Py_ssize_t i = 0; i < n_rows; i++) {
+        PyObject *row = PyTuple_GET_ITEM(rows, i), *k, *name;
+        unsigned long long mask;
+        int any;
+        if (!PyTuple_Check(row) || !PyArg_ParseTuple(row, "SUKp", &k, &name, &mask, &any)) {
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "a shadow row is a tuple");
+            goto fail;
+        }
+        Slot *slot = map_find(&t->need, PyBytes_AS_STRING(k), PyBytes_GET_SIZE(k));
+        if (slot->key == NULL || PyList_Append(keep_list, name) < 0) {
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "a shadow row's id has no need");
+            goto fail;
+        }
+        slot->shadow_row = i + 1;
+        t->row_mask[i] = mask;
+        t->row_any[i] = any;
+        t->row_name[i] = name;
+        for (int b = 0; b < 64; b++) {
+            if (!(mask >> b & 1) || t->column[b] >= 0) continue;
+            if (b >= PyTuple_GET_SIZE(cats) || !PyUnicode_Check(PyTuple_GET_ITEM(cats, b))) {
+                PyErr_SetString(PyExc_ValueError, "a shadow bit has no category id");
+                goto fail;
+            }
+            if (PyList_Append(keep_list, PyTuple_GET_ITEM(cats, b)) < 0) goto fail;
+            t->column_name[t->n_columns] = PyTuple_GET_ITEM(cats, b);
+            t->column[b] = t->n_columns++;
+        }
+    }
+    t->n_rows = n_rows;
     Py_ssize_t n = PyTuple_GET_SIZE(known);
     t->known = PyMem_Calloc((size_t)n + 1, sizeof(char *));
     t->known_len = PyMem_Calloc((size_t)n + 1, sizeof(Py_ssize_t));
     t->known_need = PyMem_Calloc((size_t)n + 1, sizeof(int64_t));
-    if (t->known == NULL || t->known_len == NULL || t->known_need == NULL) {
+    t->known_reason = PyMem_Calloc((size_t)n + 1, sizeof(int));
+    t->known_shadow_row = PyMem_Calloc((size_t)n + 1, sizeof(Py_ssize_t));
+    if (t->known == NULL || t->known_len == NULL || t->known_need == NULL || t->known_reason == NULL ||
+        t->known_shadow_row == NULL) {
         PyErr_NoMemory();
         goto fail;
     }
@@ -149,6 +249,8 @@ static PyObject *table_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
         t->known[i] = slot->key;
         t->known_len[i] = slot->len;
         t->known_need[i] = slot->value;
+        t->known_reason[i] = free_reason(slot);
+        t->known_shadow_row[i] = slot->shadow_row;
     }
     t->n_known = n;
     if (PyList_Append(keep_list, tail) < 0 || PyList_Append(keep_list, pfield) < 0) goto fail;
@@ -259,6 +361,8 @@ typedef struct {
     const char *id;
     Py_ssize_t len;
     int blocked;
+    int reason; /* when counting: the reason if not blocked (GRANTED, EXEMPT, UNMAPPED; 0 unknown) */
+    Py_ssize_t shadow_row; /* when counting: 1 + its shadow row, or 0 */
 } Pick;
 
 typedef struct {
@@ -281,19 +385,63 @@ static int picks_reserve(Picks *ps, Py_ssize_t n) {
 #define DOUBT 1 /* outside the plain case: the caller decides in Python */
 #define FAIL -1 /* a Python exception is set (memory) */
 
-static int64_t need_of(const Table *t, const char *id, Py_ssize_t n) {
+/* The need of a request id, and into *reason what free_reason says of it (0: an id the table does not hold). */
+static int64_t need_of(const Table *t, const char *id, Py_ssize_t n, int *reason, Py_ssize_t *shadow_row) {
     Slot *s = map_find(&t->need, id, n);
-    if (s->key != NULL) return s->value;
-    const char *slash = memchr(id, '/', (size_t)n);
-    if (slash != NULL) { /* `<destination>/<instance>` decides as <destination> */
-        s = map_find(&t->need, id, slash - id);
-        if (s->key != NULL) return s->value;
+    if (s->key == NULL) {
+        const char *slash = memchr(id, '/', (size_t)n);
+        if (slash != NULL) /* `<destination>/<instance>` decides as <destination> */
+            s = map_find(&t->need, id, slash - id);
     }
+    if (s->key != NULL) {
+        *reason = free_reason(s);
+        *shadow_row = s->shadow_row;
+        return s->value;
+    }
+    *reason = 0;
+    *shadow_row = 0;
     return t->unknown_need;
 }
 
-/* One DecideRequest entry -> its framed `responses` field appended to `o`; 0, DOUBT or FAIL. */
-static int decide_entry(const Table *t, const uint8_t *p, const uint8_t *end, Picks *ps, Out *o) {
+typedef struct {
+    uint64_t *slots;  /* N_SLOTS */
+    uint64_t *shadow; /* n_rows * n_columns: would-block counts by (row, shadow category column) */
+} Counts;
+
+/* Adds one decided entry's picks to `c` as consent_core's explained decisions would reason them
+ * (consent_sidecar.observe.metrics.tally): slots by reason * 2 + allowed, and for each allowed
+ * destination with a shadow row, the shadow categories enforcing which would have blocked it. */
+static void count_entry(const Table *t, const Pick *picks, Py_ssize_t n, int has_consent, uint64_t granted,
+                        Counts *c) {
+    uint64_t *counts = c->slots;
+    if (!has_consent) { /* no consent object: everything allowed, NO_CONSENT (unknown ids too) */
+        counts[NO_CONSENT * 2 + 1] += (uint64_t)n;
+        return;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int r = picks[i].reason;
+        if (picks[i].blocked) { /* unknown ids block only under `unknown_destinations: deny` */
+            counts[(r == 0 ? UNKNOWN_DESTINATION : DENIED) * 2]++;
+            continue;
+        }
+        counts[(r == 0 ? UNMAPPED : r) * 2 + 1]++;
+        Py_ssize_t row = picks[i].shadow_row - 1;
+        if (row < 0) continue;
+        uint64_t mask = t->row_mask[row];
+        /* `any` (and no required category): would block only when no shadow category is granted */
+        uint64_t missing = t->row_any[row] ? ((mask & granted) ? 0 : mask) : (mask & ~granted);
+        while (missing) {
+            int b = __builtin_ctzll(missing);
+            missing &= missing - 1;
+            c->shadow[row * t->n_columns + t->column[b]]++;
+        }
+    }
+}
+
+/* One DecideRequest entry -> its framed `responses` field appended to `o`; 0, DOUBT or FAIL.
+ * With `counts` (else NULL), its decisions are added there (count_entry). */
+static int decide_entry(const Table *t, const uint8_t *p, const uint8_t *end, Picks *ps, Out *o,
+                        Counts *counts) {
     Pick *picks = ps->at;
     int has_consent = 0;
     uint64_t granted = 0;
@@ -363,12 +511,16 @@ static int decide_entry(const Table *t, const uint8_t *p, const uint8_t *end, Pi
             picks[i].id = t->known[i];
             picks[i].len = t->known_len[i];
             picks[i].blocked = has_consent && blocks(t->known_need[i], granted);
+            picks[i].reason = t->known_reason[i];
+            picks[i].shadow_row = t->known_shadow_row[i];
         }
         n = t->n_known;
     } else {
         for (Py_ssize_t i = 0; i < n; i++)
-            picks[i].blocked = has_consent && blocks(need_of(t, picks[i].id, picks[i].len), granted);
+            picks[i].blocked = has_consent && blocks(
+                need_of(t, picks[i].id, picks[i].len, &picks[i].reason, &picks[i].shadow_row), granted);
     }
+    if (counts != NULL) count_entry(t, picks, n, has_consent, granted, counts);
     size_t body = (size_t)t->policy_tail_len;
     for (Py_ssize_t i = 0; i < n; i++) body += 1 + varint_size((uint64_t)picks[i].len) + (size_t)picks[i].len;
     if (out_reserve(o, 1 + varint_size(body) + body) < 0) {
@@ -391,10 +543,11 @@ static int decide_entry(const Table *t, const uint8_t *p, const uint8_t *end, Pi
     return 0;
 }
 
-static PyObject *decide_batch(PyObject *Py_UNUSED(self), PyObject *args) {
-    Table *t;
-    Py_buffer view;
-    if (!PyArg_ParseTuple(args, "O!y*", &TableType, &t, &view)) return NULL;
+/* The batch -> its response bytes (PyBytes), Py_None outside the plain case, NULL with an exception
+ * set; with `counts` (N_SLOTS zeroed), the decisions of every entry added there and the number of
+ * entries into *n_entries. */
+static PyObject *run_batch(Table *t, Py_buffer *view_, Counts *counts, Py_ssize_t *n_entries) {
+    Py_buffer view = *view_;
     const uint8_t *p = view.buf, *end = p + view.len;
     Picks picks = {NULL, 0};
     Out o = {NULL, 0, 0};
@@ -410,7 +563,7 @@ static PyObject *decide_batch(PyObject *Py_UNUSED(self), PyObject *args) {
             rc = DOUBT;
             goto done;
         }
-        rc = decide_entry(t, e, e + elen, &picks, &o);
+        rc = decide_entry(t, e, e + elen, &picks, &o, counts);
         if (rc != 0) goto done;
     }
     if (out_reserve(&o, (size_t)t->policy_field_len + 1) < 0) {
@@ -429,8 +582,83 @@ done:
     }
     PyMem_Free(o.buf);
     PyMem_Free(picks.at);
+    *n_entries = entries;
+    return result;
+}
+
+static PyObject *decide_batch(PyObject *Py_UNUSED(self), PyObject *args) {
+    Table *t;
+    Py_buffer view;
+    Py_ssize_t entries;
+    if (!PyArg_ParseTuple(args, "O!y*", &TableType, &t, &view)) return NULL;
+    PyObject *result = run_batch(t, &view, NULL, &entries);
     PyBuffer_Release(&view);
     return result;
+}
+
+/* The nonzero shadow counts as a tuple of (category id, destination id, count), the shape of
+ * consent_sidecar.observe.metrics.Tally.shadow; NULL with an exception set. */
+static PyObject *shadow_tuple(const Table *t, const uint64_t *shadow) {
+    Py_ssize_t cells = t->n_rows * t->n_columns, nonzero = 0;
+    for (Py_ssize_t i = 0; i < cells; i++) nonzero += shadow[i] != 0;
+    PyObject *out = PyTuple_New(nonzero);
+    if (out == NULL) return NULL;
+    Py_ssize_t k = 0;
+    for (Py_ssize_t i = 0; i < cells; i++) {
+        if (!shadow[i]) continue;
+        PyObject *item = Py_BuildValue("(OOK)", t->column_name[i % t->n_columns], t->row_name[i / t->n_columns],
+                                       (unsigned long long)shadow[i]);
+        if (item == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(out, k++, item);
+    }
+    return out;
+}
+
+/* decide_batch_counted(table, data) -> (body, entries, counts, shadow) | None: decide_batch, plus
+ * the number of entries, a tuple of N_SLOTS decision counts (slot = reason * 2 + allowed) and the
+ * shadow would-block counts as (category, destination, count) tuples. None also when the table
+ * was built unable to label shadow counts. */
+static PyObject *decide_batch_counted(PyObject *Py_UNUSED(self), PyObject *args) {
+    Table *t;
+    Py_buffer view;
+    Py_ssize_t entries = 0;
+    uint64_t slots[N_SLOTS] = {0};
+    if (!PyArg_ParseTuple(args, "O!y*", &TableType, &t, &view)) return NULL;
+    if (t->shadow) {
+        PyBuffer_Release(&view);
+        Py_RETURN_NONE;
+    }
+    Counts counts = {slots, NULL};
+    if (t->n_rows > 0) {
+        counts.shadow = PyMem_Calloc((size_t)(t->n_rows * t->n_columns), sizeof(uint64_t));
+        if (counts.shadow == NULL) {
+            PyBuffer_Release(&view);
+            return PyErr_NoMemory();
+        }
+    }
+    PyObject *body = run_batch(t, &view, &counts, &entries), *tally = NULL, *shadow = NULL;
+    PyBuffer_Release(&view);
+    if (body == NULL || body == Py_None) goto done;
+    tally = PyTuple_New(N_SLOTS);
+    if (tally == NULL) goto fail;
+    for (Py_ssize_t i = 0; i < N_SLOTS; i++) {
+        PyObject *c = PyLong_FromUnsignedLongLong(slots[i]);
+        if (c == NULL) goto fail;
+        PyTuple_SET_ITEM(tally, i, c);
+    }
+    shadow = counts.shadow == NULL ? PyTuple_New(0) : shadow_tuple(t, counts.shadow);
+    if (shadow == NULL) goto fail;
+    PyMem_Free(counts.shadow);
+    return Py_BuildValue("(NnNN)", body, entries, tally, shadow);
+fail:
+    Py_XDECREF(tally);
+    Py_CLEAR(body);
+done:
+    PyMem_Free(counts.shadow);
+    return body;
 }
 
 /* -- split over Python objects ------------------------------------------------------------ */
@@ -547,6 +775,8 @@ static PyMethodDef methods[] = {
      "granted(bits, preferences, strict) -> the granted mask, None (strict: an odd entry), or -1 (not ours)."},
     {"decide_batch", decide_batch, METH_VARARGS,
      "decide_batch(table, data) -> the encoded DecideBatchResponse, or None outside the plain case."},
+    {"decide_batch_counted", decide_batch_counted, METH_VARARGS,
+     "decide_batch_counted(table, data) -> (body, entries, counts by reason * 2 + allowed, shadow), or None."},
     {"split", split, METH_VARARGS,
      "split(need, unknown_need, granted, destinations, strict) -> (allowed, blocked), or None."},
     {NULL, NULL, 0, NULL},

@@ -6,7 +6,9 @@ generated stubs, the native answer is None or the very same bytes, and for plain
 or none, explain false, valid ASCII ids within the limits) it must not be None. Mutated, truncated
 and random bytes must never crash it: where the Python path fails (DecodeError, too many entries),
 the native one declines. tests/services/test_decision_bytes.py compares the served bytes over real
-gRPC with the native path on.
+gRPC with the native path on. With metrics (`decide_batch_counted`), the counts by reason and
+outcome equal what the Python path's Recorder holds after the same batch, and the flushed
+consent_sidecar_* samples are the same on both paths.
 """
 
 from __future__ import annotations
@@ -42,6 +44,13 @@ LIMITS = Limits(max_destinations=6, max_batch=5, max_destination_id_bytes=10)
 # Ids the Python path rejects or that the C leaves to it (non-ASCII), beside valid ones.
 ODD_IDS = ["", "/amp", "x" * 11, "x" * 10, "é", "a\x00", "amp\u200b", "a b", "~"]
 KEYS = [*CATEGORY_IDS, "C0004", "", "é", "a\x01", "a b"]
+
+
+# _SHARED without its shadow categories.
+NO_SHADOW = ConsentMapping(
+    tuple(c for c in _SHARED.mapping.categories if not c.shadow), _SHARED.mapping.destinations,
+    _SHARED.mapping.settings,
+)
 
 
 class Aborted(Exception):
@@ -234,8 +243,11 @@ def test_random_bytes_never_crash_it() -> None:
     assert decided > 0
 
 
-def test_calls_leave_reference_counts_and_memory_as_they_were() -> None:
-    pair = Pair(_SHARED.mapping)
+@pytest.mark.parametrize("counted", [False, True])
+def test_calls_leave_reference_counts_and_memory_as_they_were(counted: bool) -> None:
+    assert NATIVE is not None
+    pair = Pair(NO_SHADOW if counted else _SHARED.mapping)
+    call = NATIVE.decide_batch_counted if counted else NATIVE.decide_batch
     data = Batch(requests=[Req(destinations=["amp", "ads", "x/y"], consent=decision_pb2.Consent(
         category_preferences={"C0001": True}))] * 5).SerializeToString()
     bad = data[:-3]
@@ -246,8 +258,8 @@ def test_calls_leave_reference_counts_and_memory_as_they_were() -> None:
         for _ in range(2):  # the first round under tracing refills free lists with traced blocks
             start = tracemalloc.get_traced_memory()[0]
             for _ in range(10_000):
-                assert pair.native(data) is not None
-                assert pair.native(bad) is None
+                assert call(pair.table, data) is not None
+                assert call(pair.table, bad) is None
             grown.append(tracemalloc.get_traced_memory()[0] - start)
     finally:
         tracemalloc.stop()
@@ -255,30 +267,48 @@ def test_calls_leave_reference_counts_and_memory_as_they_were() -> None:
     assert (sys.getrefcount(data), sys.getrefcount(bad), sys.getrefcount(pair.table)) == before
 
 
-def test_the_server_takes_the_native_path_only_without_metrics_and_decision_log(
-    monkeypatch: pytest.MonkeyPatch,
+def test_the_server_takes_the_native_path_with_metrics_but_not_with_the_decision_log(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any,
 ) -> None:
+    from consent_sidecar.observe.decision_log import DecisionLog
     from consent_sidecar.observe.metrics import Metrics, Recorder
     from consent_sidecar.services import decision
 
-    calls: list[bytes | None] = []
-    real = decision._native_batch
-    assert real is not None
+    calls: list[object] = []
+    real, real_counted = decision._native_batch, decision._native_counted
+    assert real is not None and real_counted is not None
 
     def spy(table: object, data: bytes) -> bytes | None:
         calls.append(out := real(table, data))
         return out
 
+    def spy_counted(table: object, data: bytes) -> Counts | None:
+        calls.append(out := real_counted(table, data))
+        return out
+
     monkeypatch.setattr(decision, "_native_batch", spy)
+    monkeypatch.setattr(decision, "_native_counted", spy_counted)
     store = PolicyStore()
-    store.publish(_SHARED, source="test")
+    store.publish(compile(NO_SHADOW), source="test")
     data = Batch(requests=[Req(destinations=["amp"])]).SerializeToString()
     lean = _run(DecisionService(store, LIMITS)._decide_batch(data, Context()))  # type: ignore[arg-type]
-    assert calls and calls[0] == lean
+    assert calls == [lean]
     calls.clear()
     counted = _run(DecisionService(store, LIMITS, recorder=Recorder(Metrics()))._decide_batch(
         data, Context()))  # type: ignore[arg-type]
-    assert not calls and counted == lean
+    assert counted == lean and len(calls) == 1 and isinstance(calls[0], tuple) and calls[0][0] == lean
+    calls.clear()
+    dlog = DecisionLog(str(tmp_path / "log"), sample=0.0)
+    try:
+        logged = _run(DecisionService(store, LIMITS, recorder=Recorder(Metrics()), decision_log=dlog)._decide_batch(
+            data, Context()))  # type: ignore[arg-type]
+    finally:
+        dlog.close()
+    assert not calls and logged == lean
+    store.publish(_SHARED, source="test")  # shadow categories: counted natively too
+    shadowed = _run(DecisionService(store, LIMITS, recorder=Recorder(Metrics()))._decide_batch(
+        data, Context()))  # type: ignore[arg-type]
+    assert len(calls) == 1 and isinstance(calls[0], tuple) and calls[0][0] == shadowed
 
 
 def test_a_mapping_of_more_categories_than_64_bits_has_no_native_table() -> None:
@@ -288,3 +318,170 @@ def test_a_mapping_of_more_categories_than_64_bits_has_no_native_table() -> None
     store = PolicyStore()
     store.publish(compile(ConsentMapping(categories)), source="test")
     assert Served(store.current, LIMITS).batch_table is None
+
+
+# -- decide_batch_counted: the decision counts the metrics take ------------------------------------
+
+
+def _recorded(rec: Any) -> tuple[dict[int, int], dict[tuple[str, str], int]]:
+    """What a Recorder holds before its flush: decisions by slot (Tallies and native counts) and shadow."""
+    slots = {s: c for s, c in enumerate(rec.slots) if c}
+    shadow: dict[tuple[str, str], int] = {}
+    for t, n in rec.pending.items():
+        for slot, c in t.reasons:
+            slots[slot] = slots.get(slot, 0) + c * n
+        for cat, dest, c in t.shadow:
+            shadow[cat, dest] = shadow.get((cat, dest), 0) + c * n
+    return slots, shadow
+
+
+Counts = tuple[bytes, int, tuple[int, ...], tuple[tuple[str, str, int], ...]]
+
+
+class Counted:
+    """One snapshot served with metrics by the Python path, and its native table."""
+
+    def __init__(self, mapping: ConsentMapping) -> None:
+        from consent_sidecar.observe.metrics import Metrics, Recorder
+
+        store = PolicyStore()
+        self.index = compile(mapping)
+        store.publish(self.index, source="test")
+        self.recorder = Recorder(Metrics())
+        self.service = DecisionService(store, LIMITS, recorder=self.recorder)
+        served = self.service._served()
+        self.table = served.batch_table
+        served.batch_table = None  # the service answers in Python from now on
+        assert self.table is not None
+
+    def check(self, data: bytes) -> Counts | None:
+        """The native counted answer, having checked it is None or the Python path's bytes and counts."""
+        assert NATIVE is not None
+        got: Counts | None = NATIVE.decide_batch_counted(self.table, data)
+        if got is None:
+            return None
+        body, n, counts, shadow_counts = got
+        rec = self.recorder
+        assert body == _run(self.service._decide_batch(data, Context()))  # type: ignore[arg-type]
+        slots, shadow = _recorded(rec)
+        assert {s: c for s, c in enumerate(counts) if c} == slots
+        assert {(cat, dest): c for cat, dest, c in shadow_counts} == shadow
+        assert len({(cat, dest) for cat, dest, _ in shadow_counts}) == len(shadow_counts)
+        assert sum(rec.batch.counts) == 1 and rec.batch.total == n and rec.errors["DecideBatch"] == 0
+        return got
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mappings(), batches(plain=True))
+def test_native_counts_are_the_python_paths_tallies(mapping: ConsentMapping, data: bytes) -> None:
+    assert Counted(mapping).check(data) is not None
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mappings(), batches(plain=False))
+def test_native_counts_of_any_batch_are_the_python_paths_or_declined(mapping: ConsentMapping, data: bytes) -> None:
+    got = Counted(mapping).check(data)
+    if got is not None:
+        assert NATIVE is not None and got[0] == NATIVE.decide_batch(Counted(mapping).table, data)
+
+
+def test_each_reason_is_counted_in_its_slot() -> None:
+    from consent_core.model import Category, DestinationSettings, Settings, UnknownDestinations
+    from consent_core.outcome import Reason
+
+    from consent_sidecar.observe.metrics import _slot
+
+    mapping = ConsentMapping(
+        (
+            Category("C0001", "a", ("amp", "ga4")),
+            Category("C0002", "b", ("ads",), enabled=False),
+            Category("C0003", "c", ("hub",)),
+        ),
+        {"ga4": DestinationSettings(enforce=False)},
+        Settings(UnknownDestinations.DENY),
+    )
+    pair = Counted(mapping)
+    consent = Req(destinations=["amp", "ga4", "ads", "hub", "ghost", "amp/eu"])
+    consent.consent.category_preferences.update({"C0001": True})
+    data = Batch(requests=[consent, Req(destinations=["amp", "ghost"])]).SerializeToString()
+    got = pair.check(data)
+    assert got is not None
+    expected = {
+        _slot(Reason.GRANTED, True): 2, _slot(Reason.EXEMPT, True): 1, _slot(Reason.UNMAPPED, True): 1,
+        _slot(Reason.DENIED, False): 1, _slot(Reason.UNKNOWN_DESTINATION, False): 1,
+        _slot(Reason.NO_CONSENT, True): 2,
+    }
+    assert {s: c for s, c in enumerate(got[2]) if c} == expected
+
+
+@pytest.mark.parametrize("shadow", [False, True])
+def test_metrics_after_batches_are_the_same_on_both_paths(shadow: bool) -> None:
+    """The consent_sidecar_* samples after the same batches, native (with its counts) and Python."""
+    from consent_sidecar.observe.metrics import Metrics, Recorder
+
+    store = PolicyStore()
+    store.publish(_SHARED if shadow else compile(NO_SHADOW), source="test")
+    rng = random.Random(16)
+    plain = [_random_request(rng) for _ in range(40)]
+    batches_ = [Batch(requests=rng.sample(plain, rng.randint(0, 5))).SerializeToString() for _ in range(60)]
+    bad = Batch(requests=[Req(destinations=["/amp"]), Req(destinations=["amp"])]).SerializeToString()
+    samples = []
+    for native in (True, False):
+        rec = Recorder(Metrics())
+        service = DecisionService(store, LIMITS, recorder=rec)
+        if not native:
+            service._served().batch_table = None
+        for data in [*batches_, bad, *batches_]:
+            _run(service._decide_batch(data, Context()))  # type: ignore[arg-type]
+        native_counted = any(rec.slots)
+        rec.flush()
+        got = {
+            (m.name, s.name, tuple(sorted(s.labels.items()))): s.value
+            for m in rec.metrics.registry.collect() for s in m.samples
+            # Not the memos' sizes (the native path fills none) nor durations beyond their count.
+            if not s.name.endswith("_created") and not s.name.startswith("consent_sidecar_memo_")
+            and (not s.name.startswith("consent_sidecar_rpc_duration_seconds_")
+                 or s.name == "consent_sidecar_rpc_duration_seconds_count")
+        }
+        assert native_counted == native  # the native path did take the batches
+        samples.append(got)
+    assert samples[0] == samples[1]
+    decided = {k: v for k, v in samples[0].items() if k[0] == "consent_sidecar_decisions"}
+    assert sum(decided.values()) > 100
+    would_block = [v for k, v in samples[0].items() if k[0] == "consent_sidecar_shadow_would_block"]
+    assert bool(would_block) == shadow and all(would_block)
+
+
+
+def _random_request(rng: random.Random) -> Req:
+    r = Req(destinations=rng.sample(REQUESTABLE, rng.randint(0, LIMITS.max_destinations)))
+    if rng.random() < 0.8:
+        r.consent.SetInParent()
+        r.consent.category_preferences.update({k: rng.random() < 0.5 for k in rng.sample(CATEGORY_IDS, 3)})
+    return r
+
+
+def test_shadow_would_block_counts_follow_the_explained_rules() -> None:
+    from consent_core.model import Category, DestinationSettings, Resolution
+
+    mapping = ConsentMapping(
+        (
+            Category("C0001", "a", ("amp", "hub")),
+            Category("Perf", "dry", ("amp", "ga4", "ads", "braze", "hub"), shadow=True),
+            Category("C0004", "dry 2", ("braze", "ads"), shadow=True),
+        ),
+        {
+            "ga4": DestinationSettings(enforce=False),  # exempt: never counts
+            "braze": DestinationSettings(resolution=Resolution.ANY),  # any, only shadow: none granted counts
+            "hub": DestinationSettings(resolution=Resolution.ANY),  # any with a required category: never
+        },
+    )
+    pair = Counted(mapping)
+    granted = Req(destinations=["amp", "ga4", "ads", "braze", "hub", "amp/eu"])
+    granted.consent.category_preferences.update({"C0001": True, "C0004": True})
+    none = Req(destinations=["amp", "braze"])
+    none.consent.SetInParent()
+    data = Batch(requests=[granted, none, Req(destinations=["amp"])]).SerializeToString()
+    got = pair.check(data)
+    assert got is not None
+    assert sorted(got[3]) == [("C0004", "braze", 1), ("Perf", "ads", 1), ("Perf", "amp", 2), ("Perf", "braze", 1)]
