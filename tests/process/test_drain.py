@@ -54,7 +54,10 @@ def test_sigterm_completes_every_call_received_before_it(tmp_path: Path, workers
     if workers > 1 and not hasattr(socket, "SO_REUSEPORT"):
         pytest.skip("needs SO_REUSEPORT")
     batches = [raw_batch(k) for k in range(BATCHES)]
-    with serve_process(tmp_path, "--workers", str(workers), "--grace-period", str(GRACE)) as sc:
+    # Each batch holds a worker's loop for seconds (longer on a loaded host): a generous worker
+    # timeout keeps the unresponsive-worker replacement (tested elsewhere) out of this drain test.
+    with serve_process(tmp_path, "--workers", str(workers), "--grace-period", str(GRACE),
+                       "--worker-timeout", "120") as sc:
         sc.wait_started()
         with grpc.insecure_channel(sc.tcp) as channel:
             call = channel.unary_unary(DECIDE_BATCH)
