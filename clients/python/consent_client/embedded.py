@@ -335,29 +335,25 @@ class EmbeddedDecider:
                 pass
             elif consent is last_consent:  # one consent object for many events
                 granted = last_granted
-            elif native is not None and type(consent) is dict:  # the loop below, in C (consent_core._native)
-                granted = native(bits, consent, True)
-                if granted is None or granted < 0:  # something is odd (or not the C's to say): as below
-                    try:
-                        granted = _granted(index, consent)
-                    except InvalidArgument as e:
-                        append(DecideResult(error=e.message, policy=policy))
-                        continue
-                last_consent, last_granted = consent, granted
             else:
-                granted = 0
-                for k, v in consent.items():
-                    if v is True:
-                        b = bits.get(k)
-                        if b is not None:
-                            granted |= b
-                            continue
-                    elif v is not False:
+                if native is not None and type(consent) is dict:  # the loop below, in C (consent_core._native)
+                    granted = native(bits, consent, True)
+                    if granted is not None and granted < 0:  # not the C's to say: as the odd case below
                         granted = None
-                        break
-                    if type(k) is not str:
-                        granted = None
-                        break
+                else:
+                    granted = 0
+                    for k, v in consent.items():
+                        if v is True:
+                            b = bits.get(k)
+                            if b is not None:
+                                granted |= b
+                                continue
+                        elif v is not False:
+                            granted = None
+                            break
+                        if type(k) is not str:
+                            granted = None
+                            break
                 if granted is None:  # something is odd: say what, as the sidecar would
                     try:
                         granted = _granted(index, consent)
