@@ -81,10 +81,10 @@ static void count_entry(const Table *t, const Pick *picks, Py_ssize_t n, int has
     }
 }
 
-/* One DecideRequest entry -> its framed `responses` field appended to `o`; 0, DOUBT or FAIL.
- * With `counts` (else NULL), its decisions are added there (count_entry). */
+/* One DecideRequest -> its DecideResponse appended to `o`, framed as a batch's `responses` field
+ * when `framed`; 0, DOUBT or FAIL. With `counts` (else NULL), its decisions are added there (count_entry). */
 static int decide_entry(const Table *t, const uint8_t *p, const uint8_t *end, Picks *ps, Out *o,
-                        Counts *counts) {
+                        Counts *counts, int framed) {
     Pick *picks = ps->at;
     int has_consent = 0;
     uint64_t granted = 0;
@@ -170,8 +170,10 @@ static int decide_entry(const Table *t, const uint8_t *p, const uint8_t *end, Pi
         PyErr_NoMemory();
         return FAIL;
     }
-    o->buf[o->len++] = 0x0A;
-    put_varint(o, body);
+    if (framed) {
+        o->buf[o->len++] = 0x0A;
+        put_varint(o, body);
+    }
     for (int pass = 0; pass < 2; pass++) { /* allowed (field 1), then blocked (field 2), in request order */
         for (Py_ssize_t i = 0; i < n; i++) {
             if (picks[i].blocked != pass) continue;
@@ -206,7 +208,7 @@ static PyObject *run_batch(Table *t, Py_buffer *view_, Counts *counts, Py_ssize_
             rc = DOUBT;
             goto done;
         }
-        rc = decide_entry(t, e, e + elen, &picks, &o, counts);
+        rc = decide_entry(t, e, e + elen, &picks, &o, counts, 1);
         if (rc != 0) goto done;
     }
     if (out_reserve(&o, (size_t)t->policy_field_len + 1) < 0) {
@@ -298,6 +300,80 @@ PyObject *cc_decide_batch_counted(PyObject *Py_UNUSED(self), PyObject *args) {
     return Py_BuildValue("(NnNN)", body, entries, tally, shadow);
 fail:
     Py_XDECREF(tally);
+    Py_CLEAR(body);
+done:
+    PyMem_Free(counts.shadow);
+    return body;
+}
+
+/* -- decide_request: one Decide or DecideStream message ---------------------------------- */
+
+/* One encoded DecideRequest -> its DecideResponse (PyBytes), Py_None outside the plain case, NULL
+ * with an exception set; with `counts`, its decisions added there. */
+static PyObject *run_request(const Table *t, const Py_buffer *view, Counts *counts) {
+    const uint8_t *p = view->buf;
+    Picks picks = {NULL, 0};
+    Out o = {NULL, 0, 0};
+    PyObject *result = NULL;
+    int rc = decide_entry(t, p, p + view->len, &picks, &o, counts, 0);
+    if (rc == 0) {
+        result = PyBytes_FromStringAndSize(o.buf, (Py_ssize_t)o.len);
+    } else if (rc == DOUBT) {
+        result = Py_NewRef(Py_None);
+    }
+    PyMem_Free(o.buf);
+    PyMem_Free(picks.at);
+    return result;
+}
+
+PyObject *cc_decide_request(PyObject *Py_UNUSED(self), PyObject *args) {
+    Table *t;
+    Py_buffer view;
+    if (!PyArg_ParseTuple(args, "O!y*", &TableType, &t, &view)) return NULL;
+    PyObject *result = run_request(t, &view, NULL);
+    PyBuffer_Release(&view);
+    return result;
+}
+
+/* decide_request_counted(table, data) -> (body, reasons, shadow) | None: decide_request, plus its
+ * decisions as consent_sidecar.observe.metrics.Tally holds them: reasons as (slot, count) pairs
+ * for the nonzero slots (slot = reason * 2 + allowed), shadow as (category, destination, count). */
+PyObject *cc_decide_request_counted(PyObject *Py_UNUSED(self), PyObject *args) {
+    Table *t;
+    Py_buffer view;
+    uint64_t slots[N_SLOTS] = {0};
+    if (!PyArg_ParseTuple(args, "O!y*", &TableType, &t, &view)) return NULL;
+    if (t->shadow) {
+        PyBuffer_Release(&view);
+        Py_RETURN_NONE;
+    }
+    Counts counts = {slots, NULL};
+    if (t->n_rows > 0) {
+        counts.shadow = PyMem_Calloc((size_t)(t->n_rows * t->n_columns), sizeof(uint64_t));
+        if (counts.shadow == NULL) {
+            PyBuffer_Release(&view);
+            return PyErr_NoMemory();
+        }
+    }
+    PyObject *body = run_request(t, &view, &counts), *reasons = NULL, *shadow = NULL;
+    PyBuffer_Release(&view);
+    if (body == NULL || body == Py_None) goto done;
+    Py_ssize_t nonzero = 0;
+    for (int i = 0; i < N_SLOTS; i++) nonzero += slots[i] != 0;
+    reasons = PyTuple_New(nonzero);
+    if (reasons == NULL) goto fail;
+    for (Py_ssize_t i = 0, k = 0; i < N_SLOTS; i++) {
+        if (!slots[i]) continue;
+        PyObject *pair = Py_BuildValue("(nK)", i, (unsigned long long)slots[i]);
+        if (pair == NULL) goto fail;
+        PyTuple_SET_ITEM(reasons, k++, pair);
+    }
+    shadow = counts.shadow == NULL ? PyTuple_New(0) : shadow_tuple(t, counts.shadow);
+    if (shadow == NULL) goto fail;
+    PyMem_Free(counts.shadow);
+    return Py_BuildValue("(NNN)", body, reasons, shadow);
+fail:
+    Py_XDECREF(reasons);
     Py_CLEAR(body);
 done:
     PyMem_Free(counts.shadow);
