@@ -23,9 +23,10 @@ Entries that are not cacheable (errors, preference events, non-empty `integratio
 plain way each time. Input protobuf errors surface exactly as they would through the generated
 deserializers (DecodeError -> UNKNOWN). Metrics are added per answer through its precomputed
 `Tally` (one dict increment), decision logs are sampled per decision (one random draw). A plain
-DecideBatch is decided in C (consent_core._native) when the extension is there and the decision
-log is off; with metrics, the C also counts its decisions by reason and outcome and the shadow
-would-block ones (`decide_batch_counted`).
+DecideBatch, and a plain Decide or DecideStream message whose young memo misses, is decided in C
+(consent_core._native) when the extension is there and the decision log is off; with metrics,
+the C also counts its decisions by reason and outcome and the shadow would-block ones
+(`decide_batch_counted`, `decide_request_counted`).
 
 Hostile input: an invalid entry is INVALID_ARGUMENT (unary) or that entry's `error` (batch,
 stream), its message printable whatever the request held; any other exception ends the call
