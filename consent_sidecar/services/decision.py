@@ -26,7 +26,9 @@ deserializers (DecodeError -> UNKNOWN). Metrics are added per answer through its
 DecideBatch, and a plain Decide or DecideStream message whose young memo misses, is decided in C
 (consent_core._native) when the extension is there and the decision log is off; with metrics,
 the C also counts its decisions by reason and outcome and the shadow would-block ones
-(`decide_batch_counted`, `decide_request_counted`).
+(`decide_batch_counted`, `decide_request_counted`). `native_path` holds the per-request side: an
+Answer kept in the memo while requests repeat; while the memo is off, only the body, its counts
+added to the Recorder in place, so a varying message leaves nothing behind for the collector.
 
 Hostile input: an invalid entry is INVALID_ARGUMENT (unary) or that entry's `error` (batch,
 stream), its message printable whatever the request held; any other exception ends the call
@@ -65,6 +67,7 @@ from consent_sidecar.services.answers import (
     field,
     split_batch,
 )
+from consent_sidecar.services.native_path import native_answer, native_body
 from consent_sidecar.services.status import abort, abort_internal
 from consent_sidecar.store.policy import PolicyStore
 
@@ -92,15 +95,6 @@ _Counted = tuple[bytes, int, tuple[int, ...], tuple[tuple[str, str, int], ...]]
 _native_counted: Final[Callable[[object, bytes], _Counted | None] | None] = (
     None if NATIVE is None else NATIVE.decide_batch_counted
 )
-# One encoded DecideRequest (a Decide call, a DecideStream message) the same way; counted: with its
-# decisions as a Tally holds them, (slot, count) pairs and (category, destination, count) triples.
-_native_request: Final[Callable[[object, bytes], bytes | None] | None] = (
-    None if NATIVE is None else NATIVE.decide_request
-)
-_RequestCounted = tuple[bytes, tuple[tuple[int, int], ...], tuple[tuple[str, str, int], ...]]
-_native_request_counted: Final[Callable[[object, bytes], _RequestCounted | None] | None] = (
-    None if NATIVE is None else NATIVE.decide_request_counted
-)
 
 
 # -- the service --------------------------------------------------------------------------------------
@@ -127,6 +121,9 @@ class DecisionService(decision_pb2_grpc.DecisionServiceServicer):
         self._recorder = recorder
         self._dlog = decision_log
         self._served_state: Served | None = None
+        # Decide / DecideStream messages go to native_body while the memo is off, unless the
+        # decision log samples them (its entries need the Python path's granted mask and ids).
+        self._native_lean = decision_log is None
         if recorder is not None:
             recorder.memo_sources.append(self.memo_stats)
 
@@ -152,16 +149,17 @@ class DecisionService(decision_pb2_grpc.DecisionServiceServicer):
 
     # -- deciding one request ------------------------------------------------------------------
 
-    def _answer(self, st: Served, data: bytes, field: str, memo: bool) -> Answer:
+    def _answer(self, st: Served, data: bytes, field: str, memo: bool, native: bool = True) -> Answer:
         """The answer for one encoded DecideRequest, through the memos when `memo` (the caller
-        probed the young raw generation); raises InvalidArgument/DecodeError."""
+        probed the young raw generation), in C first unless not `native` (the caller tried);
+        raises InvalidArgument/DecodeError."""
         if memo:
             a = st.raw.get_old(data)
             if a is not None:
                 return a
         table = st.batch_table
-        if table is not None and self._dlog is None:
-            a = self._native_answer(table, data)
+        if native and table is not None and self._dlog is None:
+            a = native_answer(table, data, self._recorder is not None)
             if a is not None:
                 if memo:
                     st.raw.put(data, a)
@@ -171,18 +169,6 @@ class DecisionService(decision_pb2_grpc.DecisionServiceServicer):
         if cacheable and memo:
             st.raw.put(data, a)
         return a
-
-    def _native_answer(self, table: object, data: bytes) -> Answer | None:
-        """The plain request decided in C (consent_core._native), byte-identical to the Python way,
-        or None for anything else (errors, Segment events, explain...), which then goes that way."""
-        if self._recorder is None:
-            if _native_request is None or (body := _native_request(table, data)) is None:
-                return None
-            return Answer(body, None, None, ())
-        if _native_request_counted is None or (got := _native_request_counted(table, data)) is None:
-            return None
-        body, reasons, shadow = got
-        return Answer(body, Tally(reasons, shadow), None, ())
 
     def _granted(self, st: Served, consent: decision_pb2.Consent, field: str) -> int:
         """A consent object's granted mask, memoised on its bytes (set, even empty, = a consent object).
@@ -286,9 +272,9 @@ class DecisionService(decision_pb2_grpc.DecisionServiceServicer):
 
     def _answer_miss(self, rpc: str, st: Served, data: bytes, memo: bool) -> Answer | InvalidArgument:
         """A Decide / DecideStream request's answer past the young raw memo (the caller's inline hit),
-        or its InvalidArgument, counted as an error of `rpc`."""
+        or its InvalidArgument, counted as an error of `rpc`. With the memo off the caller tried the C."""
         try:
-            return self._answer(st, data, "", memo)
+            return self._answer(st, data, "", memo, native=memo)
         except InvalidArgument as e:
             if self._recorder is not None:
                 self._recorder.error(rpc)
@@ -312,12 +298,17 @@ class DecisionService(decision_pb2_grpc.DecisionServiceServicer):
 
     async def decide_bytes(self, data: bytes, context: _Context) -> bytes:
         try:
-            t0 = time.perf_counter()
+            t0 = time.perf_counter() if self._recorder is not None else 0.0
             st = self._served()
             raw = st.raw
             memo = not raw.bypass()
             a = raw.young.get(data) if memo else None
             if a is None:
+                # Lists that vary (the memo off): decided in C with nothing kept, else as below.
+                if not memo and (table := st.batch_table) is not None and self._native_lean and (
+                    body := native_body("Decide", table, data, self._recorder, t0)
+                ) is not None:
+                    return body
                 got = self._answer_miss("Decide", st, data, memo)
                 if isinstance(got, InvalidArgument):
                     _log.debug(
@@ -433,12 +424,18 @@ class DecisionService(decision_pb2_grpc.DecisionServiceServicer):
         position = 0
         try:
             async for data in request_iterator:
-                t0 = time.perf_counter()
+                t0 = time.perf_counter() if self._recorder is not None else 0.0
                 st = self._served()
                 raw = st.raw
                 memo = not raw.bypass()
                 a = raw.young.get(data) if memo else None
                 if a is None:
+                    if not memo and (table := st.batch_table) is not None and self._native_lean and (
+                        body := native_body("DecideStream", table, data, self._recorder, t0)
+                    ) is not None:
+                        position += 1
+                        yield body
+                        continue
                     got = self._answer_miss("DecideStream", st, data, memo)
                     if isinstance(got, InvalidArgument):
                         position += 1

@@ -15,7 +15,7 @@ from consent_core.limits import Limits
 from consent_core.mapping_file import load_mapping
 from samples import SAMPLE_MAPPING
 
-from consent_sidecar.services import decision
+from consent_sidecar.services import decision, native_path
 from consent_sidecar.store.policy import PolicyStore
 
 Req = decision_pb2.DecideRequest
@@ -74,8 +74,8 @@ async def test_many_distinct_large_consent_maps_keep_the_memos_within_their_budg
     The Python path keeps them in its consent memo (which must evict); the native one keeps nothing."""
     if path == "python":
         monkeypatch.setattr(decision, "_native_batch", None)
-        monkeypatch.setattr(decision, "_native_request", None)
-    elif decision._native_request is None:
+        monkeypatch.setattr(native_path, "_native_request", None)
+    elif native_path._native_request is None:
         pytest.skip("consent_core._native not built or CONSENT_CORE_PURE=1")
     budget = 2 << 20  # the memos' generations: 256 KiB each
     service = _service(tmp_path, memo_bytes=budget)
