@@ -166,8 +166,10 @@ def main(argv: list[str] | None = None) -> int:
                     med = [statistics.median(r[1][i] for r in rows) for i in range(4)]
                     ratio = [statistics.median(r[1][i] / r[0][i] for r in rows) for i in (0, 2, 3)]
                     gcs = statistics.median(r[3] for r in rows), statistics.median(r[2] for r in rows)
+                    fl = [statistics.median(r[0][i] for r in rows) for i in range(4)]
                     print(f"{name:<30} {med[0]:7.2f} {med[1]:7.2f} {med[2]:7.2f} {med[3]:7.2f}  {ratio[0]:9.2f}x "
                           f"{ratio[1]:8.2f}x {ratio[2]:10.2f}x  {gcs[0]:.0f} ({gcs[1]:.0f})", flush=True)
+                    print(f"{'  floor':<30} {fl[0]:7.2f} {fl[1]:7.2f} {fl[2]:7.2f} {fl[3]:7.2f}", flush=True)
     return 0
 
 
