@@ -97,6 +97,7 @@ _native_counted: Final[Callable[[object, bytes], _Counted | None] | None] = (
 _native_request: Final[Callable[[object, bytes], bytes | None] | None] = (
     None if NATIVE is None else NATIVE.decide_request
 )
+_MAX_TALLIES: Final = 4096
 _RequestCounted = tuple[bytes, tuple[tuple[int, int], ...], tuple[tuple[str, str, int], ...]]
 _native_request_counted: Final[Callable[[object, bytes], _RequestCounted | None] | None] = (
     None if NATIVE is None else NATIVE.decide_request_counted
@@ -127,6 +128,7 @@ class DecisionService(decision_pb2_grpc.DecisionServiceServicer):
         self._recorder = recorder
         self._dlog = decision_log
         self._served_state: Served | None = None
+        self._tallies: dict[tuple[object, object], Tally] = {}
         if recorder is not None:
             recorder.memo_sources.append(self.memo_stats)
 
@@ -181,8 +183,36 @@ class DecisionService(decision_pb2_grpc.DecisionServiceServicer):
             return Answer(body, None, None, ())
         if _native_request_counted is None or (got := _native_request_counted(table, data)) is None:
             return None
-        body, reasons, shadow = got
-        return Answer(body, Tally(reasons, shadow), None, ())
+        return Answer(got[0], self._tally(got[1], got[2]), None, ())
+
+    def _native_unkept(self, rpc: str, st: Served, data: bytes, t0: float) -> bytes | None:
+        """With the memos off (requests that do not repeat), a plain request decided in C: its body,
+        counted and timed as `_served_one` would, and nothing built or kept; None for anything else."""
+        table = st.batch_table
+        if table is None or self._dlog is not None:
+            return None
+        rec = self._recorder
+        if rec is None:
+            return None if _native_request is None else _native_request(table, data)
+        if _native_request_counted is None or (got := _native_request_counted(table, data)) is None:
+            return None
+        t = self._tally(got[1], got[2])
+        pending = rec.pending
+        pending[t] = pending.get(t, 0) + 1
+        rec.rpc[rpc].observe(time.perf_counter() - t0)
+        return got[0]
+
+    def _tally(self, reasons: tuple[tuple[int, int], ...], shadow: tuple[tuple[str, str, int], ...]) -> Tally:
+        """One Tally per distinct count (Tallies are hashed by identity): natively decided answers
+        that count alike share one, so the Recorder's pending counts stay a few entries."""
+        tallies = self._tallies
+        key = (reasons, shadow)
+        t = tallies.get(key)
+        if t is None:
+            if len(tallies) >= _MAX_TALLIES:  # bounded: a hostile mix of counts cannot grow it
+                tallies.clear()
+            t = tallies[key] = Tally(reasons, shadow)
+        return t
 
     def _granted(self, st: Served, consent: decision_pb2.Consent, field: str) -> int:
         """A consent object's granted mask, memoised on its bytes (set, even empty, = a consent object).
@@ -318,6 +348,8 @@ class DecisionService(decision_pb2_grpc.DecisionServiceServicer):
             memo = not raw.bypass()
             a = raw.young.get(data) if memo else None
             if a is None:
+                if not memo and (body := self._native_unkept("Decide", st, data, t0)) is not None:
+                    return body
                 got = self._answer_miss("Decide", st, data, memo)
                 if isinstance(got, InvalidArgument):
                     _log.debug(
@@ -439,6 +471,10 @@ class DecisionService(decision_pb2_grpc.DecisionServiceServicer):
                 memo = not raw.bypass()
                 a = raw.young.get(data) if memo else None
                 if a is None:
+                    if not memo and (body := self._native_unkept("DecideStream", st, data, t0)) is not None:
+                        position += 1
+                        yield body
+                        continue
                     got = self._answer_miss("DecideStream", st, data, memo)
                     if isinstance(got, InvalidArgument):
                         position += 1
