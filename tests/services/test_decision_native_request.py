@@ -27,7 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from consent_sidecar.observe.metrics import Metrics, Recorder, _slot
-from consent_sidecar.services import decision
+from consent_sidecar.services import native_path
 from consent_sidecar.services.decision import DecisionService
 from consent_sidecar.store.policy import PolicyStore
 from tests.core.test_index import _SHARED, mappings
@@ -157,7 +157,7 @@ async def test_decide_and_stream_take_the_native_path_unless_the_decision_log_sa
     from consent_sidecar.observe.decision_log import DecisionLog
 
     calls: list[str] = []
-    real, real_counted = decision._native_request, decision._native_request_counted
+    real, real_counted = native_path.decide_request, native_path.decide_request_counted
     assert real is not None and real_counted is not None
 
     def spy(table: object, data: bytes) -> bytes | None:
@@ -168,8 +168,8 @@ async def test_decide_and_stream_take_the_native_path_unless_the_decision_log_sa
         calls.append("counted")
         return real_counted(table, data)
 
-    monkeypatch.setattr(decision, "_native_request", spy)
-    monkeypatch.setattr(decision, "_native_request_counted", spy_counted)
+    monkeypatch.setattr(native_path, "decide_request", spy)
+    monkeypatch.setattr(native_path, "decide_request_counted", spy_counted)
     store = PolicyStore()
     store.publish(compile(NO_SHADOW), source="test")
     dlog = DecisionLog(str(tmp_path / "log"), sample=0.0) if setup == "decision log" else None
