@@ -255,8 +255,6 @@ class Recorder:
         self.pending: dict[Tally, int] = {}
         # Decisions counted by slot (reason * 2 + allowed) without a Tally: the native DecideBatch's counts.
         self.slots = [0] * len(_SLOTS)
-        # Shadow would-block counts by (category, destination) without a Tally: the native Decide's.
-        self.shadow: dict[tuple[str, str], int] = {}
         self.rpc = {m: _Hist(metrics.rpc_duration.labels(m), RPC_BUCKETS) for m in METHODS}
         self.batch = _Hist(metrics.batch_size, tuple(float(b) for b in BATCH_SIZE_BUCKETS))
         self.errors = dict.fromkeys(METHODS, 0)
@@ -276,24 +274,13 @@ class Recorder:
         """Decisions counted by slot (reason * 2 + allowed; as many as there are slots), added at the next flush."""
         self.slots = [a + b for a, b in zip(self.slots, counts, strict=True)]
 
-    def add_counts(self, reasons: Iterable[tuple[int, int]], shadow: Iterable[tuple[str, str, int]]) -> None:
-        """One answer's decisions as a Tally holds them ((slot, count) pairs; (category, destination,
-        count) triples), added at the next flush without a Tally object (the native Decide's, per message)."""
-        slots = self.slots
-        for slot, c in reasons:
-            slots[slot] += c
-        if shadow:
-            pending = self.shadow
-            for cat, dest, c in shadow:
-                pending[cat, dest] = pending.get((cat, dest), 0) + c
-
     def flush(self) -> None:
         """Moves everything added since the last flush into the prometheus metrics."""
         pending, self.pending = self.pending, {}
         slots, self.slots = self.slots, [0] * len(_SLOTS)
-        shadow, self.shadow = self.shadow, {}
-        if pending or any(slots) or shadow:
+        if pending or any(slots):
             by_slot: dict[int, int] = {s: c for s, c in enumerate(slots) if c}
+            shadow: dict[tuple[str, str], int] = {}
             for t, n in pending.items():
                 for slot, c in t.reasons:
                     by_slot[slot] = by_slot.get(slot, 0) + c * n

@@ -26,9 +26,7 @@ deserializers (DecodeError -> UNKNOWN). Metrics are added per answer through its
 DecideBatch, and a plain Decide or DecideStream message whose young memo misses, is decided in C
 (consent_core._native) when the extension is there and the decision log is off; with metrics,
 the C also counts its decisions by reason and outcome and the shadow would-block ones
-(`decide_batch_counted`, `decide_request_counted`). `native_path` holds the per-request side: an
-Answer kept in the memo while requests repeat; while the memo is off, only the body, its counts
-added to the Recorder in place, so a varying message leaves nothing behind for the collector.
+(`decide_batch_counted`, `decide_request_counted`).
 
 Hostile input: an invalid entry is INVALID_ARGUMENT (unary) or that entry's `error` (batch,
 stream), its message printable whatever the request held; any other exception ends the call
@@ -41,7 +39,7 @@ from __future__ import annotations
 
 import time
 import traceback
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, Final, NoReturn
 
 import grpc
@@ -57,7 +55,7 @@ from google.protobuf.message import DecodeError
 
 from consent_sidecar.observe.decision_log import DecisionLog, Entry
 from consent_sidecar.observe.logs import request_id
-from consent_sidecar.observe.metrics import Recorder, Tally, tally
+from consent_sidecar.observe.metrics import Recorder, tally
 from consent_sidecar.services.answers import (
     RESPONSES_TAG,
     Answer,
@@ -67,7 +65,7 @@ from consent_sidecar.services.answers import (
     field,
     split_batch,
 )
-from consent_sidecar.services.native_path import native_answer, native_body
+from consent_sidecar.services.native_path import NativePath
 from consent_sidecar.services.status import abort, abort_internal
 from consent_sidecar.store.policy import PolicyStore
 
@@ -84,18 +82,6 @@ DecideResponse = decision_pb2.DecideResponse
 DecideBatchRequest = decision_pb2.DecideBatchRequest
 
 _field = field  # the wire helper's old name, for tests and tools
-
-# consent_core._native's whole-batch decision (None: no extension, or CONSENT_CORE_PURE=1).
-_native_batch: Final[Callable[[object, bytes], bytes | None] | None] = (
-    None if NATIVE is None else NATIVE.decide_batch
-)
-# The same, with the batch's entry count, decision counts by metrics slot and shadow would-block
-# counts (category, destination, count), for a Recorder.
-_Counted = tuple[bytes, int, tuple[int, ...], tuple[tuple[str, str, int], ...]]
-_native_counted: Final[Callable[[object, bytes], _Counted | None] | None] = (
-    None if NATIVE is None else NATIVE.decide_batch_counted
-)
-
 
 # -- the service --------------------------------------------------------------------------------------
 
@@ -121,9 +107,8 @@ class DecisionService(decision_pb2_grpc.DecisionServiceServicer):
         self._recorder = recorder
         self._dlog = decision_log
         self._served_state: Served | None = None
-        # Decide / DecideStream messages go to native_body while the memo is off, unless the
-        # decision log samples them (its entries need the Python path's granted mask and ids).
-        self._native_lean = decision_log is None
+        # the C path (consent_core._native), when built and the decision log is off (it samples Python answers)
+        self._native = None if NATIVE is None or decision_log is not None else NativePath(recorder)
         if recorder is not None:
             recorder.memo_sources.append(self.memo_stats)
 
@@ -149,17 +134,16 @@ class DecisionService(decision_pb2_grpc.DecisionServiceServicer):
 
     # -- deciding one request ------------------------------------------------------------------
 
-    def _answer(self, st: Served, data: bytes, field: str, memo: bool, native: bool = True) -> Answer:
+    def _answer(self, st: Served, data: bytes, field: str, memo: bool) -> Answer:
         """The answer for one encoded DecideRequest, through the memos when `memo` (the caller
-        probed the young raw generation), in C first unless not `native` (the caller tried);
-        raises InvalidArgument/DecodeError."""
+        probed the young raw generation); raises InvalidArgument/DecodeError."""
         if memo:
             a = st.raw.get_old(data)
             if a is not None:
                 return a
         table = st.batch_table
-        if native and table is not None and self._dlog is None:
-            a = native_answer(table, data, self._recorder is not None)
+        if table is not None and self._native is not None:
+            a = self._native.answer(table, data)
             if a is not None:
                 if memo:
                     st.raw.put(data, a)
@@ -272,9 +256,9 @@ class DecisionService(decision_pb2_grpc.DecisionServiceServicer):
 
     def _answer_miss(self, rpc: str, st: Served, data: bytes, memo: bool) -> Answer | InvalidArgument:
         """A Decide / DecideStream request's answer past the young raw memo (the caller's inline hit),
-        or its InvalidArgument, counted as an error of `rpc`. With the memo off the caller tried the C."""
+        or its InvalidArgument, counted as an error of `rpc`."""
         try:
-            return self._answer(st, data, "", memo, native=memo)
+            return self._answer(st, data, "", memo)
         except InvalidArgument as e:
             if self._recorder is not None:
                 self._recorder.error(rpc)
@@ -298,15 +282,15 @@ class DecisionService(decision_pb2_grpc.DecisionServiceServicer):
 
     async def decide_bytes(self, data: bytes, context: _Context) -> bytes:
         try:
-            t0 = time.perf_counter() if self._recorder is not None else 0.0
+            t0 = time.perf_counter()
             st = self._served()
             raw = st.raw
             memo = not raw.bypass()
             a = raw.young.get(data) if memo else None
             if a is None:
-                # Lists that vary (the memo off): decided in C with nothing kept, else as below.
-                if not memo and (table := st.batch_table) is not None and self._native_lean and (
-                    body := native_body("Decide", table, data, self._recorder, t0)
+                native, table = self._native, st.batch_table
+                if not memo and native is not None and table is not None and (
+                    body := native.unkept("Decide", table, data, t0)
                 ) is not None:
                     return body
                 got = self._answer_miss("Decide", st, data, memo)
@@ -339,23 +323,11 @@ class DecisionService(decision_pb2_grpc.DecisionServiceServicer):
         st = self._served()  # one snapshot for the whole batch
         table = st.batch_table
         rec = self._recorder
-        if table is not None and self._dlog is None:
-            # The plain case (consent or none, no explain, valid ASCII ids, within limits) decided in C,
-            # byte-identical to what follows; None for anything else, which then goes the Python way.
-            # With metrics, the C also counts the decisions by reason and outcome and the shadow
-            # would-block ones, as `tally` would. Not with the decision log: its per-decision
-            # samples stay in Python.
-            if rec is None:
-                if _native_batch is not None and (body := _native_batch(table, data)) is not None:
-                    return body
-            elif _native_counted is not None and (got := _native_counted(table, data)) is not None:
-                body, n, counts, shadow = got
-                rec.add_slots(counts)
-                if shadow:
-                    rec.count(Tally((), shadow))
-                rec.batch.observe(n)
-                rec.rpc["DecideBatch"].observe(time.perf_counter() - t0)
-                return body
+        # The plain case (consent or none, no explain, valid ASCII ids, within limits) decided in C,
+        # byte-identical to what follows (and counted as it would count); None for anything else,
+        # which then goes the Python way.
+        if table is not None and self._native is not None and (body := self._native.batch(table, data, t0)) is not None:
+            return body
         if st.raw.bypass() and self._recorder is None and self._dlog is None:
             # Requests do not repeat: protobuf parses the batch at once, each entry is decided anew.
             requests: Sequence[decision_pb2.DecideRequest] = DecideBatchRequest.FromString(data).requests
@@ -424,14 +396,15 @@ class DecisionService(decision_pb2_grpc.DecisionServiceServicer):
         position = 0
         try:
             async for data in request_iterator:
-                t0 = time.perf_counter() if self._recorder is not None else 0.0
+                t0 = time.perf_counter()
                 st = self._served()
                 raw = st.raw
                 memo = not raw.bypass()
                 a = raw.young.get(data) if memo else None
                 if a is None:
-                    if not memo and (table := st.batch_table) is not None and self._native_lean and (
-                        body := native_body("DecideStream", table, data, self._recorder, t0)
+                    native, table = self._native, st.batch_table
+                    if not memo and native is not None and table is not None and (
+                        body := native.unkept("DecideStream", table, data, t0)
                     ) is not None:
                         position += 1
                         yield body
