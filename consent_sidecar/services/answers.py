@@ -144,7 +144,7 @@ def error_body(e: InvalidArgument) -> bytes:
 class Answer:
     """One decided request: its encoded response (alone and as a batch entry) and what it counts as."""
 
-    __slots__ = ("body", "destinations", "framed", "granted", "integrations", "preference_event", "tally")
+    __slots__ = ("_framed", "body", "destinations", "granted", "integrations", "preference_event", "tally")
 
     def __init__(
         self,
@@ -156,12 +156,20 @@ class Answer:
         preference_event: bool = False,
     ) -> None:
         self.body = body
-        self.framed = field(RESPONSES_TAG, body)
+        self._framed: bytes | None = None  # built when a batch first needs it: most answers never are
         self.tally = tally
         self.granted = granted
         self.destinations = destinations
         self.integrations = integrations
         self.preference_event = preference_event
+
+    @property
+    def framed(self) -> bytes:
+        """The response as a DecideBatchResponse `responses` field."""
+        framed = self._framed
+        if framed is None:
+            framed = self._framed = field(RESPONSES_TAG, self.body)
+        return framed
 
 
 K = TypeVar("K")

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import time
 import traceback
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, Final, NoReturn
 
 import grpc
@@ -55,7 +55,7 @@ from google.protobuf.message import DecodeError
 
 from consent_sidecar.observe.decision_log import DecisionLog, Entry
 from consent_sidecar.observe.logs import request_id
-from consent_sidecar.observe.metrics import Recorder, Tally, tally
+from consent_sidecar.observe.metrics import Recorder, tally
 from consent_sidecar.services.answers import (
     RESPONSES_TAG,
     Answer,
@@ -65,6 +65,7 @@ from consent_sidecar.services.answers import (
     field,
     split_batch,
 )
+from consent_sidecar.services.native_path import NativePath
 from consent_sidecar.services.status import abort, abort_internal
 from consent_sidecar.store.policy import PolicyStore
 
@@ -81,27 +82,6 @@ DecideResponse = decision_pb2.DecideResponse
 DecideBatchRequest = decision_pb2.DecideBatchRequest
 
 _field = field  # the wire helper's old name, for tests and tools
-
-# consent_core._native's whole-batch decision (None: no extension, or CONSENT_CORE_PURE=1).
-_native_batch: Final[Callable[[object, bytes], bytes | None] | None] = (
-    None if NATIVE is None else NATIVE.decide_batch
-)
-# The same, with the batch's entry count, decision counts by metrics slot and shadow would-block
-# counts (category, destination, count), for a Recorder.
-_Counted = tuple[bytes, int, tuple[int, ...], tuple[tuple[str, str, int], ...]]
-_native_counted: Final[Callable[[object, bytes], _Counted | None] | None] = (
-    None if NATIVE is None else NATIVE.decide_batch_counted
-)
-# One encoded DecideRequest (a Decide call, a DecideStream message) the same way; counted: with its
-# decisions as a Tally holds them, (slot, count) pairs and (category, destination, count) triples.
-_native_request: Final[Callable[[object, bytes], bytes | None] | None] = (
-    None if NATIVE is None else NATIVE.decide_request
-)
-_RequestCounted = tuple[bytes, tuple[tuple[int, int], ...], tuple[tuple[str, str, int], ...]]
-_native_request_counted: Final[Callable[[object, bytes], _RequestCounted | None] | None] = (
-    None if NATIVE is None else NATIVE.decide_request_counted
-)
-
 
 # -- the service --------------------------------------------------------------------------------------
 
@@ -127,6 +107,8 @@ class DecisionService(decision_pb2_grpc.DecisionServiceServicer):
         self._recorder = recorder
         self._dlog = decision_log
         self._served_state: Served | None = None
+        # the C path (consent_core._native), when built and the decision log is off (it samples Python answers)
+        self._native = None if NATIVE is None or decision_log is not None else NativePath(recorder)
         if recorder is not None:
             recorder.memo_sources.append(self.memo_stats)
 
@@ -160,8 +142,8 @@ class DecisionService(decision_pb2_grpc.DecisionServiceServicer):
             if a is not None:
                 return a
         table = st.batch_table
-        if table is not None and self._dlog is None:
-            a = self._native_answer(table, data)
+        if table is not None and self._native is not None:
+            a = self._native.answer(table, data)
             if a is not None:
                 if memo:
                     st.raw.put(data, a)
@@ -171,18 +153,6 @@ class DecisionService(decision_pb2_grpc.DecisionServiceServicer):
         if cacheable and memo:
             st.raw.put(data, a)
         return a
-
-    def _native_answer(self, table: object, data: bytes) -> Answer | None:
-        """The plain request decided in C (consent_core._native), byte-identical to the Python way,
-        or None for anything else (errors, Segment events, explain...), which then goes that way."""
-        if self._recorder is None:
-            if _native_request is None or (body := _native_request(table, data)) is None:
-                return None
-            return Answer(body, None, None, ())
-        if _native_request_counted is None or (got := _native_request_counted(table, data)) is None:
-            return None
-        body, reasons, shadow = got
-        return Answer(body, Tally(reasons, shadow), None, ())
 
     def _granted(self, st: Served, consent: decision_pb2.Consent, field: str) -> int:
         """A consent object's granted mask, memoised on its bytes (set, even empty, = a consent object).
@@ -318,6 +288,11 @@ class DecisionService(decision_pb2_grpc.DecisionServiceServicer):
             memo = not raw.bypass()
             a = raw.young.get(data) if memo else None
             if a is None:
+                native, table = self._native, st.batch_table
+                if not memo and native is not None and table is not None and (
+                    body := native.unkept("Decide", table, data, t0)
+                ) is not None:
+                    return body
                 got = self._answer_miss("Decide", st, data, memo)
                 if isinstance(got, InvalidArgument):
                     _log.debug(
@@ -348,23 +323,11 @@ class DecisionService(decision_pb2_grpc.DecisionServiceServicer):
         st = self._served()  # one snapshot for the whole batch
         table = st.batch_table
         rec = self._recorder
-        if table is not None and self._dlog is None:
-            # The plain case (consent or none, no explain, valid ASCII ids, within limits) decided in C,
-            # byte-identical to what follows; None for anything else, which then goes the Python way.
-            # With metrics, the C also counts the decisions by reason and outcome and the shadow
-            # would-block ones, as `tally` would. Not with the decision log: its per-decision
-            # samples stay in Python.
-            if rec is None:
-                if _native_batch is not None and (body := _native_batch(table, data)) is not None:
-                    return body
-            elif _native_counted is not None and (got := _native_counted(table, data)) is not None:
-                body, n, counts, shadow = got
-                rec.add_slots(counts)
-                if shadow:
-                    rec.count(Tally((), shadow))
-                rec.batch.observe(n)
-                rec.rpc["DecideBatch"].observe(time.perf_counter() - t0)
-                return body
+        # The plain case (consent or none, no explain, valid ASCII ids, within limits) decided in C,
+        # byte-identical to what follows (and counted as it would count); None for anything else,
+        # which then goes the Python way.
+        if table is not None and self._native is not None and (body := self._native.batch(table, data, t0)) is not None:
+            return body
         if st.raw.bypass() and self._recorder is None and self._dlog is None:
             # Requests do not repeat: protobuf parses the batch at once, each entry is decided anew.
             requests: Sequence[decision_pb2.DecideRequest] = DecideBatchRequest.FromString(data).requests
@@ -439,6 +402,13 @@ class DecisionService(decision_pb2_grpc.DecisionServiceServicer):
                 memo = not raw.bypass()
                 a = raw.young.get(data) if memo else None
                 if a is None:
+                    native, table = self._native, st.batch_table
+                    if not memo and native is not None and table is not None and (
+                        body := native.unkept("DecideStream", table, data, t0)
+                    ) is not None:
+                        position += 1
+                        yield body
+                        continue
                     got = self._answer_miss("DecideStream", st, data, memo)
                     if isinstance(got, InvalidArgument):
                         position += 1

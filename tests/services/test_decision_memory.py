@@ -15,7 +15,7 @@ from consent_core.limits import Limits
 from consent_core.mapping_file import load_mapping
 from samples import SAMPLE_MAPPING
 
-from consent_sidecar.services import decision
+from consent_sidecar.services import decision, native_path
 from consent_sidecar.store.policy import PolicyStore
 
 Req = decision_pb2.DecideRequest
@@ -43,7 +43,7 @@ async def test_requests_that_never_repeat_turn_the_memos_off_and_repeats_on(
 ) -> None:
     # The memos serve the Python batch path (the native one, when built, takes plain batches first
     # unless metrics or the decision log are on): this is about that path.
-    monkeypatch.setattr(decision, "_native_batch", None)
+    monkeypatch.setattr(native_path, "decide_batch", None)
     service = _service(tmp_path)
     ctx: Any = _Context()
     consent = decision_pb2.Consent(category_preferences={"C0002": True})
@@ -73,9 +73,9 @@ async def test_many_distinct_large_consent_maps_keep_the_memos_within_their_budg
     8,190 of them took the sidecar from 53 to 596 MB when the consent memo was bounded in entries.
     The Python path keeps them in its consent memo (which must evict); the native one keeps nothing."""
     if path == "python":
-        monkeypatch.setattr(decision, "_native_batch", None)
-        monkeypatch.setattr(decision, "_native_request", None)
-    elif decision._native_request is None:
+        monkeypatch.setattr(native_path, "decide_batch", None)
+        monkeypatch.setattr(native_path, "decide_request", None)
+    elif native_path.decide_request is None:
         pytest.skip("consent_core._native not built or CONSENT_CORE_PURE=1")
     budget = 2 << 20  # the memos' generations: 256 KiB each
     service = _service(tmp_path, memo_bytes=budget)

@@ -282,10 +282,10 @@ def test_the_server_takes_the_native_path_with_metrics_but_not_with_the_decision
 ) -> None:
     from consent_sidecar.observe.decision_log import DecisionLog
     from consent_sidecar.observe.metrics import Metrics, Recorder
-    from consent_sidecar.services import decision
+    from consent_sidecar.services import native_path
 
     calls: list[object] = []
-    real, real_counted = decision._native_batch, decision._native_counted
+    real, real_counted = native_path.decide_batch, native_path.decide_batch_counted
     assert real is not None and real_counted is not None
 
     def spy(table: object, data: bytes) -> bytes | None:
@@ -296,8 +296,8 @@ def test_the_server_takes_the_native_path_with_metrics_but_not_with_the_decision
         calls.append(out := real_counted(table, data))
         return out
 
-    monkeypatch.setattr(decision, "_native_batch", spy)
-    monkeypatch.setattr(decision, "_native_counted", spy_counted)
+    monkeypatch.setattr(native_path, "decide_batch", spy)
+    monkeypatch.setattr(native_path, "decide_batch_counted", spy_counted)
     store = PolicyStore()
     store.publish(compile(NO_SHADOW), source="test")
     data = Batch(requests=[Req(destinations=["amp"])]).SerializeToString()

@@ -27,7 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from consent_sidecar.observe.metrics import Metrics, Recorder, _slot
-from consent_sidecar.services import decision
+from consent_sidecar.services import native_path
 from consent_sidecar.services.decision import DecisionService
 from consent_sidecar.store.policy import PolicyStore
 from tests.core.test_index import _SHARED, mappings
@@ -157,7 +157,7 @@ async def test_decide_and_stream_take_the_native_path_unless_the_decision_log_sa
     from consent_sidecar.observe.decision_log import DecisionLog
 
     calls: list[str] = []
-    real, real_counted = decision._native_request, decision._native_request_counted
+    real, real_counted = native_path.decide_request, native_path.decide_request_counted
     assert real is not None and real_counted is not None
 
     def spy(table: object, data: bytes) -> bytes | None:
@@ -168,8 +168,8 @@ async def test_decide_and_stream_take_the_native_path_unless_the_decision_log_sa
         calls.append("counted")
         return real_counted(table, data)
 
-    monkeypatch.setattr(decision, "_native_request", spy)
-    monkeypatch.setattr(decision, "_native_request_counted", spy_counted)
+    monkeypatch.setattr(native_path, "decide_request", spy)
+    monkeypatch.setattr(native_path, "decide_request_counted", spy_counted)
     store = PolicyStore()
     store.publish(compile(NO_SHADOW), source="test")
     dlog = DecisionLog(str(tmp_path / "log"), sample=0.0) if setup == "decision log" else None
@@ -189,3 +189,32 @@ async def test_decide_and_stream_take_the_native_path_unless_the_decision_log_sa
     assert calls == expected
     if recorder is not None:  # no consent object: 2 destinations allowed, NO_CONSENT, in each of 6 answers
         assert _recorded(recorder)[0] == {_slot(Reason.NO_CONSENT, True): 12}
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mappings(), st.lists(requests(plain=False), min_size=1, max_size=6), st.booleans())
+def test_with_the_memos_off_answers_and_counts_are_the_python_paths(
+    mapping: ConsentMapping, messages: list[bytes], metrics: bool
+) -> None:
+    """Requests that do not repeat turn the memos off; the C then answers with nothing kept."""
+    oracle = One(mapping, counted=metrics)
+    recorder = Recorder(Metrics()) if metrics else None
+    store = PolicyStore()
+    store.publish(compile(mapping), source="test")
+    service = DecisionService(store, LIMITS, recorder=recorder)
+    served = service._served()
+    served.raw.off = True
+    served.raw.countdown = 10**9  # never a sampled call: every one skips the memo
+    for m in messages:
+        want = oracle.python(m)
+        try:
+            got: bytes | Exception = _run(service.decide_bytes(m, Context()))  # type: ignore[arg-type]
+        except (DecodeError, Aborted) as e:
+            got = e
+        assert type(got) is type(want) and (got == want or isinstance(got, Exception))
+    assert served.raw.hits == 0 and not served.raw.young and not served.raw.old
+    if recorder is not None:
+        assert oracle.recorder is not None
+        assert _recorded(recorder) == _recorded(oracle.recorder)
+        assert recorder.errors == oracle.recorder.errors
+        assert sum(recorder.rpc["Decide"].counts) == sum(oracle.recorder.rpc["Decide"].counts)
