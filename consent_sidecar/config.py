@@ -17,9 +17,10 @@ __all__ = ["DEFAULT_AUDIT_REPLAY_RATE", "DEFAULT_DECISION_LOG_BYTES_RATE", "Limi
 # destinations each) a second; one request naming 10,000 destinations makes a ~500 KB line.
 DEFAULT_DECISION_LOG_BYTES_RATE: Final = 1 << 20
 # Audit history events per second replayed to WatchAuditEvents streams catching up, all of them
-# together: what one process can send while Decide keeps its latency (bench/README.md,
-# "Audit watchers beside decisions").
-DEFAULT_AUDIT_REPLAY_RATE: Final = 2000.0
+# together. Measured on 2 shared cores with 200 streams from sequence 0 (bench/README.md, "Audit
+# watchers beside decisions"): at 1,000 Decide's p99 stayed within ~1.5x of its figure without
+# streams; at 2,000 it reached 2.3-2.6x; unpaced, the streams could take it to ~75x.
+DEFAULT_AUDIT_REPLAY_RATE: Final = 1000.0
 
 
 @dataclass(frozen=True, slots=True)
