@@ -7,8 +7,8 @@ STAMP := $(VENV)/.installed
 # test-fast: the pure and in-process tests (markers in tests/conftest.py), for the edit-test loop.
 .PHONY: run test test-fast lint typecheck lint-deploy lint-proto unit browser h2load docs bench proto dist clean
 
-# core/consent_core/_native.c: the editable install compiles consent-core's C accelerator in place.
-$(STAMP): pyproject.toml core/pyproject.toml core/setup.py core/consent_core/_native.c clients/python/pyproject.toml
+# core/csrc/: the editable install compiles consent-core's C accelerator in place.
+$(STAMP): pyproject.toml core/pyproject.toml core/setup.py $(wildcard core/csrc/*.c core/csrc/*.h) clients/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ./core -e './clients/python[embedded]' -e '.[dev]'

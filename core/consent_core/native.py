@@ -1,6 +1,6 @@
 """Loads consent_core._native, the optional C accelerator, and builds its per-snapshot tables; pure.
 
-The C code (consent_core/_native.c) computes what the pure-Python pass computes, faster: the
+The C code (core/csrc/) computes what the pure-Python pass computes, faster: the
 server's plain DecideBatch from request bytes to response bytes (`batch_table` + `decide_batch`;
 `decide_batch_counted` adds the batch's decision counts by reason and outcome, for metrics),
 and the allowed/blocked pass over Python ids (`split`). The pure code stays the reference and the
