@@ -180,6 +180,8 @@ static inline void put_varint(Out *o, uint64_t v) { /* room reserved by the call
 /* The module's functions, each defined in the file its comment names. */
 PyObject *cc_decide_batch(PyObject *self, PyObject *args);         /* wire.c */
 PyObject *cc_decide_batch_counted(PyObject *self, PyObject *args); /* wire.c */
+PyObject *cc_decide_request(PyObject *self, PyObject *args);       /* wire.c */
+PyObject *cc_decide_request_counted(PyObject *self, PyObject *args); /* wire.c */
 PyObject *cc_split(PyObject *self, PyObject *args);                /* objects.c */
 PyObject *cc_granted(PyObject *self, PyObject *args);              /* objects.c */
 
