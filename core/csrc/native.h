@@ -8,7 +8,8 @@
  *
  * Files: table.c (the Table type, built once per compiled Index), wire.c (decisions from
  * request bytes to response bytes), objects.c (passes over Python objects: split, granted),
- * module.c (the module and its method table).
+ * many.c (the embedded decide_many's loop over Request objects), module.c (the module and its
+ * method table).
  */
 #ifndef CONSENT_NATIVE_H
 #define CONSENT_NATIVE_H
@@ -188,5 +189,6 @@ PyObject *cc_decide_batch(PyObject *self, PyObject *args);         /* wire.c */
 PyObject *cc_decide_batch_counted(PyObject *self, PyObject *args); /* wire.c */
 PyObject *cc_split(PyObject *self, PyObject *args);                /* objects.c */
 PyObject *cc_granted(PyObject *self, PyObject *args);              /* objects.c */
+PyObject *cc_many(PyObject *self, PyObject *args);                 /* many.c */
 
 #endif
