@@ -181,11 +181,6 @@ class Index:
             return self.known_destinations, self._split.row(self.known_destinations, None)
         return destinations, self._split.row(destinations, limits, field)
 
-    def trusts(self, limits: Limits) -> bool:
-        """Whether every known id is a valid request id under `limits` (so a list of known ids, no
-        more than `limits.max_destinations`, needs no validation: `needs()` alone decides it)."""
-        return self._split.trusts(limits)
-
     # -- memos -----------------------------------------------------------------------------
 
     def clear_memo(self) -> None:

@@ -142,11 +142,6 @@ class Split:
         if not (self._trusted(limits) and self._known.issuperset(destinations)):
             check_destination_ids(destinations, limits, field)
 
-    def trusts(self, limits: Limits) -> bool:
-        """Whether every known id is a valid request id under `limits`: a list of known ids, no
-        more than `limits.max_destinations` of them, then needs no check."""
-        return self._trusted(limits)
-
     def row(self, dests: tuple[str, ...], limits: Limits | None, field: str = "destinations") -> tuple[int, ...]:
         """Each id's need, in request order, `dests` validated against `limits` first when given
         (InvalidArgument naming `field[i]`, as `split` with these limits raises): what a caller

@@ -5,8 +5,9 @@
  * For such an entry it reduces the consent to its granted mask (objects.c's consent_mask; the same
  * consent object in a run is reduced once), finds the one result shared by every entry with that
  * mask and that destination list object, and on a miss decides the list from a need row computed
- * once per list object and call (a lookup per id here, or the caller's `row` callback for ids it
- * does not hold or cannot trust), calling the caller's `decided` to build the result. Every other
+ * once per list object and call (here for ids of printable ASCII, which it validates and resolves
+ * as the pure pass does; else by the caller's `row` callback), calling the caller's `decided` to
+ * build the result. Every other
  * entry (events, explain, odd consents, invalid lists, subclasses) is handed to the caller's `one`
  * callback, whose answer is the entry's, unchanged. So the pure loop stays the reference: this
  * file only decides what it can decide exactly as that loop does.
@@ -16,6 +17,13 @@
  * that mutates the request list: every object read is held by a strong reference for as long as
  * it is used, and the list's size is re-read before each entry. */
 #include "native.h"
+
+#if PY_VERSION_HEX >= 0x030C0000
+#define MEMBER_OBJECT_EX Py_T_OBJECT_EX
+#else
+#include <structmember.h>
+#define MEMBER_OBJECT_EX T_OBJECT_EX
+#endif
 
 /* -- per-call tables: list object -> need row, (list object, mask) -> shared result ------- */
 
@@ -143,9 +151,10 @@ static void tables_free(Tables *t) {
 
 /* The call's constants. */
 typedef struct {
-    PyObject *bits;  /* dict: enabled category id -> bit */
-    PyObject *need;  /* dict: known id -> need, or NULL when known ids are not all valid under the limits */
-    Py_ssize_t max_destinations;
+    PyObject *bits; /* dict: enabled category id -> bit */
+    PyObject *need; /* dict: known id -> need (consent_core.split's encoding) */
+    long long unknown_need;
+    Py_ssize_t max_destinations, max_id_bytes;
     PyObject *policy, *decided, *row, *one;
 } Call;
 
@@ -160,6 +169,35 @@ static int need_value(PyObject *v, int64_t *out) {
     return 0;
 }
 
+/* The need of request id `d` into *out, as consent_core.split's pass resolves it (the id itself,
+ * else the id before its first '/', else an unknown id's): 0; DOUBT when the id is not one this
+ * file can prove valid (an exact str of printable ASCII, 1..max_id_bytes long, not starting with
+ * '/': destination_problem's rules on that alphabet); FAIL. */
+static int id_need(const Call *c, PyObject *d, int64_t *out) {
+    if (!PyUnicode_CheckExact(d) || PyUnicode_READY(d) < 0 || !PyUnicode_IS_ASCII(d)) {
+        PyErr_Clear(); /* (READY only fails for legacy strings out of memory: the Python row then) */
+        return DOUBT;
+    }
+    const uint8_t *s = PyUnicode_1BYTE_DATA(d);
+    Py_ssize_t len = PyUnicode_GET_LENGTH(d);
+    if (len == 0 || len > c->max_id_bytes || s[0] == '/' || !printable_ascii(s, len)) return DOUBT;
+    PyObject *v = PyDict_GetItemWithError(c->need, d); /* borrowed; exact str keys run no Python code */
+    if (v == NULL && PyErr_Occurred()) return FAIL;
+    const uint8_t *slash = v == NULL ? memchr(s, '/', (size_t)len) : NULL;
+    if (slash != NULL) { /* `<destination>/<instance>` decides as <destination> */
+        PyObject *base = PyUnicode_FromStringAndSize((const char *)s, slash - s);
+        if (base == NULL) return FAIL;
+        v = PyDict_GetItemWithError(c->need, base); /* the dict keeps v alive */
+        Py_DECREF(base);
+        if (v == NULL && PyErr_Occurred()) return FAIL;
+    }
+    if (v == NULL) {
+        *out = c->unknown_need;
+        return 0;
+    }
+    return need_value(v, out);
+}
+
 /* Fills `slot` (empty, for `list`): its ids and needs, or row -1 when the caller's `row` says the
  * list is invalid (or answers what this file does not read). 0 or FAIL. */
 static int list_row(const Call *c, Tables *t, ListSlot *slot, PyObject *list) {
@@ -167,20 +205,13 @@ static int list_row(const Call *c, Tables *t, ListSlot *slot, PyObject *list) {
     PyObject *ids = list;
     PyObject *got = NULL; /* the `row` callback's (ids, needs) */
     if (needs_reserve(t, (size_t)n) < 0) return FAIL;
-    int ours = c->need != NULL && n > 0 && n <= c->max_destinations;
-    for (Py_ssize_t i = 0; ours && i < n; i++) { /* known ids only: each a lookup, nothing to check */
-        PyObject *d = PyTuple_GET_ITEM(list, i);
-        PyObject *v = PyUnicode_CheckExact(d) ? PyDict_GetItemWithError(c->need, d) : NULL;
-        if (v == NULL) {
-            if (PyErr_Occurred()) return FAIL;
-            ours = 0;
-            break;
-        }
-        int rc = need_value(v, &t->needs[t->n_needs + (size_t)i]);
+    int ours = n > 0 && n <= c->max_destinations;
+    for (Py_ssize_t i = 0; ours && i < n; i++) {
+        int rc = id_need(c, PyTuple_GET_ITEM(list, i), &t->needs[t->n_needs + (size_t)i]);
         if (rc == FAIL) return FAIL;
         ours = rc == 0;
     }
-    if (!ours) { /* the caller validates and resolves it (instances, unknown ids, (), too many) */
+    if (!ours) { /* the caller validates and resolves it (non-ASCII or invalid ids, too many, ()) */
         got = PyObject_CallOneArg(c->row, list);
         if (got == NULL) return FAIL;
         PyObject *needs;
@@ -254,16 +285,62 @@ done:
     return r;
 }
 
+/* -- a Request's fields --------------------------------------------------------------------- */
+
+#define N_FIELDS 4
+static const char *const FIELD_NAMES[N_FIELDS] = {"event", "explain", "consent", "destinations"};
+
+/* How this call reads an exact Request's fields: straight from its slots when the type's are plain
+ * object slots (a frozen slots dataclass's member descriptors) read by the generic getattr, as
+ * PyObject_GetAttr would read them, minus the lookups; else through PyObject_GetAttr by name. */
+typedef struct {
+    PyObject *names[N_FIELDS]; /* strong */
+    Py_ssize_t offsets[N_FIELDS]; /* all > 0, or the first one 0: read by name */
+} Fields;
+
+static int fields_init(Fields *f, PyTypeObject *type) {
+    int plain = type->tp_getattro == PyObject_GenericGetAttr && type->tp_dict != NULL;
+    for (int k = 0; k < N_FIELDS; k++) {
+        if ((f->names[k] = PyUnicode_InternFromString(FIELD_NAMES[k])) == NULL) return FAIL;
+        f->offsets[k] = 0;
+        if (!plain) continue;
+        PyObject *d = PyDict_GetItemWithError(type->tp_dict, f->names[k]); /* borrowed; exact str key */
+        if (d == NULL && PyErr_Occurred()) return FAIL;
+        if (d == NULL || !Py_IS_TYPE(d, &PyMemberDescr_Type) || PyDescr_TYPE(d) != type) {
+            plain = 0;
+            continue;
+        }
+        const PyMemberDef *m = ((PyMemberDescrObject *)d)->d_member;
+        if (m->type != MEMBER_OBJECT_EX || m->offset <= 0 || (size_t)m->offset + sizeof(PyObject *) > (size_t)type->tp_basicsize)
+            plain = 0;
+        else
+            f->offsets[k] = m->offset;
+    }
+    if (!plain) f->offsets[0] = 0;
+    return 0;
+}
+
+/* Field k of `req` (a new reference), NULL and an exception otherwise. */
+static inline PyObject *field(const Fields *f, PyObject *req, int k) {
+    if (f->offsets[0] == 0) return PyObject_GetAttr(req, f->names[k]);
+    PyObject *v = *(PyObject **)((char *)req + f->offsets[k]);
+    if (v == NULL) {
+        PyErr_SetObject(PyExc_AttributeError, f->names[k]); /* a slot never set */
+        return NULL;
+    }
+    return Py_NewRef(v);
+}
+
 /* The answer of request `req` (exact type), or NULL for `one` to give it (not the plain case),
  * or NULL with an exception set (*failed). A new reference. */
-static PyObject *plain_entry(const Call *c, Tables *t, PyObject *req, PyObject *const names[4], PyObject **last,
+static PyObject *plain_entry(const Call *c, Tables *t, PyObject *req, const Fields *f, PyObject **last,
                              uint64_t *last_mask, int *failed) {
     PyObject *event = NULL, *explain = NULL, *consent = NULL, *list = NULL, *r = NULL;
     uint64_t mask = 0;
     int none = 0;
-    if ((event = PyObject_GetAttr(req, names[0])) == NULL || (explain = PyObject_GetAttr(req, names[1])) == NULL ||
-        (consent = PyObject_GetAttr(req, names[2])) == NULL || (list = PyObject_GetAttr(req, names[3])) == NULL) {
-        if (PyErr_ExceptionMatches(PyExc_AttributeError)) /* a slot never set: `one` raises as the pure loop */
+    if ((event = field(f, req, 0)) == NULL || (explain = field(f, req, 1)) == NULL ||
+        (consent = field(f, req, 2)) == NULL || (list = field(f, req, 3)) == NULL) {
+        if (PyErr_ExceptionMatches(PyExc_AttributeError)) /* a field never set: `one` raises as the pure loop */
             PyErr_Clear();
         else
             *failed = 1;
@@ -324,30 +401,22 @@ done:
     return r;
 }
 
-/* many(requests: list, request_type, bits: dict[str, int], need: dict[str, int] | None,
- *      max_destinations, policy, decided, row, one) -> list
+/* many(requests: list, request_type, bits: dict[str, int], need: dict[str, int], unknown_need,
+ *      max_destinations, max_destination_id_bytes, policy, decided, row, one) -> list
  * decided(allowed, blocked, policy) -> result; row(list) -> (ids, needs) | None (invalid);
- * one(i, request) -> the answer of an entry outside the plain case. `need` is None when known
- * ids are not all valid request ids under the caller's limits (then `row` answers every list). */
+ * one(i, request) -> the answer of an entry outside the plain case. */
 PyObject *cc_many(PyObject *Py_UNUSED(self), PyObject *args) {
     PyObject *reqs, *type;
     Call c;
-    if (!PyArg_ParseTuple(args, "O!O!O!OnOOOO", &PyList_Type, &reqs, &PyType_Type, &type, &PyDict_Type, &c.bits,
-                          &c.need, &c.max_destinations, &c.policy, &c.decided, &c.row, &c.one))
+    if (!PyArg_ParseTuple(args, "O!O!O!O!LnnOOOO", &PyList_Type, &reqs, &PyType_Type, &type, &PyDict_Type, &c.bits,
+                          &PyDict_Type, &c.need, &c.unknown_need, &c.max_destinations, &c.max_id_bytes, &c.policy,
+                          &c.decided, &c.row, &c.one))
         return NULL;
-    if (c.need == Py_None) {
-        c.need = NULL;
-    } else if (!PyDict_CheckExact(c.need)) {
-        PyErr_SetString(PyExc_TypeError, "need must be a dict or None");
-        return NULL;
-    }
-    static const char *const spelled[4] = {"event", "explain", "consent", "destinations"};
-    PyObject *names[4] = {NULL, NULL, NULL, NULL};
+    Fields f = {{NULL}, {0}};
     PyObject *out = NULL, *last = Py_NewRef(Py_None);
     uint64_t last_mask = 0;
     Tables t = {0};
-    for (int k = 0; k < 4; k++)
-        if ((names[k] = PyUnicode_InternFromString(spelled[k])) == NULL) goto fail;
+    if (fields_init(&f, (PyTypeObject *)type) < 0) goto fail;
     t.lists = PyMem_Calloc(64, sizeof(ListSlot));
     t.results = PyMem_Calloc(64, sizeof(ResultSlot));
     if (t.lists == NULL || t.results == NULL) {
@@ -362,7 +431,7 @@ PyObject *cc_many(PyObject *Py_UNUSED(self), PyObject *args) {
         PyObject *r = NULL;
         int failed = 0;
         if (Py_IS_TYPE(req, (PyTypeObject *)type))
-            r = plain_entry(&c, &t, req, names, &last, &last_mask, &failed);
+            r = plain_entry(&c, &t, req, &f, &last, &last_mask, &failed);
         if (r == NULL && !failed) {
             PyObject *index = PyLong_FromSsize_t(i);
             if (index != NULL) {
@@ -381,7 +450,7 @@ PyObject *cc_many(PyObject *Py_UNUSED(self), PyObject *args) {
 fail:
     Py_CLEAR(out);
 done:
-    for (int k = 0; k < 4; k++) Py_XDECREF(names[k]);
+    for (int k = 0; k < N_FIELDS; k++) Py_XDECREF(f.names[k]);
     Py_DECREF(last);
     tables_free(&t);
     return out;

@@ -12,7 +12,8 @@
  *       consent_core.split's pass over Python str ids;
  *   granted(bits, preferences, strict) -> int | None
  *       a consent dict's granted mask;
- *   many(requests, request_type, bits, need, max_destinations, policy, decided, row, one) -> list
+ *   many(requests, request_type, bits, need, unknown_need, max_destinations, max_destination_id_bytes,
+ *        policy, decided, row, one) -> list
  *       the embedded decide_many's loop over Request objects (many.c).
  * What it must never do is in native.h.
  */
@@ -28,7 +29,8 @@ static PyMethodDef methods[] = {
     {"split", cc_split, METH_VARARGS,
      "split(need, unknown_need, granted, destinations, strict) -> (allowed, blocked), or None."},
     {"many", cc_many, METH_VARARGS,
-     "many(requests, request_type, bits, need, max_destinations, policy, decided, row, one) -> the results."},
+     "many(requests, request_type, bits, need, unknown_need, max_destinations, max_destination_id_bytes, policy, "
+     "decided, row, one) -> the results."},
     {NULL, NULL, 0, NULL},
 };
 

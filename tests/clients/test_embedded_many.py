@@ -198,6 +198,27 @@ def test_the_empty_list_decides_every_known_destination_unchecked(tmp_path: Path
     assert got[1].allowed == decider.known_destinations and got[1].error is None
 
 
+@needs_native
+def test_fields_are_read_as_python_reads_them_when_request_is_patched(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The C reads a Request's slots directly only while its class reads them the generic way."""
+    decider = _decider(tmp_path)
+    batch = [Request(("amplitude", "snowflake"), {"C0002": True}), Request((), {})]
+    assert decider.decide_many(batch)[0].blocked == ("snowflake",)
+
+    def no_consent(self: Request, name: str) -> Any:
+        return None if name == "consent" else object.__getattribute__(self, name)
+
+    monkeypatch.setattr(Request, "__getattribute__", no_consent)
+    got, want = _both(decider, batch)
+    assert got == want and got[0].blocked == () and got[1].allowed == decider.known_destinations
+    monkeypatch.undo()
+    monkeypatch.setattr(Request, "consent", property(lambda self: None))  # the slot's descriptor replaced
+    got, want = _both(decider, batch)
+    assert got == want and got[0].blocked == ()
+
+
 # -- hostile input: nothing crashes, nothing leaks ------------------------------------------------
 
 
@@ -265,16 +286,16 @@ def test_odd_callback_answers_are_left_to_the_per_entry_path() -> None:
     """`row` answering something else than (ids, needs) hands the list's entries to `one`."""
     index = compile_index(ConsentMapping((Category("C0002", "n", ("a",)),)))
     policy = PolicyVersion(1, "d")
-    reqs = [Request(("a", "zz"), {"C0002": False}), Request(("a", "zz"), {"C0002": False})]
+    reqs = [Request(("a", "é"), {"C0002": False}), Request(("a", "é"), {"C0002": False})]  # non-ASCII: `row`'s
     calls: list[int] = []
 
     def one(i: int, req: Request) -> DecideResult:
         calls.append(i)
         return DecideResult(error="one", policy=policy)
 
-    for answer in (None, ("a",), (("a", "zz"), (1,)), (("a", 1), (1, 1)), (("a", "zz"), (1, 1 << 70)), 5):
+    for answer in (None, ("a",), (("a", "é"), (1,)), (("a", 1), (1, 1)), (("a", "é"), (1, 1 << 70)), 5):
         calls.clear()
-        got = NATIVE.many(reqs, Request, index.category_bits, index.needs()[0], 100, policy, decided,
+        got = NATIVE.many(reqs, Request, index.category_bits, *index.needs(), 100, 256, policy, decided,
                           lambda dests, answer=answer: answer, one)
         assert [r.error for r in got] == ["one", "one"] and calls == [0, 1]
 
@@ -282,7 +303,7 @@ def test_odd_callback_answers_are_left_to_the_per_entry_path() -> None:
 @needs_native
 def test_an_exception_from_a_callback_propagates() -> None:
     index = compile_index(ConsentMapping((Category("C0002", "n", ("a",)),)))
-    reqs = [Request(("zz",), {}), Request(("a",), None)]
+    reqs = [Request(("é",), {}), Request(("a",), None)]
 
     def boom(*args: object) -> Any:
         raise ValueError("callback")
@@ -290,7 +311,7 @@ def test_an_exception_from_a_callback_propagates() -> None:
     ok_row = lambda dests: index.need_row(dests, Limits())  # noqa: E731
     for row, decide, one in ((boom, decided, boom), (ok_row, boom, boom)):
         with pytest.raises(ValueError, match="callback"):
-            NATIVE.many(reqs, Request, index.category_bits, index.needs()[0], 100, None, decide, row, one)
+            NATIVE.many(reqs, Request, index.category_bits, *index.needs(), 100, 256, None, decide, row, one)
 
 
 @needs_native

@@ -402,10 +402,10 @@ def _native_many(
 ) -> list[DecideResult]:
     """decide_many's loop in C (consent_core._native.many): plain entries there, the rest through `one`.
 
-    The C reads known ids' needs from `index.needs()` when every known id is a valid request id
-    under `limits` (else it asks `row` for every list); `row` validates and resolves a list the C
-    does not (instances, unknown ids, too many, the empty list), once per list object: None when
-    the list is invalid, whose entries then go through `one`, each reporting its own index.
+    The C validates and resolves ids of printable ASCII itself, from `index.needs()`; `row`
+    validates and resolves a list it does not (other ids, too many, the empty list), once per
+    list object: None when the list is invalid, whose entries then go through `one`, each
+    reporting its own index.
     """
 
     def row(dests: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[int, ...]] | None:
@@ -414,9 +414,10 @@ def _native_many(
         except core_errors.InvalidArgument:
             return None
 
-    need = index.needs()[0] if index.trusts(limits) else None
+    need, unknown_need = index.needs()
     assert core_native.NATIVE is not None
     got: list[DecideResult] = core_native.NATIVE.many(
-        reqs, Request, index.category_bits, need, limits.max_destinations, policy, decided, row, one
+        reqs, Request, index.category_bits, need, unknown_need, limits.max_destinations,
+        limits.max_destination_id_bytes, policy, decided, row, one,
     )
     return got
