@@ -174,10 +174,11 @@ static int need_value(PyObject *v, int64_t *out) {
  * file can prove valid (an exact str of printable ASCII, 1..max_id_bytes long, not starting with
  * '/': destination_problem's rules on that alphabet); FAIL. */
 static int id_need(const Call *c, PyObject *d, int64_t *out) {
-    if (!PyUnicode_CheckExact(d) || PyUnicode_READY(d) < 0 || !PyUnicode_IS_ASCII(d)) {
-        PyErr_Clear(); /* (READY only fails for legacy strings out of memory: the Python row then) */
-        return DOUBT;
-    }
+    if (!PyUnicode_CheckExact(d)) return DOUBT;
+#if PY_VERSION_HEX < 0x030C0000
+    if (PyUnicode_READY(d) < 0) return FAIL; /* a legacy string (deprecated APIs) out of memory */
+#endif
+    if (!PyUnicode_IS_ASCII(d)) return DOUBT;
     const uint8_t *s = PyUnicode_1BYTE_DATA(d);
     Py_ssize_t len = PyUnicode_GET_LENGTH(d);
     if (len == 0 || len > c->max_id_bytes || s[0] == '/' || !printable_ascii(s, len)) return DOUBT;
