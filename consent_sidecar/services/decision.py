@@ -23,9 +23,10 @@ Entries that are not cacheable (errors, preference events, non-empty `integratio
 plain way each time. Input protobuf errors surface exactly as they would through the generated
 deserializers (DecodeError -> UNKNOWN). Metrics are added per answer through its precomputed
 `Tally` (one dict increment), decision logs are sampled per decision (one random draw). A plain
-DecideBatch is decided in C (consent_core._native) when the extension is there and the decision
-log is off; with metrics, the C also counts its decisions by reason and outcome and the shadow
-would-block ones (`decide_batch_counted`).
+DecideBatch, and a plain Decide or DecideStream message whose young memo misses, is decided in C
+(consent_core._native) when the extension is there and the decision log is off; with metrics,
+the C also counts its decisions by reason and outcome and the shadow would-block ones
+(`decide_batch_counted`, `decide_request_counted`).
 
 Hostile input: an invalid entry is INVALID_ARGUMENT (unary) or that entry's `error` (batch,
 stream), its message printable whatever the request held; any other exception ends the call
@@ -91,6 +92,15 @@ _Counted = tuple[bytes, int, tuple[int, ...], tuple[tuple[str, str, int], ...]]
 _native_counted: Final[Callable[[object, bytes], _Counted | None] | None] = (
     None if NATIVE is None else NATIVE.decide_batch_counted
 )
+# One encoded DecideRequest (a Decide call, a DecideStream message) the same way; counted: with its
+# decisions as a Tally holds them, (slot, count) pairs and (category, destination, count) triples.
+_native_request: Final[Callable[[object, bytes], bytes | None] | None] = (
+    None if NATIVE is None else NATIVE.decide_request
+)
+_RequestCounted = tuple[bytes, tuple[tuple[int, int], ...], tuple[tuple[str, str, int], ...]]
+_native_request_counted: Final[Callable[[object, bytes], _RequestCounted | None] | None] = (
+    None if NATIVE is None else NATIVE.decide_request_counted
+)
 
 
 # -- the service --------------------------------------------------------------------------------------
@@ -149,11 +159,30 @@ class DecisionService(decision_pb2_grpc.DecisionServiceServicer):
             a = st.raw.get_old(data)
             if a is not None:
                 return a
+        table = st.batch_table
+        if table is not None and self._dlog is None:
+            a = self._native_answer(table, data)
+            if a is not None:
+                if memo:
+                    st.raw.put(data, a)
+                return a
         request = DecideRequest.FromString(data)
         a, cacheable = self._decide(st, request, field, memo)
         if cacheable and memo:
             st.raw.put(data, a)
         return a
+
+    def _native_answer(self, table: object, data: bytes) -> Answer | None:
+        """The plain request decided in C (consent_core._native), byte-identical to the Python way,
+        or None for anything else (errors, Segment events, explain...), which then goes that way."""
+        if self._recorder is None:
+            if _native_request is None or (body := _native_request(table, data)) is None:
+                return None
+            return Answer(body, None, None, ())
+        if _native_request_counted is None or (got := _native_request_counted(table, data)) is None:
+            return None
+        body, reasons, shadow = got
+        return Answer(body, Tally(reasons, shadow), None, ())
 
     def _granted(self, st: Served, consent: decision_pb2.Consent, field: str) -> int:
         """A consent object's granted mask, memoised on its bytes (set, even empty, = a consent object).

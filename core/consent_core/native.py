@@ -2,7 +2,8 @@
 
 The C code (core/csrc/) computes what the pure-Python pass computes, faster: the
 server's plain DecideBatch from request bytes to response bytes (`batch_table` + `decide_batch`;
-`decide_batch_counted` adds the batch's decision counts by reason and outcome, for metrics),
+`decide_batch_counted` adds the batch's decision counts by reason and outcome, for metrics), the
+same for one Decide / DecideStream message (`decide_request`, `decide_request_counted`),
 and the allowed/blocked pass over Python ids (`split`). The pure code stays the reference and the
 fallback: `NATIVE` is None when the extension is absent (a source checkout never built, another
 interpreter) or when the environment sets CONSENT_CORE_PURE=1, and every caller then takes the

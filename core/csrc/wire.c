@@ -1,5 +1,6 @@
 /* Decisions from request bytes to response bytes, byte-identical to the server's Python path:
- * decide_batch / decide_batch_counted (the plain DecideBatch, with (counted) what its metrics count). */
+ * decide_batch / decide_batch_counted (the plain DecideBatch, with (counted) what its metrics count) and
+ * decide_request / decide_request_counted (one Decide call or DecideStream message, the same way). */
 #include "native.h"
 
 typedef struct {
@@ -26,7 +27,6 @@ static int picks_reserve(Picks *ps, Py_ssize_t n) {
     ps->cap = cap;
     return 0;
 }
-
 
 /* The need of a request id, and into *reason what free_reason says of it (0: an id the table does not hold). */
 static int64_t need_of(const Table *t, const char *id, Py_ssize_t n, int *reason, Py_ssize_t *shadow_row) {
@@ -81,10 +81,10 @@ static void count_entry(const Table *t, const Pick *picks, Py_ssize_t n, int has
     }
 }
 
-/* One DecideRequest entry -> its framed `responses` field appended to `o`; 0, DOUBT or FAIL.
- * With `counts` (else NULL), its decisions are added there (count_entry). */
+/* One DecideRequest -> its DecideResponse appended to `o`, framed as a batch's `responses` field
+ * when `framed`; 0, DOUBT or FAIL. With `counts` (else NULL), its decisions are added there (count_entry). */
 static int decide_entry(const Table *t, const uint8_t *p, const uint8_t *end, Picks *ps, Out *o,
-                        Counts *counts) {
+                        Counts *counts, int framed) {
     Pick *picks = ps->at;
     int has_consent = 0;
     uint64_t granted = 0;
@@ -170,8 +170,10 @@ static int decide_entry(const Table *t, const uint8_t *p, const uint8_t *end, Pi
         PyErr_NoMemory();
         return FAIL;
     }
-    o->buf[o->len++] = 0x0A;
-    put_varint(o, body);
+    if (framed) {
+        o->buf[o->len++] = 0x0A;
+        put_varint(o, body);
+    }
     for (int pass = 0; pass < 2; pass++) { /* allowed (field 1), then blocked (field 2), in request order */
         for (Py_ssize_t i = 0; i < n; i++) {
             if (picks[i].blocked != pass) continue;
@@ -186,6 +188,20 @@ static int decide_entry(const Table *t, const uint8_t *p, const uint8_t *end, Pi
     return 0;
 }
 
+/* A run's result, its buffers freed: the response bytes for 0, None for DOUBT, NULL (an exception
+ * set) for FAIL. */
+static PyObject *finish(int rc, Out *o, Picks *picks) {
+    PyObject *result = NULL;
+    if (rc == 0) {
+        result = PyBytes_FromStringAndSize(o->buf, (Py_ssize_t)o->len);
+    } else if (rc == DOUBT) {
+        result = Py_NewRef(Py_None);
+    }
+    PyMem_Free(o->buf);
+    PyMem_Free(picks->at);
+    return result;
+}
+
 /* The batch -> its response bytes (PyBytes), Py_None outside the plain case, NULL with an exception
  * set; with `counts` (N_SLOTS zeroed), the decisions of every entry added there and the number of
  * entries into *n_entries. */
@@ -194,7 +210,6 @@ static PyObject *run_batch(Table *t, Py_buffer *view_, Counts *counts, Py_ssize_
     const uint8_t *p = view.buf, *end = p + view.len;
     Picks picks = {NULL, 0};
     Out o = {NULL, 0, 0};
-    PyObject *result = NULL;
     int rc = DOUBT;
     Py_ssize_t entries = 0;
     while (p < end) {
@@ -206,7 +221,7 @@ static PyObject *run_batch(Table *t, Py_buffer *view_, Counts *counts, Py_ssize_
             rc = DOUBT;
             goto done;
         }
-        rc = decide_entry(t, e, e + elen, &picks, &o, counts);
+        rc = decide_entry(t, e, e + elen, &picks, &o, counts, 1);
         if (rc != 0) goto done;
     }
     if (out_reserve(&o, (size_t)t->policy_field_len + 1) < 0) {
@@ -218,15 +233,8 @@ static PyObject *run_batch(Table *t, Py_buffer *view_, Counts *counts, Py_ssize_
     o.len += (size_t)t->policy_field_len;
     rc = 0;
 done:
-    if (rc == 0) {
-        result = PyBytes_FromStringAndSize(o.buf, (Py_ssize_t)o.len);
-    } else if (rc == DOUBT) {
-        result = Py_NewRef(Py_None);
-    }
-    PyMem_Free(o.buf);
-    PyMem_Free(picks.at);
     *n_entries = entries;
-    return result;
+    return finish(rc, &o, &picks);
 }
 
 PyObject *cc_decide_batch(PyObject *Py_UNUSED(self), PyObject *args) {
@@ -260,14 +268,32 @@ static PyObject *shadow_tuple(const Table *t, const uint64_t *shadow) {
     return out;
 }
 
-/* decide_batch_counted(table, data) -> (body, entries, counts, shadow) | None: decide_batch, plus
- * the number of entries, a tuple of N_SLOTS decision counts (slot = reason * 2 + allowed) and the
- * shadow would-block counts as (category, destination, count) tuples. None also when the table
- * was built unable to label shadow counts. */
-PyObject *cc_decide_batch_counted(PyObject *Py_UNUSED(self), PyObject *args) {
+/* -- decide_request: one Decide or DecideStream message ---------------------------------- */
+
+/* One encoded DecideRequest -> its DecideResponse (PyBytes), Py_None outside the plain case, NULL
+ * with an exception set; with `counts`, its decisions added there. */
+static PyObject *run_request(const Table *t, const Py_buffer *view, Counts *counts) {
+    const uint8_t *p = view->buf;
+    Picks picks = {NULL, 0};
+    Out o = {NULL, 0, 0};
+    return finish(decide_entry(t, p, p + view->len, &picks, &o, counts, 0), &o, &picks);
+}
+
+PyObject *cc_decide_request(PyObject *Py_UNUSED(self), PyObject *args) {
     Table *t;
     Py_buffer view;
-    Py_ssize_t entries = 0;
+    if (!PyArg_ParseTuple(args, "O!y*", &TableType, &t, &view)) return NULL;
+    PyObject *result = run_request(t, &view, NULL);
+    PyBuffer_Release(&view);
+    return result;
+}
+
+/* The counted call over a batch (`batch`) or one request: parses (table, data), decides with counts,
+ * and builds what decide_batch_counted / decide_request_counted return. */
+static PyObject *counted(PyObject *args, int batch) {
+    Table *t;
+    Py_buffer view;
+    Py_ssize_t entries = 1;
     uint64_t slots[N_SLOTS] = {0};
     if (!PyArg_ParseTuple(args, "O!y*", &TableType, &t, &view)) return NULL;
     if (t->shadow) {
@@ -282,20 +308,25 @@ PyObject *cc_decide_batch_counted(PyObject *Py_UNUSED(self), PyObject *args) {
             return PyErr_NoMemory();
         }
     }
-    PyObject *body = run_batch(t, &view, &counts, &entries), *tally = NULL, *shadow = NULL;
+    PyObject *body = batch ? run_batch(t, &view, &counts, &entries) : run_request(t, &view, &counts);
+    PyObject *tally = NULL, *shadow = NULL;
     PyBuffer_Release(&view);
     if (body == NULL || body == Py_None) goto done;
-    tally = PyTuple_New(N_SLOTS);
+    Py_ssize_t n = 0; /* a batch: every slot; a request: the nonzero ones, as (slot, count) pairs */
+    for (int i = 0; i < N_SLOTS; i++) n += batch || slots[i] != 0;
+    tally = PyTuple_New(n);
     if (tally == NULL) goto fail;
-    for (Py_ssize_t i = 0; i < N_SLOTS; i++) {
-        PyObject *c = PyLong_FromUnsignedLongLong(slots[i]);
+    for (Py_ssize_t i = 0, k = 0; i < N_SLOTS; i++) {
+        if (!batch && !slots[i]) continue;
+        PyObject *c = batch ? PyLong_FromUnsignedLongLong(slots[i])
+                            : Py_BuildValue("(nK)", i, (unsigned long long)slots[i]);
         if (c == NULL) goto fail;
-        PyTuple_SET_ITEM(tally, i, c);
+        PyTuple_SET_ITEM(tally, k++, c);
     }
     shadow = counts.shadow == NULL ? PyTuple_New(0) : shadow_tuple(t, counts.shadow);
     if (shadow == NULL) goto fail;
     PyMem_Free(counts.shadow);
-    return Py_BuildValue("(NnNN)", body, entries, tally, shadow);
+    return batch ? Py_BuildValue("(NnNN)", body, entries, tally, shadow) : Py_BuildValue("(NNN)", body, tally, shadow);
 fail:
     Py_XDECREF(tally);
     Py_CLEAR(body);
@@ -303,3 +334,14 @@ done:
     PyMem_Free(counts.shadow);
     return body;
 }
+
+/* decide_batch_counted(table, data) -> (body, entries, counts, shadow) | None: decide_batch, plus
+ * the number of entries, a tuple of N_SLOTS decision counts (slot = reason * 2 + allowed) and the
+ * shadow would-block counts as (category, destination, count) tuples. None also when the table
+ * was built unable to label shadow counts. */
+PyObject *cc_decide_batch_counted(PyObject *Py_UNUSED(self), PyObject *args) { return counted(args, 1); }
+
+/* decide_request_counted(table, data) -> (body, reasons, shadow) | None: decide_request, plus its
+ * decisions as consent_sidecar.observe.metrics.Tally holds them: reasons as (slot, count) pairs
+ * for the nonzero slots (slot = reason * 2 + allowed), shadow as (category, destination, count). */
+PyObject *cc_decide_request_counted(PyObject *Py_UNUSED(self), PyObject *args) { return counted(args, 0); }

@@ -223,11 +223,15 @@ def test_what_the_python_path_refuses_is_declined(name: str, data: bytes) -> Non
     assert Pair(_SHARED.mapping).native(data) is None
 
 
-def test_random_bytes_never_crash_it() -> None:
-    pair = Pair(_SHARED.mapping)
+@pytest.mark.parametrize("kind", ["batch", "request"])
+def test_random_bytes_never_crash_it(kind: str) -> None:
+    """decide_batch over batches, decide_request over single requests (test_decision_native_request.py's oracle)."""
+    from tests.services.test_decision_native_request import One
+
+    pair: Pair | One = Pair(_SHARED.mapping) if kind == "batch" else One(_SHARED.mapping)
     rng = random.Random(16)
-    plain = Batch(requests=[Req(destinations=["amp", "ga4/eu"], consent=decision_pb2.Consent(
-        category_preferences={"C0001": True}))] * 3).SerializeToString()
+    request = Req(destinations=["amp", "ga4/eu"], consent=decision_pb2.Consent(category_preferences={"C0001": True}))
+    plain = Batch(requests=[request] * 3).SerializeToString() if kind == "batch" else request.SerializeToString()
     decided = 0
     for i in range(20_000):
         if i % 2:
@@ -243,13 +247,19 @@ def test_random_bytes_never_crash_it() -> None:
     assert decided > 0
 
 
+@pytest.mark.parametrize("kind", ["batch", "request"])
 @pytest.mark.parametrize("counted", [False, True])
-def test_calls_leave_reference_counts_and_memory_as_they_were(counted: bool) -> None:
+def test_calls_leave_reference_counts_and_memory_as_they_were(counted: bool, kind: str) -> None:
     assert NATIVE is not None
     pair = Pair(NO_SHADOW if counted else _SHARED.mapping)
-    call = NATIVE.decide_batch_counted if counted else NATIVE.decide_batch
-    data = Batch(requests=[Req(destinations=["amp", "ads", "x/y"], consent=decision_pb2.Consent(
-        category_preferences={"C0001": True}))] * 5).SerializeToString()
+    consent = decision_pb2.Consent(category_preferences={"C0001": True})
+    request = Req(destinations=["amp", "ads", "x/y"], consent=consent)
+    if kind == "batch":
+        call = NATIVE.decide_batch_counted if counted else NATIVE.decide_batch
+        data = Batch(requests=[request] * 5).SerializeToString()
+    else:
+        call = NATIVE.decide_request_counted if counted else NATIVE.decide_request
+        data = request.SerializeToString()
     bad = data[:-3]
     before = sys.getrefcount(data), sys.getrefcount(bad), sys.getrefcount(pair.table)
     tracemalloc.start()
