@@ -10,8 +10,9 @@
  *       outcome, and shadow would-block counts, as consent_core's explained decisions reason them;
  *   decide_request(table, data) -> bytes | None, decide_request_counted(table, data)
  *       -> (body, reasons, shadow) | None
- *       the same for one encoded DecideRequest (a Decide call, a DecideStream message): its
- *       encoded DecideResponse, and (counted) its decisions as a metrics Tally holds them;
+ *       the same for one encoded DecideRequest (a Decide call, a DecideStream message; data must
+ *       be bytes, called per message through METH_FASTCALL): its encoded DecideResponse, and
+ *       (counted) its decisions as a metrics Tally holds them, only the nonzero ones;
  *   split(need, unknown_need, granted, destinations, strict) -> (allowed, blocked) | None
  *       consent_core.split's pass over Python str ids;
  *   granted(bits, preferences, strict) -> int | None
@@ -30,9 +31,9 @@ static PyMethodDef methods[] = {
      "decide_batch(table, data) -> the encoded DecideBatchResponse, or None outside the plain case."},
     {"decide_batch_counted", cc_decide_batch_counted, METH_VARARGS,
      "decide_batch_counted(table, data) -> (body, entries, counts by reason * 2 + allowed, shadow), or None."},
-    {"decide_request", cc_decide_request, METH_VARARGS,
+    {"decide_request", (PyCFunction)(void (*)(void))cc_decide_request, METH_FASTCALL,
      "decide_request(table, data) -> the encoded DecideResponse, or None outside the plain case."},
-    {"decide_request_counted", cc_decide_request_counted, METH_VARARGS,
+    {"decide_request_counted", (PyCFunction)(void (*)(void))cc_decide_request_counted, METH_FASTCALL,
      "decide_request_counted(table, data) -> (body, reasons as (slot, count), shadow), or None."},
     {"split", cc_split, METH_VARARGS,
      "split(need, unknown_need, granted, destinations, strict) -> (allowed, blocked), or None."},

@@ -187,8 +187,8 @@ int consent_mask(PyObject *bits, PyObject *prefs, int strict, uint64_t *out); /*
 /* The module's functions, each defined in the file its comment names. */
 PyObject *cc_decide_batch(PyObject *self, PyObject *args);         /* wire.c */
 PyObject *cc_decide_batch_counted(PyObject *self, PyObject *args); /* wire.c */
-PyObject *cc_decide_request(PyObject *self, PyObject *args);       /* wire.c */
-PyObject *cc_decide_request_counted(PyObject *self, PyObject *args); /* wire.c */
+PyObject *cc_decide_request(PyObject *self, PyObject *const *args, Py_ssize_t nargs);         /* wire.c */
+PyObject *cc_decide_request_counted(PyObject *self, PyObject *const *args, Py_ssize_t nargs); /* wire.c */
 PyObject *cc_split(PyObject *self, PyObject *args);                /* objects.c */
 PyObject *cc_granted(PyObject *self, PyObject *args);              /* objects.c */
 PyObject *cc_many(PyObject *self, PyObject *args);                 /* many.c */
