@@ -148,6 +148,8 @@ def _section(section: str, w: Workload, decider: EmbeddedDecider) -> list[_Spec]
               events, 1, pr),
         _Spec(section, f"EmbeddedDecider.decide_many({BATCH})", decider.decide_many, _batches(events, BATCH),
               BATCH, pr),
+        _Spec(section, f"EmbeddedDecider.decide_many({BATCH}), pure", decider.decide_many, _batches(events, BATCH),
+              BATCH, pr, pure=True),
     ]
     if section == "a2":  # the same calls with the C accelerator off: what it buys on the miss path
         out += [

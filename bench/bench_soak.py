@@ -49,6 +49,7 @@ from consent.v1 import admin_pb2, admin_pb2_grpc, decision_pb2, decision_pb2_grp
 from google.protobuf import field_mask_pb2
 
 from bench import workload as workload_module
+from bench.soak_trace import Trace
 from bench.workload import Workload
 
 __all__ = ["SoakReport", "format_report", "main", "run"]
@@ -67,6 +68,8 @@ class SoakReport:
     rss_end_mb: float = 0.0
     rss_peak_mb: float = 0.0
     decide_ms: list[float] = field(default_factory=list)  # valid Decide calls, client-side
+    decide_starts: list[float] = field(default_factory=list)  # each one's start, seconds on the trace's clock
+    trace: Trace = field(default_factory=Trace)
     codes: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
     entry_errors: Counter[str] = field(default_factory=Counter)  # batch/stream entries answered with `error`
     generations: dict[int, str] = field(default_factory=dict)  # seen in responses: generation -> digest
@@ -166,18 +169,21 @@ def _rss_mb(pid: int) -> float:
 
 @contextlib.contextmanager
 def _sidecar(
-    workdir: Path, mapping: Path, decision: str, admin: str, workers: int
+    workdir: Path, mapping: Path, decision: str, admin: str, workers: int, log_level: str = "warning",
+    asyncio_debug: bool = False,
 ) -> Iterator[subprocess.Popen[bytes]]:
     principals = workdir / "principals.yaml"
     digest = hashlib.sha256(TOKEN.encode()).hexdigest()
     principals.write_text(f"principals:\n  - id: soak-owner\n    role: owner\n    token_sha256: {digest}\n")
     argv = [*_cli(), "serve", "--mappings", str(mapping), "--listen", decision, "--admin-listen", admin,
             "--principals", str(principals), "--audit-db", str(workdir / "audit.db"), "--workers", str(workers),
-            "--log-level", "warning", "--log-format", "json", "--grace-period", "5"]
+            "--log-level", log_level, "--log-format", "json", "--grace-period", "5"]
     if shutil.which("taskset") and (os.cpu_count() or 1) > 1:
         argv = ["taskset", "-c", "0", *argv]
     with (workdir / "sidecar.log").open("wb") as log:
-        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+        # asyncio's debug mode logs every callback that holds the loop over 100 ms (and costs some speed).
+        env = {**os.environ, "PYTHONASYNCIODEBUG": "1"} if asyncio_debug else None
+        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
         yield process
     finally:
@@ -205,12 +211,17 @@ class _Soak:
             self.report.generations[policy.generation] = policy.digest
 
     async def _call(self, kind: str, call: Awaitable[object]) -> object | None:
-        """Awaits one call (already started), counting its status under `kind`."""
+        """Awaits one call (already started), counting its status under `kind` (and its span, but for valid Decide)."""
+        trace = self.report.trace
+        start = trace.now()
         try:
             result = await call
         except grpc.aio.AioRpcError as e:
             self.report.codes[kind][e.code().name] += 1
             return None
+        finally:
+            if kind != "valid/Decide":  # those are the probes themselves, kept in decide_ms
+                trace.add(start, kind)
         self.report.codes[kind]["OK"] += 1
         return result
 
@@ -221,9 +232,15 @@ class _Soak:
             if n % 4:  # three valid calls for every hostile one
                 request = _valid(self.workload, n)
                 t0 = time.perf_counter()
-                r = await self._call("valid/Decide", self.stub.Decide(request, timeout=DEADLINE))
+                started = self.report.trace.now()
+                self.report.trace.outstanding[n] = started
+                try:
+                    r = await self._call("valid/Decide", self.stub.Decide(request, timeout=DEADLINE))
+                finally:
+                    del self.report.trace.outstanding[n]
                 if isinstance(r, decision_pb2.DecideResponse):
                     self.report.decide_ms.append((time.perf_counter() - t0) * 1000)
+                    self.report.decide_starts.append(started)
                     self._seen(r.policy)
                 continue
             kinds = _hostile(n)
@@ -255,6 +272,7 @@ class _Soak:
             messages = [_valid(self.workload, n * 30 + i) if i % 5 else hostile[i // 5 % len(hostile)]
                         for i in range(30)]
             call = self.stub.DecideStream(iter(messages), timeout=DEADLINE * 3)
+            start = self.report.trace.now()
             try:
                 async for r in call:
                     self._seen(r.policy)
@@ -263,6 +281,7 @@ class _Soak:
                 self.report.codes["mixed/DecideStream"]["OK"] += 1
             except grpc.aio.AioRpcError as e:
                 self.report.codes["mixed/DecideStream"][e.code().name] += 1
+            self.report.trace.add(start, "mixed/DecideStream")
 
     async def writes(self) -> None:
         """2 admin writes a second: create, update, disable, delete one category after another."""
@@ -302,6 +321,7 @@ class _Soak:
             tmp = self.mapping.with_name(f".{self.mapping.name}.soak")
             tmp.write_text(text, encoding="utf-8")
             os.replace(tmp, self.mapping)
+            self.report.trace.add(self.report.trace.now(), "hand-edit" + (" (broken)" if k % 4 == 0 else ""))
 
     async def audited(self) -> None:
         """Every (generation, digest) the trail's POLICY_RELOADED events name."""
@@ -320,8 +340,10 @@ class _Soak:
 
 
 async def _run(workload: Workload, seconds: float, warmup: float, workers: int, keep: Path | None,
-               log: Callable[[str], None]) -> SoakReport:
+               log: Callable[[str], None], trace: bool, dump_after_ms: float | None,
+               asyncio_debug: bool = False) -> SoakReport:
     report = SoakReport(seconds)
+    report.trace.dump_after_ms = dump_after_ms
     workdir = Path(tempfile.mkdtemp(prefix="consent-bench-soak-"))
     try:
         mapping = workload.write_mapping(workdir)
@@ -330,7 +352,10 @@ async def _run(workload: Workload, seconds: float, warmup: float, workers: int, 
         # unix: sockets stay in the parent: with workers the traffic goes where they listen, TCP.
         decision = f"unix:{workdir}/decide.sock" if workers == 1 else f"127.0.0.1:{_free_port()}"
         admin = f"127.0.0.1:{_free_port()}"
-        with _sidecar(workdir, mapping, decision, admin, workers) as process:
+        level = "info" if trace else "warning"
+        with _sidecar(workdir, mapping, decision, admin, workers, level, asyncio_debug) as process:
+            report.trace.pid = process.pid
+            traced = asyncio.Event()
             async with grpc.aio.insecure_channel(decision) as dch, grpc.aio.insecure_channel(admin) as ach:
                 await asyncio.wait_for(dch.channel_ready(), 60)
                 await asyncio.wait_for(ach.channel_ready(), 60)
@@ -338,6 +363,9 @@ async def _run(workload: Workload, seconds: float, warmup: float, workers: int, 
                 tasks = [asyncio.create_task(t) for t in (
                     *(soak.decide() for _ in range(6)), *(soak.batch() for _ in range(2)),
                     *(soak.stream() for _ in range(2)), soak.writes(), soak.hand_edits())]
+                if trace:
+                    tasks += [asyncio.create_task(report.trace.sample(traced)),
+                              asyncio.create_task(report.trace.watch_stalls(traced))]
                 await asyncio.sleep(warmup)
                 report.rss_start_mb = report.rss_peak_mb = _rss_mb(process.pid)
                 log(f"soak: warm-up done, RSS {report.rss_start_mb:.1f} MB; running {seconds:g} s")
@@ -347,6 +375,7 @@ async def _run(workload: Workload, seconds: float, warmup: float, workers: int, 
                     report.rss_peak_mb = max(report.rss_peak_mb, _rss_mb(process.pid))
                 report.rss_end_mb = _rss_mb(process.pid)
                 soak.stop = True
+                traced.set()
                 await asyncio.gather(*tasks, return_exceptions=True)
                 await soak.audited()
             process.send_signal(signal.SIGTERM)
@@ -357,6 +386,8 @@ async def _run(workload: Workload, seconds: float, warmup: float, workers: int, 
             capture_output=True, text=True, timeout=120,
         )
         report.verify_code, report.verify_output = verify.returncode, (verify.stdout + verify.stderr).strip()
+        if trace:
+            report.trace.read_log(workdir / "sidecar.log")
         if keep is not None:
             shutil.copy(workdir / "sidecar.log", keep)
         return report
@@ -365,8 +396,13 @@ async def _run(workload: Workload, seconds: float, warmup: float, workers: int, 
 
 
 def run(workload: Workload | None = None, *, seconds: float = 180.0, warmup: float = 10.0, workers: int = 1,
-        keep_log: Path | None = None, log: Callable[[str], None] = lambda line: None) -> SoakReport:
-    return asyncio.run(_run(workload or workload_module.build(), seconds, warmup, workers, keep_log, log))
+        keep_log: Path | None = None, log: Callable[[str], None] = lambda line: None, trace: bool = False,
+        dump_after_ms: float | None = None, asyncio_debug: bool = False) -> SoakReport:
+    """`trace`: record the timeline (`soak_trace`) and run the sidecar at --log-level info;
+    `dump_after_ms`: with it, py-spy dumps of the sidecar while a Decide has waited that long;
+    `asyncio_debug`: the sidecar in asyncio's debug mode (its slow-callback warnings in the log)."""
+    return asyncio.run(_run(workload or workload_module.build(), seconds, warmup, workers, keep_log, log,
+                            trace, dump_after_ms, asyncio_debug))
 
 
 def format_report(r: SoakReport) -> str:
@@ -382,7 +418,8 @@ def format_report(r: SoakReport) -> str:
         f"  RSS after warm-up {r.rss_start_mb:.1f} MB, at the end {r.rss_end_mb:.1f} MB: growth {growth:+.1f} MB "
         f"(goal <= 50 MB), peak {r.rss_peak_mb:.1f} MB",
         f"  valid Decide latency (client side): p50 {p(0.5):.2f} ms, p99 {p(0.99):.2f} ms, "
-        f"max {max(lat, default=float('nan')):.1f} ms over {len(lat):,} calls",
+        f"max {max(lat, default=float('nan')):.1f} ms over {len(lat):,} calls; "
+        f"over 100 ms: {sum(1 for x in lat if x > 100):,}, over 1 s: {sum(1 for x in lat if x > 1000):,}",
         f"  hung calls (DEADLINE_EXCEEDED, {DEADLINE:g} s deadlines): {r.hung}",
         f"  generations seen in responses: {len(r.generations)}, POLICY_RELOADED in the trail: {len(r.audited)}, "
         f"seen but not audited: {r.unaudited or 0}",
@@ -398,15 +435,40 @@ def format_report(r: SoakReport) -> str:
     return "\n".join(lines)
 
 
+def format_slowest(r: SoakReport, n: int) -> str:
+    """The `n` slowest valid Decide calls (start on the trace's clock), each with what the trace saw then."""
+    slowest = sorted(zip(r.decide_ms, r.decide_starts, strict=True), reverse=True)[:n]
+    lines = [f"the {len(slowest)} slowest valid Decide calls (start: seconds since the soak began):"]
+    for ms, start in slowest:
+        lines.append(f"  {ms:,.1f} ms from {start:+.3f} s")
+        lines += [f"      {line}" for line in r.trace.around(start, ms)]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.bench_soak", description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=180.0, help="measured seconds (default 180)")
     parser.add_argument("--warmup", type=float, default=10.0, help="seconds before the first RSS sample (default 10)")
     parser.add_argument("--workers", type=int, default=1, help="serve --workers (default 1)")
+    parser.add_argument("--trace", action="store_true",
+                        help="record the timeline (host load, CPU, calls, sidecar log) and show the slowest calls")
+    parser.add_argument("--slowest", type=int, default=5, metavar="N", help="with --trace: how many (default 5)")
+    parser.add_argument("--dump-stalls", type=float, default=None, metavar="MS",
+                        help="with --trace: py-spy dump the sidecar while a Decide has waited MS ms")
+    parser.add_argument("--asyncio-debug", action="store_true",
+                        help="the sidecar in asyncio's debug mode: callbacks holding its loop > 100 ms are logged")
+    parser.add_argument("--trace-json", type=Path, default=None, metavar="FILE",
+                        help="with --trace: write the whole timeline here as JSON")
+    parser.add_argument("--keep-log", type=Path, default=None, metavar="FILE", help="copy the sidecar's log here")
     args = parser.parse_args(argv)
-    report = run(seconds=args.seconds, warmup=args.warmup, workers=args.workers,
-                 log=lambda line: print(line, file=sys.stderr, flush=True))
+    report = run(seconds=args.seconds, warmup=args.warmup, workers=args.workers, keep_log=args.keep_log,
+                 log=lambda line: print(line, file=sys.stderr, flush=True), trace=args.trace,
+                 dump_after_ms=args.dump_stalls, asyncio_debug=args.asyncio_debug)
     print(format_report(report))
+    if args.trace:
+        print(format_slowest(report, args.slowest))
+        if args.trace_json is not None:
+            report.trace.save(args.trace_json, list(zip(report.decide_starts, report.decide_ms, strict=True)))
     return 0 if report.hung == 0 and report.verify_code == 0 and not report.unaudited else 1
 
 

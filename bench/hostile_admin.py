@@ -124,7 +124,8 @@ def _umount(path: Path) -> None:
 
 @contextlib.asynccontextmanager
 async def serve(
-    directory: Path, *, db_dir: Path | None = None, workers: int = 1, tree: Path | None = None
+    directory: Path, *, db_dir: Path | None = None, workers: int = 1, tree: Path | None = None,
+    args: tuple[str, ...] = (),
 ) -> AsyncIterator[Server]:
     import grpc.aio
     from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -145,6 +146,7 @@ async def serve(
         sys.executable, "-c", "import sys; from consent_sidecar.cli import main; sys.exit(main())",
         "serve", "--mappings", str(mapping), "--listen", decide, "--admin-listen", admin,
         "--principals", str(directory / "principals.yaml"), "--audit-db", str(db), "--log-level", "error", *extra,
+        *args,
     ]
     proc, log = _spawn(cmd, directory / "server.log", tree)
     server = Server(proc, db.parent, decide, admin, db)
@@ -356,7 +358,8 @@ async def _build_trail(directory: Path, tree: Path | None) -> None:
 
 
 async def _watchers_once(
-    seed: Path, label: str, streams: int, principals: int, workers: int, tree: Path | None, read: bool
+    seed: Path, label: str, streams: int, principals: int, workers: int, tree: Path | None, read: bool,
+    args: tuple[str, ...] = (), max_busy: float = 180.0,
 ) -> Phases:
     import grpc.aio
     from consent.v1 import admin_pb2
@@ -365,7 +368,7 @@ async def _watchers_once(
         directory = Path(d)
         for name in ("mappings.yaml", "audit.db"):
             shutil.copy(seed / name, directory / name)
-        async with serve(directory, workers=workers, tree=tree) as server, \
+        async with serve(directory, workers=workers, tree=tree, args=args) as server, \
                 grpc.aio.insecure_channel(server.admin) as ch:
             trail = await _events(_admin_stub(ch))
             stop_file = directory / "probe.stop"
@@ -401,11 +404,11 @@ async def _watchers_once(
                         received[0] += 1
 
             readers = [asyncio.ensure_future(drain(c)) for c in calls] if read else []
-            # Busy until the server's CPU stays within a tenth of a core of the baseline's for 0.5 s (or 180 s pass).
+            # Busy until the server CPU is within a tenth of a core of the baseline for 0.5 s (or max_busy s pass).
             quiet_since = None
             cpu_series: list[tuple[float, float]] = []
             last_t, last_cpu = opened_at, cpu0
-            while time.monotonic() - opened_at < 180:
+            while time.monotonic() - opened_at < max_busy:
                 await asyncio.sleep(0.1)
                 now, cpu = time.monotonic(), _cpu_seconds(pid)
                 cpu_series.append((now, (cpu - last_cpu) / (now - last_t)))
@@ -447,18 +450,21 @@ async def _watchers_once(
 
 async def watchers(
     streams: int, principals: int, workers: int = 1, trees: list[Path] | None = None, rounds: int = 1,
-    read: bool = False, timeline: bool = False,
+    read: bool = False, timeline: bool = False, replay_rates: list[str] | None = None, max_busy: float = 180.0,
 ) -> None:
     """Decide latency before / during / after `streams` WatchAuditEvents streams catch up, per configuration.
 
-    Configurations: this checkout single-process, this checkout with `--workers` (when > 1), and
+    Configurations: this checkout single-process (its default settings, then once per
+    `replay_rates` value as `--audit-replay-rate`), this checkout with `--workers` (when > 1), and
     each `trees` checkout single-process (an older commit: the A/B). Run in turns, `rounds` times.
     """
-    configs: list[tuple[str, int, Path | None]] = [("this, 1 process", 1, None)]
+    configs: list[tuple[str, int, Path | None, tuple[str, ...]]] = [("this, 1 process", 1, None, ())]
+    for rate in replay_rates or []:
+        configs.append((f"this, replay {rate}/s", 1, None, ("--audit-replay-rate", rate)))
     if workers > 1:
-        configs.append((f"this, --workers {workers}", workers, None))
+        configs.append((f"this, --workers {workers}", workers, None, ()))
     for tree in trees or []:
-        configs.append((f"{tree.name}, 1 process", 1, tree))
+        configs.append((f"{tree.name}, 1 process", 1, tree, ()))
     with tempfile.TemporaryDirectory(prefix="hw-seed-") as seed_dir:
         seed = Path(seed_dir)
         await _build_trail(seed, trees[0] if trees else None)  # the oldest tree writes a trail all can read
@@ -468,8 +474,8 @@ async def watchers(
               f"p50 / p99 | after, p99 ratio | server busy", flush=True)
         results: dict[str, list[Phases]] = {}
         for r in range(rounds):
-            for label, n, tree in configs:
-                phases = await _watchers_once(seed, label, streams, principals, n, tree, read)
+            for label, n, tree, args in configs:
+                phases = await _watchers_once(seed, label, streams, principals, n, tree, read, args, max_busy)
                 results.setdefault(label, []).append(phases)
                 print(f"  round {r + 1} {phases.row()}", flush=True)
                 if timeline:
@@ -606,6 +612,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=1, help="watchers: runs of each configuration, in turns")
     parser.add_argument("--read", action="store_true", help="watchers: the streams read everything (not idle)")
     parser.add_argument("--timeline", action="store_true", help="watchers: Decide latency and server CPU per second")
+    parser.add_argument("--replay-rate", action="append", default=[], metavar="N",
+                        help="watchers: also run this checkout with --audit-replay-rate N (0 = unpaced); repeatable")
+    parser.add_argument("--max-busy", type=float, default=180.0, metavar="SECONDS",
+                        help="watchers: end the 'during' window after this long even if the server is still busy")
     args = parser.parse_args(argv)
     if args.parts == ["decide-probe"]:  # the measuring child of `watchers`
         asyncio.run(_probe(args.target, Path(args.stop_file)))
@@ -622,7 +632,7 @@ def main(argv: list[str] | None = None) -> int:
                 asyncio.run(denials(args.denials))
             elif part == "watchers":
                 asyncio.run(watchers(args.streams, args.principals, args.workers, args.tree, args.rounds, args.read,
-                                     args.timeline))
+                                     args.timeline, args.replay_rate, args.max_busy))
             elif part == "locked":
                 asyncio.run(locked())
             elif part == "diskfull":

@@ -11,11 +11,16 @@ from consent_core.memo import DEFAULT_MEMO_BYTES
 
 from consent_sidecar.etcd.settings import EtcdSettings
 
-__all__ = ["DEFAULT_DECISION_LOG_BYTES_RATE", "Limits", "MappingLimits", "ServeConfig"]
+__all__ = ["DEFAULT_AUDIT_REPLAY_RATE", "DEFAULT_DECISION_LOG_BYTES_RATE", "Limits", "MappingLimits", "ServeConfig"]
 
 # Decision-log bytes per second, all processes together: a hundred lines of ~10 KB (200
 # destinations each) a second; one request naming 10,000 destinations makes a ~500 KB line.
 DEFAULT_DECISION_LOG_BYTES_RATE: Final = 1 << 20
+# Audit history events per second replayed to WatchAuditEvents streams catching up, all of them
+# together. Measured on 2 shared cores with 200 streams from sequence 0 (bench/README.md, "Audit
+# watchers beside decisions"): at 1,000 Decide's p99 stayed within ~1.5x of its figure without
+# streams; at 2,000 it reached 2.3-2.6x; unpaced, the streams could take it to ~75x.
+DEFAULT_AUDIT_REPLAY_RATE: Final = 1000.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +41,7 @@ class ServeConfig:
     decision_log_sample: float = 1.0  # fraction of decisions considered for the decision log
     decision_log_rate: float | None = 100.0  # lines per second, all processes together; None = no limit
     decision_log_bytes_rate: int | None = DEFAULT_DECISION_LOG_BYTES_RATE  # bytes per second likewise; None = none
+    audit_replay_rate: float | None = DEFAULT_AUDIT_REPLAY_RATE  # history events/s to watch streams; None = unpaced
     grace_period: float = 5.0  # seconds SIGTERM waits for in-flight RPCs
     max_connection_idle: float = 300.0  # seconds before an idle gRPC connection is closed
     max_concurrent_streams: int = 100  # concurrent streams (calls) per gRPC connection

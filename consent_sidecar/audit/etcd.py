@@ -41,6 +41,7 @@ from consent_sidecar.audit.etcd_layout import (
     encode_chunks,
     encode_record,
 )
+from consent_sidecar.audit.pacing import Pacer
 from consent_sidecar.audit.paging import PageQuery
 from consent_sidecar.audit.records import (
     GENESIS_HASH,
@@ -305,12 +306,18 @@ class EtcdTrail:
                 await asyncio.sleep(0.5)
 
     async def watch(
-        self, after_sequence: int, *, buffer: int = 1024, on_live: Callable[[], object] | None = None
+        self,
+        after_sequence: int,
+        *,
+        buffer: int = 1024,
+        on_live: Callable[[], object] | None = None,
+        pace: Pacer | None = None,
     ) -> AsyncGenerator[AuditRecord, None]:
         """AuditLog.watch's contract: the backlog after `after_sequence`, then live events, gapless.
 
         The backlog is read from etcd; live events come from this process's one follower of
         the trail. A consumer more than `buffer` events behind is cut off (ResourceExhausted).
+        `pace` is asked before each page of history, as by AuditLog.watch.
         """
         check_watch(after_sequence, buffer)
         if self._closed:
@@ -327,7 +334,16 @@ class EtcdTrail:
                 if live and on_live is not None:
                     on_live()
                 while True:
+                    head = self.head  # history only: what the page can hold up to the known head
+                    paced = 0 if live or head is None else min(SCAN_CHUNK, head.sequence - last)
+                    if pace is not None and paced > 0:
+                        await pace.acquire(paced)
                     chunk, _ = await self._after(last, SCAN_CHUNK)
+                    if pace is not None and not live and paced != len(chunk):  # the head moved, or a short page
+                        if paced > len(chunk):
+                            pace.refund(paced - len(chunk))
+                        else:
+                            await pace.acquire(len(chunk) - paced)
                     for r in chunk:
                         if w.closed:
                             return

@@ -51,6 +51,7 @@ from consent_sidecar.audit.anchor import (
     tighten,
     write_anchor,
 )
+from consent_sidecar.audit.pacing import Pacer
 from consent_sidecar.audit.paging import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, PageQuery
 from consent_sidecar.audit.records import (
     GENESIS_HASH,
@@ -373,6 +374,7 @@ class AuditLog:
         *,
         buffer: int = 1024,
         on_live: Callable[[], object] | None = None,
+        pace: Pacer | None = None,
     ) -> AsyncGenerator[AuditRecord, None]:
         """Every event after `after_sequence` in order, then live events as they are appended.
 
@@ -384,7 +386,10 @@ class AuditLog:
         cleanly when the log is closed. Any number of watchers, on any event loops.
         `on_live` is called once, on the loop, when the backlog is read and appends are
         followed live (from then on a consumer that stops reading can be cut off).
-        Leave early with `aclose()` (or let the generator be collected).
+        `pace`: asked for each backlog page before it is read (the events it can hold, up to
+        the head), and refunded what the page did not hold; the re-read at the switch to live
+        and live events are never paced. Leave early with `aclose()` (or let the generator be
+        collected).
         """
         check_watch(after_sequence, buffer)
         w = self._fanout.register(asyncio.get_running_loop(), buffer)
@@ -400,6 +405,11 @@ class AuditLog:
                 if live and on_live is not None:
                     on_live()
                 while True:
+                    # History only: what the page can hold up to the head (none once caught up).
+                    head = self._head
+                    paced = 0 if live or head is None else min(WATCH_CHUNK, head.sequence - last)
+                    if pace is not None and paced > 0:
+                        await pace.acquire(paced)
                     try:
                         chunk, more = await asyncio.to_thread(
                             self._select, "sequence > ?", (last,), WATCH_CHUNK, WATCH_CHUNK_BYTES
@@ -408,6 +418,11 @@ class AuditLog:
                         if w.closed or self._closed:
                             return
                         raise
+                    if pace is not None and not live and paced != len(chunk):  # the head moved, or a short page
+                        if paced > len(chunk):
+                            pace.refund(paced - len(chunk))
+                        else:
+                            await pace.acquire(len(chunk) - paced)
                     for r in chunk:
                         if w.closed:
                             return

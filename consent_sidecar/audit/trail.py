@@ -2,8 +2,9 @@
 
 `AuditLog` (SQLite, beside a mapping file) and `EtcdTrail` (one trail per etcd prefix, shared
 by a fleet) both satisfy `AuditTrail`: blocking `append` / `page` / `close` (called from worker
-threads), `head` (an attribute read), and `watch`, an async generator of the backlog then live events. Nothing above
-`audit/` and `store/` names either adapter. Pure declaration: must never do anything.
+threads), `head` (an attribute read), and `watch`, an async generator of the backlog (paced by
+an optional `pacing.Pacer`) then live events. Nothing above `audit/` and `store/` names either
+adapter. Pure declaration: must never do anything.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import AsyncGenerator, Callable, Sequence
 from typing import Protocol
 
 from consent_sidecar.audit.anchor import Head
+from consent_sidecar.audit.pacing import Pacer
 from consent_sidecar.audit.records import AuditRecord, NewEvent
 
 __all__ = ["AuditTrail"]
@@ -39,7 +41,12 @@ class AuditTrail(Protocol):
     ) -> tuple[list[AuditRecord], str]: ...
 
     def watch(
-        self, after_sequence: int, *, buffer: int = 1024, on_live: Callable[[], object] | None = None
+        self,
+        after_sequence: int,
+        *,
+        buffer: int = 1024,
+        on_live: Callable[[], object] | None = None,
+        pace: Pacer | None = None,
     ) -> AsyncGenerator[AuditRecord, None]: ...
 
     def close(self) -> None: ...

@@ -76,6 +76,10 @@ def register(verbs: Verbs) -> None:
     p.add_argument("--memo-bytes", type=values.byte_size, default=d.memo_bytes, metavar="BYTES",
                    help="memoised decisions per policy snapshot, in estimated bytes (e.g. 32MiB); the server's "
                         "encoded answers take up to 3/4 of it more; 0 = no memo")
+    p.add_argument("--audit-replay-rate", type=values.replay_rate, default=d.audit_replay_rate,
+                   metavar="N[/s|/m|/h]",
+                   help="audit events per second replayed from history to WatchAuditEvents streams catching up, "
+                        "all streams together, each in turn; live events are never held; 0 = unlimited")
     p.add_argument("--grace-period", type=values.seconds, default=d.grace_period, metavar="SECONDS",
                    help="how long SIGTERM waits for in-flight RPCs (the process exits 2 s later at most, stuck or not)")
     p.add_argument("--max-connection-idle", type=values.positive_seconds, default=d.max_connection_idle,
@@ -142,6 +146,7 @@ def run_serve(ns: argparse.Namespace) -> int:
         decision_log_bytes_rate=ns.decision_log_bytes_rate,
         memo_bytes=ns.memo_bytes,
         mapping_limits=mapping_limits(ns),
+        audit_replay_rate=ns.audit_replay_rate or None,  # 0 = unpaced
         grace_period=ns.grace_period,
         max_connection_idle=ns.max_connection_idle,
         max_concurrent_streams=ns.max_concurrent_streams,

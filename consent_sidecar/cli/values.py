@@ -87,6 +87,22 @@ def rate(value: str) -> float | None:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def replay_rate(value: str) -> float:
+    """`N`, `N/s`, `N/m` or `N/h` audit events per second; 0 = unlimited.
+
+    0.0, not None, for unlimited: the flags machinery takes a None value for a flag not given
+    and would put the default back.
+    """
+    from consent_sidecar.observe.decision_log import parse_rate
+
+    try:
+        return parse_rate(value) or 0.0
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"invalid rate {value!r}: expected N, N/s, N/m or N/h (0 = unlimited)"
+        ) from None
+
+
 _BYTE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mib": 1 << 20, "g": 1 << 30, "gib": 1 << 30}
 
 

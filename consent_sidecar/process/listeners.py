@@ -16,7 +16,6 @@ from collections.abc import Sequence
 
 import grpc
 import grpc.aio
-from consent.v1 import admin_pb2_grpc
 
 from consent_sidecar.audit.trail import AuditTrail
 from consent_sidecar.auth import gate as auth_gate
@@ -83,8 +82,7 @@ def admin_services(servicer: admin.AdminService | None) -> list[ServiceAdder]:
         return []
 
     def add_admin(server: grpc.aio.Server) -> str:
-        admin_pb2_grpc.add_AdminServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
-        return admin.SERVICE_NAME
+        return admin.add_to_server(servicer, server)  # WatchAuditEvents as pre-encoded bytes
 
     return [add_admin]
 
@@ -94,7 +92,8 @@ class Sidecar:
 
     An admin listener (config.admin_listen) serves AdminService over `audit` (required then),
     with `writer` for writes, `gate` for authentication, `watch_buffer` live audit events per
-    WatchAuditEvents client. The caller owns the audit log, the writer and the watcher.
+    WatchAuditEvents client, history replayed at `config.audit_replay_rate`. The caller owns
+    the audit log, the writer and the watcher.
     DecisionService feeds `recorder` (metrics) and `decision_log`; it listens on
     `decision_listen` (default: every `--listen` address; with workers, the unix: ones only,
     possibly none).
@@ -124,7 +123,8 @@ class Sidecar:
             if audit is None:
                 raise ValueError("an admin listener needs the audit log (AdminService reads the audit trail)")
             self.admin = admin.AdminService(
-                store, audit, writer=writer, gate=gate, watch_buffer=watch_buffer, fleet=fleet
+                store, audit, writer=writer, gate=gate, watch_buffer=watch_buffer,
+                replay_rate=config.audit_replay_rate, fleet=fleet,
             )
         self._listeners: list[GrpcServer] = []
         self._decision: GrpcServer | None = None

@@ -11,18 +11,17 @@ handed the principal id as its audit actor. Core errors reach clients only throu
 through `consent_sidecar.store.writer.PolicyWriter`), log tokens or category bodies, or let a slow
 WatchAuditEvents client hold up appends or other watchers.
 
-Bounded per caller: at most MAX_WATCH_STREAMS_PER_PRINCIPAL WatchAuditEvents streams per
-principal (RESOURCE_EXHAUSTED beyond); each stream holds one backlog page or its share of the
-live queue (`AuditLog.watch`), and a reader that falls behind is cut off. A stream whose
-principal is removed from the principals file (or its token revoked) ends with UNAUTHENTICATED
-at that reload. A write is not applied once its caller has gone (deadline or cancel): the
-writer asks before the file is written and before the change is recorded.
+WatchAuditEvents streams are `audit_watch.WatchStreams`' (at most MAX_WATCH_STREAMS_PER_PRINCIPAL
+per principal, revoked ones ended at the principals reload, history replayed within the
+process's replay budget, each event encoded once for every stream); register the service with
+`add_to_server`, which serves them as bytes. A write is not applied once its caller has gone
+(deadline or cancel): the writer asks before the file is written and before the change is
+recorded.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Final, Protocol, TypeVar
@@ -35,38 +34,38 @@ from consent_core.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
-    ResourceExhausted,
     SidecarError,
     Unauthenticated,
     Unavailable,
 )
 from consent_core.model import Category, category_etag
-from google.protobuf import timestamp_pb2
 
-from consent_sidecar.audit import AuditRecord
+from consent_sidecar.audit.pacing import ReplayPacer
 from consent_sidecar.audit.trail import AuditTrail
 from consent_sidecar.auth.principals import Principal
-from consent_sidecar.observe import logs
+from consent_sidecar.config import DEFAULT_AUDIT_REPLAY_RATE
+from consent_sidecar.services import audit_watch
+from consent_sidecar.services.audit_watch import MAX_WATCH_STREAMS_PER_PRINCIPAL, audit_event
+from consent_sidecar.services.audit_watch import timestamp as _timestamp
 from consent_sidecar.services.status import abort
 from consent_sidecar.store.policy import PolicyStore, Snapshot
 from consent_sidecar.store.ports import PolicyWriterPort, StoreInfo
 
 __all__ = [
+    "DEFAULT_AUDIT_REPLAY_RATE",
     "DEFAULT_WATCH_BUFFER",
     "MAX_WATCH_STREAMS_PER_PRINCIPAL",
     "SERVICE_NAME",
     "AdminService",
     "Gate",
+    "add_to_server",
     "audit_event",
     "category_message",
 ]
 
 SERVICE_NAME: Final = admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name
 DEFAULT_WATCH_BUFFER: Final = 4096  # live audit events waiting per WatchAuditEvents client before it is cut off
-MAX_WATCH_STREAMS_PER_PRINCIPAL: Final = 16
 _SQLITE_MAX: Final = (1 << 63) - 1  # uint64 fields beyond this name no stored sequence
-
-_log = logs.get_logger(__name__)
 
 _Context = grpc.aio.ServicerContext[Any, Any]
 _Req = TypeVar("_Req")
@@ -91,29 +90,7 @@ class Gate(Protocol):
         ...
 
 
-class _Stream:
-    """One open WatchAuditEvents call: who holds it, and a future set with the error that ends it early."""
-
-    __slots__ = ("ended", "loop", "principal")
-
-    def __init__(self, principal: Principal | None) -> None:
-        self.principal = principal
-        self.loop = asyncio.get_running_loop()
-        self.ended: asyncio.Future[SidecarError] = self.loop.create_future()
-
-    def end(self, error: SidecarError) -> None:
-        """On the stream's loop: end it with `error` at its next step."""
-        if not self.ended.done():
-            self.ended.set_result(error)
-
-
 # ---------------------------------------------------------------------------- translation
-
-
-def _timestamp(t: Any) -> timestamp_pb2.Timestamp:
-    ts = timestamp_pb2.Timestamp()
-    ts.FromDatetime(t)
-    return ts
 
 
 def _version(snap: Snapshot) -> decision_pb2.PolicyVersion:
@@ -125,15 +102,6 @@ def category_message(c: Category) -> admin_pb2.Category:
     return admin_pb2.Category(
         id=c.id, name=c.name, destinations=list(c.destinations), enabled=c.enabled, shadow=c.shadow,
         etag=category_etag(c),
-    )
-
-
-def audit_event(r: AuditRecord) -> admin_pb2.AuditEvent:
-    """A stored audit record as consent.v1.AuditEvent (AuditAction names equal the proto enum's)."""
-    return admin_pb2.AuditEvent(
-        sequence=r.sequence, time=_timestamp(r.time), actor=r.actor, action=r.action.proto_name,
-        category_id=r.category_id, destination=r.destination, before_json=r.before_json,
-        after_json=r.after_json, detail=r.detail, prev_hash=r.prev_hash, hash=r.hash,
     )
 
 
@@ -225,7 +193,9 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
 
     `gate` None = no authentication: reads are open and writes refused (UNAUTHENTICATED);
     `serve` never builds it so (an admin listener needs --principals).
-    `watch_buffer` = live events queued per WatchAuditEvents client before RESOURCE_EXHAUSTED.
+    `watch_buffer` = live events queued per WatchAuditEvents client before RESOURCE_EXHAUSTED;
+    `replay_rate` = history events per second replayed to WatchAuditEvents streams catching
+    up, all of them together (None: unpaced).
     """
 
     def __init__(
@@ -236,18 +206,16 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         writer: PolicyWriterPort | None = None,
         gate: Gate | None = None,
         watch_buffer: int = DEFAULT_WATCH_BUFFER,
+        replay_rate: float | None = DEFAULT_AUDIT_REPLAY_RATE,
         fleet: StoreInfo | None = None,
     ) -> None:
-        if watch_buffer < 1:
-            raise ValueError(f"watch_buffer must be at least 1 (got {watch_buffer})")
         self._store = store
         self._audit = audit
         self._writer = writer
         self._gate_impl = gate
-        self._watch_buffer = watch_buffer
         self._fleet = fleet  # None: the policy source is a file
-        self._closing = asyncio.Event()
-        self._streams: set[_Stream] = set()
+        pacer = ReplayPacer(replay_rate) if replay_rate is not None else None
+        self.watches = audit_watch.WatchStreams(audit, buffer=watch_buffer, pacer=pacer)
         if gate is not None:
             gate.subscribe(self._principals_changed)
 
@@ -262,7 +230,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
 
         Called before the drain, so long-lived streams never hold a shutdown up for the whole grace period.
         """
-        self._closing.set()
+        self.watches.close()
 
     async def aclose(self) -> None:
         """Shutdown, after the drain and before the audit log closes: the gate writes what it still holds."""
@@ -272,16 +240,8 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
     def _principals_changed(self) -> None:
         """After a principals reload (any thread): end the streams of principals no longer allowed."""
         gate = self._gate_impl
-        if gate is None:
-            return
-        for stream in list(self._streams):
-            if stream.principal is None:
-                continue
-            error = gate.still_valid(stream.principal, write=False)
-            if error is not None:
-                _log.info("ending a watch stream: its principal was revoked", principal=stream.principal.id)
-                with contextlib.suppress(RuntimeError):  # its loop is closed: the stream is gone
-                    stream.loop.call_soon_threadsafe(stream.end, error)
+        if gate is not None:
+            self.watches.revoke(functools.partial(gate.still_valid, write=False))
 
     # ------------------------------------------------------------------ categories
 
@@ -441,66 +401,13 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         return admin_pb2.ListAuditEventsResponse(events=[audit_event(r) for r in records], next_page_token=token)
 
     @_read_stream
-    async def WatchAuditEvents(
+    def WatchAuditEvents(
         self, request: admin_pb2.WatchAuditEventsRequest, context: _Context, principal: Principal | None
-    ) -> AsyncIterator[admin_pb2.AuditEvent]:
-        # Each yield waits for gRPC to take the message, so a client that stops reading stops
-        # this loop; the log keeps queueing its live events (up to watch_buffer) and then cuts it
-        # off with ResourceExhausted, which the gate decorator turns into RESOURCE_EXHAUSTED.
-        if self._closing.is_set():
-            return
-        stream = self._open_stream(principal)
-        records = self._audit.watch(_sequence(request.after_sequence), buffer=self._watch_buffer)
-        closing = asyncio.ensure_future(self._closing.wait())
-        step: asyncio.Future[AuditRecord] | None = None
-        me = asyncio.current_task()
+    ) -> AsyncIterator[bytes]:
+        # Encoded consent.v1.AuditEvent messages: `add_to_server` registers this method without a serializer.
+        return self.watches.stream(_sequence(request.after_sequence), principal)
 
-        def interrupt(_: object) -> None:  # shutdown or revocation: stop waiting for the next record
-            if step is not None and not step.done():
-                step.cancel()
 
-        # One callback per stream, not a three-way wait per event: catching up sends thousands of
-        # events, and each wait's bookkeeping ran on the loop that also serves decisions.
-        closing.add_done_callback(interrupt)
-        stream.ended.add_done_callback(interrupt)
-        try:
-            while True:
-                if stream.ended.done():
-                    raise stream.ended.result()  # the principal was revoked at a reload
-                if closing.done():
-                    return  # shutting down: end the stream cleanly (finally stops the watch)
-                step = asyncio.ensure_future(anext(records))
-                try:
-                    record = await step
-                except StopAsyncIteration:  # the log was closed
-                    return
-                except asyncio.CancelledError:
-                    if me is not None and me.cancelling():
-                        raise  # the call itself was cancelled
-                    continue  # interrupted: the loop's head says why
-                if stream.ended.done():  # revoked while the record was read: it is not sent
-                    raise stream.ended.result()
-                yield audit_event(record)
-        finally:
-            self._streams.discard(stream)
-            stream.ended.remove_done_callback(interrupt)
-            closing.cancel()
-            if step is not None and not step.done():
-                step.cancel()
-                with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
-                    await step
-            await records.aclose()
-
-    def _open_stream(self, principal: Principal | None) -> _Stream:
-        """Registers a stream of `principal`; ResourceExhausted when it already holds the most allowed."""
-        who_id = None if principal is None else principal.id
-        held = sum(1 for s in self._streams if (None if s.principal is None else s.principal.id) == who_id)
-        if held >= MAX_WATCH_STREAMS_PER_PRINCIPAL:
-            who = f"principal {principal.id!r}" if principal is not None else "this caller"
-            raise ResourceExhausted(
-                f"{who} already has {held} WatchAuditEvents streams open, the most allowed per principal; "
-                "close one first"
-            )
-        stream = _Stream(principal)
-        self._streams.add(stream)  # no await since the count: the limit holds under concurrency
-        return stream
+def add_to_server(servicer: AdminService, server: grpc.aio.Server) -> str:
+    """Registers `servicer` (WatchAuditEvents as encoded bytes) and returns the service name."""
+    return audit_watch.add_to_server(servicer, server, SERVICE_NAME)

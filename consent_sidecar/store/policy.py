@@ -7,7 +7,8 @@ only after the change's audit events are durable (it names the generation it exp
 `reload_from_file` / `reload_async` publish unaudited, for stores without a trail (tests,
 embedding). Readers take `store.current` once per RPC and never see half a policy.
 It must never raise for a bad mapping file on reload (the last good snapshot keeps serving),
-never compile on the event loop when called from async code, and never log payloads.
+never compile on the event loop when called from async code, never let the collector run a
+full collection in the middle of a load (`collection`), and never log payloads.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from consent_core.index import compile as compile_index
 from consent_core.limits import MappingLimits
 from consent_core.mapping_file.reader import DEFAULT_MAX_MAPPING_BYTES
 from consent_core.model import ConsentMapping
+
+from consent_sidecar.store.collection import collection_paused
 
 __all__ = ["Candidate", "Listener", "PolicyStore", "ReloadResult", "Snapshot"]
 
@@ -149,7 +152,8 @@ class PolicyStore:
 
         Unlike reloads this raises: a sidecar that cannot load its first policy must not serve.
         """
-        index = self.compile(self._loader(path))
+        with collection_paused():
+            index = self.compile(self._loader(path))
         self._source = path
         snap = self.publish(index)
         assert snap is not None  # the first publish always changes something
@@ -224,7 +228,8 @@ class PolicyStore:
         if path is None:
             raise RuntimeError("no policy loaded yet: call load_initial first")
         try:
-            return Candidate(self.compile(self._loader(path)))
+            with collection_paused():  # a full collection here would hold the loop thread too (collection.py)
+                return Candidate(self.compile(self._loader(path)))
         except MappingError as e:
             return Candidate(None, e.format(), e)
         except OSError as e:

@@ -27,14 +27,16 @@ does not hold, and a change whose events cannot be written is never served.
 
 Every POLICY_RELOADED carries the policy it published, which the audit database keeps for the
 next start to diff against. Each change's info log line names the audit head (sequence and
-hash) after it. Must never block the event loop (loads, compiles and SQLite run in worker
-threads), never publish a policy the store rejects or the trail lacks, never log mapping
-content. A second policy source plugs in at `_commit`: hand it a candidate, it does the rest.
+hash) after it. Must never block the event loop (loads, compiles, edits, diffs and SQLite run
+in worker threads; only the publish, a reference swap, runs on the loop), never publish a
+policy the store rejects or the trail lacks, never log mapping content. A second policy source
+plugs in at `_commit`: hand it a candidate, it does the rest.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -183,8 +185,11 @@ class PolicyWriter:
             store.record_loaded(published=False)
             return ReloadResult(ok=True, snapshot=None)  # an identical re-save, or a comment: nothing to publish
         generation = old.generation + 1
-        events = change_events(old.index.mapping, index.mapping, old_generation=old.generation,
-                               generation=generation, digest=index.digest, actor=actor)  # fmt: skip
+        # The diff walks both mappings: a worker thread's work, like the load (the loop keeps deciding).
+        events = await asyncio.to_thread(
+            functools.partial(change_events, old.index.mapping, index.mapping, old_generation=old.generation,
+                              generation=generation, digest=index.digest, actor=actor)
+        )  # fmt: skip
         if not await self._record(events, actor, index.digest, index.mapping):
             return self._pending(actor)
         self._recorded_failure = None

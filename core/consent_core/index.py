@@ -170,6 +170,17 @@ class Index:
         (for consent_core.native's tables; read only)."""
         return self._split.needs()
 
+    def need_row(
+        self, destinations: tuple[str, ...], limits: Limits, field: str = "destinations"
+    ) -> tuple[tuple[str, ...], tuple[int, ...]]:
+        """The ids a plain decision of `destinations` answers about (empty = every known id) and
+        each one's need (`needs`' encoding), the ids validated against `limits` as `decide_plain`
+        validates them (InvalidArgument naming `field[i]`). Under a granted mask `g` an id is
+        blocked when `consent_core.split.blocks(need, g)`; with no consent object none is."""
+        if not destinations:  # nothing was named, nothing to check
+            return self.known_destinations, self._split.row(self.known_destinations, None)
+        return destinations, self._split.row(destinations, limits, field)
+
     # -- memos -----------------------------------------------------------------------------
 
     def clear_memo(self) -> None:

@@ -142,6 +142,15 @@ class Split:
         if not (self._trusted(limits) and self._known.issuperset(destinations)):
             check_destination_ids(destinations, limits, field)
 
+    def row(self, dests: tuple[str, ...], limits: Limits | None, field: str = "destinations") -> tuple[int, ...]:
+        """Each id's need, in request order, `dests` validated against `limits` first when given
+        (InvalidArgument naming `field[i]`, as `split` with these limits raises): what a caller
+        deciding one list under many masks computes once (the embedded decide_many's C loop)."""
+        if limits is not None:
+            self.check(dests, limits, field)
+        get = self._need.get
+        return tuple(n if (n := get(d)) is not None else self._resolve(d, dests, None, field) for d in dests)
+
     # -- the decision ------------------------------------------------------------------------
 
     def _resolve(self, d: str, dests: Sequence[str], limits: Limits | None, field: str) -> int:

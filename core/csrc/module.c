@@ -16,7 +16,10 @@
  *   split(need, unknown_need, granted, destinations, strict) -> (allowed, blocked) | None
  *       consent_core.split's pass over Python str ids;
  *   granted(bits, preferences, strict) -> int | None
- *       a consent dict's granted mask.
+ *       a consent dict's granted mask;
+ *   many(requests, request_type, bits, need, unknown_need, max_destinations, max_destination_id_bytes,
+ *        policy, decided, row, one) -> list
+ *       the embedded decide_many's loop over Request objects (many.c).
  * What it must never do is in native.h.
  */
 #include "native.h"
@@ -34,6 +37,9 @@ static PyMethodDef methods[] = {
      "decide_request_counted(table, data) -> (body, reasons as (slot, count), shadow), or None."},
     {"split", cc_split, METH_VARARGS,
      "split(need, unknown_need, granted, destinations, strict) -> (allowed, blocked), or None."},
+    {"many", cc_many, METH_VARARGS,
+     "many(requests, request_type, bits, need, unknown_need, max_destinations, max_destination_id_bytes, policy, "
+     "decided, row, one) -> the results."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -8,7 +8,8 @@
  *
  * Files: table.c (the Table type, built once per compiled Index), wire.c (decisions from
  * request bytes to response bytes), objects.c (passes over Python objects: split, granted),
- * module.c (the module and its method table).
+ * many.c (the embedded decide_many's loop over Request objects), module.c (the module and its
+ * method table).
  */
 #ifndef CONSENT_NATIVE_H
 #define CONSENT_NATIVE_H
@@ -177,6 +178,12 @@ static inline void put_varint(Out *o, uint64_t v) { /* room reserved by the call
 #define DOUBT 1 /* outside the plain case: the caller decides in Python */
 #define FAIL -1 /* a Python exception is set (memory) */
 
+/* consent_mask's answers besides FAIL (objects.c) */
+#define GRANTED_OK 0
+#define GRANTED_ODD 1      /* strict: a value that is not a bool */
+#define GRANTED_NOT_OURS 2 /* a key that is not an exact str, or an odd bit: the pure loop's */
+int consent_mask(PyObject *bits, PyObject *prefs, int strict, uint64_t *out); /* objects.c */
+
 /* The module's functions, each defined in the file its comment names. */
 PyObject *cc_decide_batch(PyObject *self, PyObject *args);         /* wire.c */
 PyObject *cc_decide_batch_counted(PyObject *self, PyObject *args); /* wire.c */
@@ -184,5 +191,6 @@ PyObject *cc_decide_request(PyObject *self, PyObject *const *args, Py_ssize_t na
 PyObject *cc_decide_request_counted(PyObject *self, PyObject *const *args, Py_ssize_t nargs); /* wire.c */
 PyObject *cc_split(PyObject *self, PyObject *args);                /* objects.c */
 PyObject *cc_granted(PyObject *self, PyObject *args);              /* objects.c */
+PyObject *cc_many(PyObject *self, PyObject *args);                 /* many.c */
 
 #endif

@@ -1,6 +1,7 @@
 /* Passes over Python objects: split (consent_core.split's allowed/blocked pass over str ids) and
- * granted (a consent dict's granted mask). Only exact str keys are read in C, whose hash and
- * equality run no Python code; anything else is left to the pure pass. */
+ * granted (a consent dict's granted mask, `consent_mask`, which many.c shares). Only exact str
+ * keys are read in C, whose hash and equality run no Python code; anything else is left to the
+ * pure pass. */
 #include "native.h"
 
 /* -- split over Python objects ------------------------------------------------------------ */
@@ -77,37 +78,55 @@ fail:
 
 /* -- a consent object's granted mask ----------------------------------------------------- */
 
-/* granted(bits: dict[str, int], preferences: dict, strict) -> int | None: Index.granted_mask
- * (strict false: values other than True ignored) or granted_mask_strict (strict: None when a
- * value is not a bool or an id not an exact str). -1 when it is not this function's to answer
- * (a key that is not an exact str, whose hash or equality could run Python code, or a bit over
- * 64): the caller then takes its pure loop. */
-PyObject *cc_granted(PyObject *Py_UNUSED(self), PyObject *args) {
-    PyObject *bits, *prefs;
-    int strict;
-    if (!PyArg_ParseTuple(args, "O!O!p", &PyDict_Type, &bits, &PyDict_Type, &prefs, &strict)) return NULL;
+/* A consent dict's granted mask into *out: GRANTED_OK, GRANTED_ODD (strict: a value that is not
+ * a bool), GRANTED_NOT_OURS (a key that is not an exact str, whose hash or equality could run
+ * Python code, or a bit that is not an int under 2**64: the caller's pure loop answers) or FAIL.
+ * Strict false ignores values other than True, as Index.granted_mask does. */
+int consent_mask(PyObject *bits, PyObject *prefs, int strict, uint64_t *out) {
     uint64_t g = 0;
     Py_ssize_t pos = 0;
     PyObject *k, *v;
     while (PyDict_Next(prefs, &pos, &k, &v)) {
-        if (!PyUnicode_CheckExact(k)) return PyLong_FromLong(-1);
+        if (!PyUnicode_CheckExact(k)) return GRANTED_NOT_OURS;
         if (v == Py_True) {
             PyObject *b = PyDict_GetItemWithError(bits, k); /* borrowed; exact str keys run no Python code */
             if (b == NULL) {
-                if (PyErr_Occurred()) return NULL;
+                if (PyErr_Occurred()) return FAIL;
                 continue;
             }
-            if (!PyLong_CheckExact(b)) return PyLong_FromLong(-1);
+            if (!PyLong_CheckExact(b)) return GRANTED_NOT_OURS;
             unsigned long long bit = PyLong_AsUnsignedLongLong(b);
             if (bit == (unsigned long long)-1 && PyErr_Occurred()) {
-                if (!PyErr_ExceptionMatches(PyExc_OverflowError)) return NULL;
+                if (!PyErr_ExceptionMatches(PyExc_OverflowError)) return FAIL;
                 PyErr_Clear();
-                return PyLong_FromLong(-1);
+                return GRANTED_NOT_OURS;
             }
             g |= bit;
         } else if (strict && v != Py_False) {
-            Py_RETURN_NONE;
+            return GRANTED_ODD;
         }
     }
-    return PyLong_FromUnsignedLongLong(g);
+    *out = g;
+    return GRANTED_OK;
+}
+
+/* granted(bits: dict[str, int], preferences: dict, strict) -> int | None: Index.granted_mask
+ * (strict false: values other than True ignored) or granted_mask_strict (strict: None when a
+ * value is not a bool or an id not an exact str). -1 when it is not this function's to answer
+ * (consent_mask's GRANTED_NOT_OURS): the caller then takes its pure loop. */
+PyObject *cc_granted(PyObject *Py_UNUSED(self), PyObject *args) {
+    PyObject *bits, *prefs;
+    int strict;
+    if (!PyArg_ParseTuple(args, "O!O!p", &PyDict_Type, &bits, &PyDict_Type, &prefs, &strict)) return NULL;
+    uint64_t g;
+    switch (consent_mask(bits, prefs, strict, &g)) {
+    case GRANTED_OK:
+        return PyLong_FromUnsignedLongLong(g);
+    case GRANTED_ODD:
+        Py_RETURN_NONE;
+    case GRANTED_NOT_OURS:
+        return PyLong_FromLong(-1);
+    default:
+        return NULL;
+    }
 }

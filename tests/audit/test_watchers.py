@@ -260,3 +260,54 @@ def test_a_watcher_on_another_threads_loop_receives_appends(log: AuditLog) -> No
     thread.join(WAIT)
     assert not thread.is_alive()
     assert result == [1, 2, 3, 4]
+
+
+class RecordingPacer:
+    """A pacer that lets everything through at once and remembers what it was asked."""
+
+    def __init__(self) -> None:
+        self.acquired: list[int] = []
+        self.refunded: list[int] = []
+
+    async def acquire(self, events: int) -> None:
+        self.acquired.append(events)
+
+    def refund(self, events: int) -> None:
+        self.refunded.append(events)
+
+
+async def test_a_pacer_is_asked_for_each_page_of_history_and_never_for_live_events(log: AuditLog) -> None:
+    log.append([ev() for _ in range(250)])
+    pacer = RecordingPacer()
+    live = asyncio.Event()
+    watcher = log.watch(20, on_live=live.set, pace=pacer)
+    try:
+        assert await take(watcher, 230) == list(range(21, 251))
+        nxt = asyncio.ensure_future(anext(watcher))  # the watcher goes live on its way to the next event
+        await asyncio.wait_for(live.wait(), WAIT)
+        # Pages of up to 100 events, sized up to the head before each read: the history, exactly.
+        assert pacer.acquired == [100, 100, 30]
+        assert sum(pacer.acquired) - sum(pacer.refunded) == 230
+        asked = list(pacer.acquired)
+        for i in range(5):
+            log.append([ev(detail=f"live {i}") for _ in range(40)])
+        assert (await asyncio.wait_for(nxt, WAIT)).sequence == 251
+        assert await take(watcher, 199) == list(range(252, 451))
+        assert pacer.acquired == asked  # live events went out unpaced
+    finally:
+        await watcher.aclose()
+
+
+async def test_a_watcher_from_the_head_is_never_paced(log: AuditLog) -> None:
+    log.append([ev() for _ in range(10)])
+    pacer = RecordingPacer()
+    live = asyncio.Event()
+    watcher = log.watch(10, on_live=live.set, pace=pacer)
+    try:
+        nxt = asyncio.ensure_future(anext(watcher))
+        await asyncio.wait_for(live.wait(), WAIT)
+        log.append([ev()])
+        assert (await asyncio.wait_for(nxt, WAIT)).sequence == 11
+        assert pacer.acquired == []
+    finally:
+        await watcher.aclose()

@@ -97,6 +97,7 @@ def test_flag_reference_lists_every_flag_with_variable_and_default() -> None:
         "--grace-period", "--log-format", "--log-level", "--max-destinations", "--max-batch",
         "--max-destination-id-bytes", "--max-event-bytes", "--max-event-depth", "--max-message-bytes",
         "--max-connection-idle", "--max-concurrent-streams", "--worker-timeout", "--max-mapping-bytes",
+        "--audit-replay-rate",
         "--etcd-endpoints", "--etcd-prefix", "--etcd-ca", "--etcd-cert", "--etcd-key", "--etcd-user", "--member-id",
     }  # fmt: skip
     assert {flag for verb, flag in ref if verb == "serve"} == expected

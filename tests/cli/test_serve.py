@@ -6,7 +6,7 @@ import pytest
 from consent_core.limits import Limits, MappingLimits
 
 from consent_sidecar import cli
-from consent_sidecar.config import ServeConfig
+from consent_sidecar.config import DEFAULT_AUDIT_REPLAY_RATE, ServeConfig
 
 EMPTY_ENV: dict[str, str] = {}
 
@@ -119,3 +119,28 @@ def test_serve_passes_the_mapping_limits_and_the_byte_budgets(served: list[Serve
     [config] = served
     assert config.mapping_limits == MappingLimits(max_categories=50, max_destinations=900)
     assert (config.memo_bytes, config.decision_log_bytes_rate) == (4 << 20, 256 << 10)
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "rate"),
+    [
+        ([], {}, DEFAULT_AUDIT_REPLAY_RATE),
+        (["--audit-replay-rate", "500"], {}, 500.0),
+        (["--audit-replay-rate", "6000/m"], {}, 100.0),
+        (["--audit-replay-rate", "0"], {}, None),  # unpaced
+        ([], {"CONSENT_SIDECAR_AUDIT_REPLAY_RATE": "250/s"}, 250.0),
+    ],
+)
+def test_serve_passes_the_audit_replay_rate(
+    served: list[ServeConfig], argv: list[str], env: dict[str, str], rate: float | None
+) -> None:
+    assert run(["serve", "--mappings", "m.yaml", *argv], env) == 0
+    assert [c.audit_replay_rate for c in served] == [rate]
+
+
+def test_a_bad_audit_replay_rate_is_a_usage_error(
+    served: list[ServeConfig], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(["serve", "--mappings", "m.yaml", "--audit-replay-rate", "fast"]) == 2
+    assert "argument --audit-replay-rate: invalid rate 'fast'" in capsys.readouterr().err
+    assert served == []

@@ -237,3 +237,22 @@ def test_a_mask_joins_free_once_its_table_blocks_no_known_id_and_unknown_ids_are
     assert deny.decide(everything, ["ghost", "braze/eu"]).blocked == ("ghost",)
     with pytest.raises(InvalidArgument, match=r"^destinations\[1\]: destination id longer than 8 bytes$"):
         allow.decide_checked(everything, ["braze", "x" * 9], LIMITS, "destinations")
+
+
+@settings(max_examples=400, deadline=None)
+@given(mappings(), preferences_st, st.lists(st.sampled_from(CHECKED), max_size=8), st.sampled_from([LIMITS, Limits()]))
+def test_a_need_row_decides_a_list_under_any_mask_as_the_pass(
+    mapping: ConsentMapping, prefs: dict[str, bool] | None, dests: list[str], limits: Limits
+) -> None:
+    """`Index.need_row` (what the embedded decide_many's C loop decides a list from): the same
+    error as the pass, else the ids and needs whose `blocks` split equals the reference's."""
+    index = compile(mapping, memo_bytes=0)
+    field = "requests[2].destinations"
+    want = _error(lambda: index.decide_plain(_granted(index, prefs), tuple(dests), limits=limits, field=field))
+    assert _error(lambda: index.need_row(tuple(dests), limits, field)) == want
+    if want is None:
+        ids, needs = index.need_row(tuple(dests), limits, field)
+        assert ids == (tuple(dests) or index.known_destinations)
+        granted = _granted(index, prefs)
+        blocked = tuple(d for d, n in zip(ids, needs, strict=True) if granted is not None and blocks(n, granted))
+        assert (tuple(d for d in ids if d not in blocked), blocked) == reference_split(mapping, prefs, dests)

@@ -97,6 +97,46 @@ async def test_a_watch_streams_the_backlog_then_live_appends_without_gap_or_dupl
         assert seen == list(range(3, 26))
 
 
+class RecordingPacer:
+    """A pacer that lets everything through at once and remembers what it was asked."""
+
+    def __init__(self) -> None:
+        self.acquired: list[int] = []
+        self.refunded: list[int] = []
+
+    async def acquire(self, events: int) -> None:
+        self.acquired.append(events)
+
+    def refund(self, events: int) -> None:
+        self.refunded.append(events)
+
+
+async def test_a_watch_is_paced_for_its_history_only(etcd_cluster: EtcdCluster, prefix: str) -> None:
+    etcd = settings(etcd_cluster, prefix)
+    async with etcd_client(etcd) as (_, writer), etcd_client(etcd) as (_, reader):
+        for b in range(5):
+            await writer.append_async([denied(b * 50 + i) for i in range(50)])
+        pacer = RecordingPacer()
+        live = asyncio.Event()
+        seen: list[int] = []
+
+        async def follow() -> None:
+            async for r in reader.watch(0, on_live=live.set, pace=pacer):
+                seen.append(r.sequence)
+                if r.sequence == 260:
+                    return
+
+        task = asyncio.create_task(follow())
+        await asyncio.wait_for(live.wait(), 10)
+        # Every history event was paid for, whatever the reader knew of the head beforehand.
+        assert sum(pacer.acquired) - sum(pacer.refunded) == 250
+        asked = list(pacer.acquired)
+        await writer.append_async([denied(1000 + i) for i in range(10)])
+        await asyncio.wait_for(task, 20)
+        assert seen == list(range(1, 261))
+        assert pacer.acquired == asked  # live events went out unpaced
+
+
 async def test_a_slow_watcher_is_cut_off_not_buffered_for(etcd_cluster: EtcdCluster, prefix: str) -> None:
     etcd = settings(etcd_cluster, prefix)
     async with etcd_client(etcd) as (_, writer), etcd_client(etcd) as (_, reader):

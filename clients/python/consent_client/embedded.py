@@ -10,7 +10,8 @@ changes, keeping the last good policy when an edit is broken. It never copies de
 The plain path (consent object, no explain) is the in-process hot path: the consent is checked
 and reduced to a granted mask in one pass, destination ids are validated inside the index's
 decision pass, and the result is built once, directly (`results.decided`). `decide_many`
-decides each distinct (consent, destination list) of a batch once.
+decides each distinct (consent, destination list) of a batch once, in consent-core's C loop
+when the accelerator is built (`_native_many`), else in the Python loop it must equal.
 """
 
 from __future__ import annotations
@@ -304,7 +305,9 @@ class EmbeddedDecider:
 
         What repeats inside a batch is done once: each (granted mask, destination list object)
         is validated and decided once, and the entries that share them share one (immutable)
-        result; a consent object is reduced once per run of entries that carry it.
+        result; a consent object is reduced once per run of entries that carry it. With
+        consent-core's accelerator the loop runs in C (`_native_many`); the loop below is the
+        reference and the fallback, and both answer every entry alike.
         """
         reqs = requests if isinstance(requests, list) else list(requests)
         if len(reqs) > self.limits.max_batch:
@@ -312,8 +315,12 @@ class EmbeddedDecider:
         snap = self.snapshot
         index, limits, policy = snap.index, self.limits, snap.policy
         bits = index.category_bits  # `Index.granted_mask_strict`, inlined below: the per-event cost
-        # ... or in C, when consent-core's accelerator is there
-        native = None if core_native.NATIVE is None else core_native.NATIVE.granted
+
+        def one(i: int, req: Request) -> DecideResult:
+            return _entry(index, limits, policy, i, req)
+
+        if core_native.NATIVE is not None and type(bits) is dict and len(bits) <= core_native.MAX_CATEGORIES:
+            return _native_many(index, limits, policy, reqs, one)
         # (granted mask, id(destination list)) -> the one result of every entry sharing both; id() is
         # safe, every list is alive in `reqs` meanwhile. Invalid entries are never stored (each is
         # reported under its own index).
@@ -325,10 +332,7 @@ class EmbeddedDecider:
         for i, req in enumerate(reqs):
             consent = req.consent
             if req.event is not None or req.explain:
-                try:
-                    append(decide_local(index, limits, req, policy, field=f"requests[{i}]."))
-                except InvalidArgument as e:
-                    append(DecideResult(error=e.message, policy=policy))
+                append(one(i, req))
                 continue
             granted: int | None = None
             if consent is None:
@@ -336,24 +340,19 @@ class EmbeddedDecider:
             elif consent is last_consent:  # one consent object for many events
                 granted = last_granted
             else:
-                if native is not None and type(consent) is dict:  # the loop below, in C (consent_core._native)
-                    granted = native(bits, consent, True)
-                    if granted is not None and granted < 0:  # not the C's to say: as the odd case below
+                granted = 0
+                for k, v in consent.items():
+                    if v is True:
+                        b = bits.get(k)
+                        if b is not None:
+                            granted |= b
+                            continue
+                    elif v is not False:
                         granted = None
-                else:
-                    granted = 0
-                    for k, v in consent.items():
-                        if v is True:
-                            b = bits.get(k)
-                            if b is not None:
-                                granted |= b
-                                continue
-                        elif v is not False:
-                            granted = None
-                            break
-                        if type(k) is not str:
-                            granted = None
-                            break
+                        break
+                    if type(k) is not str:
+                        granted = None
+                        break
                 if granted is None:  # something is odd: say what, as the sidecar would
                     try:
                         granted = _granted(index, consent)
@@ -373,3 +372,52 @@ class EmbeddedDecider:
                 result = results[key] = decided(o.allowed, o.blocked, policy)
             append(result)
         return out
+
+
+def _entry(index: Index, limits: Limits, policy: PolicyVersion, i: int, req: Request) -> DecideResult:
+    """Entry `i` of decide_many decided alone (nothing shared): events, explain, odd consents and
+    invalid lists, which both loops hand here, and anything the C loop leaves to Python."""
+    consent = req.consent
+    if req.event is not None or req.explain:
+        try:
+            return decide_local(index, limits, req, policy, field=f"requests[{i}].")
+        except InvalidArgument as e:
+            return DecideResult(error=e.message, policy=policy)
+    granted: int | None = None
+    if consent is not None:
+        try:
+            granted = _granted(index, consent)
+        except InvalidArgument as e:
+            return DecideResult(error=e.message, policy=policy)
+    try:
+        o = index.decide_plain(granted, req.destinations, limits=limits, field=f"requests[{i}].destinations")
+    except core_errors.InvalidArgument as e:
+        return DecideResult(error=str(e), policy=policy)
+    return decided(o.allowed, o.blocked, policy)
+
+
+def _native_many(
+    index: Index, limits: Limits, policy: PolicyVersion, reqs: list[Request],
+    one: Callable[[int, Request], DecideResult],
+) -> list[DecideResult]:
+    """decide_many's loop in C (consent_core._native.many): plain entries there, the rest through `one`.
+
+    The C validates and resolves ids of printable ASCII itself, from `index.needs()`; `row`
+    validates and resolves a list it does not (other ids, too many, the empty list), once per
+    list object: None when the list is invalid, whose entries then go through `one`, each
+    reporting its own index.
+    """
+
+    def row(dests: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[int, ...]] | None:
+        try:
+            return index.need_row(dests, limits)
+        except core_errors.InvalidArgument:
+            return None
+
+    need, unknown_need = index.needs()
+    assert core_native.NATIVE is not None
+    got: list[DecideResult] = core_native.NATIVE.many(
+        reqs, Request, index.category_bits, need, unknown_need, limits.max_destinations,
+        limits.max_destination_id_bytes, policy, decided, row, one,
+    )
+    return got
