@@ -75,16 +75,19 @@ def _run(coro: Coroutine[Any, Any, bytes]) -> bytes:
 
 
 class Pair:
-    """One snapshot served by the Python path, and its native table."""
+    """One snapshot served by the Python path (with metrics when `counted`), and its native table."""
 
-    def __init__(self, mapping: ConsentMapping, limits: Limits = LIMITS) -> None:
+    def __init__(self, mapping: ConsentMapping, limits: Limits = LIMITS, *, counted: bool = False) -> None:
+        from consent_sidecar.observe.metrics import Metrics, Recorder
+
         store = PolicyStore()
         store.publish(compile(mapping), source="test")
-        self.service = DecisionService(store, limits)
+        self.recorder = Recorder(Metrics()) if counted else None
+        self.service = DecisionService(store, limits, recorder=self.recorder)
         served = self.service._served()
         self.table = served.batch_table
         served.batch_table = None  # the service answers in Python from now on
-        assert isinstance(self.table, object) and self.table is not None
+        assert self.table is not None
 
     def python(self, data: bytes) -> bytes | Exception:
         try:
@@ -228,7 +231,7 @@ def test_random_bytes_never_crash_it(kind: str) -> None:
     """decide_batch over batches, decide_request over single requests (test_decision_native_request.py's oracle)."""
     from tests.services.test_decision_native_request import One
 
-    pair: Pair | One = Pair(_SHARED.mapping) if kind == "batch" else One(_SHARED.mapping)
+    pair: Pair = Pair(_SHARED.mapping) if kind == "batch" else One(_SHARED.mapping)
     rng = random.Random(16)
     request = Req(destinations=["amp", "ga4/eu"], consent=decision_pb2.Consent(category_preferences={"C0001": True}))
     plain = Batch(requests=[request] * 3).SerializeToString() if kind == "batch" else request.SerializeToString()
@@ -348,21 +351,11 @@ def _recorded(rec: Any) -> tuple[dict[int, int], dict[tuple[str, str], int]]:
 Counts = tuple[bytes, int, tuple[int, ...], tuple[tuple[str, str, int], ...]]
 
 
-class Counted:
+class Counted(Pair):
     """One snapshot served with metrics by the Python path, and its native table."""
 
     def __init__(self, mapping: ConsentMapping) -> None:
-        from consent_sidecar.observe.metrics import Metrics, Recorder
-
-        store = PolicyStore()
-        self.index = compile(mapping)
-        store.publish(self.index, source="test")
-        self.recorder = Recorder(Metrics())
-        self.service = DecisionService(store, LIMITS, recorder=self.recorder)
-        served = self.service._served()
-        self.table = served.batch_table
-        served.batch_table = None  # the service answers in Python from now on
-        assert self.table is not None
+        super().__init__(mapping, counted=True)
 
     def check(self, data: bytes) -> Counts | None:
         """The native counted answer, having checked it is None or the Python path's bytes and counts."""
@@ -372,6 +365,7 @@ class Counted:
             return None
         body, n, counts, shadow_counts = got
         rec = self.recorder
+        assert rec is not None
         assert body == _run(self.service._decide_batch(data, Context()))  # type: ignore[arg-type]
         slots, shadow = _recorded(rec)
         assert {s: c for s, c in enumerate(counts) if c} == slots

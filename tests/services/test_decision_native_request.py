@@ -46,6 +46,7 @@ from tests.services.test_decision_native import (
     SHAPES,
     Aborted,
     Context,
+    Pair,
     _random_request,
     _recorded,
     _request,
@@ -59,18 +60,12 @@ Req = decision_pb2.DecideRequest
 RequestCounted = tuple[bytes, tuple[tuple[int, int], ...], tuple[tuple[str, str, int], ...]]
 
 
-class One:
-    """One snapshot served by the Python path (with metrics when `counted`), and its native table."""
+class One(Pair):
+    """One snapshot served by the Python path (with metrics when `counted`), and its native table:
+    test_decision_native's Pair, deciding single requests instead of batches."""
 
     def __init__(self, mapping: ConsentMapping, *, counted: bool = False, limits: Limits = LIMITS) -> None:
-        store = PolicyStore()
-        store.publish(compile(mapping), source="test")
-        self.recorder = Recorder(Metrics()) if counted else None
-        self.service = DecisionService(store, limits, recorder=self.recorder)
-        served = self.service._served()
-        self.table = served.batch_table
-        served.batch_table = None  # the service answers in Python from now on
-        assert self.table is not None
+        super().__init__(mapping, limits, counted=counted)
 
     def python(self, data: bytes) -> bytes | Exception:
         try:
@@ -82,13 +77,6 @@ class One:
         assert NATIVE is not None
         out: bytes | None = NATIVE.decide_request(self.table, data)
         return out
-
-    def check(self, data: bytes) -> bytes | None:
-        """The native answer, having checked it is None or the Python path's bytes."""
-        got = self.native(data)
-        if got is not None:
-            assert got == self.python(data)
-        return got
 
     def check_counted(self, data: bytes) -> RequestCounted | None:
         """The native counted answer, having checked its bytes and counts against the Python path's."""
