@@ -314,7 +314,7 @@ class EmbeddedDecider:
             raise InvalidArgument(f"requests: too many entries: {len(reqs)} > {self.limits.max_batch}")
         snap = self.snapshot
         index, limits, policy = snap.index, self.limits, snap.policy
-        bits = index.category_bits  # `Index.granted_mask_strict`, inlined below: the per-event cost
+        bits = index.category_bits
 
         def one(i: int, req: Request) -> DecideResult:
             return _entry(index, limits, policy, i, req)
@@ -340,19 +340,7 @@ class EmbeddedDecider:
             elif consent is last_consent:  # one consent object for many events
                 granted = last_granted
             else:
-                granted = 0
-                for k, v in consent.items():
-                    if v is True:
-                        b = bits.get(k)
-                        if b is not None:
-                            granted |= b
-                            continue
-                    elif v is not False:
-                        granted = None
-                        break
-                    if type(k) is not str:
-                        granted = None
-                        break
+                granted = index.granted_mask_strict(consent)
                 if granted is None:  # something is odd: say what, as the sidecar would
                     try:
                         granted = _granted(index, consent)
