@@ -13,6 +13,7 @@ from etcd_cluster import EtcdCluster
 from consent_sidecar.audit import AuditAction, NewEvent, event_hash
 from consent_sidecar.audit.etcd import CHUNK_BYTES, EtcdTrail, decode_chunk
 from consent_sidecar.etcd.keys import Keys
+from tests.audit.test_watchers import RecordingPacer
 
 from .conftest import etcd_client, settings
 
@@ -95,20 +96,6 @@ async def test_a_watch_streams_the_backlog_then_live_appends_without_gap_or_dupl
             await writer.append_async([denied(100 + i)])
         await asyncio.wait_for(task, 20)
         assert seen == list(range(3, 26))
-
-
-class RecordingPacer:
-    """A pacer that lets everything through at once and remembers what it was asked."""
-
-    def __init__(self) -> None:
-        self.acquired: list[int] = []
-        self.refunded: list[int] = []
-
-    async def acquire(self, events: int) -> None:
-        self.acquired.append(events)
-
-    def refund(self, events: int) -> None:
-        self.refunded.append(events)
 
 
 async def test_a_watch_is_paced_for_its_history_only(etcd_cluster: EtcdCluster, prefix: str) -> None:
