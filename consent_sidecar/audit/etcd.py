@@ -41,7 +41,7 @@ from consent_sidecar.audit.etcd_layout import (
     encode_chunks,
     encode_record,
 )
-from consent_sidecar.audit.pacing import Pacer
+from consent_sidecar.audit.pacing import Pacer, page_paid, page_reserved
 from consent_sidecar.audit.paging import PageQuery
 from consent_sidecar.audit.records import (
     GENESIS_HASH,
@@ -334,16 +334,10 @@ class EtcdTrail:
                 if live and on_live is not None:
                     on_live()
                 while True:
-                    head = self.head  # history only: what the page can hold up to the known head
-                    paced = 0 if live or head is None else min(SCAN_CHUNK, head.sequence - last)
-                    if pace is not None and paced > 0:
-                        await pace.acquire(paced)
+                    head = self.head
+                    paced = await page_reserved(pace, None if head is None else head.sequence, last, SCAN_CHUNK, live)
                     chunk, _ = await self._after(last, SCAN_CHUNK)
-                    if pace is not None and not live and paced != len(chunk):  # the head moved, or a short page
-                        if paced > len(chunk):
-                            pace.refund(paced - len(chunk))
-                        else:
-                            await pace.acquire(len(chunk) - paced)
+                    await page_paid(pace, paced, len(chunk), live)
                     for r in chunk:
                         if w.closed:
                             return

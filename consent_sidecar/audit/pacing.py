@@ -26,7 +26,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Final, Protocol
 
-__all__ = ["DEFAULT_REPLAY_BURST", "Pacer", "ReplayPacer", "TokenBucket"]
+__all__ = ["DEFAULT_REPLAY_BURST", "Pacer", "ReplayPacer", "TokenBucket", "page_paid", "page_reserved"]
 
 DEFAULT_REPLAY_BURST: Final = 100  # events: one backlog page of a watcher (the trails' WATCH_CHUNK)
 
@@ -41,6 +41,27 @@ class Pacer(Protocol):
     def refund(self, events: int) -> None:
         """Gives back part of an acquisition the page did not use (it held fewer events)."""
         ...
+
+
+async def page_reserved(pace: Pacer | None, head: int | None, last: int, page: int, live: bool) -> int:
+    """A trail's `watch`, before reading the history page after `last`: the events that page can
+    hold up to the known `head` sequence, acquired from `pace`; 0 (nothing asked) once live, with
+    no pacer or no known head."""
+    reserved = 0 if live or head is None else min(page, head - last)
+    if pace is not None and reserved > 0:
+        await pace.acquire(reserved)
+    return reserved
+
+
+async def page_paid(pace: Pacer | None, reserved: int, held: int, live: bool) -> None:
+    """After the page: what it did not hold is refunded, what it held beyond the reservation (the
+    head moved meanwhile) is acquired, so history costs exactly its events."""
+    if pace is None or live or reserved == held:
+        return
+    if reserved > held:
+        pace.refund(reserved - held)
+    else:
+        await pace.acquire(held - reserved)
 
 
 class TokenBucket:

@@ -51,7 +51,7 @@ from consent_sidecar.audit.anchor import (
     tighten,
     write_anchor,
 )
-from consent_sidecar.audit.pacing import Pacer
+from consent_sidecar.audit.pacing import Pacer, page_paid, page_reserved
 from consent_sidecar.audit.paging import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, PageQuery
 from consent_sidecar.audit.records import (
     GENESIS_HASH,
@@ -405,11 +405,8 @@ class AuditLog:
                 if live and on_live is not None:
                     on_live()
                 while True:
-                    # History only: what the page can hold up to the head (none once caught up).
                     head = self._head
-                    paced = 0 if live or head is None else min(WATCH_CHUNK, head.sequence - last)
-                    if pace is not None and paced > 0:
-                        await pace.acquire(paced)
+                    paced = await page_reserved(pace, None if head is None else head.sequence, last, WATCH_CHUNK, live)
                     try:
                         chunk, more = await asyncio.to_thread(
                             self._select, "sequence > ?", (last,), WATCH_CHUNK, WATCH_CHUNK_BYTES
@@ -418,11 +415,7 @@ class AuditLog:
                         if w.closed or self._closed:
                             return
                         raise
-                    if pace is not None and not live and paced != len(chunk):  # the head moved, or a short page
-                        if paced > len(chunk):
-                            pace.refund(paced - len(chunk))
-                        else:
-                            await pace.acquire(len(chunk) - paced)
+                    await page_paid(pace, paced, len(chunk), live)
                     for r in chunk:
                         if w.closed:
                             return
